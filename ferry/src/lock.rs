@@ -1,0 +1,170 @@
+//! Lock files: every image of a spec pinned to the digest of its top-level manifest
+//! (index or single manifest) and, per platform asked for, of its platform manifest.
+//!
+//! A pull with a lock refuses any content that does not hash to these digests,
+//! whichever mirror served it; that is what makes two bundles built from one lock equal.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::digest::Digest;
+use crate::platform::Platform;
+use crate::reference::Reference;
+use crate::spec::Spec;
+
+/// The lock format version this code writes and reads.
+pub const LOCK_VERSION: u32 = 1;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Lock {
+    pub version: u32,
+    /// The spec's `name` and `version`, for a human reading the lock.
+    pub name: String,
+    pub spec_version: String,
+    #[serde(default, rename = "image")]
+    pub images: Vec<LockedImage>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LockedImage {
+    /// The reference as the spec names it (normalised).
+    #[serde(rename = "ref")]
+    pub reference: Reference,
+    /// The top-level manifest or index.
+    pub digest: Digest,
+    pub media_type: String,
+    pub size: u64,
+    #[serde(default)]
+    pub platforms: Vec<LockedPlatform>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LockedPlatform {
+    pub platform: Platform,
+    /// The platform's image manifest (equal to the top digest for a single manifest).
+    pub digest: Digest,
+    pub media_type: String,
+    pub size: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LockError {
+    #[error("cannot read lock {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{}:{line}: {message}", path.display())]
+    Syntax {
+        path: PathBuf,
+        line: usize,
+        message: String,
+    },
+    #[error("{}: {message}", path.display())]
+    Invalid { path: PathBuf, message: String },
+}
+
+impl Lock {
+    pub fn load(path: &Path) -> Result<Lock, LockError> {
+        let text = std::fs::read_to_string(path).map_err(|source| LockError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let lock: Lock = toml::from_str(&text).map_err(|e| {
+            let (line, message) = crate::spec::syntax_error(&text, &e);
+            LockError::Syntax {
+                path: path.to_path_buf(),
+                line,
+                message,
+            }
+        })?;
+        if lock.version != LOCK_VERSION {
+            return Err(LockError::Invalid {
+                path: path.to_path_buf(),
+                message: format!(
+                    "lock version {} is not supported (this ferry reads version {LOCK_VERSION})",
+                    lock.version
+                ),
+            });
+        }
+        Ok(lock)
+    }
+
+    /// The lock as TOML text, with a header saying where it came from.
+    pub fn to_toml(&self) -> String {
+        let body = toml::to_string(self).expect("a lock serialises");
+        format!("# Written by `ferry-bundler lock`: every image pinned by digest. Do not edit.\n{body}")
+    }
+
+    pub fn image(&self, reference: &Reference) -> Option<&LockedImage> {
+        self.images.iter().find(|i| &i.reference == reference)
+    }
+
+    /// Checks that the lock pins every image and platform `spec` asks for.
+    pub fn covers(&self, spec: &Spec, path: &Path) -> Result<(), LockError> {
+        let invalid = |message: String| LockError::Invalid {
+            path: path.to_path_buf(),
+            message,
+        };
+        for wanted in &spec.images {
+            let locked = self.image(&wanted.reference).ok_or_else(|| {
+                invalid(format!(
+                    "image {} is not in the lock: run `ferry-bundler lock` again",
+                    wanted.reference
+                ))
+            })?;
+            for p in &wanted.platforms {
+                if locked.platform(p).is_none() {
+                    return Err(invalid(format!(
+                        "image {} has no {p} entry in the lock: run `ferry-bundler lock` again",
+                        wanted.reference
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl LockedImage {
+    pub fn platform(&self, platform: &Platform) -> Option<&LockedPlatform> {
+        self.platforms.iter().find(|p| &p.platform == platform)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_through_toml() {
+        let d = Digest::of(b"x");
+        let lock = Lock {
+            version: LOCK_VERSION,
+            name: "k".into(),
+            spec_version: "1".into(),
+            images: vec![LockedImage {
+                reference: "registry.k8s.io/pause:3.10".parse().unwrap(),
+                digest: d.clone(),
+                media_type: crate::media::OCI_INDEX.into(),
+                size: 10,
+                platforms: vec![LockedPlatform {
+                    platform: "linux/arm64".parse().unwrap(),
+                    digest: d,
+                    media_type: crate::media::OCI_MANIFEST.into(),
+                    size: 5,
+                }],
+            }],
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("k.lock");
+        std::fs::write(&path, lock.to_toml()).unwrap();
+        assert_eq!(Lock::load(&path).unwrap(), lock);
+        std::fs::write(&path, lock.to_toml().replace("version = 1", "version = 9")).unwrap();
+        assert!(Lock::load(&path).unwrap_err().to_string().contains("version 9"));
+    }
+}

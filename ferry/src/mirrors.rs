@@ -1,0 +1,292 @@
+//! Mirror rules (`mirrors.toml`): for each upstream registry host, the ordered list of
+//! endpoints to try, each with an optional repository rewrite.
+//!
+//! Rules are data so that China-friendly mirrors, a corporate proxy and the loopback
+//! registries of the tests all go through one mechanism. The upstream host is tried
+//! last unless `skip_upstream = true`.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::reference::{Reference, DOCKER_HUB};
+
+/// The rules shipped with Ferry (the workspace's `mirrors.toml`).
+pub const DEFAULT_RULES: &str = include_str!("../../mirrors.toml");
+
+/// A set of mirror rules.
+#[derive(Debug, Clone, Default)]
+pub struct MirrorRules {
+    hosts: Vec<HostRule>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRules {
+    #[serde(default)]
+    registry: Vec<HostRule>,
+}
+
+/// The endpoints for one upstream host.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HostRule {
+    pub host: String,
+    /// The upstream's own API base URL, when it is not `https://<host>`.
+    pub upstream: Option<String>,
+    #[serde(default)]
+    pub endpoints: Vec<EndpointRule>,
+    #[serde(default)]
+    pub skip_upstream: bool,
+}
+
+/// One mirror of an upstream host.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EndpointRule {
+    pub url: String,
+    pub prefix: Option<String>,
+    #[serde(default)]
+    pub flatten: bool,
+}
+
+/// Where to ask for one repository: a base URL and the repository path there.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Endpoint {
+    /// `scheme://host[:port]`, without a trailing slash.
+    pub base_url: String,
+    /// The repository path on that endpoint, after prefix and flattening.
+    pub repository: String,
+    /// Whether this is the upstream host itself rather than a mirror.
+    pub upstream: bool,
+}
+
+impl Endpoint {
+    /// Plain HTTP: no transport security.
+    pub fn insecure(&self) -> bool {
+        self.base_url.starts_with("http://")
+    }
+
+    /// The host[:port] part of the base URL.
+    pub fn host(&self) -> &str {
+        self.base_url
+            .split_once("://")
+            .map_or(&*self.base_url, |(_, h)| h)
+    }
+}
+
+impl fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.base_url, self.repository)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum MirrorError {
+    #[error("cannot read mirror rules {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{}:{line}: {message}", path.display())]
+    Syntax {
+        path: PathBuf,
+        line: usize,
+        message: String,
+    },
+    #[error("{}: {message}", path.display())]
+    Invalid { path: PathBuf, message: String },
+}
+
+fn check_url(url: &str) -> Result<(), String> {
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"))
+        .ok_or_else(|| format!("endpoint url {url:?} must start with https:// or http://"))?;
+    let rest = rest.trim_end_matches('/');
+    if rest.is_empty() || rest.contains('/') || rest.contains('?') || rest.contains('@') {
+        return Err(format!(
+            "endpoint url {url:?} must be scheme://host[:port]; put a path in `prefix`"
+        ));
+    }
+    Ok(())
+}
+
+impl MirrorRules {
+    /// The rules shipped with Ferry.
+    pub fn defaults() -> MirrorRules {
+        MirrorRules::parse(Path::new("<built-in mirrors.toml>"), DEFAULT_RULES)
+            .expect("the built-in mirrors.toml is valid")
+    }
+
+    /// Reads rules from `path`; they replace the defaults entirely.
+    pub fn load(path: &Path) -> Result<MirrorRules, MirrorError> {
+        let text = std::fs::read_to_string(path).map_err(|source| MirrorError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        MirrorRules::parse(path, &text)
+    }
+
+    pub fn parse(path: &Path, text: &str) -> Result<MirrorRules, MirrorError> {
+        let raw: RawRules = toml::from_str(text).map_err(|e| {
+            let (line, message) = crate::spec::syntax_error(text, &e);
+            MirrorError::Syntax {
+                path: path.to_path_buf(),
+                line,
+                message,
+            }
+        })?;
+        let invalid = |message: String| MirrorError::Invalid {
+            path: path.to_path_buf(),
+            message,
+        };
+        let mut seen = std::collections::HashSet::new();
+        for rule in &raw.registry {
+            if !seen.insert(rule.host.as_str()) {
+                return Err(invalid(format!("host {:?} has two [[registry]] rules", rule.host)));
+            }
+            if rule.host.is_empty() || rule.host.contains('/') {
+                return Err(invalid(format!(
+                    "host {:?} must be a registry host name such as registry.k8s.io",
+                    rule.host
+                )));
+            }
+            for e in &rule.endpoints {
+                check_url(&e.url).map_err(|m| invalid(format!("host {}: {m}", rule.host)))?;
+                if let Some(p) = &e.prefix {
+                    if p.is_empty()
+                        || p.starts_with('/')
+                        || p.ends_with('/')
+                        || p.split('/').any(|c| c.is_empty() || c == "." || c == "..")
+                    {
+                        return Err(invalid(format!(
+                            "host {}: prefix {p:?} must be a relative path like google_containers",
+                            rule.host
+                        )));
+                    }
+                }
+            }
+            if let Some(u) = &rule.upstream {
+                check_url(u).map_err(|m| invalid(format!("host {}: {m}", rule.host)))?;
+            }
+            if rule.skip_upstream && rule.endpoints.is_empty() {
+                return Err(invalid(format!(
+                    "host {}: skip_upstream = true with no endpoints leaves nowhere to pull from",
+                    rule.host
+                )));
+            }
+        }
+        Ok(MirrorRules {
+            hosts: raw.registry,
+        })
+    }
+
+    /// The rule for an upstream host, if any.
+    pub fn rule(&self, host: &str) -> Option<&HostRule> {
+        self.hosts.iter().find(|r| r.host == host)
+    }
+
+    /// Every upstream host that has a rule.
+    pub fn hosts(&self) -> impl Iterator<Item = &str> {
+        self.hosts.iter().map(|r| r.host.as_str())
+    }
+
+    /// The endpoints to try for `reference`, in order.
+    pub fn endpoints(&self, reference: &Reference) -> Vec<Endpoint> {
+        let host = reference.registry();
+        let repo = reference.repository();
+        let rule = self.rule(host);
+        let mut out: Vec<Endpoint> = rule
+            .map(|r| {
+                r.endpoints
+                    .iter()
+                    .map(|e| {
+                        let tail = if e.flatten {
+                            repo.rsplit('/').next().unwrap_or(repo)
+                        } else {
+                            repo
+                        };
+                        let repository = match &e.prefix {
+                            Some(p) => format!("{p}/{tail}"),
+                            None => tail.to_string(),
+                        };
+                        Endpoint {
+                            base_url: e.url.trim_end_matches('/').to_string(),
+                            repository,
+                            upstream: false,
+                        }
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        if !rule.is_some_and(|r| r.skip_upstream) {
+            let base_url = match rule.and_then(|r| r.upstream.as_deref()) {
+                Some(u) => u.trim_end_matches('/').to_string(),
+                None if host == DOCKER_HUB => "https://registry-1.docker.io".to_string(),
+                None => format!("https://{host}"),
+            };
+            out.push(Endpoint {
+                base_url,
+                repository: repo.to_string(),
+                upstream: true,
+            });
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ep(rules: &MirrorRules, r: &str) -> Vec<String> {
+        rules
+            .endpoints(&r.parse().unwrap())
+            .iter()
+            .map(|e| e.to_string())
+            .collect()
+    }
+
+    #[test]
+    fn defaults_rewrite_and_fall_back_to_upstream() {
+        let rules = MirrorRules::defaults();
+        assert_eq!(
+            ep(&rules, "registry.k8s.io/coredns/coredns:v1.11.3"),
+            [
+                "https://registry.aliyuncs.com/google_containers/coredns",
+                "https://k8s.m.daocloud.io/coredns/coredns",
+                "https://m.daocloud.io/registry.k8s.io/coredns/coredns",
+                "https://registry.k8s.io/coredns/coredns",
+            ]
+        );
+        let hub = ep(&rules, "busybox:1");
+        assert_eq!(hub.last().unwrap(), "https://registry-1.docker.io/library/busybox");
+        for host in ["registry.k8s.io", "docker.io", "quay.io", "ghcr.io", "gcr.io"] {
+            assert!(rules.rule(host).is_some(), "{host}");
+        }
+        assert_eq!(ep(&rules, "example.com/a/b:1"), ["https://example.com/a/b"]);
+    }
+
+    #[test]
+    fn skip_upstream_and_errors() {
+        let rules = MirrorRules::parse(
+            Path::new("m.toml"),
+            "[[registry]]\nhost = \"registry.k8s.io\"\nskip_upstream = true\nendpoints = [{ url = \"http://127.0.0.1:5000/\" }]\n",
+        )
+        .unwrap();
+        assert_eq!(ep(&rules, "registry.k8s.io/pause:3.10"), ["http://127.0.0.1:5000/pause"]);
+        let e = MirrorRules::parse(Path::new("m.toml"), "[[registry]]\nhost = \"x.io\"\nendpoint = []\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("m.toml:3:") && e.contains("endpoint"), "{e}");
+        let e = MirrorRules::parse(
+            Path::new("m.toml"),
+            "[[registry]]\nhost = \"x.io\"\nendpoints = [{ url = \"ftp://x\" }]\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("ftp://x"), "{e}");
+    }
+}

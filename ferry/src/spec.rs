@@ -1,0 +1,235 @@
+//! Release specs (`manifests/*.toml`): what a bundle holds, by name and version.
+//!
+//! ```toml
+//! name = "kubernetes"
+//! version = "1.31.4"
+//! platforms = ["linux/amd64", "linux/arm64"]
+//! images = [
+//!   "registry.k8s.io/kube-apiserver:v1.31.4",
+//!   { ref = "registry.k8s.io/dns/k8s-dns-node-cache:1.23.1", platforms = ["linux/amd64"] },
+//! ]
+//! ```
+//! Parsing is strict: an unknown key or a reference that does not parse is an error
+//! that names the file, the line and the offending text.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::platform::Platform;
+use crate::reference::Reference;
+
+/// A parsed, validated release spec.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Spec {
+    pub name: String,
+    pub version: String,
+    pub platforms: Vec<Platform>,
+    pub images: Vec<ImageSpec>,
+    /// Binaries to carry; reserved for a later format version and not pulled yet.
+    pub files: Vec<toml::Table>,
+    /// Helm charts to carry; reserved for a later format version and not pulled yet.
+    pub charts: Vec<toml::Table>,
+}
+
+/// One image a spec asks for, with the platforms wanted for it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ImageSpec {
+    pub reference: Reference,
+    pub platforms: Vec<Platform>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SpecError {
+    #[error("cannot read spec {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{}:{line}: {message}", path.display())]
+    Syntax {
+        path: PathBuf,
+        line: usize,
+        message: String,
+    },
+    #[error("{}: {message}", path.display())]
+    Invalid { path: PathBuf, message: String },
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSpec {
+    name: String,
+    version: String,
+    platforms: Vec<Platform>,
+    #[serde(default)]
+    images: Vec<RawImage>,
+    #[serde(default)]
+    files: Vec<toml::Table>,
+    #[serde(default)]
+    charts: Vec<toml::Table>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawImage {
+    Plain(String),
+    Table(RawImageTable),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawImageTable {
+    #[serde(rename = "ref")]
+    reference: String,
+    platforms: Option<Vec<Platform>>,
+}
+
+/// The 1-based line of a byte offset, for error messages.
+pub(crate) fn line_of(text: &str, offset: usize) -> usize {
+    text[..offset.min(text.len())].matches('\n').count() + 1
+}
+
+/// Turns a toml error into `path:line: message`, one line.
+pub(crate) fn syntax_error(text: &str, err: &toml::de::Error) -> (usize, String) {
+    let line = err.span().map_or(1, |s| line_of(text, s.start));
+    (line, err.message().replace('\n', " "))
+}
+
+impl Spec {
+    /// Reads and validates the spec at `path`.
+    pub fn load(path: &Path) -> Result<Spec, SpecError> {
+        let text = std::fs::read_to_string(path).map_err(|source| SpecError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Spec::parse(path, &text)
+    }
+
+    /// Parses spec text; `path` is only used in error messages.
+    pub fn parse(path: &Path, text: &str) -> Result<Spec, SpecError> {
+        let raw: RawSpec = toml::from_str(text).map_err(|e| {
+            let (line, mut message) = syntax_error(text, &e);
+            if message.starts_with("data did not match any variant") {
+                message = "an image is a reference string or a table { ref = \"…\", platforms = [\"os/arch\"] } with no other keys".into();
+            }
+            SpecError::Syntax {
+                path: path.to_path_buf(),
+                line,
+                message,
+            }
+        })?;
+        let invalid = |message: String| SpecError::Invalid {
+            path: path.to_path_buf(),
+            message,
+        };
+        if raw.name.trim().is_empty() {
+            return Err(invalid("`name` is empty".into()));
+        }
+        if raw.version.trim().is_empty() {
+            return Err(invalid("`version` is empty".into()));
+        }
+        if raw.platforms.is_empty() {
+            return Err(invalid(
+                "`platforms` is empty: name at least one, e.g. \"linux/amd64\"".into(),
+            ));
+        }
+        let mut images: Vec<ImageSpec> = Vec::new();
+        for raw_image in raw.images {
+            let (text, platforms) = match raw_image {
+                RawImage::Plain(s) => (s, None),
+                RawImage::Table(t) => (t.reference, t.platforms),
+            };
+            let reference: Reference = text
+                .parse()
+                .map_err(|e: crate::reference::ReferenceError| invalid(e.to_string()))?;
+            if reference.tag().is_none() && reference.digest().is_none() {
+                return Err(invalid(format!(
+                    "image {text:?} has neither a tag nor a digest: pin it, e.g. {text}:1.0"
+                )));
+            }
+            let platforms = platforms.unwrap_or_else(|| raw.platforms.clone());
+            if platforms.is_empty() {
+                return Err(invalid(format!("image {text:?} has an empty `platforms`")));
+            }
+            if images.iter().any(|i| i.reference == reference) {
+                return Err(invalid(format!("image {reference} is listed twice")));
+            }
+            images.push(ImageSpec {
+                reference,
+                platforms,
+            });
+        }
+        Ok(Spec {
+            name: raw.name,
+            version: raw.version,
+            platforms: raw.platforms,
+            images,
+            files: raw.files,
+            charts: raw.charts,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Spec, SpecError> {
+        Spec::parse(Path::new("k.toml"), text)
+    }
+
+    #[test]
+    fn parses_the_documented_example() {
+        let spec = parse(
+            r#"
+name = "kubernetes"
+version = "1.31.4"
+platforms = ["linux/amd64", "linux/arm64"]
+images = [
+  "registry.k8s.io/kube-apiserver:v1.31.4",
+  "busybox:1.36",
+  { ref = "registry.k8s.io/dns/k8s-dns-node-cache:1.23.1", platforms = ["linux/amd64"] },
+]
+"#,
+        )
+        .unwrap();
+        assert_eq!(spec.images.len(), 3);
+        assert_eq!(
+            spec.images[1].reference.to_string(),
+            "docker.io/library/busybox:1.36"
+        );
+        assert_eq!(spec.images[0].platforms.len(), 2);
+        assert_eq!(spec.images[2].platforms, vec!["linux/amd64".parse().unwrap()]);
+    }
+
+    #[test]
+    fn errors_name_the_file_line_and_culprit() {
+        let e = parse("name = \"k\"\nversion = \"1\"\nplatforms = [\"linux/amd64\"]\nimagez = []\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("k.toml:4:"), "{e}");
+        assert!(e.contains("imagez"), "{e}");
+        assert!(!e.contains('\n'), "{e}");
+
+        let e = parse("name = \"k\"\nversion = \"1\"\nplatforms = [\"linux/amd64\"]\nimages = [\"Bad Ref:1\"]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("Bad Ref:1"), "{e}");
+
+        let e = parse("name = \"k\"\nversion = \"1\"\nplatforms = [\"linux/amd64\"]\nimages = [{ ref = \"a:1\", platfroms = [] }]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("k.toml:4:"), "{e}");
+
+        let e = parse("name = \"k\"\nversion = \"1\"\nplatforms = [\"linux/amd64\"]\nimages = [\"a\"]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("neither a tag nor a digest"), "{e}");
+
+        let e = parse("name = \"k\"\nversion = \"1\"\nplatforms = [\"linux\"]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("linux"), "{e}");
+    }
+}

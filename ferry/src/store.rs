@@ -1,0 +1,313 @@
+//! The store: an OCI image layout on disk, content-addressed and written atomically.
+//!
+//! ```text
+//! DIR/
+//!   oci-layout                 {"imageLayoutVersion":"1.0.0"}
+//!   index.json                 one entry per image, named by its full upstream
+//!                              reference (org.opencontainers.image.ref.name)
+//!   blobs/sha256/<hex>         manifests, configs, layers: verified before they appear
+//!   .ferry/partial/<hex>       downloads under way; resumed with Range, never served
+//!   .ferry/tmp/                temporary files, renamed into place once complete
+//!   .ferry/lock                held while index.json is rewritten
+//! ```
+//! A blob becomes visible only after its digest matched: it is written to a temporary
+//! name, fsynced and renamed. `index.json` names an image only once every blob it
+//! needs is present, so a store is consistent at every instant.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use oci_spec::image::{ImageIndex, ImageIndexBuilder, MediaType};
+
+use crate::digest::Digest;
+use crate::manifest::Descriptor;
+
+/// The annotation that names an image in `index.json`.
+pub const REF_NAME: &str = "org.opencontainers.image.ref.name";
+
+const LAYOUT: &str = "{\"imageLayoutVersion\":\"1.0.0\"}";
+
+/// An OCI image layout directory.
+#[derive(Debug, Clone)]
+pub struct Store {
+    root: PathBuf,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{}: {source}", path.display())]
+    Io { path: PathBuf, source: io::Error },
+    #[error("{} is not an OCI image layout: {reason}", path.display())]
+    NotALayout { path: PathBuf, reason: String },
+    #[error("blob {expected} does not match its content (got {actual})")]
+    DigestMismatch { expected: Digest, actual: Digest },
+}
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> StoreError + '_ {
+    move |source| StoreError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Flushes a directory entry to disk, so a rename survives a crash.
+fn sync_dir(dir: &Path) -> Result<(), StoreError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_err(dir))
+}
+
+impl Store {
+    /// Opens the layout at `root`, creating it if it does not exist.
+    pub fn open(root: &Path) -> Result<Store, StoreError> {
+        let store = Store {
+            root: root.to_path_buf(),
+        };
+        for dir in [store.blob_dir(), store.partial_dir(), store.tmp_dir()] {
+            fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+        }
+        let layout = root.join("oci-layout");
+        match fs::read_to_string(&layout) {
+            Ok(text) => {
+                let v: serde_json::Value =
+                    serde_json::from_str(&text).map_err(|e| StoreError::NotALayout {
+                        path: layout.clone(),
+                        reason: e.to_string(),
+                    })?;
+                if v.get("imageLayoutVersion").and_then(|v| v.as_str()) != Some("1.0.0") {
+                    return Err(StoreError::NotALayout {
+                        path: layout,
+                        reason: "imageLayoutVersion is not 1.0.0".into(),
+                    });
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                store.write_atomic(&layout, LAYOUT.as_bytes())?;
+            }
+            Err(e) => return Err(io_err(&layout)(e)),
+        }
+        Ok(store)
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn blob_dir(&self) -> PathBuf {
+        self.root.join("blobs").join("sha256")
+    }
+
+    fn partial_dir(&self) -> PathBuf {
+        self.root.join(".ferry").join("partial")
+    }
+
+    fn tmp_dir(&self) -> PathBuf {
+        self.root.join(".ferry").join("tmp")
+    }
+
+    /// Where the blob `digest` lives once complete.
+    pub fn blob_path(&self, digest: &Digest) -> PathBuf {
+        self.blob_dir().join(digest.hex())
+    }
+
+    /// Where an unfinished download of `digest` is kept between runs.
+    pub fn partial_path(&self, digest: &Digest) -> PathBuf {
+        self.partial_dir().join(digest.hex())
+    }
+
+    /// Whether the blob is present (it was verified when it was written).
+    pub fn has_blob(&self, digest: &Digest) -> bool {
+        self.blob_path(digest).is_file()
+    }
+
+    /// Reads a whole blob; for manifests and configs, which are small.
+    pub fn read_blob(&self, digest: &Digest) -> Result<Vec<u8>, StoreError> {
+        let path = self.blob_path(digest);
+        fs::read(&path).map_err(io_err(&path))
+    }
+
+    /// Writes `bytes` as blob `expected` after checking they hash to it.
+    pub fn put_blob(&self, expected: &Digest, bytes: &[u8]) -> Result<(), StoreError> {
+        let actual = Digest::of(bytes);
+        if &actual != expected {
+            return Err(StoreError::DigestMismatch {
+                expected: expected.clone(),
+                actual,
+            });
+        }
+        if self.has_blob(expected) {
+            return Ok(());
+        }
+        self.write_atomic(&self.blob_path(expected), bytes)
+    }
+
+    /// Moves a finished, already verified download from its partial path into place.
+    /// The caller has checked the digest while writing and has fsynced the file.
+    pub fn commit_partial(&self, digest: &Digest) -> Result<(), StoreError> {
+        let from = self.partial_path(digest);
+        let to = self.blob_path(digest);
+        fs::rename(&from, &to).map_err(io_err(&to))?;
+        sync_dir(&self.blob_dir())
+    }
+
+    /// Writes a file under the store atomically: temp name, fsync, rename, fsync dir.
+    fn write_atomic(&self, path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+        static SEQ: AtomicU64 = AtomicU64::new(0);
+        let tmp = self.tmp_dir().join(format!(
+            "{}.{}.{}.tmp",
+            path.file_name().and_then(|n| n.to_str()).unwrap_or("file"),
+            std::process::id(),
+            SEQ.fetch_add(1, Ordering::Relaxed)
+        ));
+        let mut f = File::create(&tmp).map_err(io_err(&tmp))?;
+        f.write_all(bytes).map_err(io_err(&tmp))?;
+        f.sync_all().map_err(io_err(&tmp))?;
+        drop(f);
+        fs::rename(&tmp, path).map_err(io_err(path))?;
+        sync_dir(path.parent().unwrap_or(&self.root))
+    }
+
+    /// The images listed in `index.json`, by reference name.
+    pub fn images(&self) -> Result<BTreeMap<String, Descriptor>, StoreError> {
+        let index = self.read_index()?;
+        let mut out = BTreeMap::new();
+        for d in index.manifests() {
+            let name = d.annotations().as_ref().and_then(|a| a.get(REF_NAME));
+            if let Some(name) = name {
+                let digest = d.digest().to_string().parse().map_err(|e| {
+                    StoreError::NotALayout {
+                        path: self.root.join("index.json"),
+                        reason: format!("{e}"),
+                    }
+                })?;
+                out.insert(
+                    name.clone(),
+                    Descriptor {
+                        media_type: d.media_type().to_string(),
+                        digest,
+                        size: d.size(),
+                    },
+                );
+            }
+        }
+        Ok(out)
+    }
+
+    fn read_index(&self) -> Result<ImageIndex, StoreError> {
+        let path = self.root.join("index.json");
+        match fs::read(&path) {
+            Ok(bytes) => ImageIndex::from_reader(&bytes[..]).map_err(|e| StoreError::NotALayout {
+                path,
+                reason: e.to_string(),
+            }),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(empty_index()),
+            Err(e) => Err(io_err(&path)(e)),
+        }
+    }
+
+    /// Names `descriptor` as image `name` in `index.json`, replacing any earlier entry
+    /// of that name. The blobs it needs must already be in the store.
+    pub fn set_images(&self, images: &[(String, Descriptor)]) -> Result<(), StoreError> {
+        let lock_path = self.root.join(".ferry").join("lock");
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(io_err(&lock_path))?;
+        // Two pulls into one store must not lose each other's index entries.
+        lock.lock().map_err(io_err(&lock_path))?;
+        let index = self.read_index()?;
+        let mut entries: BTreeMap<String, oci_spec::image::Descriptor> = BTreeMap::new();
+        let mut unnamed = Vec::new();
+        for d in index.manifests() {
+            match d.annotations().as_ref().and_then(|a| a.get(REF_NAME)) {
+                Some(n) => {
+                    entries.insert(n.clone(), d.clone());
+                }
+                None => unnamed.push(d.clone()),
+            }
+        }
+        for (name, desc) in images {
+            let digest: oci_spec::image::Digest =
+                desc.digest.to_string().parse().expect("a sha256 digest is an OCI digest");
+            let mut d = oci_spec::image::Descriptor::new(
+                MediaType::from(desc.media_type.as_str()),
+                desc.size,
+                digest,
+            );
+            d.set_annotations(Some([(REF_NAME.to_string(), name.clone())].into()));
+            entries.insert(name.clone(), d);
+        }
+        let mut manifests = unnamed;
+        manifests.extend(entries.into_values());
+        let index = ImageIndexBuilder::default()
+            .schema_version(2u32)
+            .media_type(MediaType::ImageIndex)
+            .manifests(manifests)
+            .build()
+            .expect("all required index fields are set");
+        let mut bytes = serde_json::to_vec_pretty(&index).expect("an index serialises");
+        bytes.push(b'\n');
+        self.write_atomic(&self.root.join("index.json"), &bytes)?;
+        drop(lock);
+        Ok(())
+    }
+}
+
+fn empty_index() -> ImageIndex {
+    ImageIndexBuilder::default()
+        .schema_version(2u32)
+        .media_type(MediaType::ImageIndex)
+        .manifests(Vec::new())
+        .build()
+        .expect("all required index fields are set")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::media;
+
+    #[test]
+    fn blobs_are_verified_and_index_entries_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let bytes = b"{\"hello\":1}";
+        let d = Digest::of(bytes);
+        let wrong = Digest::of(b"other");
+        assert!(matches!(
+            store.put_blob(&wrong, bytes),
+            Err(StoreError::DigestMismatch { .. })
+        ));
+        assert!(!store.has_blob(&wrong));
+        store.put_blob(&d, bytes).unwrap();
+        assert_eq!(store.read_blob(&d).unwrap(), bytes);
+
+        let desc = |digest: &Digest| Descriptor {
+            media_type: media::DOCKER_LIST.into(),
+            digest: digest.clone(),
+            size: 11,
+        };
+        store
+            .set_images(&[("registry.k8s.io/pause:3.10".into(), desc(&d))])
+            .unwrap();
+        store
+            .set_images(&[
+                ("registry.k8s.io/pause:3.10".into(), desc(&wrong)),
+                ("docker.io/library/busybox:1".into(), desc(&d)),
+            ])
+            .unwrap();
+        let images = store.images().unwrap();
+        assert_eq!(images.len(), 2);
+        assert_eq!(images["registry.k8s.io/pause:3.10"].digest, wrong);
+        assert_eq!(images["docker.io/library/busybox:1"].media_type, media::DOCKER_LIST);
+        // A second open keeps what is there.
+        let again = Store::open(dir.path()).unwrap();
+        assert_eq!(again.images().unwrap().len(), 2);
+        assert!(fs::read_dir(dir.path().join(".ferry/tmp")).unwrap().next().is_none());
+    }
+}
