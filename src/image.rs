@@ -240,7 +240,9 @@ pub fn platform_image(
         .collect();
     let diff_ids: Vec<String> = layers.iter().map(|l| diff_id(&l.data)).collect();
     let history: Vec<Value> = (0..layers.len())
-        .map(|i| json!({"created": CREATED, "created_by": format!("ferry-e2e generated layer {i}")}))
+        .map(
+            |i| json!({"created": CREATED, "created_by": format!("ferry-e2e generated layer {i}")}),
+        )
         .collect();
     let mut config = json!({
         "architecture": arch,
@@ -483,7 +485,10 @@ fn push_manifest_with(
         .unwrap_or_else(|e| panic!("PUT {url}: {}", describe(e)));
     assert_eq!(resp.status(), 201, "PUT {url}");
     if let Some(d) = resp.header("Docker-Content-Digest") {
-        assert_eq!(d, manifest.digest, "registry computed another digest for {url}");
+        assert_eq!(
+            d, manifest.digest,
+            "registry computed another digest for {url}"
+        );
     }
 }
 
@@ -565,10 +570,18 @@ mod tests {
     fn config_diff_ids_are_sha256_of_uncompressed_tar() {
         let l0 = layer(1, 3000);
         let l1 = layer(2, 5000);
-        let p = platform_image(Flavor::Oci, "linux", "arm64", Some("v8"), vec![l0.clone(), l1]);
+        let p = platform_image(
+            Flavor::Oci,
+            "linux",
+            "arm64",
+            Some("v8"),
+            vec![l0.clone(), l1],
+        );
         let config: Value = serde_json::from_slice(&p.config.data).unwrap();
         let mut raw = Vec::new();
-        flate2::read::GzDecoder::new(&l0[..]).read_to_end(&mut raw).unwrap();
+        flate2::read::GzDecoder::new(&l0[..])
+            .read_to_end(&mut raw)
+            .unwrap();
         assert_eq!(config["rootfs"]["diff_ids"][0], json!(sha256_digest(&raw)));
         assert_ne!(config["rootfs"]["diff_ids"][0], json!(p.layers[0].digest));
         assert_eq!(config["rootfs"]["diff_ids"].as_array().unwrap().len(), 2);
@@ -610,13 +623,19 @@ mod tests {
         assert_eq!(ms.len(), 2);
         assert_eq!(ms[0]["digest"], json!(amd.manifest.digest));
         assert_eq!(ms[0]["mediaType"], oci::MANIFEST);
-        assert_eq!(ms[0]["platform"], json!({"architecture": "amd64", "os": "linux"}));
+        assert_eq!(
+            ms[0]["platform"],
+            json!({"architecture": "amd64", "os": "linux"})
+        );
         assert_eq!(
             ms[1]["platform"],
             json!({"architecture": "arm", "os": "linux", "variant": "v7"})
         );
         assert_eq!(img.digest(), sha256_digest(&img.top.data));
-        assert_eq!(img.platform("linux", "arm", None).unwrap().manifest, arm.manifest);
+        assert_eq!(
+            img.platform("linux", "arm", None).unwrap().manifest,
+            arm.manifest
+        );
 
         let list = Image::multi(Flavor::Docker, vec![amd]);
         let l: Value = serde_json::from_slice(&list.top.data).unwrap();
@@ -626,7 +645,13 @@ mod tests {
     #[test]
     fn single_image_top_is_the_manifest_and_shared_layers_count_once() {
         let shared = layer(9, 50);
-        let p = platform_image(Flavor::Oci, "linux", "amd64", None, vec![shared.clone(), shared]);
+        let p = platform_image(
+            Flavor::Oci,
+            "linux",
+            "amd64",
+            None,
+            vec![shared.clone(), shared],
+        );
         let img = Image::single(p.clone());
         assert!(!img.is_multi());
         assert_eq!(img.digest(), p.manifest.digest);
@@ -640,7 +665,13 @@ mod tests {
                 .iter()
                 .enumerate()
                 .map(|(i, a)| {
-                    platform_image(Flavor::Docker, "linux", a, None, vec![layer(seed(&[i as u64]), 64)])
+                    platform_image(
+                        Flavor::Docker,
+                        "linux",
+                        a,
+                        None,
+                        vec![layer(seed(&[i as u64]), 64)],
+                    )
                 })
                 .collect();
             Image::multi(Flavor::Docker, ps)

@@ -24,6 +24,9 @@ pub mod proxy;
 pub mod registry;
 mod rng;
 
+#[cfg(test)]
+mod selftest;
+
 pub use image::{Blob, Flavor, Image, PlatformImage};
 pub use proxy::{Proxy, ProxyOptions};
 pub use registry::{dead_url, free_port, Registry};

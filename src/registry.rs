@@ -116,7 +116,9 @@ impl Registry {
                 if let Ok(Some(status)) = child.try_wait() {
                     let logs = registry.raw_logs();
                     registry.child = None;
-                    return Err(format!("registry exited early with {status}; output:\n{logs}"));
+                    return Err(format!(
+                        "registry exited early with {status}; output:\n{logs}"
+                    ));
                 }
             }
             if let Ok(resp) = agent.get(&format!("{}/v2/", registry.url())).call() {
@@ -314,7 +316,10 @@ pub fn parse_access_line(line: &str) -> Option<AccessLine> {
     let method = parts.next()?;
     let target = parts.next()?;
     let proto = parts.next()?;
-    if !proto.starts_with("HTTP/") || method.is_empty() || !method.bytes().all(|b| b.is_ascii_uppercase()) {
+    if !proto.starts_with("HTTP/")
+        || method.is_empty()
+        || !method.bytes().all(|b| b.is_ascii_uppercase())
+    {
         return None;
     }
     let mut after = rest[end + 1..].split_whitespace();
@@ -323,13 +328,10 @@ pub fn parse_access_line(line: &str) -> Option<AccessLine> {
         "-" => 0,
         n => n.parse().ok()?,
     };
-    // `"referer" "user-agent"`: the user agent is the last quoted field.
-    let tail = &rest[end + 1..];
-    let user_agent = tail
-        .rsplit_once('"')
-        .and_then(|(head, _)| head.rsplit_once('"'))
-        .map(|(_, ua)| ua.to_string())
-        .unwrap_or_default();
+    // Then `"referer" "user-agent"`: the second quoted field. (Not "the last one": in
+    // a logrus-wrapped line the closing quote of `msg="..."` follows.)
+    let mut quoted = rest[end + 1..].split('"').skip(1).step_by(2);
+    let user_agent = quoted.nth(1).unwrap_or_default().to_string();
     Some(AccessLine {
         method: method.to_string(),
         target: target.to_string(),

@@ -97,7 +97,9 @@ impl Lock {
     /// The lock as TOML text, with a header saying where it came from.
     pub fn to_toml(&self) -> String {
         let body = toml::to_string(self).expect("a lock serialises");
-        format!("# Written by `ferry-bundler lock`: every image pinned by digest. Do not edit.\n{body}")
+        format!(
+            "# Written by `ferry-bundler lock`: every image pinned by digest. Do not edit.\n{body}"
+        )
     }
 
     pub fn image(&self, reference: &Reference) -> Option<&LockedImage> {
@@ -165,6 +167,9 @@ mod tests {
         std::fs::write(&path, lock.to_toml()).unwrap();
         assert_eq!(Lock::load(&path).unwrap(), lock);
         std::fs::write(&path, lock.to_toml().replace("version = 1", "version = 9")).unwrap();
-        assert!(Lock::load(&path).unwrap_err().to_string().contains("version 9"));
+        assert!(Lock::load(&path)
+            .unwrap_err()
+            .to_string()
+            .contains("version 9"));
     }
 }

@@ -57,7 +57,9 @@ pub struct ConfigPlatform {
 pub enum ManifestError {
     #[error("manifest is larger than {MAX_MANIFEST_BYTES} bytes")]
     TooLarge,
-    #[error("Docker schema 1 manifests are not supported (the image is too old to be stored unchanged)")]
+    #[error(
+        "Docker schema 1 manifests are not supported (the image is too old to be stored unchanged)"
+    )]
     Schema1,
     #[error("unsupported manifest media type {0:?}")]
     UnsupportedType(String),
@@ -138,7 +140,11 @@ impl Manifest {
             Ok(Manifest::Image {
                 media_type,
                 config: descriptor(m.config())?,
-                layers: m.layers().iter().map(descriptor).collect::<Result<_, _>>()?,
+                layers: m
+                    .layers()
+                    .iter()
+                    .map(descriptor)
+                    .collect::<Result<_, _>>()?,
             })
         } else if media_type == media::DOCKER_SCHEMA1 || media_type == media::DOCKER_SCHEMA1_SIGNED
         {
@@ -176,7 +182,10 @@ mod tests {
             media::DOCKER_MANIFEST
         );
         match Manifest::parse(list.as_bytes(), None).unwrap() {
-            Manifest::Index { media_type, entries } => {
+            Manifest::Index {
+                media_type,
+                entries,
+            } => {
                 assert_eq!(media_type, media::DOCKER_LIST);
                 assert_eq!(entries[0].architecture, "arm64");
                 assert_eq!(entries[0].variant.as_deref(), Some("v8"));

@@ -145,7 +145,10 @@ impl MirrorRules {
         let mut seen = std::collections::HashSet::new();
         for rule in &raw.registry {
             if !seen.insert(rule.host.as_str()) {
-                return Err(invalid(format!("host {:?} has two [[registry]] rules", rule.host)));
+                return Err(invalid(format!(
+                    "host {:?} has two [[registry]] rules",
+                    rule.host
+                )));
             }
             if rule.host.is_empty() || rule.host.contains('/') {
                 return Err(invalid(format!(
@@ -262,8 +265,17 @@ mod tests {
             ]
         );
         let hub = ep(&rules, "busybox:1");
-        assert_eq!(hub.last().unwrap(), "https://registry-1.docker.io/library/busybox");
-        for host in ["registry.k8s.io", "docker.io", "quay.io", "ghcr.io", "gcr.io"] {
+        assert_eq!(
+            hub.last().unwrap(),
+            "https://registry-1.docker.io/library/busybox"
+        );
+        for host in [
+            "registry.k8s.io",
+            "docker.io",
+            "quay.io",
+            "ghcr.io",
+            "gcr.io",
+        ] {
             assert!(rules.rule(host).is_some(), "{host}");
         }
         assert_eq!(ep(&rules, "example.com/a/b:1"), ["https://example.com/a/b"]);
@@ -276,10 +288,16 @@ mod tests {
             "[[registry]]\nhost = \"registry.k8s.io\"\nskip_upstream = true\nendpoints = [{ url = \"http://127.0.0.1:5000/\" }]\n",
         )
         .unwrap();
-        assert_eq!(ep(&rules, "registry.k8s.io/pause:3.10"), ["http://127.0.0.1:5000/pause"]);
-        let e = MirrorRules::parse(Path::new("m.toml"), "[[registry]]\nhost = \"x.io\"\nendpoint = []\n")
-            .unwrap_err()
-            .to_string();
+        assert_eq!(
+            ep(&rules, "registry.k8s.io/pause:3.10"),
+            ["http://127.0.0.1:5000/pause"]
+        );
+        let e = MirrorRules::parse(
+            Path::new("m.toml"),
+            "[[registry]]\nhost = \"x.io\"\nendpoint = []\n",
+        )
+        .unwrap_err()
+        .to_string();
         assert!(e.starts_with("m.toml:3:") && e.contains("endpoint"), "{e}");
         let e = MirrorRules::parse(
             Path::new("m.toml"),

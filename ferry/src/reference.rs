@@ -110,7 +110,9 @@ fn valid_domain(d: &str) -> bool {
     let host_ok = !host.is_empty()
         && host.split('.').all(|label| {
             !label.is_empty()
-                && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
                 && !label.starts_with('-')
                 && !label.ends_with('-')
         });
@@ -142,10 +144,7 @@ impl FromStr for Reference {
             return Err(err("too long"));
         }
         let (rest, digest) = match text.split_once('@') {
-            Some((rest, d)) => (
-                rest,
-                Some(d.parse::<Digest>().map_err(|e| err(e.reason))?),
-            ),
+            Some((rest, d)) => (rest, Some(d.parse::<Digest>().map_err(|e| err(e.reason))?)),
             None => (text, None),
         };
         // A tag follows the last ':' that comes after the last '/', so a port stays put.
@@ -159,7 +158,9 @@ impl FromStr for Reference {
         };
         if let Some(tag) = tag {
             if !valid_tag(tag) {
-                return Err(err("a tag is letters, digits, '_', '.' and '-', at most 128"));
+                return Err(err(
+                    "a tag is letters, digits, '_', '.' and '-', at most 128",
+                ));
             }
         }
         let (registry, repository) = match name.split_once('/') {

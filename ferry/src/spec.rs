@@ -200,14 +200,18 @@ images = [
             "docker.io/library/busybox:1.36"
         );
         assert_eq!(spec.images[0].platforms.len(), 2);
-        assert_eq!(spec.images[2].platforms, vec!["linux/amd64".parse().unwrap()]);
+        assert_eq!(
+            spec.images[2].platforms,
+            vec!["linux/amd64".parse().unwrap()]
+        );
     }
 
     #[test]
     fn errors_name_the_file_line_and_culprit() {
-        let e = parse("name = \"k\"\nversion = \"1\"\nplatforms = [\"linux/amd64\"]\nimagez = []\n")
-            .unwrap_err()
-            .to_string();
+        let e =
+            parse("name = \"k\"\nversion = \"1\"\nplatforms = [\"linux/amd64\"]\nimagez = []\n")
+                .unwrap_err()
+                .to_string();
         assert!(e.starts_with("k.toml:4:"), "{e}");
         assert!(e.contains("imagez"), "{e}");
         assert!(!e.contains('\n'), "{e}");
@@ -222,9 +226,11 @@ images = [
             .to_string();
         assert!(e.starts_with("k.toml:4:"), "{e}");
 
-        let e = parse("name = \"k\"\nversion = \"1\"\nplatforms = [\"linux/amd64\"]\nimages = [\"a\"]\n")
-            .unwrap_err()
-            .to_string();
+        let e = parse(
+            "name = \"k\"\nversion = \"1\"\nplatforms = [\"linux/amd64\"]\nimages = [\"a\"]\n",
+        )
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("neither a tag nor a digest"), "{e}");
 
         let e = parse("name = \"k\"\nversion = \"1\"\nplatforms = [\"linux\"]\n")

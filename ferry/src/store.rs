@@ -177,12 +177,14 @@ impl Store {
         for d in index.manifests() {
             let name = d.annotations().as_ref().and_then(|a| a.get(REF_NAME));
             if let Some(name) = name {
-                let digest = d.digest().to_string().parse().map_err(|e| {
-                    StoreError::NotALayout {
-                        path: self.root.join("index.json"),
-                        reason: format!("{e}"),
-                    }
-                })?;
+                let digest =
+                    d.digest()
+                        .to_string()
+                        .parse()
+                        .map_err(|e| StoreError::NotALayout {
+                            path: self.root.join("index.json"),
+                            reason: format!("{e}"),
+                        })?;
                 out.insert(
                     name.clone(),
                     Descriptor {
@@ -232,8 +234,11 @@ impl Store {
             }
         }
         for (name, desc) in images {
-            let digest: oci_spec::image::Digest =
-                desc.digest.to_string().parse().expect("a sha256 digest is an OCI digest");
+            let digest: oci_spec::image::Digest = desc
+                .digest
+                .to_string()
+                .parse()
+                .expect("a sha256 digest is an OCI digest");
             let mut d = oci_spec::image::Descriptor::new(
                 MediaType::from(desc.media_type.as_str()),
                 desc.size,
@@ -304,10 +309,16 @@ mod tests {
         let images = store.images().unwrap();
         assert_eq!(images.len(), 2);
         assert_eq!(images["registry.k8s.io/pause:3.10"].digest, wrong);
-        assert_eq!(images["docker.io/library/busybox:1"].media_type, media::DOCKER_LIST);
+        assert_eq!(
+            images["docker.io/library/busybox:1"].media_type,
+            media::DOCKER_LIST
+        );
         // A second open keeps what is there.
         let again = Store::open(dir.path()).unwrap();
         assert_eq!(again.images().unwrap().len(), 2);
-        assert!(fs::read_dir(dir.path().join(".ferry/tmp")).unwrap().next().is_none());
+        assert!(fs::read_dir(dir.path().join(".ferry/tmp"))
+            .unwrap()
+            .next()
+            .is_none());
     }
 }

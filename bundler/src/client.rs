@@ -1,0 +1,346 @@
+//! A registry client for the pull side of the distribution API: manifests and blobs
+//! by endpoint, with anonymous, Basic and Bearer-token auth, bounded retries with
+//! backoff (honouring `Retry-After`), custom CAs and redirects for blobs.
+//!
+//! It is ours rather than `oci-client`'s because a pull needs what that crate does not
+//! expose together: the repository path rewritten per mirror, `Range` resumption of a
+//! partial blob, the raw manifest bytes and their `Content-Type`, and a clear account
+//! of why each endpoint failed.
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use bytes::Bytes;
+use ferry::manifest::MAX_MANIFEST_BYTES;
+use ferry::media::MANIFEST_ACCEPT;
+use ferry::mirrors::Endpoint;
+use ferry::Digest;
+use reqwest::header::{
+    HeaderMap, HeaderValue, ACCEPT, AUTHORIZATION, RANGE, RETRY_AFTER, WWW_AUTHENTICATE,
+};
+use reqwest::{Response, StatusCode};
+
+use crate::auth::{Challenge, Credentials};
+
+/// How many times one request is tried before its endpoint is given up on.
+pub const ATTEMPTS: u32 = 4;
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(30);
+
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    #[error("{what} not found (HTTP 404)")]
+    NotFound { what: String },
+    #[error("HTTP {status}{}", code.as_deref().map(|c| format!(" {c}")).unwrap_or_default())]
+    Status {
+        status: StatusCode,
+        code: Option<String>,
+    },
+    #[error("authentication required and no credentials for {host} (add them to ~/.docker/config.json or pass --cred {host}=USER:PASSWORD)")]
+    NoCredentials { host: String },
+    #[error("authentication failed: {0}")]
+    Auth(String),
+    #[error("{}", describe(.0))]
+    Transport(#[from] reqwest::Error),
+    #[error("manifest larger than {MAX_MANIFEST_BYTES} bytes")]
+    TooLarge,
+    #[error("skipped: unreachable earlier in this run")]
+    Unreachable,
+}
+
+/// reqwest's own text hides the cause (connection refused, certificate unknown).
+fn describe(e: &reqwest::Error) -> String {
+    let mut text = if e.is_connect() {
+        "cannot connect".to_string()
+    } else if e.is_timeout() {
+        "timed out".to_string()
+    } else {
+        "transfer failed".to_string()
+    };
+    let mut source = std::error::Error::source(e);
+    let mut last = String::new();
+    while let Some(s) = source {
+        last = s.to_string();
+        source = s.source();
+    }
+    if !last.is_empty() {
+        text.push_str(": ");
+        text.push_str(&last);
+    }
+    text
+}
+
+impl FetchError {
+    /// Worth trying the same endpoint again after a pause.
+    fn retryable(&self) -> bool {
+        match self {
+            FetchError::Status { status, .. } => {
+                *status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error()
+            }
+            FetchError::Transport(e) => !e.is_builder() && !e.is_redirect(),
+            _ => false,
+        }
+    }
+}
+
+pub struct ClientOptions {
+    pub ca_certs: Vec<PathBuf>,
+    pub credentials: Credentials,
+}
+
+/// A registry client shared by every task of a run.
+pub struct Client {
+    http: reqwest::Client,
+    credentials: Credentials,
+    /// Authorization header values by (base URL, repository).
+    tokens: Mutex<HashMap<(String, String), HeaderValue>>,
+    warned_insecure: Mutex<HashSet<String>>,
+    /// Endpoints that refused connections through every retry: not asked again this run.
+    unreachable: Mutex<HashSet<String>>,
+}
+
+impl Client {
+    pub fn new(options: ClientOptions) -> anyhow::Result<Client> {
+        use anyhow::Context as _;
+        let mut builder = reqwest::Client::builder()
+            .user_agent(concat!("ferry-bundler/", env!("CARGO_PKG_VERSION")))
+            .connect_timeout(Duration::from_secs(15))
+            .read_timeout(Duration::from_secs(60))
+            .pool_max_idle_per_host(64);
+        for path in &options.ca_certs {
+            let pem = std::fs::read(path)
+                .with_context(|| format!("cannot read CA certificate {}", path.display()))?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem)
+                .with_context(|| format!("{} is not a PEM certificate", path.display()))?;
+            for cert in certs {
+                builder = builder.add_root_certificate(cert);
+            }
+        }
+        Ok(Client {
+            http: builder.build().context("cannot set up the HTTP client")?,
+            credentials: options.credentials,
+            tokens: Mutex::default(),
+            warned_insecure: Mutex::default(),
+            unreachable: Mutex::default(),
+        })
+    }
+
+    /// Whether this is the first time `endpoint`'s host is used over plain HTTP.
+    pub fn first_insecure_use(&self, endpoint: &Endpoint) -> bool {
+        endpoint.insecure()
+            && self
+                .warned_insecure
+                .lock()
+                .unwrap()
+                .insert(endpoint.base_url.clone())
+    }
+
+    /// Fetches a manifest by tag or digest: its bytes and `Content-Type`.
+    pub async fn manifest(
+        &self,
+        endpoint: &Endpoint,
+        reference: &str,
+    ) -> Result<(Bytes, Option<String>), FetchError> {
+        let url = format!(
+            "{}/v2/{}/manifests/{}",
+            endpoint.base_url, endpoint.repository, reference
+        );
+        let mut headers = HeaderMap::new();
+        headers.insert(ACCEPT, HeaderValue::from_static(MANIFEST_ACCEPT));
+        let what = format!("manifest {reference}");
+        let response = self.get(endpoint, &url, headers, &what).await?;
+        if response
+            .content_length()
+            .is_some_and(|l| l > MAX_MANIFEST_BYTES as u64)
+        {
+            return Err(FetchError::TooLarge);
+        }
+        let content_type = response
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let mut body = Vec::new();
+        let mut response = response;
+        while let Some(chunk) = response.chunk().await? {
+            body.extend_from_slice(&chunk);
+            if body.len() > MAX_MANIFEST_BYTES {
+                return Err(FetchError::TooLarge);
+            }
+        }
+        Ok((Bytes::from(body), content_type))
+    }
+
+    /// Starts a blob download from byte `offset`. The response is 200 (whole blob)
+    /// or 206 (from `offset`); redirects to object storage are followed.
+    pub async fn blob(
+        &self,
+        endpoint: &Endpoint,
+        digest: &Digest,
+        offset: u64,
+    ) -> Result<Response, FetchError> {
+        let url = format!(
+            "{}/v2/{}/blobs/{}",
+            endpoint.base_url, endpoint.repository, digest
+        );
+        let mut headers = HeaderMap::new();
+        if offset > 0 {
+            headers.insert(
+                RANGE,
+                HeaderValue::from_str(&format!("bytes={offset}-")).expect("ascii"),
+            );
+        }
+        self.get(endpoint, &url, headers, &format!("blob {digest}"))
+            .await
+    }
+
+    /// A GET with auth and retries; returns a response with a success status.
+    async fn get(
+        &self,
+        endpoint: &Endpoint,
+        url: &str,
+        headers: HeaderMap,
+        what: &str,
+    ) -> Result<Response, FetchError> {
+        if self
+            .unreachable
+            .lock()
+            .unwrap()
+            .contains(&endpoint.base_url)
+        {
+            return Err(FetchError::Unreachable);
+        }
+        let key = (endpoint.base_url.clone(), endpoint.repository.clone());
+        let mut attempt = 0;
+        let mut authenticated = false;
+        loop {
+            attempt += 1;
+            let mut request = self.http.get(url).headers(headers.clone());
+            if let Some(auth) = self.tokens.lock().unwrap().get(&key) {
+                request = request.header(AUTHORIZATION, auth.clone());
+            }
+            let result = match request.send().await {
+                Ok(r) if r.status().is_success() => return Ok(r),
+                Ok(r) if r.status() == StatusCode::UNAUTHORIZED && !authenticated => {
+                    authenticated = true;
+                    attempt -= 1;
+                    let challenge = r
+                        .headers()
+                        .get(WWW_AUTHENTICATE)
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(Challenge::parse)
+                        .ok_or_else(|| {
+                            FetchError::Auth(
+                                "401 without a usable WWW-Authenticate challenge".into(),
+                            )
+                        })?;
+                    let value = self.authenticate(endpoint, &challenge).await?;
+                    self.tokens.lock().unwrap().insert(key.clone(), value);
+                    continue;
+                }
+                Ok(r) if r.status() == StatusCode::NOT_FOUND => {
+                    return Err(FetchError::NotFound {
+                        what: what.to_string(),
+                    })
+                }
+                Ok(r) => {
+                    let status = r.status();
+                    let retry_after = r
+                        .headers()
+                        .get(RETRY_AFTER)
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| v.trim().parse::<u64>().ok())
+                        .map(Duration::from_secs);
+                    let code = error_code(r).await;
+                    (FetchError::Status { status, code }, retry_after)
+                }
+                Err(e) => (FetchError::Transport(e), None),
+            };
+            let (error, retry_after) = result;
+            if !error.retryable() || attempt >= ATTEMPTS {
+                if matches!(&error, FetchError::Transport(e) if e.is_connect()) {
+                    self.unreachable
+                        .lock()
+                        .unwrap()
+                        .insert(endpoint.base_url.clone());
+                }
+                return Err(error);
+            }
+            let backoff = Duration::from_millis(200 << (attempt - 1));
+            tokio::time::sleep(retry_after.map_or(backoff, |d| d.min(MAX_RETRY_AFTER))).await;
+        }
+    }
+
+    /// Answers a challenge: Basic from stored credentials, or a Bearer token from the
+    /// realm (with credentials if we have them, anonymously otherwise).
+    async fn authenticate(
+        &self,
+        endpoint: &Endpoint,
+        challenge: &Challenge,
+    ) -> Result<HeaderValue, FetchError> {
+        let host = endpoint.host().to_string();
+        let creds = self.credentials.for_host(&host);
+        match challenge {
+            Challenge::Basic => {
+                let c = creds.ok_or(FetchError::NoCredentials { host })?;
+                use base64::Engine as _;
+                let encoded = base64::engine::general_purpose::STANDARD
+                    .encode(format!("{}:{}", c.user, c.password));
+                HeaderValue::from_str(&format!("Basic {encoded}"))
+                    .map_err(|e| FetchError::Auth(e.to_string()))
+            }
+            Challenge::Bearer {
+                realm,
+                service,
+                scope,
+            } => {
+                let scope = scope
+                    .clone()
+                    .unwrap_or_else(|| format!("repository:{}:pull", endpoint.repository));
+                let mut query = vec![("scope", scope)];
+                if let Some(s) = service {
+                    query.push(("service", s.clone()));
+                }
+                let mut request = self.http.get(realm).query(&query);
+                if let Some(c) = creds {
+                    request = request.basic_auth(&c.user, Some(&c.password));
+                }
+                let response = request.send().await?;
+                if response.status() == StatusCode::UNAUTHORIZED && creds.is_none() {
+                    return Err(FetchError::NoCredentials { host });
+                }
+                if !response.status().is_success() {
+                    return Err(FetchError::Auth(format!(
+                        "token endpoint {realm} answered HTTP {}",
+                        response.status()
+                    )));
+                }
+                let body: serde_json::Value = response
+                    .json()
+                    .await
+                    .map_err(|e| FetchError::Auth(format!("token endpoint {realm}: {e}")))?;
+                let token = body
+                    .get("token")
+                    .or_else(|| body.get("access_token"))
+                    .and_then(|t| t.as_str())
+                    .ok_or_else(|| {
+                        FetchError::Auth(format!("token endpoint {realm} sent no token"))
+                    })?;
+                HeaderValue::from_str(&format!("Bearer {token}"))
+                    .map_err(|e| FetchError::Auth(e.to_string()))
+            }
+        }
+    }
+}
+
+/// The distribution-spec error code from an error body, if there is one.
+async fn error_code(response: Response) -> Option<String> {
+    let body = response.bytes().await.ok()?;
+    let v: serde_json::Value = serde_json::from_slice(&body).ok()?;
+    v.get("errors")?
+        .get(0)?
+        .get("code")?
+        .as_str()
+        .map(str::to_string)
+}

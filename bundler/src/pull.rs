@@ -1,0 +1,431 @@
+//! Pulling a locked image set into the store: manifests byte-exact, then every
+//! config and layer once (deduplicated across images and across runs), downloaded
+//! by a bounded pool, each verified against its digest before it becomes visible.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::{Read as _, Seek as _, SeekFrom, Write as _};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail};
+use bytes::Bytes;
+use ferry::digest::Hasher;
+use ferry::lock::{Lock, LockedImage};
+use ferry::manifest::{Descriptor, Manifest};
+use ferry::mirrors::{Endpoint, MirrorRules};
+use ferry::store::Store;
+use ferry::Digest;
+use futures_util::{stream, StreamExt};
+use reqwest::StatusCode;
+
+use crate::client::{Client, FetchError, ATTEMPTS};
+use crate::report::{human_bytes, Report};
+use crate::resolve::{fetch_manifest, EndpointError};
+
+/// An image whose manifests are in the store, with the blobs it still needs.
+struct ImagePlan {
+    name: String,
+    top: Descriptor,
+    blobs: Vec<Descriptor>,
+    endpoints: Vec<Endpoint>,
+}
+
+/// One blob to download, with every endpoint that can serve it.
+struct BlobJob {
+    descriptor: Descriptor,
+    endpoints: Vec<Endpoint>,
+}
+
+/// What a pull did.
+#[derive(Debug, Default)]
+pub struct Summary {
+    pub images: usize,
+    pub blobs_fetched: usize,
+    pub bytes_fetched: u64,
+    pub blobs_reused: usize,
+    pub bytes_reused: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+enum BlobError {
+    #[error(transparent)]
+    Fetch(#[from] FetchError),
+    #[error("served {actual} for blob {expected}")]
+    WrongDigest { expected: Digest, actual: Digest },
+    #[error("served more than the {size} bytes the manifest gives for blob {digest}")]
+    TooLong { digest: Digest, size: u64 },
+    #[error("connection dropped {ATTEMPTS} times: {0}")]
+    Dropped(String),
+    #[error("{0}")]
+    Store(#[from] ferry::store::StoreError),
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// Gets a manifest into the store: from the store itself if it is already there,
+/// else from the first endpoint that serves bytes hashing to `digest`.
+/// With a tag, the tag is asked for first so a moved tag is reported by name.
+async fn get_manifest(
+    client: &Client,
+    store: &Store,
+    endpoints: &[Endpoint],
+    image: &str,
+    tag: Option<&str>,
+    digest: &Digest,
+    report: &Report,
+) -> anyhow::Result<Bytes> {
+    if store.has_blob(digest) {
+        return Ok(Bytes::from(store.read_blob(digest)?));
+    }
+    let mut failures = Vec::new();
+    for endpoint in endpoints {
+        report.note_insecure(client, endpoint);
+        if let Some(tag) = tag {
+            match fetch_manifest(client, endpoint, tag, Some((digest, "lock"))).await {
+                Ok((bytes, _, _)) => {
+                    store.put_blob(digest, &bytes)?;
+                    return Ok(bytes);
+                }
+                Err(e @ EndpointError::WrongDigest { .. }) => {
+                    // The tag moved or the mirror is stale; the locked digest may still be there.
+                    report.warn(&format!("{image}: mirror {endpoint} refused: {e}"));
+                    failures.push(format!("{endpoint}: {e}"));
+                }
+                Err(e) => {
+                    report.warn(&format!("{image}: {endpoint} failed: {e}"));
+                    failures.push(format!("{endpoint}: {e}"));
+                    continue;
+                }
+            }
+        }
+        match fetch_manifest(
+            client,
+            endpoint,
+            &digest.to_string(),
+            Some((digest, "lock")),
+        )
+        .await
+        {
+            Ok((bytes, _, _)) => {
+                store.put_blob(digest, &bytes)?;
+                return Ok(bytes);
+            }
+            Err(e) => {
+                if tag.is_none() {
+                    report.warn(&format!("{image}: {endpoint} failed: {e}"));
+                }
+                failures.push(format!("{endpoint} (by digest): {e}"));
+            }
+        }
+    }
+    bail!(
+        "cannot pull image {image}: no endpoint served {digest} ({})",
+        failures.join("; ")
+    )
+}
+
+/// Brings the top-level and platform manifests of one image into the store.
+async fn fetch_manifests(
+    client: &Client,
+    rules: &MirrorRules,
+    store: &Store,
+    locked: &LockedImage,
+    report: &Report,
+) -> anyhow::Result<ImagePlan> {
+    let reference = &locked.reference;
+    let name = reference.to_string();
+    let endpoints = rules.endpoints(reference);
+    get_manifest(
+        client,
+        store,
+        &endpoints,
+        &name,
+        reference.tag(),
+        &locked.digest,
+        report,
+    )
+    .await?;
+    let mut blobs = Vec::new();
+    for (platform, p) in crate::resolve::platform_digests(locked) {
+        let bytes = get_manifest(client, store, &endpoints, &name, None, &p.digest, report).await?;
+        match Manifest::parse(&bytes, Some(&p.media_type))
+            .map_err(|e| anyhow!("image {name} ({platform}): {e}"))?
+        {
+            Manifest::Image { config, layers, .. } => {
+                blobs.push(config);
+                blobs.extend(layers);
+            }
+            Manifest::Index { .. } => {
+                bail!("image {name}: the {platform} manifest is an index (nested indexes are not supported)")
+            }
+        }
+    }
+    Ok(ImagePlan {
+        name,
+        top: Descriptor {
+            media_type: locked.media_type.clone(),
+            digest: locked.digest.clone(),
+            size: locked.size,
+        },
+        blobs,
+        endpoints,
+    })
+}
+
+/// Hashes what an earlier run left of a blob, so the download can resume after it.
+fn resume_point(path: &std::path::Path, size: u64) -> std::io::Result<(std::fs::File, Hasher)> {
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)?;
+    let mut hasher = Hasher::new();
+    if file.metadata()?.len() > size {
+        file.set_len(0)?;
+    }
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    file.seek(SeekFrom::Start(hasher.len()))?;
+    Ok((file, hasher))
+}
+
+/// Downloads one blob from one endpoint into its partial file, resuming with `Range`
+/// after an earlier run or a dropped connection, then verifies and commits it.
+async fn download_from(
+    client: &Client,
+    store: &Store,
+    endpoint: &Endpoint,
+    blob: &Descriptor,
+    report: &Report,
+) -> Result<u64, BlobError> {
+    let path = store.partial_path(&blob.digest);
+    let io = |source| BlobError::Io {
+        path: path.clone(),
+        source,
+    };
+    let (file, mut hasher) = resume_point(&path, blob.size).map_err(io)?;
+    report.add(hasher.len());
+    let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
+    let mut fetched = 0u64;
+    let mut drops = 0;
+    while hasher.len() < blob.size {
+        let offset = hasher.len();
+        let mut response = client.blob(endpoint, &blob.digest, offset).await?;
+        let from_start = response.status() != StatusCode::PARTIAL_CONTENT
+            || !response
+                .headers()
+                .get(reqwest::header::CONTENT_RANGE)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.starts_with(&format!("bytes {offset}-")));
+        if from_start && offset > 0 {
+            // The server ignored the Range: start over.
+            out.flush().map_err(io)?;
+            out.get_mut().set_len(0).map_err(io)?;
+            out.get_mut().seek(SeekFrom::Start(0)).map_err(io)?;
+            hasher = Hasher::new();
+            report.sub(offset);
+        }
+        let ended_short = loop {
+            match response.chunk().await {
+                Ok(Some(chunk)) => {
+                    if hasher.len() + chunk.len() as u64 > blob.size {
+                        drop(out);
+                        let _ = std::fs::remove_file(&path);
+                        return Err(BlobError::TooLong {
+                            digest: blob.digest.clone(),
+                            size: blob.size,
+                        });
+                    }
+                    out.write_all(&chunk).map_err(io)?;
+                    hasher.update(&chunk);
+                    fetched += chunk.len() as u64;
+                    report.add(chunk.len() as u64);
+                }
+                Ok(None) => break hasher.len() < blob.size,
+                Err(e) if drops + 1 >= ATTEMPTS => {
+                    out.flush().map_err(io)?;
+                    return Err(BlobError::Dropped(FetchError::from(e).to_string()));
+                }
+                Err(_) => break true,
+            }
+        };
+        if ended_short {
+            // A dropped connection or a short body: resume from what arrived.
+            out.flush().map_err(io)?;
+            drops += 1;
+            if drops >= ATTEMPTS {
+                return Err(BlobError::Dropped(format!(
+                    "the body ended after {} of {} bytes",
+                    hasher.len(),
+                    blob.size
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(100 << drops)).await;
+        }
+    }
+    out.flush().map_err(io)?;
+    let file = out.into_inner().map_err(|e| io(e.into_error()))?;
+    let actual = hasher.finish();
+    if actual != blob.digest {
+        drop(file);
+        let _ = std::fs::remove_file(&path);
+        return Err(BlobError::WrongDigest {
+            expected: blob.digest.clone(),
+            actual,
+        });
+    }
+    file.sync_all().map_err(io)?;
+    drop(file);
+    store.commit_partial(&blob.digest)?;
+    Ok(fetched)
+}
+
+/// Downloads one blob, trying each endpoint that can serve it in turn.
+async fn download(
+    client: &Client,
+    store: &Store,
+    job: &BlobJob,
+    report: &Report,
+) -> Result<u64, String> {
+    let mut failures = Vec::new();
+    for endpoint in &job.endpoints {
+        match download_from(client, store, endpoint, &job.descriptor, report).await {
+            Ok(n) => return Ok(n),
+            Err(e) => {
+                report.warn(&format!(
+                    "blob {} from {endpoint} failed: {e}",
+                    job.descriptor.digest.short()
+                ));
+                failures.push(format!("{endpoint}: {e}"));
+            }
+        }
+    }
+    Err(failures.join("; "))
+}
+
+/// Pulls every image of `lock` into `store`.
+pub async fn pull(
+    client: &Client,
+    rules: &MirrorRules,
+    lock: &Lock,
+    store: &Store,
+    jobs: usize,
+    report: &Report,
+) -> anyhow::Result<Summary> {
+    let started = Instant::now();
+    let plans: Vec<anyhow::Result<ImagePlan>> = stream::iter(lock.images.iter())
+        .map(|locked| fetch_manifests(client, rules, store, locked, report))
+        .buffered(jobs)
+        .collect()
+        .await;
+
+    let mut errors = Vec::new();
+    let mut ready = Vec::new();
+    for plan in plans {
+        match plan {
+            Ok(p) => ready.push(p),
+            Err(e) => errors.push(e.to_string()),
+        }
+    }
+
+    let mut summary = Summary::default();
+    let mut jobs_by_digest: BTreeMap<Digest, BlobJob> = BTreeMap::new();
+    for plan in &ready {
+        for blob in &plan.blobs {
+            if store.has_blob(&blob.digest) {
+                continue;
+            }
+            let job = jobs_by_digest
+                .entry(blob.digest.clone())
+                .or_insert_with(|| BlobJob {
+                    descriptor: blob.clone(),
+                    endpoints: Vec::new(),
+                });
+            for e in &plan.endpoints {
+                if !job.endpoints.contains(e) {
+                    job.endpoints.push(e.clone());
+                }
+            }
+        }
+    }
+    let mut seen = std::collections::HashSet::new();
+    for plan in &ready {
+        for blob in &plan.blobs {
+            if !jobs_by_digest.contains_key(&blob.digest) && seen.insert(blob.digest.clone()) {
+                summary.blobs_reused += 1;
+                summary.bytes_reused += blob.size;
+            }
+        }
+    }
+
+    let total: u64 = jobs_by_digest.values().map(|j| j.descriptor.size).sum();
+    report.start("pulling", total);
+    // Largest first keeps the pool busy to the end instead of waiting on one big layer.
+    let mut queue: Vec<&BlobJob> = jobs_by_digest.values().collect();
+    queue.sort_by_key(|j| std::cmp::Reverse(j.descriptor.size));
+    let results: Vec<(Digest, Result<u64, String>)> = stream::iter(queue)
+        .map(|job| async move {
+            (
+                job.descriptor.digest.clone(),
+                download(client, store, job, report).await,
+            )
+        })
+        .buffer_unordered(jobs)
+        .collect()
+        .await;
+    report.finish();
+
+    let mut failed: HashMap<Digest, String> = HashMap::new();
+    for (digest, result) in results {
+        match result {
+            Ok(n) => {
+                summary.blobs_fetched += 1;
+                summary.bytes_fetched += n;
+            }
+            Err(e) => {
+                failed.insert(digest, e);
+            }
+        }
+    }
+
+    let mut complete = Vec::new();
+    for plan in ready {
+        match plan.blobs.iter().find(|b| failed.contains_key(&b.digest)) {
+            Some(b) => errors.push(format!(
+                "cannot pull image {}: blob {} failed ({})",
+                plan.name, b.digest, failed[&b.digest]
+            )),
+            None => complete.push((plan.name, plan.top)),
+        }
+    }
+    summary.images = complete.len();
+    if !complete.is_empty() {
+        store.set_images(&complete)?;
+    }
+    report.info(&format!(
+        "pulled {} image(s) into {}: {} blob(s), {} fetched in {:.1}s; {} blob(s), {} already in the store",
+        summary.images,
+        store.root().display(),
+        summary.blobs_fetched,
+        human_bytes(summary.bytes_fetched),
+        started.elapsed().as_secs_f64(),
+        summary.blobs_reused,
+        human_bytes(summary.bytes_reused),
+    ));
+    if !errors.is_empty() {
+        for e in &errors[1..] {
+            report.info(&format!("error: {e}"));
+        }
+        bail!("{}", errors[0]);
+    }
+    Ok(summary)
+}

@@ -1,0 +1,288 @@
+//! Resolving a spec into a lock: each tag to the digest of its top-level manifest,
+//! and each platform asked for to the digest of its platform manifest.
+
+use std::fmt::Write as _;
+
+use anyhow::{anyhow, bail};
+use ferry::lock::{Lock, LockedImage, LockedPlatform, LOCK_VERSION};
+use ferry::manifest::{ConfigPlatform, Manifest, MAX_MANIFEST_BYTES};
+use ferry::mirrors::{Endpoint, MirrorRules};
+use ferry::spec::{ImageSpec, Spec};
+use ferry::{Digest, Platform};
+use futures_util::{stream, StreamExt, TryStreamExt};
+
+use crate::client::{Client, FetchError};
+use crate::report::Report;
+
+/// Why one endpoint could not answer for an image.
+#[derive(Debug, thiserror::Error)]
+pub enum EndpointError {
+    #[error(transparent)]
+    Fetch(#[from] FetchError),
+    #[error("served {actual} for {reference}, which the {source_of_truth} pins to {expected}")]
+    WrongDigest {
+        reference: String,
+        expected: Digest,
+        actual: Digest,
+        source_of_truth: &'static str,
+    },
+    #[error("{0}")]
+    Manifest(#[from] ferry::manifest::ManifestError),
+}
+
+/// A failure that no other endpoint can fix (the content itself is wrong for the spec).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Fatal(pub String);
+
+/// Fetches the top-level manifest of `reference` from `endpoint` and checks it against
+/// `expected` when the reference or the lock pins it.
+pub async fn fetch_manifest(
+    client: &Client,
+    endpoint: &Endpoint,
+    reference: &str,
+    expected: Option<(&Digest, &'static str)>,
+) -> Result<(bytes::Bytes, Option<String>, Digest), EndpointError> {
+    let (bytes, content_type) = client.manifest(endpoint, reference).await?;
+    let actual = Digest::of(&bytes);
+    if let Some((expected, source_of_truth)) = expected {
+        if &actual != expected {
+            return Err(EndpointError::WrongDigest {
+                reference: reference.to_string(),
+                expected: expected.clone(),
+                actual,
+                source_of_truth,
+            });
+        }
+    }
+    Ok((bytes, content_type, actual))
+}
+
+/// Picks the entry of an index for each platform asked for.
+fn pick_platforms(
+    image: &ImageSpec,
+    entries: &[ferry::manifest::IndexEntry],
+) -> Result<Vec<LockedPlatform>, Fatal> {
+    image
+        .platforms
+        .iter()
+        .map(|p| {
+            let entry = entries
+                .iter()
+                .find(|e| p.matches(&e.os, &e.architecture, e.variant.as_deref()))
+                .ok_or_else(|| {
+                    let have: Vec<String> = entries
+                        .iter()
+                        .filter(|e| !e.os.is_empty() && e.os != "unknown")
+                        .map(|e| {
+                            let mut s = format!("{}/{}", e.os, e.architecture);
+                            if let Some(v) = &e.variant {
+                                let _ = write!(s, "/{v}");
+                            }
+                            s
+                        })
+                        .collect();
+                    Fatal(format!(
+                        "image {} has no {p} (it has: {})",
+                        image.reference,
+                        have.join(", ")
+                    ))
+                })?;
+            if !ferry::media::is_manifest(&entry.descriptor.media_type) {
+                return Err(Fatal(format!(
+                    "image {}: the {p} entry is a {} (nested indexes are not supported)",
+                    image.reference, entry.descriptor.media_type
+                )));
+            }
+            Ok(LockedPlatform {
+                platform: p.clone(),
+                digest: entry.descriptor.digest.clone(),
+                media_type: entry.descriptor.media_type.clone(),
+                size: entry.descriptor.size,
+            })
+        })
+        .collect()
+}
+
+/// Reads a single manifest's config to learn which platform it serves.
+async fn config_platform(
+    client: &Client,
+    endpoint: &Endpoint,
+    config: &ferry::manifest::Descriptor,
+) -> Result<ConfigPlatform, EndpointError> {
+    if config.size > MAX_MANIFEST_BYTES as u64 {
+        return Err(ferry::manifest::ManifestError::TooLarge.into());
+    }
+    let mut response = client.blob(endpoint, &config.digest, 0).await?;
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(FetchError::from)? {
+        body.extend_from_slice(&chunk);
+        if body.len() as u64 > config.size {
+            break;
+        }
+    }
+    let actual = Digest::of(&body);
+    if actual != config.digest {
+        return Err(EndpointError::WrongDigest {
+            reference: format!("config {}", config.digest),
+            expected: config.digest.clone(),
+            actual,
+            source_of_truth: "manifest",
+        });
+    }
+    Ok(ConfigPlatform::parse(&body)?)
+}
+
+/// Resolves one image on one endpoint.
+async fn resolve_on(
+    client: &Client,
+    endpoint: &Endpoint,
+    image: &ImageSpec,
+) -> Result<Result<LockedImage, Fatal>, EndpointError> {
+    let reference = image.reference.manifest_reference();
+    let pinned = image.reference.digest().map(|d| (d, "spec"));
+    let (bytes, content_type, digest) =
+        fetch_manifest(client, endpoint, &reference, pinned).await?;
+    let manifest = Manifest::parse(&bytes, content_type.as_deref())?;
+    let platforms = match &manifest {
+        Manifest::Index { entries, .. } => match pick_platforms(image, entries) {
+            Ok(p) => p,
+            Err(fatal) => return Ok(Err(fatal)),
+        },
+        Manifest::Image { config, .. } => {
+            let cp = config_platform(client, endpoint, config).await?;
+            let mut out = Vec::new();
+            for p in &image.platforms {
+                if !p.matches(&cp.os, &cp.architecture, cp.variant.as_deref()) {
+                    let mut have = format!("{}/{}", cp.os, cp.architecture);
+                    if let Some(v) = &cp.variant {
+                        let _ = write!(have, "/{v}");
+                    }
+                    return Ok(Err(Fatal(format!(
+                        "image {} is a single-platform image for {have}; {p} was asked for",
+                        image.reference
+                    ))));
+                }
+                out.push(LockedPlatform {
+                    platform: p.clone(),
+                    digest: digest.clone(),
+                    media_type: manifest.media_type().to_string(),
+                    size: bytes.len() as u64,
+                });
+            }
+            out
+        }
+    };
+    Ok(Ok(LockedImage {
+        reference: image.reference.clone(),
+        digest,
+        media_type: manifest.media_type().to_string(),
+        size: bytes.len() as u64,
+        platforms,
+    }))
+}
+
+/// Resolves one image, trying its endpoints in order.
+pub async fn resolve_image(
+    client: &Client,
+    rules: &MirrorRules,
+    image: &ImageSpec,
+    report: &Report,
+) -> anyhow::Result<LockedImage> {
+    let mut failures = Vec::new();
+    for endpoint in rules.endpoints(&image.reference) {
+        report.note_insecure(client, &endpoint);
+        match resolve_on(client, &endpoint, image).await {
+            Ok(Ok(locked)) => return Ok(locked),
+            Ok(Err(fatal)) => return Err(fatal.into()),
+            Err(e) => {
+                report.warn(&format!("{}: {endpoint} failed: {e}", image.reference));
+                failures.push(format!("{endpoint}: {e}"));
+            }
+        }
+    }
+    Err(anyhow!(
+        "cannot resolve image {}: every endpoint failed ({})",
+        image.reference,
+        failures.join("; ")
+    ))
+}
+
+/// Asks every endpoint of `image` for its tag and refuses when they disagree.
+pub async fn cross_check(
+    client: &Client,
+    rules: &MirrorRules,
+    image: &ImageSpec,
+    report: &Report,
+) -> anyhow::Result<()> {
+    let reference = image.reference.manifest_reference();
+    let mut seen: Vec<(Endpoint, Digest)> = Vec::new();
+    for endpoint in rules.endpoints(&image.reference) {
+        report.note_insecure(client, &endpoint);
+        match fetch_manifest(client, &endpoint, &reference, None).await {
+            Ok((_, _, digest)) => seen.push((endpoint, digest)),
+            Err(e) => report.warn(&format!(
+                "{}: {endpoint} not reachable for the cross-check: {e}",
+                image.reference
+            )),
+        }
+    }
+    if seen.windows(2).any(|w| w[0].1 != w[1].1) {
+        let list: Vec<String> = seen
+            .iter()
+            .map(|(e, d)| format!("{e} serves {d}"))
+            .collect();
+        bail!(
+            "image {}: endpoints disagree ({}): a mirror is stale or altered",
+            image.reference,
+            list.join(", ")
+        );
+    }
+    if seen.is_empty() {
+        bail!(
+            "image {}: no endpoint answered the cross-check",
+            image.reference
+        );
+    }
+    Ok(())
+}
+
+/// Resolves a whole spec into a lock, `jobs` images at a time.
+pub async fn resolve(
+    client: &Client,
+    rules: &MirrorRules,
+    spec: &Spec,
+    jobs: usize,
+    cross: bool,
+    report: &Report,
+) -> anyhow::Result<Lock> {
+    let images: Vec<LockedImage> = stream::iter(spec.images.iter())
+        .map(|image| async move {
+            if cross {
+                cross_check(client, rules, image, report).await?;
+            }
+            let locked = resolve_image(client, rules, image, report).await?;
+            report.info(&format!("locked {} -> {}", image.reference, locked.digest));
+            anyhow::Ok(locked)
+        })
+        .buffered(jobs)
+        .try_collect()
+        .await?;
+    Ok(Lock {
+        version: LOCK_VERSION,
+        name: spec.name.clone(),
+        spec_version: spec.version.clone(),
+        images,
+    })
+}
+
+/// The platform manifests a locked image needs, deduplicated.
+pub fn platform_digests(image: &LockedImage) -> Vec<(Platform, &ferry::lock::LockedPlatform)> {
+    let mut out: Vec<(Platform, &LockedPlatform)> = Vec::new();
+    for p in &image.platforms {
+        if !out.iter().any(|(_, q)| q.digest == p.digest) {
+            out.push((p.platform.clone(), p));
+        }
+    }
+    out
+}

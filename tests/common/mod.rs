@@ -1,0 +1,218 @@
+//! A user's session for end-to-end tests: a temporary working directory, files in it,
+//! and the Ferry binaries run in it, so each test reads like what a user would type.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+/// Builds the workspace binaries once per test process, so the tests never run a
+/// stale `ferry-bundler` (a plain `cargo test` does not build other packages' bins).
+fn bin(name: &str) -> PathBuf {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    let dir = BUILT.get_or_init(|| {
+        let exe = std::env::current_exe().expect("test executable path");
+        // target/<profile>/deps/<test> -> target/<profile>
+        let profile_dir = exe
+            .parent()
+            .and_then(Path::parent)
+            .expect("target dir")
+            .to_path_buf();
+        let release = profile_dir.file_name().is_some_and(|n| n == "release");
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut cmd = Command::new(cargo);
+        cmd.args([
+            "build",
+            "-q",
+            "-p",
+            "ferry-bundler",
+            "-p",
+            "ferry-installer",
+        ]);
+        if release {
+            cmd.arg("--release");
+        }
+        let status = cmd.status().expect("running cargo build");
+        assert!(status.success(), "cargo build of the binaries failed");
+        profile_dir
+    });
+    dir.join(name)
+}
+
+/// The outcome of one command.
+pub struct Run {
+    pub status: std::process::ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+    pub command: String,
+}
+
+impl Run {
+    fn from(command: String, out: Output) -> Run {
+        Run {
+            status: out.status,
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+            command,
+        }
+    }
+
+    #[track_caller]
+    pub fn success(self) -> Run {
+        assert!(
+            self.status.success(),
+            "`{}` failed ({}):\n{}",
+            self.command,
+            self.status,
+            self.stderr
+        );
+        self
+    }
+
+    /// Asserts a clean failure: exit code 1, no panic, an `error:` line.
+    #[track_caller]
+    pub fn failure(self) -> Run {
+        assert_eq!(
+            self.status.code(),
+            Some(1),
+            "`{}` should have failed with exit 1:\nstdout:\n{}\nstderr:\n{}",
+            self.command,
+            self.stdout,
+            self.stderr
+        );
+        assert!(!self.stderr.contains("panicked"), "{}", self.stderr);
+        assert!(!self.stderr.contains("RUST_BACKTRACE"), "{}", self.stderr);
+        self
+    }
+
+    /// The last `error:` line.
+    pub fn error_line(&self) -> &str {
+        self.stderr
+            .lines()
+            .rev()
+            .find(|l| l.starts_with("error:"))
+            .unwrap_or_else(|| panic!("no error line in:\n{}", self.stderr))
+    }
+}
+
+/// A temporary directory where a user works.
+pub struct Session {
+    pub dir: tempfile::TempDir,
+}
+
+impl Session {
+    pub fn new() -> Session {
+        Session {
+            dir: tempfile::tempdir().expect("temp dir"),
+        }
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    /// Writes a file (creating parents) and returns its path.
+    pub fn write(&self, rel: &str, text: &str) -> PathBuf {
+        let p = self.path(rel);
+        if let Some(parent) = p.parent() {
+            std::fs::create_dir_all(parent).unwrap();
+        }
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    pub fn read(&self, rel: &str) -> String {
+        std::fs::read_to_string(self.path(rel)).unwrap_or_else(|e| panic!("reading {rel}: {e}"))
+    }
+
+    fn run(&self, program: PathBuf, args: &[&str]) -> Run {
+        let mut cmd = Command::new(&program);
+        cmd.args(args)
+            .current_dir(self.dir.path())
+            // No credentials or mirrors from the machine running the tests.
+            .env("DOCKER_CONFIG", self.dir.path().join(".docker"))
+            .env_remove("RUST_BACKTRACE");
+        let out = cmd
+            .output()
+            .unwrap_or_else(|e| panic!("running {}: {e}", program.display()));
+        Run::from(
+            format!(
+                "{} {}",
+                program.file_name().unwrap().to_string_lossy(),
+                args.join(" ")
+            ),
+            out,
+        )
+    }
+
+    pub fn bundler(&self, args: &[&str]) -> Run {
+        self.run(bin("ferry-bundler"), args)
+    }
+
+    /// A started `ferry-bundler` the test may kill.
+    pub fn spawn_bundler(&self, args: &[&str]) -> std::process::Child {
+        Command::new(bin("ferry-bundler"))
+            .args(args)
+            .current_dir(self.dir.path())
+            .env("DOCKER_CONFIG", self.dir.path().join(".docker"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawning ferry-bundler")
+    }
+}
+
+/// One `[[registry]]` rule of a mirrors.toml, pointing an upstream host at loopback.
+pub struct Rule<'a> {
+    pub host: &'a str,
+    /// `(url, prefix, flatten)`
+    pub endpoints: Vec<(String, Option<&'a str>, bool)>,
+}
+
+/// A mirrors.toml where every host is served only by the given endpoints.
+pub fn mirrors(rules: &[Rule]) -> String {
+    let mut out = String::new();
+    for r in rules {
+        out.push_str(&format!(
+            "[[registry]]\nhost = \"{}\"\nskip_upstream = true\nendpoints = [\n",
+            r.host
+        ));
+        for (url, prefix, flatten) in &r.endpoints {
+            out.push_str(&format!("  {{ url = \"{url}\""));
+            if let Some(p) = prefix {
+                out.push_str(&format!(", prefix = \"{p}\""));
+            }
+            if *flatten {
+                out.push_str(", flatten = true");
+            }
+            out.push_str(" },\n");
+        }
+        out.push_str("]\n\n");
+    }
+    out
+}
+
+/// A release spec naming `images` (each a plain reference or a TOML inline table).
+pub fn spec(platforms: &[&str], images: &[&str]) -> String {
+    let quote = |s: &&str| {
+        if s.starts_with('{') {
+            s.to_string()
+        } else {
+            format!("\"{s}\"")
+        }
+    };
+    format!(
+        "name = \"test\"\nversion = \"1.0.0\"\nplatforms = [{}]\nimages = [\n{}\n]\n",
+        platforms
+            .iter()
+            .map(|p| format!("\"{p}\""))
+            .collect::<Vec<_>>()
+            .join(", "),
+        images
+            .iter()
+            .map(|i| format!("  {},", quote(i)))
+            .collect::<Vec<_>>()
+            .join("\n"),
+    )
+}

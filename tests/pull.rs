@@ -1,0 +1,771 @@
+//! `ferry-bundler lock` and `pull` against real registry:2 upstreams on loopback:
+//! mirror rewriting, fallback, lock enforcement, resumption, auth and faults.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::process::Command;
+
+use common::{mirrors, spec, Rule, Session};
+use ferry_e2e::image::{self, layer, platform_image, Flavor, Image};
+use ferry_e2e::proxy::{Proxy, ProxyOptions};
+use ferry_e2e::registry::{dead_url, Registry};
+use sha2::{Digest as _, Sha256};
+
+const HOST: &str = "registry.example.io";
+
+/// The images every test pulls: both media-type families, lists and single
+/// manifests, and one layer shared by three images.
+struct Fixture {
+    alpha: Image, // Docker manifest list, amd64 + arm64/v8
+    beta: Image,  // OCI index, amd64 + arm64
+    gamma: Image, // single Docker manifest, amd64
+    delta: Image, // single OCI manifest, amd64
+}
+
+fn fixture(seed: u64) -> Fixture {
+    let shared = layer(seed, 64 * 1024);
+    let own = |n: u64, size| layer(seed * 100 + n, size);
+    let pi = |flavor, arch, variant, layers| platform_image(flavor, "linux", arch, variant, layers);
+    Fixture {
+        alpha: Image::multi(
+            Flavor::Docker,
+            vec![
+                pi(
+                    Flavor::Docker,
+                    "amd64",
+                    None,
+                    vec![shared.clone(), own(1, 300_000)],
+                ),
+                pi(
+                    Flavor::Docker,
+                    "arm64",
+                    Some("v8"),
+                    vec![shared.clone(), own(2, 200_000)],
+                ),
+            ],
+        ),
+        beta: Image::multi(
+            Flavor::Oci,
+            vec![
+                pi(
+                    Flavor::Oci,
+                    "amd64",
+                    None,
+                    vec![shared.clone(), own(3, 100_000)],
+                ),
+                pi(Flavor::Oci, "arm64", None, vec![own(4, 100_000)]),
+            ],
+        ),
+        gamma: Image::single(pi(Flavor::Docker, "amd64", None, vec![own(5, 50_000)])),
+        delta: Image::single(pi(Flavor::Oci, "amd64", None, vec![shared, own(6, 70_000)])),
+    }
+}
+
+fn push_fixture(url: &str, repo_prefix: &str, f: &Fixture) {
+    image::push(url, &format!("{repo_prefix}alpha"), "v1", &f.alpha);
+    image::push(url, &format!("{repo_prefix}beta"), "v2", &f.beta);
+    image::push(url, &format!("{repo_prefix}gamma"), "1.0", &f.gamma);
+    image::push(url, &format!("{repo_prefix}delta"), "1.0", &f.delta);
+}
+
+fn fixture_spec() -> String {
+    spec(
+        &["linux/amd64", "linux/arm64"],
+        &[
+            &format!("{HOST}/apps/alpha:v1"),
+            &format!("{HOST}/apps/beta:v2"),
+            &format!("{{ ref = \"{HOST}/apps/gamma:1.0\", platforms = [\"linux/amd64\"] }}"),
+            &format!("{{ ref = \"{HOST}/apps/delta:1.0\", platforms = [\"linux/amd64\"] }}"),
+        ],
+    )
+}
+
+/// Every blob digest a full pull of the fixture must store, once each.
+fn expected_blobs(f: &Fixture) -> BTreeSet<String> {
+    let mut set = BTreeSet::new();
+    for img in [&f.alpha, &f.beta, &f.gamma, &f.delta] {
+        set.insert(img.digest().to_string());
+        for p in &img.platforms {
+            set.insert(p.manifest.digest.clone());
+            for b in p.blobs() {
+                set.insert(b.digest.clone());
+            }
+        }
+    }
+    set
+}
+
+/// `ref.name` -> (mediaType, digest) from the store's index.json.
+fn index_entries(store: &Path) -> BTreeMap<String, (String, String)> {
+    let text = std::fs::read_to_string(store.join("index.json")).expect("index.json");
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    v["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            (
+                m["annotations"]["org.opencontainers.image.ref.name"]
+                    .as_str()
+                    .unwrap()
+                    .to_string(),
+                (
+                    m["mediaType"].as_str().unwrap().to_string(),
+                    m["digest"].as_str().unwrap().to_string(),
+                ),
+            )
+        })
+        .collect()
+}
+
+/// Every file under blobs/sha256, checked to hash to its own name.
+fn stored_blobs(store: &Path) -> BTreeSet<String> {
+    let dir = store.join("blobs/sha256");
+    std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            let name = e.file_name().to_string_lossy().into_owned();
+            let bytes = std::fs::read(e.path()).unwrap();
+            assert_eq!(
+                hex::encode(Sha256::digest(&bytes)),
+                name,
+                "blob {name} is corrupt"
+            );
+            format!("sha256:{name}")
+        })
+        .collect()
+}
+
+fn direct_mirrors(url: String) -> String {
+    mirrors(&[Rule {
+        host: HOST,
+        endpoints: vec![(url, None, false)],
+    }])
+}
+
+#[test]
+fn lock_and_pull_keep_upstream_digests_and_store_shared_layers_once() {
+    let reg = Registry::start();
+    let f = fixture(1);
+    push_fixture(&reg.url(), "apps/", &f);
+    let s = Session::new();
+    s.write("spec.toml", &fixture_spec());
+    s.write("mirrors.toml", &direct_mirrors(reg.url()));
+
+    s.bundler(&["lock", "spec.toml", "--mirrors", "mirrors.toml"])
+        .success();
+    let lock = s.read("spec.lock");
+    for (img, platforms) in [(&f.alpha, 2), (&f.beta, 2), (&f.gamma, 1), (&f.delta, 1)] {
+        assert!(
+            lock.contains(img.digest()),
+            "lock lacks {}:\n{lock}",
+            img.digest()
+        );
+        for p in img.platforms.iter().take(platforms) {
+            assert!(
+                lock.contains(&p.manifest.digest),
+                "lock lacks {}",
+                p.platform()
+            );
+        }
+    }
+
+    let run = s
+        .bundler(&[
+            "pull",
+            "spec.toml",
+            "--lock",
+            "spec.lock",
+            "--mirrors",
+            "mirrors.toml",
+            "--store",
+            "store",
+        ])
+        .success();
+    assert!(run.stderr.contains("pulled 4 image(s)"), "{}", run.stderr);
+    let store = s.path("store");
+    let entries = index_entries(&store);
+    assert_eq!(
+        entries[&format!("{HOST}/apps/alpha:v1")],
+        (
+            ferry::media::DOCKER_LIST.to_string(),
+            f.alpha.digest().to_string()
+        )
+    );
+    assert_eq!(
+        entries[&format!("{HOST}/apps/beta:v2")],
+        (
+            ferry::media::OCI_INDEX.to_string(),
+            f.beta.digest().to_string()
+        )
+    );
+    assert_eq!(
+        entries[&format!("{HOST}/apps/gamma:1.0")],
+        (
+            ferry::media::DOCKER_MANIFEST.to_string(),
+            f.gamma.digest().to_string()
+        )
+    );
+    assert_eq!(
+        entries[&format!("{HOST}/apps/delta:1.0")],
+        (
+            ferry::media::OCI_MANIFEST.to_string(),
+            f.delta.digest().to_string()
+        )
+    );
+    // Byte-exact top-level manifests, every blob once, nothing extra.
+    assert_eq!(
+        std::fs::read(store.join("blobs/sha256").join(&f.alpha.digest()[7..])).unwrap(),
+        f.alpha.top.data
+    );
+    assert_eq!(stored_blobs(&store), expected_blobs(&f));
+    let shared = &f.alpha.platforms[0].layers[0].digest;
+    assert_eq!(
+        reg.count_requests("GET", &format!("/blobs/{shared}")),
+        1,
+        "the shared layer was fetched more than once"
+    );
+
+    // Standard tools read the layout.
+    let ls = Command::new("umoci")
+        .args(["ls", "--layout"])
+        .arg(&store)
+        .output()
+        .unwrap();
+    assert!(
+        ls.status.success(),
+        "umoci ls: {}",
+        String::from_utf8_lossy(&ls.stderr)
+    );
+    let listed = String::from_utf8_lossy(&ls.stdout);
+    for name in entries.keys() {
+        assert!(
+            listed.lines().any(|l| l == name),
+            "umoci ls lacks {name}:\n{listed}"
+        );
+    }
+    for (name, want) in [
+        (format!("{HOST}/apps/beta:v2"), &f.beta.top.digest),
+        (format!("{HOST}/apps/delta:1.0"), &f.delta.top.digest),
+    ] {
+        let out = Command::new("skopeo")
+            .args(["inspect", &format!("oci:{}:{name}", store.display())])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "skopeo inspect {name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(v["Digest"].as_str(), Some(want.as_str()), "{name}");
+        assert_eq!(v["Architecture"].as_str(), Some("amd64"));
+    }
+
+    // A second pull finds everything in the store and fetches nothing.
+    let before = reg.count_requests("GET", "/blobs/");
+    let run = s
+        .bundler(&[
+            "pull",
+            "spec.toml",
+            "--lock",
+            "spec.lock",
+            "--mirrors",
+            "mirrors.toml",
+            "--store",
+            "store",
+        ])
+        .success();
+    assert_eq!(
+        reg.count_requests("GET", "/blobs/"),
+        before,
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("0 blob(s), 0 B fetched"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn flattening_mirror_answers_for_registry_k8s_io_after_a_dead_endpoint() {
+    let reg = Registry::start();
+    let f = fixture(2);
+    image::push(&reg.url(), "google_containers/coredns", "v1.11.3", &f.alpha);
+    image::push(&reg.url(), "google_containers/pause", "3.10", &f.delta);
+    let s = Session::new();
+    s.write(
+        "spec.toml",
+        &spec(
+            &["linux/amd64", "linux/arm64"],
+            &[
+                "registry.k8s.io/coredns/coredns:v1.11.3",
+                "{ ref = \"registry.k8s.io/pause:3.10\", platforms = [\"linux/amd64\"] }",
+            ],
+        ),
+    );
+    let dead = dead_url();
+    s.write(
+        "mirrors.toml",
+        &mirrors(&[Rule {
+            host: "registry.k8s.io",
+            endpoints: vec![
+                (dead.clone(), None, false),
+                (reg.url(), Some("google_containers"), true),
+            ],
+        }]),
+    );
+    let run = s
+        .bundler(&[
+            "pull",
+            "spec.toml",
+            "--mirrors",
+            "mirrors.toml",
+            "--store",
+            "store",
+        ])
+        .success();
+    assert!(
+        run.stderr
+            .contains(&format!("{dead}/coredns/coredns failed")),
+        "the dead endpoint is not named:\n{}",
+        run.stderr
+    );
+    assert!(run.stderr.contains("plain HTTP"), "{}", run.stderr);
+    let entries = index_entries(&s.path("store"));
+    assert_eq!(
+        entries["registry.k8s.io/coredns/coredns:v1.11.3"].1,
+        f.alpha.digest()
+    );
+    assert_eq!(entries["registry.k8s.io/pause:3.10"].1, f.delta.digest());
+    assert!(reg.count_requests("GET", "/v2/google_containers/coredns/manifests/v1.11.3") >= 1);
+}
+
+#[test]
+fn a_mirror_serving_other_bytes_under_the_tag_is_refused_against_the_lock() {
+    let upstream = Registry::start();
+    let stale = Registry::start();
+    let good = fixture(3);
+    let other = fixture(4);
+    push_fixture(&upstream.url(), "apps/", &good);
+    push_fixture(&stale.url(), "apps/", &other);
+    let s = Session::new();
+    s.write("spec.toml", &fixture_spec());
+    s.write("up.toml", &direct_mirrors(upstream.url()));
+    s.write("stale.toml", &direct_mirrors(stale.url()));
+    s.write(
+        "both.toml",
+        &mirrors(&[Rule {
+            host: HOST,
+            endpoints: vec![(stale.url(), None, false), (upstream.url(), None, false)],
+        }]),
+    );
+    s.bundler(&["lock", "spec.toml", "--mirrors", "up.toml"])
+        .success();
+
+    // The stale mirror comes first: refused by name, the upstream serves the locked bytes.
+    let run = s
+        .bundler(&[
+            "pull",
+            "spec.toml",
+            "--lock",
+            "spec.lock",
+            "--mirrors",
+            "both.toml",
+            "--store",
+            "store",
+        ])
+        .success();
+    let warning = run
+        .stderr
+        .lines()
+        .find(|l| l.contains(&format!("{HOST}/apps/alpha:v1")) && l.contains("refused"))
+        .unwrap_or_else(|| panic!("no refusal for alpha:\n{}", run.stderr));
+    assert!(warning.contains(&stale.url()), "{warning}");
+    assert!(
+        warning.contains(good.alpha.digest()) && warning.contains(other.alpha.digest()),
+        "{warning}"
+    );
+    assert_eq!(
+        index_entries(&s.path("store"))[&format!("{HOST}/apps/alpha:v1")].1,
+        good.alpha.digest()
+    );
+
+    // Only the stale mirror: nothing it serves is accepted, and the store names nothing.
+    let run = s
+        .bundler(&[
+            "pull",
+            "spec.toml",
+            "--lock",
+            "spec.lock",
+            "--mirrors",
+            "stale.toml",
+            "--store",
+            "store2",
+        ])
+        .failure();
+    let err = run.error_line();
+    assert!(err.contains("cannot pull image"), "{err}");
+    assert!(err.contains(&stale.url()), "{err}");
+    assert!(!s.path("store2/index.json").exists() || index_entries(&s.path("store2")).is_empty());
+    for blob in stored_blobs(&s.path("store2")) {
+        assert!(
+            !expected_blobs(&other).contains(&blob) || expected_blobs(&good).contains(&blob),
+            "stale content {blob} stored"
+        );
+    }
+
+    // The cross-check asks both and refuses, naming them.
+    let run = s
+        .bundler(&[
+            "lock",
+            "spec.toml",
+            "--mirrors",
+            "both.toml",
+            "--cross-check",
+            "-o",
+            "x.lock",
+        ])
+        .failure();
+    let err = run.error_line();
+    assert!(
+        err.contains("disagree") && err.contains(&stale.url()) && err.contains(&upstream.url()),
+        "{err}"
+    );
+    assert!(!s.path("x.lock").exists());
+    // Agreeing endpoints pass the cross-check.
+    s.bundler(&[
+        "lock",
+        "spec.toml",
+        "--mirrors",
+        "up.toml",
+        "--cross-check",
+        "-o",
+        "y.lock",
+    ])
+    .success();
+    assert_eq!(s.read("y.lock"), s.read("spec.lock"));
+}
+
+#[test]
+fn missing_platforms_are_clear_errors() {
+    let reg = Registry::start();
+    let f = fixture(5);
+    push_fixture(&reg.url(), "apps/", &f);
+    let s = Session::new();
+    s.write("mirrors.toml", &direct_mirrors(reg.url()));
+    s.write(
+        "a.toml",
+        &spec(&["linux/s390x"], &[&format!("{HOST}/apps/alpha:v1")]),
+    );
+    let run = s
+        .bundler(&["lock", "a.toml", "--mirrors", "mirrors.toml"])
+        .failure();
+    let err = run.error_line();
+    assert!(
+        err.contains(&format!("{HOST}/apps/alpha:v1")) && err.contains("no linux/s390x"),
+        "{err}"
+    );
+    assert!(
+        err.contains("linux/amd64") && err.contains("linux/arm64/v8"),
+        "{err}"
+    );
+
+    s.write(
+        "b.toml",
+        &spec(&["linux/arm64"], &[&format!("{HOST}/apps/gamma:1.0")]),
+    );
+    let run = s
+        .bundler(&[
+            "pull",
+            "b.toml",
+            "--mirrors",
+            "mirrors.toml",
+            "--store",
+            "store",
+        ])
+        .failure();
+    let err = run.error_line();
+    assert!(
+        err.contains("single-platform image for linux/amd64") && err.contains("linux/arm64"),
+        "{err}"
+    );
+    assert!(!s.path("b.lock").exists());
+}
+
+#[test]
+fn bad_specs_and_rules_are_one_line_errors_naming_the_culprit() {
+    let s = Session::new();
+    s.write(
+        "unknown.toml",
+        "name = \"x\"\nversion = \"1\"\nplatforms = [\"linux/amd64\"]\nimagez = []\n",
+    );
+    let run = s.bundler(&["lock", "unknown.toml"]).failure();
+    assert!(
+        run.error_line().contains("unknown.toml:4") && run.error_line().contains("imagez"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(run.stderr.lines().count(), 1, "{}", run.stderr);
+
+    s.write(
+        "badref.toml",
+        &spec(&["linux/amd64"], &["registry.k8s.io/Pause:3.10"]),
+    );
+    let run = s
+        .bundler(&["pull", "badref.toml", "--store", "store"])
+        .failure();
+    assert!(
+        run.error_line().contains("registry.k8s.io/Pause:3.10"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        !s.path("store").exists(),
+        "a bad spec must not create the store"
+    );
+
+    s.write(
+        "m.toml",
+        "[[registry]]\nhost = \"x.io\"\nendpoints = [{ url = \"ftp://x\" }]\n",
+    );
+    s.write("ok.toml", &spec(&["linux/amd64"], &["x.io/a:1"]));
+    let run = s
+        .bundler(&["lock", "ok.toml", "--mirrors", "m.toml"])
+        .failure();
+    assert!(
+        run.error_line().contains("m.toml") && run.error_line().contains("ftp://x"),
+        "{}",
+        run.stderr
+    );
+
+    let run = s.bundler(&["lock", "missing.toml"]).failure();
+    assert!(run.error_line().contains("missing.toml"), "{}", run.stderr);
+
+    s.write(
+        "lockless.toml",
+        &spec(&["linux/amd64"], &["x.io/a:1", "x.io/b:1"]),
+    );
+    s.write(
+        "l.lock",
+        "version = 1\nname = \"x\"\nspec_version = \"1\"\n",
+    );
+    let run = s
+        .bundler(&[
+            "pull",
+            "lockless.toml",
+            "--lock",
+            "l.lock",
+            "--store",
+            "store",
+        ])
+        .failure();
+    assert!(
+        run.error_line().contains("x.io/a:1") && run.error_line().contains("not in the lock"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn bearer_token_auth_with_credentials() {
+    let reg = Registry::start();
+    let f = fixture(6);
+    push_fixture(&reg.url(), "apps/", &f);
+    let proxy = Proxy::start(
+        &reg.addr(),
+        ProxyOptions {
+            bearer: Some(("ferry".into(), "s3cret".into())),
+            ..Default::default()
+        },
+    );
+    let s = Session::new();
+    s.write("spec.toml", &fixture_spec());
+    s.write("mirrors.toml", &direct_mirrors(proxy.url()));
+
+    let run = s
+        .bundler(&["lock", "spec.toml", "--mirrors", "mirrors.toml"])
+        .failure();
+    assert!(run.error_line().contains("--cred"), "{}", run.stderr);
+
+    let cred = format!("{}=ferry:s3cret", proxy.addr());
+    s.bundler(&[
+        "pull",
+        "spec.toml",
+        "--mirrors",
+        "mirrors.toml",
+        "--store",
+        "store",
+        "--cred",
+        &cred,
+    ])
+    .success();
+    assert!(proxy.token_requests() >= 1);
+    assert!(proxy.count("Authorization=Bearer") > 0);
+    assert_eq!(stored_blobs(&s.path("store")), expected_blobs(&f));
+
+    // The same credentials from ~/.docker/config.json.
+    let auth = "ZmVycnk6czNjcmV0"; // base64("ferry:s3cret")
+    s.write(
+        ".docker/config.json",
+        &format!(
+            "{{\"auths\":{{\"{}\":{{\"auth\":\"{auth}\"}}}}}}",
+            proxy.addr()
+        ),
+    );
+    s.bundler(&["lock", "spec.toml", "--mirrors", "mirrors.toml"])
+        .success();
+}
+
+#[test]
+fn throttling_errors_and_dropped_connections_are_retried_and_resumed() {
+    let reg = Registry::start();
+    let f = fixture(7);
+    push_fixture(&reg.url(), "apps/", &f);
+    let big = f.alpha.platforms[0].layers[1].digest.clone();
+    let proxy = Proxy::start(
+        &reg.addr(),
+        ProxyOptions {
+            fail_first: vec![
+                ("/manifests/".into(), 429, 2, Some(1)),
+                ("/blobs/".into(), 503, 2, None),
+            ],
+            drop_after_bytes: vec![(format!("/blobs/{big}"), 100_000)],
+            ..Default::default()
+        },
+    );
+    let s = Session::new();
+    s.write("spec.toml", &fixture_spec());
+    s.write("mirrors.toml", &direct_mirrors(proxy.url()));
+    s.bundler(&[
+        "pull",
+        "spec.toml",
+        "--mirrors",
+        "mirrors.toml",
+        "--store",
+        "store",
+    ])
+    .success();
+    assert_eq!(stored_blobs(&s.path("store")), expected_blobs(&f));
+    // The dropped blob was resumed from where the connection died, not fetched again.
+    assert_eq!(
+        proxy.count(&format!(
+            "GET /v2/apps/alpha/blobs/{big} Range=bytes=100000-"
+        )),
+        1,
+        "{:#?}",
+        proxy.requests()
+    );
+    assert_eq!(
+        reg.served("GET", &format!("/blobs/{big}"))
+            .iter()
+            .filter(|(st, _)| *st == 206)
+            .count(),
+        1
+    );
+}
+
+#[test]
+fn an_interrupted_pull_resumes_without_fetching_finished_blobs_again() {
+    let reg = Registry::start();
+    // Eight 1 MiB layers through a 4 MiB/s proxy: the pull takes about two seconds.
+    let layers: Vec<Vec<u8>> = (0..8).map(|i| layer(800 + i, 1 << 20)).collect();
+    let img = Image::single(platform_image(Flavor::Oci, "linux", "amd64", None, layers));
+    image::push(&reg.url(), "apps/big", "v1", &img);
+    let proxy = Proxy::start(
+        &reg.addr(),
+        ProxyOptions {
+            throttle_bytes_per_sec: Some(4 << 20),
+            ..Default::default()
+        },
+    );
+    let s = Session::new();
+    s.write(
+        "spec.toml",
+        &spec(&["linux/amd64"], &[&format!("{HOST}/apps/big:v1")]),
+    );
+    s.write("mirrors.toml", &direct_mirrors(proxy.url()));
+    s.bundler(&["lock", "spec.toml", "--mirrors", "mirrors.toml"])
+        .success();
+
+    let layer_digests: Vec<String> = img.platforms[0]
+        .layers
+        .iter()
+        .map(|l| l.digest.clone())
+        .collect();
+    let committed = |layers: &[String]| -> Vec<String> {
+        layers
+            .iter()
+            .filter(|d| s.path("store/blobs/sha256").join(&d[7..]).exists())
+            .cloned()
+            .collect()
+    };
+    let mut child = s.spawn_bundler(&[
+        "pull",
+        "spec.toml",
+        "--lock",
+        "spec.lock",
+        "--mirrors",
+        "mirrors.toml",
+        "--store",
+        "store",
+        "--jobs",
+        "2",
+    ]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while committed(&layer_digests).len() < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no layer arrived in 30 s"
+        );
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the pull finished before it could be interrupted"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let done_before = committed(&layer_digests);
+    assert!(
+        done_before.len() < layer_digests.len(),
+        "the pull finished before the kill"
+    );
+    assert!(
+        !s.path("store/index.json").exists(),
+        "an unfinished image is named in index.json"
+    );
+
+    s.bundler(&[
+        "pull",
+        "spec.toml",
+        "--lock",
+        "spec.lock",
+        "--mirrors",
+        "mirrors.toml",
+        "--store",
+        "store",
+    ])
+    .success();
+    assert_eq!(
+        index_entries(&s.path("store"))[&format!("{HOST}/apps/big:v1")].1,
+        img.digest()
+    );
+    for d in &layer_digests {
+        let gets = reg.count_requests("GET", &format!("/blobs/{d}"));
+        if done_before.contains(d) {
+            assert_eq!(gets, 1, "finished blob {d} was fetched again");
+        } else {
+            assert!(gets >= 1);
+        }
+    }
+    assert!(std::fs::read_dir(s.path("store/.ferry/partial"))
+        .unwrap()
+        .next()
+        .is_none());
+}
