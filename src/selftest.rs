@@ -219,5 +219,7 @@ fn dropped_blob_download_resumes_with_range_through_the_proxy() {
     assert_eq!(served.len(), 2, "{served:?}");
     assert_eq!(served[0].0, 200);
     assert_eq!(served[1], (206, big.size() - 50_000));
-    eprintln!("registry logged for the cut download: {:?}", served[0]);
+    // The registry logs what it wrote into the socket (here the whole blob, since
+    // loopback buffers absorb it), not what the client received.
+    assert!(served[0].1 >= 50_000);
 }
