@@ -59,38 +59,54 @@ TOML
 "$BIN/ferry-bundler" lock "$WORK/spec.toml" --mirrors "$WORK/mirrors.toml" -o "$WORK/spec.lock" --quiet
 REPOS=$(grep -o 'bench\.example\.io/bench/img[0-9]*' "$WORK/spec.toml" | sed 's#bench.example.io/##')
 
-# measure NAME CMD... : runs CMD under /usr/bin/time, records seconds and peak RSS (KiB).
+# Every measurement starts with the page cache flushed to disk and ends with its own
+# output on disk (a trailing `sync`): ferry fsyncs each blob, skopeo does not, and
+# without this one tool would pay for the other's writeback.
 declare -A SECS RSS
+# measure NAME CMD... : runs CMD under /usr/bin/time, records seconds and peak RSS (KiB).
 measure() {
   local name=$1; shift
-  /usr/bin/time -f "%e %M" -o "$WORK/time.$name" "$@" >/dev/null 2>"$WORK/err.$name" \
+  local start end
+  sync
+  start=$(date +%s.%N)
+  /usr/bin/time -f "%M" -o "$WORK/time.$name" "$@" >/dev/null 2>"$WORK/err.$name" \
     || { echo "$name failed:"; cat "$WORK/err.$name"; exit 1; }
-  read -r SECS[$name] RSS[$name] <"$WORK/time.$name"
+  sync
+  end=$(date +%s.%N)
+  SECS[$name]=$(echo "$end - $start" | bc)
+  RSS[$name]=$(tail -n1 "$WORK/time.$name")
 }
 # A loop of commands: wall time of the whole loop, peak RSS of the largest one.
 measure_loop() {
   local name=$1; shift
   local start end peak=0 rss
+  mkdir -p "$WORK/$name"
+  sync
   start=$(date +%s.%N)
   for repo in $REPOS; do
     /usr/bin/time -f "%M" -o "$WORK/rss" "$@" "docker://127.0.0.1:$PORT/$repo:v1" "dir:$WORK/$name/${repo//\//_}" \
       >/dev/null 2>"$WORK/err.$name" || { echo "$name failed:"; cat "$WORK/err.$name"; exit 1; }
     rss=$(tail -n1 "$WORK/rss"); [ "$rss" -gt "$peak" ] && peak=$rss
   done
+  sync
   end=$(date +%s.%N)
   SECS[$name]=$(echo "$end - $start" | bc)
   RSS[$name]=$peak
 }
 
-sync
-echo "== skopeo copy --all, one image after another"
-measure_loop skopeo_copy skopeo copy --all --quiet --src-tls-verify=false
-echo "== skopeo sync --all"
-measure skopeo_sync skopeo sync --all --src docker --dest dir --src-tls-verify=false \
-  "127.0.0.1:$PORT/bench" "$WORK/skopeo_sync"
 echo "== ferry-bundler pull"
 measure ferry "$BIN/ferry-bundler" pull "$WORK/spec.toml" --lock "$WORK/spec.lock" \
   --mirrors "$WORK/mirrors.toml" --store "$WORK/store" --quiet
+echo "== skopeo copy --all, one image after another"
+measure_loop skopeo_copy skopeo copy --all --quiet --src-tls-verify=false
+echo "== skopeo sync --all"
+{
+  echo "127.0.0.1:$PORT:"
+  echo "  tls-verify: false"
+  echo "  images:"
+  for repo in $REPOS; do echo "    $repo: [v1]"; done
+} >"$WORK/sync.yml"
+measure skopeo_sync skopeo sync --all --src yaml --dest dir "$WORK/sync.yml" "$WORK/skopeo_sync"
 
 BYTES=$(du -sb "$WORK/store/blobs" | cut -f1)
 echo
