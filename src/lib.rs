@@ -29,7 +29,7 @@ mod selftest;
 
 pub use image::{Blob, Flavor, Image, PlatformImage};
 pub use proxy::{Proxy, ProxyOptions};
-pub use registry::{dead_url, free_port, Registry};
+pub use registry::{dead_url, free_port, Registry, RegistryOptions};
 
 /// The `sha256:<hex>` digest of `data`, as used in descriptors and by registries.
 pub fn sha256_digest(data: &[u8]) -> String {

@@ -60,6 +60,10 @@ pub struct ProxyOptions {
     /// `(path substring, bytes)`: for the first non-`HEAD` request whose target contains
     /// the substring, close the connection after that many response body bytes.
     pub drop_after_bytes: Vec<(String, usize)>,
+    /// Base URL (e.g. another server's `http://127.0.0.1:PORT`): answer every blob
+    /// `GET` with `307 Temporary Redirect` to the same path there, as registries that
+    /// keep blobs in object storage do.
+    pub redirect_blobs_to: Option<String>,
 }
 
 /// A running proxy on `127.0.0.1:<random port>`; stops accepting on drop.
@@ -314,6 +318,21 @@ fn handle_connection(state: &State, client: TcpStream) -> io::Result<()> {
             "application/json; charset=utf-8",
             body.as_bytes(),
         )
+    } else if let (Some(base), "GET", true) = (
+        &state.opts.redirect_blobs_to,
+        method.as_str(),
+        path.contains("/blobs/sha256:"),
+    ) {
+        copy_request_body(&req, &mut reader, &mut io::sink())?;
+        let location = format!("{}{target}", base.trim_end_matches('/'));
+        respond(
+            &mut writer,
+            &method,
+            307,
+            &[("Location", location.as_str())],
+            "text/plain",
+            b"",
+        )
     } else if let Some((status, retry_after)) = take_failure(state, &target) {
         copy_request_body(&req, &mut reader, &mut io::sink())?;
         let retry = retry_after.map(|s| s.to_string());
@@ -522,6 +541,7 @@ fn base64_encode(data: &[u8]) -> String {
 fn reason(status: u16) -> &'static str {
     match status {
         200 => "OK",
+        307 => "Temporary Redirect",
         400 => "Bad Request",
         401 => "Unauthorized",
         403 => "Forbidden",

@@ -52,6 +52,17 @@ pub struct Registry {
     port: u16,
     dir: tempfile::TempDir,
     sync_counter: AtomicU64,
+    tls: bool,
+}
+
+/// How to start a registry other than the plain default.
+#[derive(Debug, Default, Clone)]
+pub struct RegistryOptions {
+    /// Serve HTTPS with this certificate and key (PEM files).
+    pub tls: Option<(PathBuf, PathBuf)>,
+    /// Serve this storage directory (e.g. another registry's `storage_dir()`) instead
+    /// of a fresh one: a way to put TLS in front of content pushed over plain HTTP.
+    pub storage: Option<PathBuf>,
 }
 
 impl Registry {
@@ -62,9 +73,14 @@ impl Registry {
         // `free_port` can race with another process grabbing the same port between
         // our probe and the registry's bind, so a failed start is retried on a
         // new port a couple of times before giving up.
+        Registry::start_with(&RegistryOptions::default())
+    }
+
+    /// Starts a registry with `options` (TLS, shared storage); see [`Registry::start`].
+    pub fn start_with(options: &RegistryOptions) -> Registry {
         let mut last_error = String::new();
         for _attempt in 0..3 {
-            match Self::try_start() {
+            match Self::try_start(options) {
                 Ok(registry) => return registry,
                 Err(e) => last_error = e,
             }
@@ -72,17 +88,27 @@ impl Registry {
         panic!("could not start registry:2 ({REGISTRY_BIN}): {last_error}");
     }
 
-    fn try_start() -> Result<Registry, String> {
+    fn try_start(options: &RegistryOptions) -> Result<Registry, String> {
         let dir = tempfile::Builder::new()
             .prefix("ferry-registry-")
             .tempdir()
             .map_err(|e| format!("creating temp dir: {e}"))?;
         let port = free_port();
-        let storage = dir.path().join("storage");
+        let storage = options
+            .storage
+            .clone()
+            .unwrap_or_else(|| dir.path().join("storage"));
         fs::create_dir_all(&storage).map_err(|e| format!("creating storage dir: {e}"))?;
         let config_path = dir.path().join("config.yml");
-        fs::write(&config_path, config_yaml(port, &storage))
-            .map_err(|e| format!("writing config: {e}"))?;
+        let mut config = config_yaml(port, &storage);
+        if let Some((cert, key)) = &options.tls {
+            config.push_str(&format!(
+                "  tls:\n    certificate: {}\n    key: {}\n",
+                cert.display(),
+                key.display()
+            ));
+        }
+        fs::write(&config_path, config).map_err(|e| format!("writing config: {e}"))?;
 
         let stdout = fs::File::create(dir.path().join("stdout.log"))
             .map_err(|e| format!("creating stdout.log: {e}"))?;
@@ -106,6 +132,7 @@ impl Registry {
             port,
             dir,
             sync_counter: AtomicU64::new(0),
+            tls: options.tls.is_some(),
         };
         let deadline = Instant::now() + START_TIMEOUT;
         let agent = ureq::AgentBuilder::new()
@@ -120,6 +147,10 @@ impl Registry {
                         "registry exited early with {status}; output:\n{logs}"
                     ));
                 }
+            }
+            // Our HTTP client speaks no TLS: for HTTPS a listening port is the signal.
+            if registry.tls && TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return Ok(registry);
             }
             if let Ok(resp) = agent.get(&format!("{}/v2/", registry.url())).call() {
                 if resp.status() == 200 {
@@ -141,9 +172,10 @@ impl Registry {
         format!("127.0.0.1:{}", self.port)
     }
 
-    /// `http://127.0.0.1:PORT`
+    /// `http://127.0.0.1:PORT`, or `https://` when serving TLS.
     pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}", self.port)
     }
 
     /// The port the registry listens on.
@@ -207,7 +239,7 @@ impl Registry {
     }
 
     fn sync_log(&self) {
-        if self.child.is_none() {
+        if self.child.is_none() || self.tls {
             return;
         }
         let n = self.sync_counter.fetch_add(1, Ordering::Relaxed);

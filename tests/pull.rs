@@ -10,7 +10,7 @@ use std::process::Command;
 use common::{mirrors, spec, Rule, Session};
 use ferry_e2e::image::{self, layer, platform_image, Flavor, Image};
 use ferry_e2e::proxy::{Proxy, ProxyOptions};
-use ferry_e2e::registry::{dead_url, Registry};
+use ferry_e2e::registry::{dead_url, Registry, RegistryOptions};
 use sha2::{Digest as _, Sha256};
 
 const HOST: &str = "registry.example.io";
@@ -768,4 +768,161 @@ fn an_interrupted_pull_resumes_without_fetching_finished_blobs_again() {
         .unwrap()
         .next()
         .is_none());
+}
+
+/// Runs the real `openssl` CLI in the session directory.
+fn openssl(s: &Session, args: &[&str]) {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(s.dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn https_with_a_private_ca() {
+    let plain = Registry::start();
+    let f = fixture(8);
+    push_fixture(&plain.url(), "apps/", &f);
+    let s = Session::new();
+    // A private CA and a server certificate for 127.0.0.1, as a site would make them.
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    openssl(
+        &s,
+        &[
+            &["req", "-x509"][..],
+            &ec,
+            &[
+                "-keyout",
+                "ca.key",
+                "-out",
+                "ca.pem",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=Ferry Test CA",
+            ],
+        ]
+        .concat(),
+    );
+    openssl(
+        &s,
+        &[
+            &["req"][..],
+            &ec,
+            &[
+                "-keyout",
+                "server.key",
+                "-out",
+                "server.csr",
+                "-subj",
+                "/CN=127.0.0.1",
+            ],
+        ]
+        .concat(),
+    );
+    s.write(
+        "ext.cnf",
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+    );
+    openssl(
+        &s,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.pem",
+            "-days",
+            "2",
+            "-extfile",
+            "ext.cnf",
+        ],
+    );
+    let tls = Registry::start_with(&RegistryOptions {
+        tls: Some((s.path("server.pem"), s.path("server.key"))),
+        storage: Some(plain.storage_dir()),
+    });
+    assert!(tls.url().starts_with("https://"));
+    s.write("spec.toml", &fixture_spec());
+    s.write("mirrors.toml", &direct_mirrors(tls.url()));
+
+    let run = s
+        .bundler(&["lock", "spec.toml", "--mirrors", "mirrors.toml"])
+        .failure();
+    assert!(
+        run.error_line().to_lowercase().contains("certificate"),
+        "{}",
+        run.stderr
+    );
+
+    let run = s
+        .bundler(&[
+            "pull",
+            "spec.toml",
+            "--mirrors",
+            "mirrors.toml",
+            "--store",
+            "store",
+            "--ca-cert",
+            "ca.pem",
+        ])
+        .success();
+    assert!(!run.stderr.contains("plain HTTP"), "{}", run.stderr);
+    assert_eq!(stored_blobs(&s.path("store")), expected_blobs(&f));
+}
+
+#[test]
+fn blobs_redirected_to_object_storage_are_followed() {
+    let reg = Registry::start();
+    let f = fixture(9);
+    push_fixture(&reg.url(), "apps/", &f);
+    // The registry answers blob GETs with 307 to another host, behind token auth.
+    let front = Proxy::start(
+        &reg.addr(),
+        ProxyOptions {
+            bearer: Some(("u".into(), "p".into())),
+            redirect_blobs_to: Some(reg.url()),
+            ..Default::default()
+        },
+    );
+    let s = Session::new();
+    s.write("spec.toml", &fixture_spec());
+    s.write("mirrors.toml", &direct_mirrors(front.url()));
+    let cred = format!("{}=u:p", front.addr());
+    s.bundler(&[
+        "pull",
+        "spec.toml",
+        "--mirrors",
+        "mirrors.toml",
+        "--store",
+        "store",
+        "--cred",
+        &cred,
+    ])
+    .success();
+    assert_eq!(stored_blobs(&s.path("store")), expected_blobs(&f));
+    let layer = &f.beta.platforms[1].layers[0].digest;
+    assert_eq!(front.count(&format!("GET /v2/apps/beta/blobs/{layer}")), 1);
+    assert_eq!(
+        reg.count_requests("GET", &format!("/v2/apps/beta/blobs/{layer}")),
+        1
+    );
 }
