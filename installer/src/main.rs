@@ -1,14 +1,50 @@
-//! `ferry-installer`: runs on the isolated site. It will verify and unpack bundles,
-//! serve their images from an embedded registry and install Kubernetes from them;
-//! those commands arrive with their issues. It never needs the internet.
+//! `ferry-installer`: runs on the isolated site. It verifies and unpacks bundles,
+//! serves their images from an embedded registry and (later) installs Kubernetes
+//! from them. It never needs the internet.
 
-use clap::Parser;
+mod registry;
 
-/// Verify, unpack and serve Ferry bundles on an isolated site (commands to come).
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+const AFTER_HELP: &str = "\
+Examples:
+  ferry-installer serve --store ./store
+  ferry-installer serve --store ./store --tls off --addr 127.0.0.1:5000
+
+Exit codes:
+  0  success
+  1  failure (the message says which file, image or address)
+  2  bad command line";
+
+/// Verify, unpack and serve Ferry bundles on an isolated site.
 #[derive(Parser)]
-#[command(name = "ferry-installer", version, arg_required_else_help = true)]
-struct Cli {}
+#[command(name = "ferry-installer", version, after_help = AFTER_HELP)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
 
-fn main() {
-    let Cli {} = Cli::parse();
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the store as a registry that docker, containerd, podman, skopeo and helm pull from.
+    Serve(registry::ServeArgs),
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Serve(args) => registry::serve(args),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
 }
