@@ -926,3 +926,110 @@ fn blobs_redirected_to_object_storage_are_followed() {
         1
     );
 }
+
+#[test]
+fn two_pulls_into_one_store_share_the_work() {
+    let reg = Registry::start();
+    let layers: Vec<Vec<u8>> = (0..6).map(|i| layer(900 + i, 512 << 10)).collect();
+    let img = Image::single(platform_image(
+        Flavor::Docker,
+        "linux",
+        "amd64",
+        None,
+        layers,
+    ));
+    image::push(&reg.url(), "apps/both", "v1", &img);
+    let proxy = Proxy::start(
+        &reg.addr(),
+        ProxyOptions {
+            throttle_bytes_per_sec: Some(4 << 20),
+            ..Default::default()
+        },
+    );
+    let s = Session::new();
+    s.write(
+        "spec.toml",
+        &spec(&["linux/amd64"], &[&format!("{HOST}/apps/both:v1")]),
+    );
+    s.write("mirrors.toml", &direct_mirrors(proxy.url()));
+    s.bundler(&["lock", "spec.toml", "--mirrors", "mirrors.toml"])
+        .success();
+    let args = [
+        "pull",
+        "spec.toml",
+        "--lock",
+        "spec.lock",
+        "--mirrors",
+        "mirrors.toml",
+        "--store",
+        "store",
+    ];
+    let mut a = s.spawn_bundler(&args);
+    let mut b = s.spawn_bundler(&args);
+    assert!(a.wait().unwrap().success());
+    assert!(b.wait().unwrap().success());
+    let want: BTreeSet<String> = std::iter::once(img.digest().to_string())
+        .chain(img.platforms[0].blobs().map(|b| b.digest.clone()))
+        .collect();
+    assert_eq!(stored_blobs(&s.path("store")), want);
+    for l in &img.platforms[0].layers {
+        assert_eq!(
+            reg.count_requests("GET", &format!("/blobs/{}", l.digest)),
+            1,
+            "layer {} fetched twice",
+            l.digest
+        );
+    }
+    assert_eq!(index_entries(&s.path("store")).len(), 1);
+}
+
+#[test]
+fn progress_is_reported_in_plain_lines_and_quiet_is_silent() {
+    let reg = Registry::start();
+    let f = fixture(10);
+    push_fixture(&reg.url(), "apps/", &f);
+    let s = Session::new();
+    s.write("spec.toml", &fixture_spec());
+    s.write("mirrors.toml", &direct_mirrors(reg.url()));
+    let run = s
+        .bundler(&[
+            "pull",
+            "spec.toml",
+            "--mirrors",
+            "mirrors.toml",
+            "--store",
+            "a",
+        ])
+        .success();
+    // Not a terminal: plain lines, the last one with the whole transfer.
+    let last = run
+        .stderr
+        .lines()
+        .filter(|l| l.starts_with("progress: "))
+        .last()
+        .unwrap_or_else(|| panic!("{}", run.stderr));
+    let total = last
+        .trim_start_matches("progress: ")
+        .split(" of ")
+        .collect::<Vec<_>>();
+    assert_eq!(total[0], total[1].split(" (").next().unwrap(), "{last}");
+    assert!(
+        run.stderr
+            .contains("locked registry.example.io/apps/alpha:v1 -> sha256:"),
+        "{}",
+        run.stderr
+    );
+    let run = s
+        .bundler(&[
+            "pull",
+            "spec.toml",
+            "--mirrors",
+            "mirrors.toml",
+            "--store",
+            "b",
+            "--quiet",
+        ])
+        .success();
+    assert_eq!(run.stderr, "");
+    assert_eq!(stored_blobs(&s.path("b")), expected_blobs(&f));
+}

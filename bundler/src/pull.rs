@@ -174,14 +174,35 @@ async fn fetch_manifests(
     })
 }
 
+/// Opens the partial file of a blob for this process alone. Another pull into the
+/// same store may be writing it: then wait, and skip the download if that pull
+/// finishes the blob. Returns `None` when the blob is already in the store.
+async fn lock_partial(store: &Store, digest: &Digest) -> std::io::Result<Option<std::fs::File>> {
+    let path = store.partial_path(digest);
+    loop {
+        if store.has_blob(digest) {
+            return Ok(None);
+        }
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)?;
+        match file.try_lock() {
+            // The holder may have committed the blob just before letting go.
+            Ok(()) if store.has_blob(digest) => return Ok(None),
+            Ok(()) => return Ok(Some(file)),
+            Err(std::fs::TryLockError::WouldBlock) => {
+                tokio::time::sleep(Duration::from_millis(250)).await
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(e),
+        }
+    }
+}
+
 /// Hashes what an earlier run left of a blob, so the download can resume after it.
-fn resume_point(path: &std::path::Path, size: u64) -> std::io::Result<(std::fs::File, Hasher)> {
-    let mut file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(path)?;
+fn resume_point(file: &mut std::fs::File, size: u64) -> std::io::Result<Hasher> {
     let mut hasher = Hasher::new();
     if file.metadata()?.len() > size {
         file.set_len(0)?;
@@ -195,7 +216,7 @@ fn resume_point(path: &std::path::Path, size: u64) -> std::io::Result<(std::fs::
         hasher.update(&buf[..n]);
     }
     file.seek(SeekFrom::Start(hasher.len()))?;
-    Ok((file, hasher))
+    Ok(hasher)
 }
 
 /// Downloads one blob from one endpoint into its partial file, resuming with `Range`
@@ -212,7 +233,10 @@ async fn download_from(
         path: path.clone(),
         source,
     };
-    let (file, mut hasher) = resume_point(&path, blob.size).map_err(io)?;
+    let Some(mut file) = lock_partial(store, &blob.digest).await.map_err(io)? else {
+        return Ok(0);
+    };
+    let mut hasher = resume_point(&mut file, blob.size).map_err(io)?;
     report.add(hasher.len());
     let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
     let mut fetched = 0u64;
