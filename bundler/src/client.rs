@@ -126,14 +126,20 @@ impl Client {
         })
     }
 
-    /// Whether this is the first time `endpoint`'s host is used over plain HTTP.
-    pub fn first_insecure_use(&self, endpoint: &Endpoint) -> bool {
-        endpoint.insecure()
+    /// Says once per endpoint that it is plain HTTP.
+    pub fn note_insecure(&self, endpoint: &Endpoint, report: &ferry::progress::Report) {
+        let first = endpoint.insecure()
             && self
                 .warned_insecure
                 .lock()
                 .unwrap()
-                .insert(endpoint.base_url.clone())
+                .insert(endpoint.base_url.clone());
+        if first {
+            report.info(&format!(
+                "note: {} is plain HTTP (insecure); digests are still checked",
+                endpoint.base_url
+            ));
+        }
     }
 
     /// Fetches a manifest by tag or digest: its bytes and `Content-Type`.

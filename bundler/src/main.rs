@@ -2,9 +2,10 @@
 //! later step, a signed bundle). The only Ferry program that talks to the internet.
 
 mod auth;
+mod build;
 mod client;
+mod keys;
 mod pull;
-mod report;
 mod resolve;
 
 use std::path::{Path, PathBuf};
@@ -19,11 +20,16 @@ use ferry::store::Store;
 
 use crate::auth::Credentials;
 use crate::client::{Client, ClientOptions};
-use crate::report::Report;
+use ferry::progress::Report;
 
 const AFTER_HELP: &str = "\
 Examples:
+  ferry-bundler keygen --name release
   ferry-bundler lock manifests/kubernetes-1.31.toml
+  ferry-bundler build manifests/kubernetes-1.31.toml --lock manifests/kubernetes-1.31.lock \\
+      --key release.key -o k8s-1.31.tar.zst
+  minisign -Vm k8s-1.31.tar.zst -p release.pub
+  ferry-bundler inspect k8s-1.31.tar.zst
   ferry-bundler lock manifests/kubernetes-1.31.toml --cross-check
   ferry-bundler pull manifests/kubernetes-1.31.toml --lock manifests/kubernetes-1.31.lock --store ./store
   ferry-bundler pull spec.toml --mirrors my-mirrors.toml --store ./store --jobs 16
@@ -43,6 +49,79 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Make a minisign-compatible Ed25519 key pair (NAME.key, NAME.pub).
+    #[command(after_help = "\
+Examples:
+  ferry-bundler keygen                           # ./ferry.key and ./ferry.pub, asks for a password
+  FERRY_KEY_PASSWORD=... ferry-bundler keygen --name release --out keys/
+  ferry-bundler keygen --no-password --name ci
+
+The public key works with the minisign CLI: minisign -Vm FILE -p NAME.pub")]
+    Keygen {
+        /// Directory to write the keys into.
+        #[arg(long, default_value = ".")]
+        out: PathBuf,
+        /// Base name of the key files.
+        #[arg(long, default_value = "ferry")]
+        name: String,
+        /// Store the secret key unencrypted (for CI; keep it secret).
+        #[arg(long)]
+        no_password: bool,
+    },
+    /// Pull what is missing, then pack and sign a reproducible bundle.
+    #[command(after_help = "\
+Examples:
+  ferry-bundler build spec.toml --lock spec.lock --key release.key -o k8s.tar.zst
+  ferry-bundler build spec.toml --lock spec.lock --key release.key -o k8s-patch.tar.zst --base k8s.tar.zst
+  ferry-bundler build spec.toml --lock spec.lock --key release.key -o k8s.tar.zst --split 4095M
+
+Also writes OUT.minisig over the whole file (or each part): check a bundle with
+  minisign -Vm k8s.tar.zst -p release.pub
+The same lock and content give the same bytes; entries get the mtime
+SOURCE_DATE_EPOCH (or 0). A password-protected key reads FERRY_KEY_PASSWORD or asks.
+--split writes OUT.001, OUT.002, ...: give the installer OUT.001.")]
+    Build {
+        /// The release spec (manifests/*.toml).
+        spec: PathBuf,
+        /// The secret key to sign with (from keygen or minisign -G).
+        #[arg(long)]
+        key: PathBuf,
+        /// The bundle to write.
+        #[arg(short, long)]
+        output: PathBuf,
+        /// Pin images to this lock (without it, tags are resolved now).
+        #[arg(long)]
+        lock: Option<PathBuf>,
+        /// The store to pull into and pack from [default: ~/.cache/ferry/store].
+        #[arg(long)]
+        store: Option<PathBuf>,
+        /// Make a delta: leave out every blob this older bundle holds.
+        #[arg(long, value_name = "OLD.tar.zst")]
+        base: Option<PathBuf>,
+        /// Cut the output into parts no larger than SIZE (e.g. 700M, 4095M, 4.7GB).
+        #[arg(long, value_parser = parse_size)]
+        split: Option<u64>,
+        /// zstd level (1-19).
+        #[arg(long, default_value_t = ferry::archive::pack::DEFAULT_LEVEL, value_parser = clap::value_parser!(i32).range(1..=19))]
+        level: i32,
+        #[command(flatten)]
+        net: NetArgs,
+    },
+    /// Show what a bundle holds (reads only its head).
+    #[command(after_help = "\
+Examples:
+  ferry-bundler inspect k8s.tar.zst
+  ferry-bundler inspect k8s.tar.zst --key release.pub --json")]
+    Inspect {
+        /// The bundle (or its first part).
+        bundle: PathBuf,
+        /// Check the manifest's signature with this public key.
+        #[arg(long)]
+        key: Option<PathBuf>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Pin every image of a spec to its digests (top-level and per platform).
     #[command(after_help = "\
 Examples:
@@ -119,6 +198,80 @@ impl NetArgs {
     }
 }
 
+/// Parses a size such as `700M`, `4G`, `4095M` (powers of 1024) or `4.7GB` (of 1000).
+fn parse_size(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
+    let n: f64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a size like 700M or 4.7GB"))?;
+    let factor: f64 = match unit.to_ascii_uppercase().as_str() {
+        "" | "B" => 1.0,
+        "K" | "KIB" => 1024.0,
+        "M" | "MIB" => 1024.0 * 1024.0,
+        "G" | "GIB" => 1024.0 * 1024.0 * 1024.0,
+        "KB" => 1e3,
+        "MB" => 1e6,
+        "GB" => 1e9,
+        _ => {
+            return Err(format!(
+                "{text:?}: unknown unit {unit:?} (use K, M, G, KB, MB or GB)"
+            ))
+        }
+    };
+    let size = (n * factor) as u64;
+    if size < 1024 * 1024 {
+        return Err(format!(
+            "{text:?} is smaller than the 1M a part needs at least"
+        ));
+    }
+    Ok(size)
+}
+
+fn default_store() -> PathBuf {
+    let cache = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .unwrap_or_else(|| PathBuf::from(".cache"));
+    cache.join("ferry").join("store")
+}
+
+/// `--lock`, checked against the spec and cut to the images and platforms it asks for.
+fn pinned_lock(spec: &Spec, path: &Path) -> anyhow::Result<Lock> {
+    let mut lock = Lock::load(path)?;
+    lock.covers(spec, path)?;
+    lock.images
+        .retain(|i| spec.images.iter().any(|s| s.reference == i.reference));
+    for image in &mut lock.images {
+        let wanted = &spec
+            .images
+            .iter()
+            .find(|s| s.reference == image.reference)
+            .expect("retained")
+            .platforms;
+        image.platforms.retain(|p| wanted.contains(&p.platform));
+    }
+    Ok(lock)
+}
+
+/// The pinned lock, or one resolved now from the tags.
+async fn lock_or_resolve(
+    pinned: Option<Lock>,
+    spec: &Spec,
+    client: &Client,
+    rules: &MirrorRules,
+    jobs: usize,
+    report: &Report,
+) -> anyhow::Result<Lock> {
+    match pinned {
+        Some(lock) => Ok(lock),
+        None => resolve::resolve(client, rules, spec, jobs, false, report).await,
+    }
+}
+
 fn warn_reserved(spec: &Spec, report: &Report) {
     if !spec.files.is_empty() || !spec.charts.is_empty() {
         report.warn("this ferry-bundler does not carry `files` or `charts` yet; they are skipped");
@@ -192,40 +345,83 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let client = net.client()?;
             let report = Report::new(net.quiet);
             warn_reserved(&spec, &report);
-            let locked = match &lock {
-                Some(path) => {
-                    let lock = Lock::load(path)?;
-                    lock.covers(&spec, path)?;
-                    Some(lock)
-                }
-                None => None,
-            };
+            let pinned = lock.as_deref().map(|p| pinned_lock(&spec, p)).transpose()?;
             let store = Store::open(&store)?;
-            let rt = runtime()?;
-            rt.block_on(async {
-                let lock = match locked {
-                    Some(mut lock) => {
-                        // Pull what the spec asks for, pinned by the lock.
-                        lock.images
-                            .retain(|i| spec.images.iter().any(|s| s.reference == i.reference));
-                        for image in &mut lock.images {
-                            let wanted = &spec
-                                .images
-                                .iter()
-                                .find(|s| s.reference == image.reference)
-                                .expect("retained")
-                                .platforms;
-                            image.platforms.retain(|p| wanted.contains(&p.platform));
-                        }
-                        lock
-                    }
-                    None => {
-                        resolve::resolve(&client, &rules, &spec, net.jobs as usize, false, &report)
-                            .await?
-                    }
-                };
+            runtime()?.block_on(async {
+                let lock =
+                    lock_or_resolve(pinned, &spec, &client, &rules, net.jobs as usize, &report)
+                        .await?;
                 pull::pull(&client, &rules, &lock, &store, net.jobs as usize, &report).await
             })?;
+        }
+        Command::Keygen {
+            out,
+            name,
+            no_password,
+        } => {
+            let (public, secret) = keys::keygen(&out, &name, no_password)?;
+            println!(
+                "wrote {} (keep it secret) and {} (give it to the sites)",
+                secret.display(),
+                public.display()
+            );
+        }
+        Command::Build {
+            spec: spec_path,
+            key,
+            output,
+            lock,
+            store,
+            base,
+            split,
+            level,
+            net,
+        } => {
+            let spec_text = std::fs::read_to_string(&spec_path)
+                .with_context(|| format!("cannot read spec {}", spec_path.display()))?;
+            let spec = Spec::parse(&spec_path, &spec_text)?;
+            let rules = net.rules()?;
+            let client = net.client()?;
+            let key = keys::load_secret(&key)?;
+            let report = Report::new(net.quiet);
+            warn_reserved(&spec, &report);
+            let pinned = lock.as_deref().map(|p| pinned_lock(&spec, p)).transpose()?;
+            let store_dir = store.unwrap_or_else(default_store);
+            let store = Store::open(&store_dir)?;
+            let lock = runtime()?.block_on(async {
+                let lock =
+                    lock_or_resolve(pinned, &spec, &client, &rules, net.jobs as usize, &report)
+                        .await?;
+                pull::pull(&client, &rules, &lock, &store, net.jobs as usize, &report).await?;
+                anyhow::Ok(lock)
+            })?;
+            build::build(build::BuildOptions {
+                spec_text,
+                spec: &spec,
+                lock: &lock,
+                store: &store,
+                key: &key,
+                out: &output,
+                base: base.as_deref(),
+                split,
+                level,
+                report: &report,
+            })?;
+        }
+        Command::Inspect { bundle, key, json } => {
+            let key = key
+                .map(|k| ferry::signing::PublicKey::load(&k))
+                .transpose()?;
+            let reader = ferry::archive::parts::PartReader::open(&bundle, None)?;
+            let size = reader.total_size();
+            let head = ferry::archive::read_head(reader, key.as_ref())
+                .with_context(|| format!("bundle {}", bundle.display()))?;
+            let summary = ferry::archive::inspect::Summary::new(&head, size);
+            if json {
+                println!("{}", summary.to_json());
+            } else {
+                print!("{}", summary.to_text());
+            }
         }
     }
     Ok(ExitCode::SUCCESS)

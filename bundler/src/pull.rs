@@ -18,8 +18,8 @@ use futures_util::{stream, StreamExt};
 use reqwest::StatusCode;
 
 use crate::client::{Client, FetchError, ATTEMPTS};
-use crate::report::{human_bytes, Report};
 use crate::resolve::{fetch_manifest, EndpointError};
+use ferry::progress::{human_bytes, Report};
 
 /// An image whose manifests are in the store, with the blobs it still needs.
 struct ImagePlan {
@@ -81,7 +81,7 @@ async fn get_manifest(
     }
     let mut failures = Vec::new();
     for endpoint in endpoints {
-        report.note_insecure(client, endpoint);
+        client.note_insecure(endpoint, report);
         if let Some(tag) = tag {
             match fetch_manifest(client, endpoint, tag, Some((digest, "lock"))).await {
                 Ok((bytes, _, _)) => {

@@ -12,7 +12,7 @@ use ferry::{Digest, Platform};
 use futures_util::{stream, StreamExt, TryStreamExt};
 
 use crate::client::{Client, FetchError};
-use crate::report::Report;
+use ferry::progress::Report;
 
 /// Why one endpoint could not answer for an image.
 #[derive(Debug, thiserror::Error)]
@@ -191,7 +191,7 @@ pub async fn resolve_image(
 ) -> anyhow::Result<LockedImage> {
     let mut failures = Vec::new();
     for endpoint in rules.endpoints(&image.reference) {
-        report.note_insecure(client, &endpoint);
+        client.note_insecure(&endpoint, report);
         match resolve_on(client, &endpoint, image).await {
             Ok(Ok(locked)) => return Ok(locked),
             Ok(Err(fatal)) => return Err(fatal.into()),
@@ -218,7 +218,7 @@ pub async fn cross_check(
     let reference = image.reference.manifest_reference();
     let mut seen: Vec<(Endpoint, Digest)> = Vec::new();
     for endpoint in rules.endpoints(&image.reference) {
-        report.note_insecure(client, &endpoint);
+        client.note_insecure(&endpoint, report);
         match fetch_manifest(client, &endpoint, &reference, None).await {
             Ok((_, _, digest)) => seen.push((endpoint, digest)),
             Err(e) => report.warn(&format!(

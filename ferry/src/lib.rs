@@ -15,3 +15,6 @@ pub mod store;
 pub use digest::Digest;
 pub use platform::Platform;
 pub use reference::Reference;
+pub mod archive;
+pub mod progress;
+pub mod signing;

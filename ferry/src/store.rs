@@ -234,34 +234,82 @@ impl Store {
             }
         }
         for (name, desc) in images {
-            let digest: oci_spec::image::Digest = desc
-                .digest
-                .to_string()
-                .parse()
-                .expect("a sha256 digest is an OCI digest");
-            let mut d = oci_spec::image::Descriptor::new(
-                MediaType::from(desc.media_type.as_str()),
-                desc.size,
-                digest,
-            );
-            d.set_annotations(Some([(REF_NAME.to_string(), name.clone())].into()));
-            entries.insert(name.clone(), d);
+            entries.insert(name.clone(), named_descriptor(name, desc));
         }
         let mut manifests = unnamed;
         manifests.extend(entries.into_values());
-        let index = ImageIndexBuilder::default()
-            .schema_version(2u32)
-            .media_type(MediaType::ImageIndex)
-            .manifests(manifests)
-            .build()
-            .expect("all required index fields are set");
-        let mut bytes = serde_json::to_vec_pretty(&index).expect("an index serialises");
-        bytes.push(b'\n');
+        let bytes = index_bytes(manifests);
         self.write_atomic(&self.root.join("index.json"), &bytes)?;
         drop(lock);
         Ok(())
     }
 }
+
+/// `index.json` bytes for `manifests`, in a fixed form (pretty JSON, trailing newline).
+fn index_bytes(manifests: Vec<oci_spec::image::Descriptor>) -> Vec<u8> {
+    let index = ImageIndexBuilder::default()
+        .schema_version(2u32)
+        .media_type(MediaType::ImageIndex)
+        .manifests(manifests)
+        .build()
+        .expect("all required index fields are set");
+    let mut bytes = serde_json::to_vec_pretty(&index).expect("an index serialises");
+    bytes.push(b'\n');
+    bytes
+}
+
+/// The descriptor of image `name` as `index.json` lists it.
+fn named_descriptor(name: &str, desc: &Descriptor) -> oci_spec::image::Descriptor {
+    let digest: oci_spec::image::Digest = desc
+        .digest
+        .to_string()
+        .parse()
+        .expect("a sha256 digest is an OCI digest");
+    let mut d = oci_spec::image::Descriptor::new(
+        MediaType::from(desc.media_type.as_str()),
+        desc.size,
+        digest,
+    );
+    d.set_annotations(Some([(REF_NAME.to_string(), name.to_string())].into()));
+    d
+}
+
+/// The `index.json` of a layout holding exactly `images`, sorted by name: what a
+/// bundle carries. Same images, same bytes.
+pub fn render_index(images: &[(String, Descriptor)]) -> Vec<u8> {
+    let sorted: BTreeMap<&str, &Descriptor> = images.iter().map(|(n, d)| (n.as_str(), d)).collect();
+    index_bytes(
+        sorted
+            .into_iter()
+            .map(|(n, d)| named_descriptor(n, d))
+            .collect(),
+    )
+}
+
+/// Parses `index.json` bytes into (name, descriptor) pairs.
+pub fn parse_index(bytes: &[u8]) -> Result<Vec<(String, Descriptor)>, String> {
+    let index = ImageIndex::from_reader(bytes).map_err(|e| e.to_string())?;
+    let mut out = Vec::new();
+    for d in index.manifests() {
+        let name = d
+            .annotations()
+            .as_ref()
+            .and_then(|a| a.get(REF_NAME))
+            .ok_or("an index entry has no ref.name annotation")?;
+        out.push((
+            name.clone(),
+            Descriptor {
+                media_type: d.media_type().to_string(),
+                digest: d.digest().to_string().parse().map_err(|e| format!("{e}"))?,
+                size: d.size(),
+            },
+        ));
+    }
+    Ok(out)
+}
+
+/// The `oci-layout` file's bytes.
+pub const LAYOUT_BYTES: &[u8] = LAYOUT.as_bytes();
 
 fn empty_index() -> ImageIndex {
     ImageIndexBuilder::default()

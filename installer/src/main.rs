@@ -2,21 +2,26 @@
 //! serves their images from an embedded registry and (later) installs Kubernetes
 //! from them. It never needs the internet.
 
+mod bundle;
 mod registry;
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
 const AFTER_HELP: &str = "\
 Examples:
-  ferry-installer serve --store ./store
-  ferry-installer serve --store ./store --tls off --addr 127.0.0.1:5000
+  ferry-installer inspect k8s.tar.zst
+  ferry-installer verify k8s.tar.zst --key release.pub
+  ferry-installer unpack k8s.tar.zst --key release.pub --store /var/lib/ferry/store
+  ferry-installer serve --store /var/lib/ferry/store
 
 Exit codes:
   0  success
   1  failure (the message says which file, image or address)
-  2  bad command line";
+  2  bad command line
+  3  bundle refused: unsigned, wrongly signed, truncated, altered or unsafe";
 
 /// Verify, unpack and serve Ferry bundles on an isolated site.
 #[derive(Parser)]
@@ -28,12 +33,73 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Check a bundle's signature and every byte, writing nothing.
+    #[command(after_help = "\
+Examples:
+  ferry-installer verify k8s.tar.zst --key release.pub
+  ferry-installer verify k8s.tar.zst.001 --key release.pub   # a split bundle: give the first part
+
+Exit code 3 when the bundle is refused.")]
+    Verify {
+        /// The bundle (or its first part).
+        bundle: PathBuf,
+        /// The public key it must be signed with.
+        #[arg(long)]
+        key: PathBuf,
+        /// Print nothing but errors.
+        #[arg(long, short)]
+        quiet: bool,
+    },
+    /// Verify a bundle and add it to a store (an OCI image layout), in one pass.
+    #[command(after_help = "\
+Examples:
+  ferry-installer unpack k8s.tar.zst --key release.pub --store /var/lib/ferry/store
+  ferry-installer unpack k8s-patch.tar.zst --key release.pub --store /var/lib/ferry/store  # a delta
+
+Blobs the store already holds are checked but not written again. Nothing of a
+refused bundle becomes visible in the store. Exit code 3 when the bundle is refused.")]
+    Unpack {
+        /// The bundle (or its first part).
+        bundle: PathBuf,
+        /// The public key it must be signed with.
+        #[arg(long)]
+        key: PathBuf,
+        /// The store to unpack into (created if missing).
+        #[arg(long)]
+        store: PathBuf,
+        /// Print nothing but errors.
+        #[arg(long, short)]
+        quiet: bool,
+    },
+    /// Show what a bundle holds (reads only its head).
+    #[command(after_help = "\
+Examples:
+  ferry-installer inspect k8s.tar.zst
+  ferry-installer inspect k8s.tar.zst --key release.pub --json")]
+    Inspect {
+        /// The bundle (or its first part).
+        bundle: PathBuf,
+        /// Check the manifest's signature with this public key.
+        #[arg(long)]
+        key: Option<PathBuf>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Serve the store as a registry that docker, containerd, podman, skopeo and helm pull from.
     Serve(registry::ServeArgs),
 }
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
+        Command::Verify { bundle, key, quiet } => bundle::verify(&bundle, &key, quiet),
+        Command::Unpack {
+            bundle,
+            key,
+            store,
+            quiet,
+        } => bundle::unpack(&bundle, &key, &store, quiet),
+        Command::Inspect { bundle, key, json } => bundle::inspect(&bundle, key.as_deref(), json),
         Command::Serve(args) => registry::serve(args),
     }
 }

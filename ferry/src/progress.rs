@@ -1,4 +1,4 @@
-//! What a run tells its user on stderr: one overall progress bar on a terminal
+//! What a long run tells its user on stderr: one overall progress bar on a terminal
 //! (bytes, rate, ETA), plain progress lines every few seconds otherwise, and nothing
 //! at all with `--quiet`. Warnings go above the bar so it is never torn.
 
@@ -7,10 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use ferry::mirrors::Endpoint;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-
-use crate::client::Client;
 
 enum Mode {
     Quiet,
@@ -83,16 +80,6 @@ impl Report {
         self.info(&format!("warning: {message}"));
     }
 
-    /// Says once per endpoint that it is plain HTTP.
-    pub fn note_insecure(&self, client: &Client, endpoint: &Endpoint) {
-        if client.first_insecure_use(endpoint) {
-            self.info(&format!(
-                "note: {} is plain HTTP (insecure); digests are still checked",
-                endpoint.base_url
-            ));
-        }
-    }
-
     /// Starts the byte count of a transfer of `total` bytes.
     pub fn start(&self, what: &str, total: u64) {
         self.total.store(total, Ordering::Relaxed);
@@ -113,6 +100,14 @@ impl Report {
             Mode::Bar(bar) => bar.set_position(done),
             Mode::Plain => self.plain_line(done, false),
             Mode::Quiet => {}
+        }
+    }
+
+    /// Sets the count to `done` bytes (for work that reports totals, not increments).
+    pub fn set(&self, done: u64) {
+        let before = self.done.load(Ordering::Relaxed);
+        if done > before {
+            self.add(done - before);
         }
     }
 

@@ -1,0 +1,82 @@
+//! Signing keys for `ferry-bundler`: `keygen`, and loading a secret key with its
+//! password from `FERRY_KEY_PASSWORD` or the terminal.
+
+use std::io::IsTerminal as _;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context as _};
+use ferry::signing::{self, SecretKey};
+
+/// The variable scripts put a key's password in.
+pub const PASSWORD_ENV: &str = "FERRY_KEY_PASSWORD";
+
+fn password_from_env() -> Option<String> {
+    std::env::var(PASSWORD_ENV).ok().filter(|p| !p.is_empty())
+}
+
+/// Writes `NAME.pub` and `NAME.key` into `dir`; returns their paths.
+pub fn keygen(dir: &Path, name: &str, no_password: bool) -> anyhow::Result<(PathBuf, PathBuf)> {
+    let public = dir.join(format!("{name}.pub"));
+    let secret = dir.join(format!("{name}.key"));
+    for p in [&public, &secret] {
+        if p.exists() {
+            bail!(
+                "{} already exists: choose another --name or --out, or remove it",
+                p.display()
+            );
+        }
+    }
+    let password = if no_password {
+        None
+    } else if let Some(p) = password_from_env() {
+        Some(p)
+    } else if std::io::stdin().is_terminal() {
+        let p = rpassword::prompt_password("Password for the new key: ")?;
+        let again = rpassword::prompt_password("Password again: ")?;
+        if p != again {
+            bail!("the passwords differ");
+        }
+        if p.is_empty() {
+            bail!("an empty password: use --no-password for a key without one");
+        }
+        Some(p)
+    } else {
+        bail!("no password: set {PASSWORD_ENV}, run on a terminal, or pass --no-password");
+    };
+    let (pub_text, key_text) = signing::generate(password)?;
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    write_new(&secret, &key_text, 0o600)?;
+    write_new(&public, &pub_text, 0o644)?;
+    Ok((public, secret))
+}
+
+fn write_new(path: &Path, text: &str, mode: u32) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(path)
+        .with_context(|| format!("cannot create {}", path.display()))?;
+    f.write_all(text.as_bytes())
+        .and_then(|_| f.sync_all())
+        .with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// Loads a secret key, asking for its password if it has one.
+pub fn load_secret(path: &Path) -> anyhow::Result<SecretKey> {
+    let password = if SecretKey::is_encrypted(path)? {
+        match password_from_env() {
+            Some(p) => Some(p),
+            None if std::io::stdin().is_terminal() => Some(rpassword::prompt_password(format!(
+                "Password for {}: ",
+                path.display()
+            ))?),
+            None => None,
+        }
+    } else {
+        None
+    };
+    Ok(SecretKey::load(path, password)?)
+}

@@ -1,0 +1,108 @@
+//! What `inspect` shows of a bundle, from its head alone: as text for people and as
+//! JSON for scripts. Both binaries print it the same way.
+
+use serde::Serialize;
+
+use super::Head;
+use crate::progress::human_bytes;
+
+#[derive(Debug, Serialize)]
+pub struct Summary<'a> {
+    pub name: &'a str,
+    pub version: &'a str,
+    pub id: String,
+    pub platforms: Vec<String>,
+    pub signer_key_id: &'a str,
+    /// Whether the signature was checked against a public key (`--key`).
+    pub signature_verified: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub base: Option<String>,
+    pub images: Vec<ImageSummary<'a>>,
+    pub entries: usize,
+    /// Uncompressed bytes of the entries.
+    pub total_size: u64,
+    /// Bytes the file(s) take.
+    pub file_size: u64,
+    pub dedup_savings: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ImageSummary<'a> {
+    pub name: &'a str,
+    pub digest: String,
+    pub platforms: Vec<String>,
+    pub size: u64,
+}
+
+impl<'a> Summary<'a> {
+    pub fn new(head: &'a Head, file_size: u64) -> Summary<'a> {
+        let m = &head.manifest;
+        Summary {
+            name: &m.name,
+            version: &m.version,
+            id: head.id.to_string(),
+            platforms: m.platforms.iter().map(|p| p.to_string()).collect(),
+            signer_key_id: &head.key_id,
+            signature_verified: head.verified,
+            base: m
+                .base
+                .as_ref()
+                .map(|b| format!("{} {} ({})", b.name, b.version, b.manifest)),
+            images: m
+                .images
+                .iter()
+                .map(|i| ImageSummary {
+                    name: &i.name,
+                    digest: i.digest.to_string(),
+                    platforms: i.platforms.iter().map(|p| p.to_string()).collect(),
+                    size: i.size,
+                })
+                .collect(),
+            entries: m.entries.len(),
+            total_size: m.content_size(),
+            file_size,
+            dedup_savings: m.dedup_savings(),
+        }
+    }
+
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).expect("a summary serialises")
+    }
+
+    pub fn to_text(&self) -> String {
+        let mut out = format!(
+            "bundle     {} {}\nid         {}\nplatforms  {}\nsigned by  {} ({})\n",
+            self.name,
+            self.version,
+            self.id,
+            self.platforms.join(", "),
+            self.signer_key_id,
+            if self.signature_verified {
+                "verified"
+            } else {
+                "not verified: pass --key to check"
+            }
+        );
+        if let Some(b) = &self.base {
+            out.push_str(&format!("delta on   {b}\n"));
+        }
+        out.push_str(&format!("images     {}\n", self.images.len()));
+        for i in &self.images {
+            out.push_str(&format!(
+                "  {}\n    {}  {}  {}\n",
+                i.name,
+                i.digest,
+                i.platforms.join(","),
+                human_bytes(i.size)
+            ));
+        }
+        out.push_str(&format!(
+            "content    {} in {} entries ({} in the file)\ndedup      {} saved by storing shared blobs once\n",
+            human_bytes(self.total_size),
+            self.entries,
+            human_bytes(self.file_size),
+            human_bytes(self.dedup_savings)
+        ));
+        out
+    }
+}

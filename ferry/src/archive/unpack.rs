@@ -1,0 +1,305 @@
+//! Verifying and unpacking a bundle in one streaming pass.
+//!
+//! The signature over the manifest is checked before anything else is trusted. Then
+//! every entry is hashed against the manifest as it is decompressed; blobs the store
+//! lacks are written under `.ferry/staging/` and fsynced. Only when the whole archive
+//! has checked out (no entry missing, altered, extra, duplicated, oversized or of the
+//! wrong kind, nothing after its end) are they renamed into `blobs/sha256/` and named
+//! in `index.json`. A refused bundle leaves nothing of itself visible in the store.
+
+use std::collections::{HashMap, HashSet};
+use std::fs::{self, File};
+use std::io::{self, BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+
+use super::{
+    entry_path, read_head_entries, read_small, ArchiveError, Entry, Head, MAX_INDEX_BYTES,
+};
+use crate::digest::{Digest, Hasher};
+use crate::signing::PublicKey;
+use crate::store::Store;
+
+/// What a verify or unpack did.
+#[derive(Debug)]
+pub struct Outcome {
+    pub head: Head,
+    /// Blobs written into the store.
+    pub blobs_written: usize,
+    pub bytes_written: u64,
+    /// Blobs the store already held (checked in the bundle, not written again).
+    pub blobs_present: usize,
+    pub bytes_present: u64,
+}
+
+/// Removes the staging directory however the unpack ends.
+struct Staging(PathBuf);
+
+impl Drop for Staging {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Where a store keeps the manifests of the bundles unpacked into it.
+pub fn bundle_record(store: &Store, id: &Digest) -> PathBuf {
+    store
+        .root()
+        .join(".ferry")
+        .join("bundles")
+        .join(format!("{}.json", id.hex()))
+}
+
+fn kind_name(t: tar::EntryType) -> String {
+    match t {
+        tar::EntryType::Symlink => "symbolic link".into(),
+        tar::EntryType::Link => "hard link".into(),
+        tar::EntryType::Char => "character device".into(),
+        tar::EntryType::Block => "block device".into(),
+        tar::EntryType::Directory => "directory".into(),
+        tar::EntryType::Fifo => "fifo".into(),
+        other => format!("{other:?}"),
+    }
+}
+
+/// Copies an entry's bytes into `out` while hashing them; returns the digest and length.
+fn copy_hashed(
+    mut from: impl Read,
+    out: &mut dyn Write,
+    buf: &mut [u8],
+    progress: &mut dyn FnMut(u64),
+) -> io::Result<(Digest, u64)> {
+    let mut hasher = Hasher::new();
+    loop {
+        let n = from.read(buf)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        out.write_all(&buf[..n])?;
+        progress(n as u64);
+    }
+    let len = hasher.len();
+    Ok((hasher.finish(), len))
+}
+
+/// Checks a bundle without writing anything.
+pub fn verify(
+    input: impl Read,
+    key: &PublicKey,
+    progress: impl FnMut(u64, u64),
+) -> Result<Outcome, ArchiveError> {
+    run(input, key, None, progress)
+}
+
+/// Checks a bundle and adds it to `store`.
+pub fn unpack(
+    input: impl Read,
+    key: &PublicKey,
+    store: &Store,
+    progress: impl FnMut(u64, u64),
+) -> Result<Outcome, ArchiveError> {
+    run(input, key, Some(store), progress)
+}
+
+fn run(
+    input: impl Read,
+    key: &PublicKey,
+    store: Option<&Store>,
+    mut progress: impl FnMut(u64, u64),
+) -> Result<Outcome, ArchiveError> {
+    let corrupt = |e: io::Error| ArchiveError::Corrupt(e.to_string());
+    let decoder = zstd::stream::read::Decoder::new(input)
+        .map_err(|e| ArchiveError::NotABundle(format!("not zstd: {e}")))?;
+    let mut archive = tar::Archive::new(decoder);
+    let mut entries = archive
+        .entries()
+        .map_err(|e| ArchiveError::NotABundle(e.to_string()))?;
+    let head = read_head_entries(&mut entries, Some(key))?;
+    let manifest = &head.manifest;
+
+    if let (Some(store), Some(base)) = (store, &manifest.base) {
+        let missing_base = || ArchiveError::BaseMissing {
+            name: base.name.clone(),
+            version: base.version.clone(),
+            manifest: base.manifest.clone(),
+            store: store.root().to_path_buf(),
+        };
+        if !bundle_record(store, &base.manifest).is_file() {
+            return Err(missing_base());
+        }
+        for e in &manifest.external {
+            let present = fs::metadata(store.root().join(&e.path)).is_ok_and(|m| m.len() == e.size);
+            if !present {
+                return Err(missing_base());
+            }
+        }
+    }
+
+    let total = manifest.content_size();
+    let mut done = 0u64;
+    let expected: HashMap<&str, &Entry> = manifest
+        .entries
+        .iter()
+        .map(|e| (e.path.as_str(), e))
+        .collect();
+    let mut seen: HashSet<String> = HashSet::new();
+    let staging = match store {
+        Some(s) => {
+            let dir = s.root().join(".ferry").join("staging").join(format!(
+                "{}-{}",
+                &head.id.hex()[..16],
+                std::process::id()
+            ));
+            fs::create_dir_all(&dir).map_err(ArchiveError::io(&dir))?;
+            Some(Staging(dir))
+        }
+        None => None,
+    };
+    let mut staged: Vec<(PathBuf, Digest)> = Vec::new();
+    let mut index_bytes: Option<Vec<u8>> = None;
+    let mut outcome_written = (0usize, 0u64);
+    let mut outcome_present = (0usize, 0u64);
+    let mut buf = vec![0u8; 1 << 18];
+
+    for entry in entries.by_ref() {
+        let mut entry = entry.map_err(corrupt)?;
+        let path = entry_path(&entry)?;
+        let kind = entry.header().entry_type();
+        if !kind.is_file() {
+            return Err(ArchiveError::NotRegular {
+                path,
+                kind: kind_name(kind),
+            });
+        }
+        let want = *expected
+            .get(path.as_str())
+            .ok_or_else(|| ArchiveError::Unexpected { path: path.clone() })?;
+        if !seen.insert(path.clone()) {
+            return Err(ArchiveError::Duplicate { path });
+        }
+        let size = entry.header().size().map_err(corrupt)?;
+        if size != want.size {
+            // Refused before a byte of it is read: no decompression bomb gets far.
+            return Err(ArchiveError::WrongSize {
+                path,
+                expected: want.size,
+                actual: size,
+            });
+        }
+        let mut tick = |n| {
+            done += n;
+            progress(done, total);
+        };
+        let (actual, len) = if path == "index.json" || path == "oci-layout" {
+            let bytes = read_small(&mut entry, &path, MAX_INDEX_BYTES)?;
+            tick(bytes.len() as u64);
+            let d = Digest::of(&bytes);
+            if path == "index.json" {
+                index_bytes = Some(bytes.clone());
+            }
+            (d, bytes.len() as u64)
+        } else {
+            let digest = &want.sha256;
+            match (store, &staging) {
+                (Some(s), Some(stage)) if !s.has_blob(digest) => {
+                    let tmp = stage.0.join(digest.hex());
+                    let file = File::create(&tmp).map_err(ArchiveError::io(&tmp))?;
+                    let mut out = BufWriter::with_capacity(1 << 20, file);
+                    let r =
+                        copy_hashed(&mut entry, &mut out, &mut buf, &mut tick).map_err(corrupt)?;
+                    let file = out.into_inner().map_err(|e| corrupt(e.into_error()))?;
+                    file.sync_all().map_err(ArchiveError::io(&tmp))?;
+                    staged.push((tmp, digest.clone()));
+                    outcome_written = (outcome_written.0 + 1, outcome_written.1 + r.1);
+                    r
+                }
+                _ => {
+                    let r = copy_hashed(&mut entry, &mut io::sink(), &mut buf, &mut tick)
+                        .map_err(corrupt)?;
+                    outcome_present = (outcome_present.0 + 1, outcome_present.1 + r.1);
+                    r
+                }
+            }
+        };
+        if len != want.size {
+            return Err(ArchiveError::Corrupt(format!("{path} is cut short")));
+        }
+        if actual != want.sha256 {
+            return Err(ArchiveError::Altered {
+                path,
+                expected: want.sha256.clone(),
+                actual,
+            });
+        }
+    }
+    let _ = entries;
+    if let Some(missing) = manifest.entries.iter().find(|e| !seen.contains(&e.path)) {
+        return Err(ArchiveError::Missing {
+            path: missing.path.clone(),
+        });
+    }
+    // Past the tar's end there may only be its zero padding, up to the end of the
+    // zstd frame, whose checksum is checked by reading it to the end.
+    let mut rest = archive.into_inner();
+    loop {
+        let n = rest.read(&mut buf).map_err(corrupt)?;
+        if n == 0 {
+            break;
+        }
+        if buf[..n].iter().any(|b| *b != 0) {
+            return Err(ArchiveError::Corrupt(
+                "data after the end of the archive".into(),
+            ));
+        }
+    }
+
+    if let Some(store) = store {
+        let images = match &index_bytes {
+            Some(bytes) => crate::store::parse_index(bytes)
+                .map_err(|e| ArchiveError::BadManifest(format!("index.json: {e}")))?,
+            None => Vec::new(),
+        };
+        commit(store, &staged, &head, &images)?;
+    }
+    drop(staging);
+    Ok(Outcome {
+        head,
+        blobs_written: outcome_written.0,
+        bytes_written: outcome_written.1,
+        blobs_present: outcome_present.0,
+        bytes_present: outcome_present.1,
+    })
+}
+
+/// Moves verified blobs into place, names the images and records the bundle.
+fn commit(
+    store: &Store,
+    staged: &[(PathBuf, Digest)],
+    head: &Head,
+    images: &[(String, crate::manifest::Descriptor)],
+) -> Result<(), ArchiveError> {
+    for (tmp, digest) in staged {
+        let to = store.blob_path(digest);
+        fs::rename(tmp, &to).map_err(ArchiveError::io(&to))?;
+    }
+    let blob_dir = store
+        .blob_path(&Digest::of(b""))
+        .parent()
+        .map(Path::to_path_buf);
+    if let Some(dir) = blob_dir {
+        File::open(&dir)
+            .and_then(|d| d.sync_all())
+            .map_err(ArchiveError::io(&dir))?;
+    }
+    if !images.is_empty() {
+        store.set_images(images)?;
+    }
+    let record = bundle_record(store, &head.id);
+    if let Some(parent) = record.parent() {
+        fs::create_dir_all(parent).map_err(ArchiveError::io(parent))?;
+    }
+    let tmp = record.with_extension("json.tmp");
+    fs::write(&tmp, &head.manifest_bytes).map_err(ArchiveError::io(&tmp))?;
+    fs::rename(&tmp, &record).map_err(ArchiveError::io(&record))?;
+    Ok(())
+}
