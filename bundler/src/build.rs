@@ -29,16 +29,17 @@ pub struct BuildOptions<'a> {
     pub report: &'a Report,
 }
 
+/// What the spec's images need from the store.
+struct Closure {
+    images: Vec<BundleImage>,
+    /// Every blob, once, with its size.
+    blobs: BTreeMap<Digest, u64>,
+    /// The bundle's `index.json` entries.
+    index: Vec<(String, Descriptor)>,
+}
+
 /// Every blob an image needs, for the platforms the spec asks for.
-fn closure(
-    store: &Store,
-    lock: &Lock,
-    spec: &Spec,
-) -> anyhow::Result<(
-    Vec<BundleImage>,
-    BTreeMap<Digest, u64>,
-    Vec<(String, Descriptor)>,
-)> {
+fn closure(store: &Store, lock: &Lock, spec: &Spec) -> anyhow::Result<Closure> {
     let mut images = Vec::new();
     let mut blobs: BTreeMap<Digest, u64> = BTreeMap::new();
     let mut index = Vec::new();
@@ -95,7 +96,11 @@ fn closure(
         ));
         blobs.extend(mine);
     }
-    Ok((images, blobs, index))
+    Ok(Closure {
+        images,
+        blobs,
+        index,
+    })
 }
 
 /// Seconds since the epoch for every entry: `SOURCE_DATE_EPOCH`, else 0.
@@ -111,7 +116,11 @@ fn mtime() -> anyhow::Result<u64> {
 
 /// Builds the bundle; returns the paths written (the bundle or its parts).
 pub fn build(o: BuildOptions<'_>) -> anyhow::Result<Vec<PathBuf>> {
-    let (images, blobs, index) = closure(o.store, o.lock, o.spec)?;
+    let Closure {
+        images,
+        blobs,
+        index,
+    } = closure(o.store, o.lock, o.spec)?;
     let base = match o.base {
         Some(path) => {
             let reader = PartReader::open(path, None)?;

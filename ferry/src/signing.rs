@@ -244,20 +244,21 @@ impl SecretKey {
         let what = path.display().to_string();
         let text = read(path)?;
         let encrypted = SecretKey::is_encrypted(path)?;
-        let boxed = minisign::SecretKeyBox::from_string(&text)
-            .map_err(|e| format_err(&what, "secret key", e.to_string()))?;
-        let sk = if encrypted {
+        let bytes = if encrypted {
+            let boxed = minisign::SecretKeyBox::from_string(&text)
+                .map_err(|e| format_err(&what, "secret key", e.to_string()))?;
             let password = password.ok_or_else(|| SignError::NeedPassword(what.clone()))?;
             boxed
                 .into_secret_key(Some(password))
                 .map_err(|_| SignError::Decrypt(what.clone()))?
+                .to_bytes()
         } else {
-            boxed
-                .into_unencrypted_secret_key()
-                .map_err(|e| format_err(&what, "secret key", e.to_string()))?
+            // Read directly: `minisign -G -W` writes no checksum into unencrypted keys,
+            // which the minisign crate then calls corrupt. The public half derived from
+            // the seed is checked below instead.
+            payload(&text, &what, "secret key")?
         };
         // sig_alg(2) kdf_alg(2) chk_alg(2) salt(32) opslimit(8) memlimit(8) keynum(8) sk(64) chk(32)
-        let bytes = sk.to_bytes();
         if bytes.len() != 158 || &bytes[..2] != b"Ed" {
             return Err(format_err(&what, "secret key", "expected an Ed25519 key"));
         }
@@ -265,7 +266,11 @@ impl SecretKey {
         let seed: [u8; 32] = bytes[62..94].try_into().expect("32 bytes");
         let key = SigningKey::from_bytes(&seed);
         if key.verifying_key().as_bytes() != &bytes[94..126] {
-            return Err(SignError::Decrypt(what));
+            return Err(if encrypted {
+                SignError::Decrypt(what)
+            } else {
+                format_err(&what, "secret key", "its two halves do not match")
+            });
         }
         Ok(SecretKey { keynum, key })
     }

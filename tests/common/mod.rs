@@ -86,6 +86,30 @@ impl Run {
         self
     }
 
+    /// Asserts a refused bundle: exit 3, one `error:` line, no panic.
+    #[track_caller]
+    pub fn refused(self) -> Run {
+        assert_eq!(
+            self.status.code(),
+            Some(3),
+            "`{}` should have refused the bundle (exit 3):\nstdout:\n{}\nstderr:\n{}",
+            self.command,
+            self.stdout,
+            self.stderr
+        );
+        assert!(!self.stderr.contains("panicked"), "{}", self.stderr);
+        assert_eq!(
+            self.stderr
+                .lines()
+                .filter(|l| l.starts_with("error:"))
+                .count(),
+            1,
+            "{}",
+            self.stderr
+        );
+        self
+    }
+
     /// The last `error:` line.
     pub fn error_line(&self) -> &str {
         self.stderr
@@ -127,12 +151,19 @@ impl Session {
     }
 
     fn run(&self, program: PathBuf, args: &[&str]) -> Run {
+        self.run_env(program, args, &[])
+    }
+
+    fn run_env(&self, program: PathBuf, args: &[&str], env: &[(&str, &str)]) -> Run {
         let mut cmd = Command::new(&program);
         cmd.args(args)
             .current_dir(self.dir.path())
-            // No credentials or mirrors from the machine running the tests.
+            // No credentials, passwords or dates from the machine running the tests.
             .env("DOCKER_CONFIG", self.dir.path().join(".docker"))
-            .env_remove("RUST_BACKTRACE");
+            .env_remove("FERRY_KEY_PASSWORD")
+            .env_remove("SOURCE_DATE_EPOCH")
+            .env_remove("RUST_BACKTRACE")
+            .envs(env.iter().copied());
         let out = cmd
             .output()
             .unwrap_or_else(|e| panic!("running {}: {e}", program.display()));
@@ -148,6 +179,15 @@ impl Session {
 
     pub fn bundler(&self, args: &[&str]) -> Run {
         self.run(bin("ferry-bundler"), args)
+    }
+
+    /// `ferry-bundler` with extra environment variables.
+    pub fn bundler_env(&self, args: &[&str], env: &[(&str, &str)]) -> Run {
+        self.run_env(bin("ferry-bundler"), args, env)
+    }
+
+    pub fn installer(&self, args: &[&str]) -> Run {
+        self.run(bin("ferry-installer"), args)
     }
 
     /// A started `ferry-bundler` the test may kill.

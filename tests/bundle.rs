@@ -1,0 +1,875 @@
+//! Bundles end to end: keygen, build, inspect, verify and unpack with the real
+//! `minisign` CLI, reproducibility, every refusal with a crafted archive, deltas and
+//! split bundles. Upstream content comes from a loopback registry:2.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::io::Write as _;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use common::{mirrors, spec, Rule, Session};
+use ferry_e2e::image::{self, layer, platform_image, Flavor, Image};
+use ferry_e2e::registry::Registry;
+use sha2::{Digest as _, Sha256};
+
+const HOST: &str = "registry.example.io";
+
+/// Three images, one layer shared by two of them.
+fn seed(reg: &Registry, n: u64, big: usize) -> Vec<Image> {
+    let shared = layer(n, 100_000);
+    let pi = |flavor, arch, layers| platform_image(flavor, "linux", arch, None, layers);
+    let images = vec![
+        Image::multi(
+            Flavor::Docker,
+            vec![
+                pi(
+                    Flavor::Docker,
+                    "amd64",
+                    vec![shared.clone(), layer(n * 10 + 1, big)],
+                ),
+                pi(
+                    Flavor::Docker,
+                    "arm64",
+                    vec![shared.clone(), layer(n * 10 + 2, 50_000)],
+                ),
+            ],
+        ),
+        Image::multi(
+            Flavor::Oci,
+            vec![pi(
+                Flavor::Oci,
+                "amd64",
+                vec![shared, layer(n * 10 + 3, 70_000)],
+            )],
+        ),
+        Image::single(pi(Flavor::Oci, "amd64", vec![layer(n * 10 + 4, 30_000)])),
+    ];
+    for (i, img) in images.iter().enumerate() {
+        image::push(&reg.url(), &format!("apps/img{i}"), "v1", img);
+    }
+    images
+}
+
+fn refs(which: &[usize]) -> Vec<String> {
+    which
+        .iter()
+        .map(|i| match i {
+            0 => format!("{HOST}/apps/img0:v1"),
+            i => format!("{{ ref = \"{HOST}/apps/img{i}:v1\", platforms = [\"linux/amd64\"] }}"),
+        })
+        .collect()
+}
+
+/// A session with mirrors at `reg`, a key pair `rel.{key,pub}`, and a locked spec.
+fn prepare(reg: &Registry, which: &[usize], spec_name: &str) -> Session {
+    let s = Session::new();
+    s.write(
+        "mirrors.toml",
+        &mirrors(&[Rule {
+            host: HOST,
+            endpoints: vec![(reg.url(), None, false)],
+        }]),
+    );
+    write_spec(&s, which, spec_name);
+    s.bundler(&["keygen", "--name", "rel", "--no-password"])
+        .success();
+    s
+}
+
+fn write_spec(s: &Session, which: &[usize], spec_name: &str) {
+    let r = refs(which);
+    let r: Vec<&str> = r.iter().map(String::as_str).collect();
+    s.write(
+        &format!("{spec_name}.toml"),
+        &spec(&["linux/amd64", "linux/arm64"], &r),
+    );
+    s.bundler(&[
+        "lock",
+        &format!("{spec_name}.toml"),
+        "--mirrors",
+        "mirrors.toml",
+        "--quiet",
+    ])
+    .success();
+}
+
+fn build(s: &Session, spec_name: &str, out: &str, extra: &[&str]) -> common::Run {
+    let spec_file = format!("{spec_name}.toml");
+    let lock_file = format!("{spec_name}.lock");
+    let mut args = vec![
+        "build",
+        &spec_file,
+        "--lock",
+        &lock_file,
+        "--mirrors",
+        "mirrors.toml",
+        "--store",
+        "store",
+        "--key",
+        "rel.key",
+        "-o",
+        out,
+    ];
+    args.extend_from_slice(extra);
+    s.bundler(&args).success()
+}
+
+fn sha256_file(path: &Path) -> String {
+    hex::encode(Sha256::digest(std::fs::read(path).unwrap()))
+}
+
+/// Every file under `dir` with its sha256, so "untouched" can be checked exactly.
+fn snapshot(dir: &Path) -> BTreeSet<(String, String)> {
+    let mut out = BTreeSet::new();
+    if !dir.exists() {
+        return out;
+    }
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                let rel = p.strip_prefix(dir).unwrap().display().to_string();
+                if !rel.starts_with(".ferry/lock") {
+                    out.insert((rel, sha256_file(&p)));
+                }
+            }
+        }
+    }
+    out
+}
+
+fn index_names(store: &Path) -> BTreeSet<String> {
+    let v: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(store.join("index.json")).unwrap()).unwrap();
+    v["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            m["annotations"]["org.opencontainers.image.ref.name"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect()
+}
+
+#[test]
+fn round_trip_with_the_minisign_cli_and_standard_tools() {
+    let reg = Registry::start();
+    let images = seed(&reg, 1, 200_000);
+    let s = prepare(&reg, &[0, 1, 2], "k8s");
+    build(&s, "k8s", "k8s.tar.zst", &[]);
+
+    // The stock minisign CLI checks the whole file with our public key.
+    let out = Command::new("minisign")
+        .args(["-Vm", "k8s.tar.zst", "-p", "rel.pub"])
+        .current_dir(s.dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "minisign -V: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let inspect = s
+        .installer(&["inspect", "k8s.tar.zst", "--key", "rel.pub", "--json"])
+        .success();
+    let v: serde_json::Value = serde_json::from_str(&inspect.stdout).unwrap();
+    assert_eq!(v["name"], "test");
+    assert_eq!(v["signature_verified"], true);
+    assert_eq!(v["images"].as_array().unwrap().len(), 3);
+    assert_eq!(v["images"][0]["digest"], images[0].digest());
+    assert!(v["dedup_savings"].as_u64().unwrap() >= 100_000, "{v}");
+    let text = s.bundler(&["inspect", "k8s.tar.zst"]).success().stdout;
+    assert!(
+        text.contains(&format!("{HOST}/apps/img0:v1")) && text.contains("not verified"),
+        "{text}"
+    );
+
+    s.installer(&["verify", "k8s.tar.zst", "--key", "rel.pub"])
+        .success();
+    let run = s
+        .installer(&[
+            "unpack",
+            "k8s.tar.zst",
+            "--key",
+            "rel.pub",
+            "--store",
+            "site",
+        ])
+        .success();
+    assert!(run.stderr.contains("unpacked test 1.0.0"), "{}", run.stderr);
+    let site = s.path("site");
+    assert_eq!(index_names(&site).len(), 3);
+    // Unpacking again writes nothing new but still checks everything.
+    let run = s
+        .installer(&[
+            "unpack",
+            "k8s.tar.zst",
+            "--key",
+            "rel.pub",
+            "--store",
+            "site",
+        ])
+        .success();
+    assert!(
+        run.stderr.contains("0 blob(s), 0 B written"),
+        "{}",
+        run.stderr
+    );
+
+    let ls = Command::new("umoci")
+        .args(["ls", "--layout"])
+        .arg(&site)
+        .output()
+        .unwrap();
+    assert!(
+        ls.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ls.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&ls.stdout).lines().count(), 3);
+    let out = Command::new("skopeo")
+        .args([
+            "inspect",
+            &format!("oci:{}:{HOST}/apps/img2:v1", site.display()),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["Digest"], images[2].digest());
+}
+
+#[test]
+fn keys_work_both_ways_with_minisign() {
+    let reg = Registry::start();
+    seed(&reg, 2, 10_000);
+    let s = prepare(&reg, &[2], "k8s");
+    // A key made by `minisign -G` (unencrypted) signs our bundles.
+    let out = Command::new("minisign")
+        .args(["-G", "-W", "-p", "m.pub", "-s", "m.key"])
+        .current_dir(s.dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    s.bundler(&[
+        "build",
+        "k8s.toml",
+        "--lock",
+        "k8s.lock",
+        "--mirrors",
+        "mirrors.toml",
+        "--store",
+        "store",
+        "--key",
+        "m.key",
+        "-o",
+        "m.tar.zst",
+    ])
+    .success();
+    s.installer(&["verify", "m.tar.zst", "--key", "m.pub"])
+        .success();
+
+    // A password-protected key of ours: the password comes from FERRY_KEY_PASSWORD.
+    let env = [("FERRY_KEY_PASSWORD", "correct horse")];
+    s.bundler_env(&["keygen", "--name", "pw"], &env).success();
+    let run = s.bundler(&["keygen", "--name", "pw"]).failure();
+    assert!(
+        run.error_line().contains("already exists"),
+        "{}",
+        run.stderr
+    );
+    let args = [
+        "build",
+        "k8s.toml",
+        "--lock",
+        "k8s.lock",
+        "--mirrors",
+        "mirrors.toml",
+        "--store",
+        "store",
+        "--key",
+        "pw.key",
+        "-o",
+        "pw.tar.zst",
+    ];
+    let run = s.bundler(&args).failure();
+    assert!(
+        run.error_line().contains("FERRY_KEY_PASSWORD"),
+        "{}",
+        run.stderr
+    );
+    let run = s
+        .bundler_env(&args, &[("FERRY_KEY_PASSWORD", "wrong")])
+        .failure();
+    assert!(
+        run.error_line().contains("wrong password"),
+        "{}",
+        run.stderr
+    );
+    s.bundler_env(&args, &env).success();
+    let out = Command::new("minisign")
+        .args(["-Vm", "pw.tar.zst", "-p", "pw.pub"])
+        .current_dir(s.dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Signed by one key, checked with another: refused.
+    let run = s
+        .installer(&["verify", "pw.tar.zst", "--key", "m.pub"])
+        .refused();
+    assert!(
+        run.error_line().contains("not by the given key"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn builds_are_byte_reproducible() {
+    let reg = Registry::start();
+    seed(&reg, 3, 300_000);
+    let s = prepare(&reg, &[0, 1, 2], "k8s");
+    build(&s, "k8s", "a.tar.zst", &[]);
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    // Another directory, another store, another second.
+    std::fs::create_dir_all(s.path("other")).unwrap();
+    for f in ["k8s.toml", "k8s.lock", "mirrors.toml", "rel.key"] {
+        std::fs::copy(s.path(f), s.path(&format!("other/{f}"))).unwrap();
+    }
+    s.bundler(&[
+        "build",
+        "other/k8s.toml",
+        "--lock",
+        "other/k8s.lock",
+        "--mirrors",
+        "other/mirrors.toml",
+        "--store",
+        "other/store",
+        "--key",
+        "other/rel.key",
+        "-o",
+        "other/b.tar.zst",
+        "--level",
+        "3",
+    ])
+    .success();
+    assert_eq!(
+        sha256_file(&s.path("a.tar.zst")),
+        sha256_file(&s.path("other/b.tar.zst"))
+    );
+    assert_eq!(
+        s.read("a.tar.zst.minisig"),
+        s.read("other/b.tar.zst.minisig")
+    );
+    // SOURCE_DATE_EPOCH changes the entries' mtime, and so the bytes.
+    s.bundler_env(
+        &[
+            "build",
+            "k8s.toml",
+            "--lock",
+            "k8s.lock",
+            "--mirrors",
+            "mirrors.toml",
+            "--store",
+            "store",
+            "--key",
+            "rel.key",
+            "-o",
+            "c.tar.zst",
+        ],
+        &[("SOURCE_DATE_EPOCH", "1700000000")],
+    )
+    .success();
+    assert_ne!(
+        sha256_file(&s.path("a.tar.zst")),
+        sha256_file(&s.path("c.tar.zst"))
+    );
+    let tv = Command::new("tar")
+        .args(["--zstd", "-tvf", "c.tar.zst"])
+        .current_dir(s.dir.path())
+        .output()
+        .unwrap();
+    let listing = String::from_utf8_lossy(&tv.stdout);
+    assert!(
+        listing.lines().next().unwrap().contains("2023-11-14"),
+        "{listing}"
+    );
+    assert!(
+        listing.lines().all(|l| l.starts_with("-rw-r--r-- 0/0")),
+        "{listing}"
+    );
+    assert!(
+        listing
+            .lines()
+            .next()
+            .unwrap()
+            .ends_with("ferry-bundle.json"),
+        "{listing}"
+    );
+}
+
+/// The entries of a bundle, decompressed with the zstd CLI.
+fn entries(bundle: &Path) -> Vec<(tar::Header, Vec<u8>)> {
+    let out = Command::new("zstd")
+        .arg("-dc")
+        .arg(bundle)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let mut archive = tar::Archive::new(&out.stdout[..]);
+    archive
+        .entries()
+        .unwrap()
+        .map(|e| {
+            let mut e = e.unwrap();
+            let h = e.header().clone();
+            let mut data = Vec::new();
+            std::io::Read::read_to_end(&mut e, &mut data).unwrap();
+            (h, data)
+        })
+        .collect()
+}
+
+/// Writes entries back as a zstd tar, headers as given (no path checks: we craft).
+fn write_bundle(path: &Path, entries: &[(tar::Header, Vec<u8>)]) {
+    let mut tar = tar::Builder::new(Vec::new());
+    for (h, data) in entries {
+        tar.append(h, &data[..]).unwrap();
+    }
+    let raw = tar.into_inner().unwrap();
+    let mut child = Command::new("zstd")
+        .args(["-q", "-c", "-o"])
+        .arg(path)
+        .arg("-f")
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(&raw).unwrap();
+    assert!(child.wait().unwrap().success());
+}
+
+fn with_name(h: &tar::Header, name: &str, kind: tar::EntryType, size: u64) -> tar::Header {
+    let mut h = h.clone();
+    let bytes = h.as_old_mut();
+    bytes.name = [0; 100];
+    bytes.name[..name.len()].copy_from_slice(name.as_bytes());
+    h.set_entry_type(kind);
+    h.set_size(size);
+    if kind.is_symlink() || kind.is_hard_link() {
+        h.set_link_name("index.json").unwrap();
+    }
+    h.set_cksum();
+    h
+}
+
+#[test]
+fn every_kind_of_bad_bundle_is_refused_and_the_store_left_untouched() {
+    let reg = Registry::start();
+    seed(&reg, 4, 100_000);
+    let s = prepare(&reg, &[0, 1, 2], "k8s");
+    build(&s, "k8s", "good.tar.zst", &[]);
+    s.bundler(&["keygen", "--name", "other", "--no-password"])
+        .success();
+    s.bundler(&[
+        "build",
+        "k8s.toml",
+        "--lock",
+        "k8s.lock",
+        "--mirrors",
+        "mirrors.toml",
+        "--store",
+        "store",
+        "--key",
+        "other.key",
+        "-o",
+        "other.tar.zst",
+    ])
+    .success();
+    // The site store already holds another release, which must stay as it is.
+    write_spec(&s, &[2], "small");
+    build(&s, "small", "small.tar.zst", &[]);
+    s.installer(&[
+        "unpack",
+        "small.tar.zst",
+        "--key",
+        "rel.pub",
+        "--store",
+        "site",
+    ])
+    .success();
+    let before = snapshot(&s.path("site"));
+
+    let good = entries(&s.path("good.tar.zst"));
+    let blob_at = good
+        .iter()
+        .position(|(h, _)| h.path().unwrap().starts_with("blobs/"))
+        .unwrap();
+    let blob_name = good[blob_at].0.path().unwrap().display().to_string();
+    let mut cases: Vec<(&str, Vec<(tar::Header, Vec<u8>)>, &str)> = Vec::new();
+    let mut v = good.clone();
+    v.remove(1);
+    cases.push(("unsigned", v, "not signed"));
+    let mut v = good.clone();
+    let text = String::from_utf8(v[0].1.clone())
+        .unwrap()
+        .replace("\"version\": \"1.0.0\"", "\"version\": \"9.0.0\"");
+    v[0].1 = text.into_bytes();
+    cases.push(("manifest altered after signing", v, "signature"));
+    let mut v = good.clone();
+    let last = v[blob_at].1.len() - 1;
+    v[blob_at].1[last] ^= 1;
+    cases.push(("a flipped byte in a blob", v, "was altered"));
+    let mut v = good.clone();
+    v.push((
+        with_name(&good[2].0, "blobs/sha256/extra", tar::EntryType::Regular, 3),
+        b"abc".to_vec(),
+    ));
+    cases.push((
+        "an entry not in the manifest",
+        v,
+        "not in the signed manifest",
+    ));
+    let mut v = good.clone();
+    v.remove(blob_at);
+    cases.push(("a missing entry", v, "is missing"));
+    let mut v = good.clone();
+    v.insert(blob_at, good[blob_at].clone());
+    cases.push(("a duplicate entry", v, "appears twice"));
+    let mut v = good.clone();
+    v.insert(
+        2,
+        (
+            with_name(&good[2].0, "../evil", tar::EntryType::Regular, 3),
+            b"abc".to_vec(),
+        ),
+    );
+    cases.push(("a .. path", v, "unsafe path"));
+    let mut v = good.clone();
+    v.insert(
+        2,
+        (
+            with_name(&good[2].0, "/etc/evil", tar::EntryType::Regular, 3),
+            b"abc".to_vec(),
+        ),
+    );
+    cases.push(("an absolute path", v, "unsafe path"));
+    let mut v = good.clone();
+    v[blob_at] = (
+        with_name(&good[blob_at].0, &blob_name, tar::EntryType::Symlink, 0),
+        Vec::new(),
+    );
+    cases.push(("a symlink", v, "symbolic link"));
+    let mut v = good.clone();
+    v[blob_at] = (
+        with_name(&good[blob_at].0, &blob_name, tar::EntryType::Link, 0),
+        Vec::new(),
+    );
+    cases.push(("a hard link", v, "hard link"));
+    let mut v = good.clone();
+    v[blob_at] = (
+        with_name(&good[blob_at].0, &blob_name, tar::EntryType::Char, 0),
+        Vec::new(),
+    );
+    cases.push(("a device", v, "character device"));
+    let mut v = good.clone();
+    let huge = vec![0u8; 8 << 20];
+    v[blob_at] = (
+        with_name(
+            &good[blob_at].0,
+            &blob_name,
+            tar::EntryType::Regular,
+            huge.len() as u64,
+        ),
+        huge,
+    );
+    cases.push((
+        "an entry far larger than the manifest says",
+        v,
+        "the manifest says",
+    ));
+
+    for (what, crafted, expect) in &cases {
+        write_bundle(&s.path("bad.tar.zst"), crafted);
+        for cmd in ["verify", "unpack"] {
+            let mut args = vec![cmd, "bad.tar.zst", "--key", "rel.pub"];
+            if cmd == "unpack" {
+                args.extend(["--store", "site"]);
+            }
+            let run = s.installer(&args).refused();
+            assert!(
+                run.error_line().contains(expect),
+                "{what}: expected {expect:?} in {}",
+                run.error_line()
+            );
+        }
+        assert_eq!(
+            snapshot(&s.path("site")),
+            before,
+            "{what}: the store changed"
+        );
+    }
+
+    // Signed by another key.
+    let run = s
+        .installer(&[
+            "unpack",
+            "other.tar.zst",
+            "--key",
+            "rel.pub",
+            "--store",
+            "site",
+        ])
+        .refused();
+    assert!(
+        run.error_line().contains("not by the given key"),
+        "{}",
+        run.stderr
+    );
+    // Damage to the compressed file itself, and truncation.
+    let bytes = std::fs::read(s.path("good.tar.zst")).unwrap();
+    let mut flipped = bytes.clone();
+    let mid = bytes.len() / 2;
+    flipped[mid] ^= 0x40;
+    std::fs::write(s.path("flipped.tar.zst"), flipped).unwrap();
+    std::fs::write(s.path("cut.tar.zst"), &bytes[..mid]).unwrap();
+    std::fs::write(s.path("cut-end.tar.zst"), &bytes[..bytes.len() - 3]).unwrap();
+    for bad in ["flipped.tar.zst", "cut.tar.zst", "cut-end.tar.zst"] {
+        s.installer(&["unpack", bad, "--key", "rel.pub", "--store", "site"])
+            .refused();
+        assert_eq!(
+            snapshot(&s.path("site")),
+            before,
+            "{bad}: the store changed"
+        );
+    }
+    // No signature at all: a plain tar.zst of a layout.
+    std::fs::write(s.path("plain.tar.zst"), b"not zstd").unwrap();
+    s.installer(&["verify", "plain.tar.zst", "--key", "rel.pub"])
+        .refused();
+    // And the good one still goes in.
+    s.installer(&[
+        "unpack",
+        "good.tar.zst",
+        "--key",
+        "rel.pub",
+        "--store",
+        "site",
+    ])
+    .success();
+    assert_eq!(index_names(&s.path("site")).len(), 3);
+}
+
+#[test]
+fn a_delta_applies_only_on_top_of_its_base() {
+    let reg = Registry::start();
+    seed(&reg, 5, 200_000);
+    let s = prepare(&reg, &[0, 1], "v1");
+    build(&s, "v1", "v1.tar.zst", &[]);
+    write_spec(&s, &[0, 1, 2], "v2");
+    let run = build(&s, "v2", "v2-delta.tar.zst", &["--base", "v1.tar.zst"]);
+    assert!(run.stderr.contains("wrote"), "{}", run.stderr);
+    let full = build(&s, "v2", "v2.tar.zst", &[]);
+    drop(full);
+    let delta_size = std::fs::metadata(s.path("v2-delta.tar.zst")).unwrap().len();
+    assert!(
+        delta_size * 4 < std::fs::metadata(s.path("v2.tar.zst")).unwrap().len(),
+        "the delta is not small"
+    );
+    let v: serde_json::Value = serde_json::from_str(
+        &s.installer(&["inspect", "v2-delta.tar.zst", "--json"])
+            .success()
+            .stdout,
+    )
+    .unwrap();
+    assert!(
+        v["base"]
+            .as_str()
+            .unwrap()
+            .starts_with("test 1.0.0 (sha256:"),
+        "{v}"
+    );
+
+    // On an empty store, or one holding another bundle: refused, and said why.
+    let run = s
+        .installer(&[
+            "unpack",
+            "v2-delta.tar.zst",
+            "--key",
+            "rel.pub",
+            "--store",
+            "empty",
+        ])
+        .refused();
+    assert!(run.error_line().contains("does not hold"), "{}", run.stderr);
+    write_spec(&s, &[0], "wrong");
+    build(&s, "wrong", "wrong.tar.zst", &[]);
+    s.installer(&[
+        "unpack",
+        "wrong.tar.zst",
+        "--key",
+        "rel.pub",
+        "--store",
+        "wrongbase",
+    ])
+    .success();
+    let before = snapshot(&s.path("wrongbase"));
+    s.installer(&[
+        "unpack",
+        "v2-delta.tar.zst",
+        "--key",
+        "rel.pub",
+        "--store",
+        "wrongbase",
+    ])
+    .refused();
+    assert_eq!(snapshot(&s.path("wrongbase")), before);
+
+    // On top of its base: the store ends up as the full v2 would leave it.
+    s.installer(&[
+        "unpack",
+        "v1.tar.zst",
+        "--key",
+        "rel.pub",
+        "--store",
+        "site",
+    ])
+    .success();
+    s.installer(&[
+        "unpack",
+        "v2-delta.tar.zst",
+        "--key",
+        "rel.pub",
+        "--store",
+        "site",
+    ])
+    .success();
+    s.installer(&[
+        "unpack",
+        "v2.tar.zst",
+        "--key",
+        "rel.pub",
+        "--store",
+        "full",
+    ])
+    .success();
+    let blobs = |d: &str| -> BTreeSet<_> {
+        snapshot(&s.path(d))
+            .into_iter()
+            .filter(|(p, _)| p.starts_with("blobs/"))
+            .collect()
+    };
+    assert_eq!(blobs("site"), blobs("full"));
+    assert_eq!(index_names(&s.path("site")), index_names(&s.path("full")));
+}
+
+#[test]
+fn split_bundles_find_their_parts_and_name_the_missing_one() {
+    let reg = Registry::start();
+    seed(&reg, 6, 3 << 20);
+    let s = prepare(&reg, &[0, 1, 2], "k8s");
+    build(&s, "k8s", "whole.tar.zst", &[]);
+    build(&s, "k8s", "k8s.tar.zst", &["--split", "1M"]);
+    let parts: Vec<String> = (1..=9)
+        .map(|i| format!("k8s.tar.zst.{i:03}"))
+        .filter(|p| s.path(p).exists())
+        .collect();
+    assert!(parts.len() >= 3, "{parts:?}");
+    for p in &parts {
+        assert!(std::fs::metadata(s.path(p)).unwrap().len() <= 1 << 20);
+        let out = Command::new("minisign")
+            .args(["-Vm", p, "-p", "rel.pub"])
+            .current_dir(s.dir.path())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{p}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    assert!(!s.path("k8s.tar.zst").exists());
+    s.installer(&["verify", "k8s.tar.zst.001", "--key", "rel.pub"])
+        .success();
+    s.installer(&["inspect", "k8s.tar.zst.001"]).success();
+
+    // Rejoined, the parts are the unsplit bundle.
+    let mut joined = Vec::new();
+    for p in &parts {
+        joined.extend(std::fs::read(s.path(p)).unwrap());
+    }
+    assert_eq!(
+        hex::encode(Sha256::digest(&joined)),
+        sha256_file(&s.path("whole.tar.zst"))
+    );
+
+    // A part damaged, then lost.
+    let second = s.path(&parts[1]);
+    let original = std::fs::read(&second).unwrap();
+    let mut damaged = original.clone();
+    damaged[100] ^= 1;
+    std::fs::write(&second, damaged).unwrap();
+    let run = s
+        .installer(&[
+            "unpack",
+            "k8s.tar.zst.001",
+            "--key",
+            "rel.pub",
+            "--store",
+            "site",
+        ])
+        .refused();
+    assert!(
+        run.error_line()
+            .contains(&format!("part 2 of {}", parts.len())),
+        "{}",
+        run.stderr
+    );
+    assert!(snapshot(&s.path("site"))
+        .iter()
+        .all(|(p, _)| !p.starts_with("blobs/")));
+    std::fs::remove_file(&second).unwrap();
+    let run = s
+        .installer(&["verify", "k8s.tar.zst.001", "--key", "rel.pub"])
+        .refused();
+    assert!(
+        run.error_line().contains(&format!(
+            "part 2 of {} ({}) is missing",
+            parts.len(),
+            parts[1]
+        )),
+        "{}",
+        run.stderr
+    );
+    std::fs::write(&second, original).unwrap();
+    s.installer(&[
+        "unpack",
+        "k8s.tar.zst.001",
+        "--key",
+        "rel.pub",
+        "--store",
+        "site",
+    ])
+    .success();
+    assert_eq!(index_names(&s.path("site")).len(), 3);
+}
