@@ -429,8 +429,11 @@ fn builds_are_byte_reproducible() {
     );
 }
 
+/// Tar entries with their contents, as a test crafts them.
+type Entries = Vec<(tar::Header, Vec<u8>)>;
+
 /// The entries of a bundle, decompressed with the zstd CLI.
-fn entries(bundle: &Path) -> Vec<(tar::Header, Vec<u8>)> {
+fn entries(bundle: &Path) -> Entries {
     let out = Command::new("zstd")
         .arg("-dc")
         .arg(bundle)
@@ -526,7 +529,7 @@ fn every_kind_of_bad_bundle_is_refused_and_the_store_left_untouched() {
         .position(|(h, _)| h.path().unwrap().starts_with("blobs/"))
         .unwrap();
     let blob_name = good[blob_at].0.path().unwrap().display().to_string();
-    let mut cases: Vec<(&str, Vec<(tar::Header, Vec<u8>)>, &str)> = Vec::new();
+    let mut cases: Vec<(&str, Entries, &str)> = Vec::new();
     let mut v = good.clone();
     v.remove(1);
     cases.push(("unsigned", v, "not signed"));

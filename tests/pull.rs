@@ -1005,8 +1005,7 @@ fn progress_is_reported_in_plain_lines_and_quiet_is_silent() {
     let last = run
         .stderr
         .lines()
-        .filter(|l| l.starts_with("progress: "))
-        .last()
+        .rfind(|l| l.starts_with("progress: "))
         .unwrap_or_else(|| panic!("{}", run.stderr));
     let total = last
         .trim_start_matches("progress: ")

@@ -1,20 +1,192 @@
-//! The embedded registry (`ferry-installer serve`): the distribution API over the
-//! store, in place. Being built; see the registry issue.
+//! The embedded registry (`ferry-installer serve`): the Docker Registry HTTP API V2
+//! / OCI distribution API over the store, in place (nothing is copied).
+//!
+//! ```text
+//! mod.rs        command-line options, start-up (TLS, htpasswd, first catalog)
+//! server.rs     accept loop: TLS, timeouts, connection limit, graceful shutdown
+//! router.rs     request dispatch, auth, access log and metrics around every handler
+//! names.rs      /v2/<name>/… and ?ns= resolved to the store's repository names
+//! catalog.rs    the in-memory view: repositories, tags, manifest bytes
+//! manifests.rs  GET/HEAD/PUT /v2/<name>/manifests/<reference>
+//! blobs.rs      GET/HEAD /v2/<name>/blobs/<digest>, with Range
+//! uploads.rs    POST/PATCH/PUT/GET/DELETE /v2/<name>/blobs/uploads/…
+//! tags.rs       /v2/_catalog and /v2/<name>/tags/list, paginated
+//! referrers.rs  GET /v2/<name>/referrers/<digest>
+//! auth.rs       htpasswd (bcrypt) and HTTP Basic
+//! tls.rs        the site CA and server certificate (rcgen)
+//! metrics.rs    /metrics and the access log
+//! error.rs      the spec's error codes and registry:2's JSON error body
+//! ```
 
+mod auth;
+mod blobs;
+mod catalog;
+mod error;
+mod manifests;
+mod metrics;
+mod names;
+mod referrers;
+mod router;
+mod server;
+mod tags;
+mod tls;
+mod uploads;
+
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use ferry::store::Store;
+
+const AFTER_HELP: &str = "\
+Examples:
+  # Serve a site store over HTTPS on port 5000 with a CA made on first start;
+  # nodes trust STORE/.ferry/tls/ca.pem:
+  ferry-installer serve --store /var/lib/ferry/store --san registry.site.lan
+
+  # Plain HTTP on loopback (tests, or behind a TLS proxy):
+  ferry-installer serve --store ./store --tls off --addr 127.0.0.1:5000
+
+  # Let the site push its own images (htpasswd -Bbn alice SECRET > users):
+  ferry-installer serve --store ./store --htpasswd users
+
+  # Pull from it, by the upstream name, through a containerd mirror entry
+  # (/etc/containerd/certs.d/registry.k8s.io/hosts.toml):
+  #   [host.\"https://registry.site.lan:5000\"]
+  #     capabilities = [\"pull\", \"resolve\"]
+  #     ca = \"/etc/ferry/ca.pem\"
+  skopeo inspect docker://registry.site.lan:5000/registry.k8s.io/pause:3.10
+
+Names: /v2/registry.k8s.io/pause/... and /v2/pause/...?ns=registry.k8s.io are the
+same image; docker.io short names normalise (busybox = docker.io/library/busybox).
+Pushed names without a registry host are stored under docker.io, like docker does.";
 
 /// Options of `ferry-installer serve`.
 #[derive(clap::Args)]
+#[command(after_help = AFTER_HELP)]
 pub struct ServeArgs {
-    /// The OCI image layout to serve.
-    #[arg(long)]
+    /// The OCI image layout to serve (it must exist; an unpacked bundle).
+    #[arg(long, value_name = "DIR")]
     pub store: PathBuf,
+
+    /// Address to listen on (port 0 picks a free port; the address is printed).
+    #[arg(long, default_value = "0.0.0.0:5000", value_name = "IP:PORT")]
+    pub addr: SocketAddr,
+
+    /// `auto`: a site CA and server certificate kept under DIR/.ferry/tls (made on
+    /// first start); `off`: plain HTTP; `CERT,KEY`: these PEM files.
+    #[arg(long, default_value = "auto", value_name = "auto|off|CERT,KEY")]
+    pub tls: String,
+
+    /// Extra name or address for the server certificate (repeatable); the host name,
+    /// localhost and every address of the host are always included.
+    #[arg(long, value_name = "NAME")]
+    pub san: Vec<String>,
+
+    /// Users allowed to push (bcrypt htpasswd: `htpasswd -Bbn USER PASSWORD`).
+    /// Without it, pushes are refused.
+    #[arg(long, value_name = "FILE")]
+    pub htpasswd: Option<PathBuf>,
+
+    /// Require credentials for pulls too (needs --htpasswd).
+    #[arg(long)]
+    pub auth_pull: bool,
+
+    /// Most client connections served at once; more wait to be accepted.
+    #[arg(long, default_value_t = 1024, value_name = "N")]
+    pub max_connections: usize,
+
+    /// Seconds a client may stall (no bytes read or written) before its connection
+    /// is closed; request headers must arrive within half of it.
+    #[arg(long, default_value_t = 60, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub client_timeout: u64,
+}
+
+/// How TLS is set up.
+enum TlsMode {
+    Auto,
+    Off,
+    Files(PathBuf, PathBuf),
+}
+
+fn tls_mode(text: &str) -> anyhow::Result<TlsMode> {
+    Ok(match text {
+        "auto" => TlsMode::Auto,
+        "off" => TlsMode::Off,
+        other => match other.split_once(',') {
+            Some((c, k)) if !c.is_empty() && !k.is_empty() => {
+                TlsMode::Files(PathBuf::from(c), PathBuf::from(k))
+            }
+            _ => bail!("--tls must be auto, off or CERT,KEY (got {other:?})"),
+        },
+    })
 }
 
 pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
-    anyhow::bail!(
-        "serve is not built yet (store {})",
-        args.store.display()
-    )
+    let mode = tls_mode(&args.tls)?;
+    if args.auth_pull && args.htpasswd.is_none() {
+        bail!("--auth-pull needs --htpasswd");
+    }
+    if !args.store.is_dir() {
+        bail!(
+            "{} is not a directory (unpack a bundle into it first)",
+            args.store.display()
+        );
+    }
+    let store = Store::open(&args.store)
+        .with_context(|| format!("opening store {}", args.store.display()))?;
+    let auth = args
+        .htpasswd
+        .as_deref()
+        .map(auth::Htpasswd::load)
+        .transpose()?;
+    let tls = match mode {
+        TlsMode::Off => None,
+        TlsMode::Files(cert, key) => Some(tls::server_config(&cert, &key)?),
+        TlsMode::Auto => {
+            let sans = tls::wanted_sans(&args.san, args.addr.ip());
+            let (ca, made) = tls::ensure_auto(store.root(), &sans)
+                .context("making the site CA and server certificate")?;
+            let dir = tls::tls_dir(store.root());
+            eprintln!(
+                "site CA: {} ({}); nodes trust it (containerd hosts.toml: ca = \"{}\")",
+                ca.display(),
+                if made { "made now" } else { "kept" },
+                ca.display()
+            );
+            eprintln!("server certificate names: {}", sans.join(", "));
+            Some(tls::server_config(
+                &dir.join("server.pem"),
+                &dir.join("server.key"),
+            )?)
+        }
+    };
+    let uploads = uploads::Uploads::open(&store).context("preparing the upload directory")?;
+    let images = catalog::Images::load(store.clone())
+        .with_context(|| format!("reading {}", store.root().join("index.json").display()))?;
+    let state = Arc::new(router::State {
+        images,
+        store,
+        auth,
+        auth_pull: args.auth_pull,
+        metrics: metrics::Metrics::new(),
+        uploads,
+        body_timeout: Duration::from_secs(args.client_timeout),
+    });
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("ferry-serve")
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(server::run(
+        args.addr,
+        tls,
+        state,
+        args.max_connections,
+        Duration::from_secs(args.client_timeout),
+    ))?;
+    Ok(ExitCode::SUCCESS)
 }

@@ -1,0 +1,112 @@
+#!/usr/bin/env bash
+# Benchmark: packing and unpacking a bundle against GNU tar and the zstd CLI, over
+# the same ~1 GiB OCI layout, in one run.
+#
+#   benches/bundle_vs_tar_zstd.sh [TOTAL_MIB]      (default 1024)
+#
+# pack:    ferry-bundler build (sign, zstd -T0 at the same level)
+#          vs  tar -c | zstd -T0
+# unpack:  ferry-installer unpack (signature, then one streaming pass that hashes
+#          every entry and writes it with fsync)
+#          vs  zstd -dc | tar -x, then sha256sum of every blob (the careful two-pass way)
+#          vs  zstd -dc | tar -x alone (no check at all: the limit for one pass)
+# Each measurement starts and ends with `sync`, so every tool pays for its own
+# writes reaching the disk. Targets: pack no slower than tar|zstd; verify+unpack
+# >= 3x faster than the two-pass peer and within 1.5x of the unchecked extraction.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+TOTAL_MIB=${1:-1024}
+IMAGES=16
+LAYERS=4
+LAYER_SIZE=$(( TOTAL_MIB * 1024 * 1024 / (IMAGES * LAYERS * 2) ))
+LEVEL=3
+
+for tool in docker-registry zstd tar sha256sum bc; do
+  command -v $tool >/dev/null || { echo "missing $tool" >&2; exit 1; }
+done
+[ -x /usr/bin/time ] || { echo "missing /usr/bin/time (apt-get install time)" >&2; exit 1; }
+
+cargo build --release -q -p ferry-bundler -p ferry-installer -p ferry-e2e
+BIN=$PWD/target/release
+WORK=$(mktemp -d /tmp/ferry-bundle-bench.XXXXXX)
+REG_PID=""
+cleanup() {
+  [ -n "$REG_PID" ] && kill "$REG_PID" 2>/dev/null && wait "$REG_PID" 2>/dev/null
+  rm -rf "$WORK"
+}
+trap cleanup EXIT INT TERM
+
+PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+cat >"$WORK/registry.yml" <<YML
+version: 0.1
+log: { level: error, accesslog: { disabled: true } }
+storage: { filesystem: { rootdirectory: $WORK/registry } }
+http: { addr: 127.0.0.1:$PORT, secret: bench }
+YML
+docker-registry serve "$WORK/registry.yml" >"$WORK/registry.log" 2>&1 &
+REG_PID=$!
+for _ in $(seq 100); do curl -sf "http://127.0.0.1:$PORT/v2/" >/dev/null && break; sleep 0.1; done
+"$BIN/ferry-seed" --registry "http://127.0.0.1:$PORT" --images "$IMAGES" \
+  --platforms linux/amd64,linux/arm64 --layers-per-image "$LAYERS" --layer-size "$LAYER_SIZE" \
+  --shared-layers 1 --flavor mixed --spec-out "$WORK/spec.toml" --spec-host bench.example.io
+cat >"$WORK/mirrors.toml" <<TOML
+[[registry]]
+host = "bench.example.io"
+skip_upstream = true
+endpoints = [{ url = "http://127.0.0.1:$PORT" }]
+TOML
+"$BIN/ferry-bundler" lock "$WORK/spec.toml" --mirrors "$WORK/mirrors.toml" -o "$WORK/spec.lock" --quiet
+"$BIN/ferry-bundler" pull "$WORK/spec.toml" --lock "$WORK/spec.lock" --mirrors "$WORK/mirrors.toml" \
+  --store "$WORK/store" --quiet
+"$BIN/ferry-bundler" keygen --out "$WORK" --name bench --no-password >/dev/null
+kill "$REG_PID"; wait "$REG_PID" 2>/dev/null || true; REG_PID=""
+BYTES=$(du -sb "$WORK/store/blobs" | cut -f1)
+echo "== layout: $(( BYTES / 1024 / 1024 )) MiB in $(ls "$WORK/store/blobs/sha256" | wc -l) blobs"
+
+declare -A SECS RSS
+# measure NAME COMMAND: a shell command line; wall time including a final sync, peak RSS.
+measure() {
+  local name=$1 cmd=$2 start end
+  sync
+  start=$(date +%s.%N)
+  /usr/bin/time -f "%M" -o "$WORK/time.$name" bash -c "$cmd" >/dev/null 2>"$WORK/err.$name" \
+    || { echo "$name failed:"; cat "$WORK/err.$name"; exit 1; }
+  sync
+  end=$(date +%s.%N)
+  SECS[$name]=$(echo "$end - $start" | bc)
+  RSS[$name]=$(tail -n1 "$WORK/time.$name")
+}
+# /usr/bin/time on `bash -c` reports the largest process of the pipeline it waited for.
+
+S="$WORK/store"
+echo "== pack"
+measure tar_zstd "tar -c -C '$S' oci-layout index.json blobs | zstd -T0 -$LEVEL -q -o '$WORK/peer.tar.zst'"
+measure ferry_build "'$BIN/ferry-bundler' build '$WORK/spec.toml' --lock '$WORK/spec.lock' --mirrors '$WORK/mirrors.toml' --store '$S' --key '$WORK/bench.key' -o '$WORK/ferry.tar.zst' --level $LEVEL --quiet"
+echo "== unpack"
+mkdir -p "$WORK/x1" "$WORK/x2"
+measure unchecked "zstd -dc '$WORK/peer.tar.zst' | tar -x -C '$WORK/x1'"
+measure two_pass "zstd -dc '$WORK/peer.tar.zst' | tar -x -C '$WORK/x2' && cd '$WORK/x2/blobs/sha256' && ls | awk '{print \$1\"  \"\$1}' | sha256sum -c --quiet"
+measure ferry_unpack "'$BIN/ferry-installer' unpack '$WORK/ferry.tar.zst' --key '$WORK/bench.pub' --store '$WORK/site' --quiet"
+
+echo "== levels (ferry build, seconds and size)"
+for level in 1 3 9; do
+  measure "level$level" "'$BIN/ferry-bundler' build '$WORK/spec.toml' --lock '$WORK/spec.lock' --mirrors '$WORK/mirrors.toml' --store '$S' --key '$WORK/bench.key' -o '$WORK/l$level.tar.zst' --level $level --quiet"
+  printf '  level %d: %6.2f s  %d MiB\n' "$level" "${SECS[level$level]}" "$(( $(stat -c %s "$WORK/l$level.tar.zst") / 1024 / 1024 ))"
+  rm -f "$WORK/l$level.tar.zst"*
+done
+
+echo
+printf '%-14s %9s %9s %12s\n' "step" "seconds" "MB/s" "peak RSS"
+for name in tar_zstd ferry_build unchecked two_pass ferry_unpack; do
+  printf '%-14s %9.2f %9.0f %8d MiB\n' "$name" "${SECS[$name]}" \
+    "$(echo "$BYTES / ${SECS[$name]} / 1000000" | bc -l)" "$(( RSS[$name] / 1024 ))"
+done
+echo
+printf 'pack:   ferry build is %.2fx the speed of tar|zstd (target >= 1)\n' \
+  "$(echo "${SECS[tar_zstd]} / ${SECS[ferry_build]}" | bc -l)"
+printf 'unpack: ferry unpack is %.2fx faster than extract + sha256sum (target >= 3)\n' \
+  "$(echo "${SECS[two_pass]} / ${SECS[ferry_unpack]}" | bc -l)"
+printf '        and takes %.2fx the time of the unchecked extraction (target <= 1.5)\n' \
+  "$(echo "${SECS[ferry_unpack]} / ${SECS[unchecked]}" | bc -l)"
+printf '        peak RSS %d MiB (target < 100 MiB)\n' "$(( RSS[ferry_unpack] / 1024 ))"
