@@ -86,7 +86,7 @@ measure_loop() {
   for repo in $REPOS; do
     /usr/bin/time -f "%M" -o "$WORK/rss" "$@" "docker://127.0.0.1:$PORT/$repo:v1" "dir:$WORK/$name/${repo//\//_}" \
       >/dev/null 2>"$WORK/err.$name" || { echo "$name failed:"; cat "$WORK/err.$name"; exit 1; }
-    rss=$(tail -n1 "$WORK/rss"); [ "$rss" -gt "$peak" ] && peak=$rss
+    rss=$(tail -n1 "$WORK/rss"); if [ "$rss" -gt "$peak" ]; then peak=$rss; fi
   done
   sync
   end=$(date +%s.%N)

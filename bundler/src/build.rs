@@ -130,15 +130,12 @@ pub fn build(o: BuildOptions<'_>) -> anyhow::Result<Vec<PathBuf>> {
         }
         None => None,
     };
-    let in_base = |path: &str| {
-        base.as_ref().is_some_and(|h| {
-            h.manifest
-                .entries
-                .iter()
-                .chain(&h.manifest.external)
-                .any(|e| e.path == path)
-        })
-    };
+    // Everything the base carries, or itself leaves to its own base.
+    let in_base: std::collections::HashSet<&str> = base
+        .iter()
+        .flat_map(|h| h.manifest.entries.iter().chain(&h.manifest.external))
+        .map(|e| e.path.as_str())
+        .collect();
     let index_bytes = store::render_index(&index);
     let mut sources: Vec<PackEntry> = vec![
         PackEntry {
@@ -165,7 +162,7 @@ pub fn build(o: BuildOptions<'_>) -> anyhow::Result<Vec<PathBuf>> {
             size: *size,
             sha256: digest.clone(),
         };
-        if in_base(&entry.path) {
+        if in_base.contains(entry.path.as_str()) {
             external.push(entry);
         } else {
             sources.push(PackEntry {
@@ -204,7 +201,8 @@ pub fn build(o: BuildOptions<'_>) -> anyhow::Result<Vec<PathBuf>> {
 
     let total = manifest.content_size();
     o.report.start("packing", total);
-    let writer = PartWriter::new(o.out, o.split);
+    // Hash and write the compressed output on a thread of its own.
+    let writer = ferry::pipe::write_behind(PartWriter::new(o.out, o.split));
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
     let options = PackOptions {
         level: o.level,
@@ -220,7 +218,10 @@ pub fn build(o: BuildOptions<'_>) -> anyhow::Result<Vec<PathBuf>> {
         &|n| o.report.add(n),
     );
     o.report.finish();
-    let parts = result?.finish().context("cannot finish the bundle")?;
+    let parts = result?
+        .finish()
+        .and_then(PartWriter::finish)
+        .context("cannot finish the bundle")?;
     let count = parts.len();
     let mut written = Vec::new();
     for (i, part) in parts.iter().enumerate() {

@@ -16,5 +16,6 @@ pub use digest::Digest;
 pub use platform::Platform;
 pub use reference::Reference;
 pub mod archive;
+pub mod pipe;
 pub mod progress;
 pub mod signing;

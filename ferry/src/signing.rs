@@ -12,7 +12,6 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use base64::Engine as _;
-use blake2::{Blake2b512, Digest as _};
 use ed25519_dalek::{Signature, Signer as _, SigningKey, Verifier as _, VerifyingKey};
 
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
@@ -199,7 +198,7 @@ pub fn trusted_comment(signature: &str) -> Option<String> {
 
 /// BLAKE2b-512 of everything `data` yields: what minisign signs.
 pub fn blake2b(mut data: impl Read) -> std::io::Result<[u8; 64]> {
-    let mut h = Blake2b512::new();
+    let mut h = Prehash::default();
     let mut buf = vec![0u8; 1 << 16];
     loop {
         let n = data.read(&mut buf)?;
@@ -208,12 +207,20 @@ pub fn blake2b(mut data: impl Read) -> std::io::Result<[u8; 64]> {
         }
         h.update(&buf[..n]);
     }
-    Ok(h.finalize().into())
+    Ok(h.finish())
 }
 
 /// A BLAKE2b-512 state fed while a file is written, so it is signed without a re-read.
-#[derive(Default, Clone)]
-pub struct Prehash(Blake2b512);
+/// (blake2b_simd: its AVX2 code hashes about twice as fast as the portable one, and
+/// every byte of a bundle goes through here.)
+#[derive(Clone)]
+pub struct Prehash(blake2b_simd::State);
+
+impl Default for Prehash {
+    fn default() -> Prehash {
+        Prehash(blake2b_simd::State::new())
+    }
+}
 
 impl Prehash {
     pub fn update(&mut self, bytes: &[u8]) {
@@ -221,7 +228,7 @@ impl Prehash {
     }
 
     pub fn finish(self) -> [u8; 64] {
-        self.0.finalize().into()
+        *self.0.finalize().as_array()
     }
 }
 

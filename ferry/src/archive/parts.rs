@@ -300,10 +300,15 @@ impl Read for PartReader {
                     Prehash::default(),
                 ));
             }
+            let checked = self.key.is_some() && !self.signatures.is_empty();
             let (reader, prehash) = self.current.as_mut().expect("opened above");
             let n = reader.read(buf)?;
             if n > 0 {
-                prehash.update(&buf[..n]);
+                // Only parts carry signatures to check: a whole bundle's detached
+                // signature is for `minisign`, its content is covered from inside.
+                if checked {
+                    prehash.update(&buf[..n]);
+                }
                 return Ok(n);
             }
             let (_, prehash) = self.current.take().expect("present");

@@ -40,6 +40,40 @@ impl Drop for Staging {
     }
 }
 
+/// Flushes staged files to disk on a thread of its own, so the disk writes one blob
+/// while the next is decompressed and hashed. Every file is synced before any is
+/// renamed into place.
+struct Syncer {
+    tx: std::sync::mpsc::SyncSender<(File, PathBuf)>,
+    thread: std::thread::JoinHandle<Result<(), ArchiveError>>,
+}
+
+impl Syncer {
+    fn start() -> Syncer {
+        // Bounded: each queued file holds a descriptor.
+        let (tx, rx) = std::sync::mpsc::sync_channel::<(File, PathBuf)>(32);
+        let thread = std::thread::spawn(move || {
+            for (file, path) in rx {
+                file.sync_all().map_err(ArchiveError::io(&path))?;
+            }
+            Ok(())
+        });
+        Syncer { tx, thread }
+    }
+
+    /// Queues a file; `false` if the thread stopped (`finish` then says why).
+    fn send(&self, file: File, path: &Path) -> bool {
+        self.tx.send((file, path.to_path_buf())).is_ok()
+    }
+
+    fn finish(self) -> Result<(), ArchiveError> {
+        drop(self.tx);
+        self.thread
+            .join()
+            .map_err(|_| ArchiveError::Corrupt("the sync thread panicked".into()))?
+    }
+}
+
 /// Where a store keeps the manifests of the bundles unpacked into it.
 pub fn bundle_record(store: &Store, id: &Digest) -> PathBuf {
     store
@@ -84,7 +118,7 @@ fn copy_hashed(
 
 /// Checks a bundle without writing anything.
 pub fn verify(
-    input: impl Read,
+    input: impl Read + Send + 'static,
     key: &PublicKey,
     progress: impl FnMut(u64, u64),
 ) -> Result<Outcome, ArchiveError> {
@@ -93,7 +127,7 @@ pub fn verify(
 
 /// Checks a bundle and adds it to `store`.
 pub fn unpack(
-    input: impl Read,
+    input: impl Read + Send + 'static,
     key: &PublicKey,
     store: &Store,
     progress: impl FnMut(u64, u64),
@@ -102,7 +136,7 @@ pub fn unpack(
 }
 
 fn run(
-    input: impl Read,
+    input: impl Read + Send + 'static,
     key: &PublicKey,
     store: Option<&Store>,
     mut progress: impl FnMut(u64, u64),
@@ -110,7 +144,8 @@ fn run(
     let corrupt = |e: io::Error| ArchiveError::Corrupt(e.to_string());
     let decoder = zstd::stream::read::Decoder::new(input)
         .map_err(|e| ArchiveError::NotABundle(format!("not zstd: {e}")))?;
-    let mut archive = tar::Archive::new(decoder);
+    // Decompress on one core while this one hashes and writes.
+    let mut archive = tar::Archive::new(crate::pipe::read_ahead(decoder));
     let mut entries = archive
         .entries()
         .map_err(|e| ArchiveError::NotABundle(e.to_string()))?;
@@ -156,6 +191,7 @@ fn run(
         None => None,
     };
     let mut staged: Vec<(PathBuf, Digest)> = Vec::new();
+    let mut syncer = store.map(|_| Syncer::start());
     let mut index_bytes: Option<Vec<u8>> = None;
     let mut outcome_written = (0usize, 0u64);
     let mut outcome_present = (0usize, 0u64);
@@ -208,7 +244,12 @@ fn run(
                     let r =
                         copy_hashed(&mut entry, &mut out, &mut buf, &mut tick).map_err(corrupt)?;
                     let file = out.into_inner().map_err(|e| corrupt(e.into_error()))?;
-                    file.sync_all().map_err(ArchiveError::io(&tmp))?;
+                    if syncer.as_ref().is_some_and(|s| !s.send(file, &tmp)) {
+                        let stopped = syncer.take().expect("checked above").finish();
+                        return Err(stopped.err().unwrap_or_else(|| {
+                            ArchiveError::Corrupt("the sync thread stopped".into())
+                        }));
+                    }
                     staged.push((tmp, digest.clone()));
                     outcome_written = (outcome_written.0 + 1, outcome_written.1 + r.1);
                     r
@@ -253,6 +294,9 @@ fn run(
         }
     }
 
+    if let Some(syncer) = syncer {
+        syncer.finish()?;
+    }
     if let Some(store) = store {
         let images = match &index_bytes {
             Some(bytes) => crate::store::parse_index(bytes)

@@ -1,0 +1,231 @@
+//! Two-stage pipelines over `Read` and `Write`: one thread produces or consumes the
+//! bytes while the caller works on the previous chunk. Unpacking decompresses on one
+//! core while it hashes and writes on the other; packing hashes and writes the
+//! compressed output while the caller reads and checks the next blob. Memory stays
+//! bounded by `depth` chunks.
+
+use std::io::{self, Read, Write};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::thread::JoinHandle;
+
+/// Chunk size of the pipes.
+pub const CHUNK: usize = 1 << 20;
+/// Chunks in flight at most.
+pub const DEPTH: usize = 4;
+
+/// A reader whose bytes are read ahead by a thread.
+pub struct ReadAhead {
+    rx: Receiver<io::Result<Vec<u8>>>,
+    current: Vec<u8>,
+    pos: usize,
+    done: bool,
+    _thread: JoinHandle<()>,
+}
+
+/// Reads `inner` on a thread of its own, up to `DEPTH` chunks ahead of the caller.
+pub fn read_ahead<R: Read + Send + 'static>(mut inner: R) -> ReadAhead {
+    let (tx, rx) = sync_channel::<io::Result<Vec<u8>>>(DEPTH);
+    let thread = std::thread::spawn(move || loop {
+        let mut chunk = vec![0u8; CHUNK];
+        let mut filled = 0;
+        // Fill whole chunks: a decoder hands out small pieces.
+        let result = loop {
+            match inner.read(&mut chunk[filled..]) {
+                Ok(0) => break Ok(()),
+                Ok(n) => {
+                    filled += n;
+                    if filled == chunk.len() {
+                        break Ok(());
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => break Err(e),
+            }
+        };
+        chunk.truncate(filled);
+        let end = filled == 0;
+        let message = match result {
+            Err(e) if filled == 0 => Err(e),
+            Err(e) => {
+                // Hand over what arrived, then the error.
+                if tx.send(Ok(chunk)).is_err() {
+                    return;
+                }
+                let _ = tx.send(Err(e));
+                return;
+            }
+            Ok(()) => Ok(chunk),
+        };
+        let failed = message.is_err();
+        if tx.send(message).is_err() || end || failed {
+            return;
+        }
+    });
+    ReadAhead {
+        rx,
+        current: Vec::new(),
+        pos: 0,
+        done: false,
+        _thread: thread,
+    }
+}
+
+impl Read for ReadAhead {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.pos == self.current.len() {
+            if self.done {
+                return Ok(0);
+            }
+            match self.rx.recv() {
+                Ok(Ok(chunk)) if chunk.is_empty() => self.done = true,
+                Ok(Ok(chunk)) => {
+                    self.current = chunk;
+                    self.pos = 0;
+                }
+                Ok(Err(e)) => {
+                    self.done = true;
+                    return Err(e);
+                }
+                Err(_) => {
+                    self.done = true;
+                    return Err(io::Error::other("the reading thread stopped"));
+                }
+            }
+        }
+        let n = buf.len().min(self.current.len() - self.pos);
+        buf[..n].copy_from_slice(&self.current[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+/// A writer whose bytes are written by a thread, `DEPTH` chunks behind the caller.
+pub struct WriteBehind<W> {
+    tx: Option<SyncSender<Vec<u8>>>,
+    buf: Vec<u8>,
+    thread: Option<JoinHandle<io::Result<W>>>,
+}
+
+/// Writes into `inner` on a thread of its own; `finish` hands `inner` back.
+pub fn write_behind<W: Write + Send + 'static>(mut inner: W) -> WriteBehind<W> {
+    let (tx, rx) = sync_channel::<Vec<u8>>(DEPTH);
+    let thread = std::thread::spawn(move || {
+        for chunk in rx {
+            inner.write_all(&chunk)?;
+        }
+        inner.flush()?;
+        Ok(inner)
+    });
+    WriteBehind {
+        tx: Some(tx),
+        buf: Vec::with_capacity(CHUNK),
+        thread: Some(thread),
+    }
+}
+
+impl<W> WriteBehind<W> {
+    fn send(&mut self) -> io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let chunk = std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK));
+        let sent = self.tx.as_ref().is_some_and(|tx| tx.send(chunk).is_ok());
+        if sent {
+            Ok(())
+        } else {
+            // The writing thread stopped: its error says why.
+            Err(self
+                .join()
+                .err()
+                .unwrap_or_else(|| io::Error::other("the writing thread stopped")))
+        }
+    }
+
+    fn join(&mut self) -> io::Result<W> {
+        self.tx = None;
+        match self.thread.take() {
+            Some(t) => t
+                .join()
+                .map_err(|_| io::Error::other("the writing thread panicked"))?,
+            None => Err(io::Error::other("the writing thread already ended")),
+        }
+    }
+
+    /// Writes what is buffered, waits for the thread, and returns the inner writer.
+    pub fn finish(mut self) -> io::Result<W> {
+        self.send()?;
+        self.join()
+    }
+}
+
+impl<W> Write for WriteBehind<W> {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        let room = CHUNK - self.buf.len();
+        let n = data.len().min(room);
+        self.buf.extend_from_slice(&data[..n]);
+        if self.buf.len() == CHUNK {
+            self.send()?;
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        // Flushing happens in `finish`; the thread owns the writer.
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bytes_pass_through_unchanged() {
+        let data: Vec<u8> = (0..(3 * CHUNK + 12345))
+            .map(|i| (i * 7 % 251) as u8)
+            .collect();
+        let mut out = Vec::new();
+        read_ahead(std::io::Cursor::new(data.clone()))
+            .read_to_end(&mut out)
+            .unwrap();
+        assert_eq!(out, data);
+        let mut w = write_behind(Vec::new());
+        for piece in data.chunks(77_777) {
+            w.write_all(piece).unwrap();
+        }
+        assert_eq!(w.finish().unwrap(), data);
+    }
+
+    #[test]
+    fn errors_come_through() {
+        struct Failing(usize);
+        impl Read for Failing {
+            fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+                if self.0 == 0 {
+                    return Err(io::Error::other("boom"));
+                }
+                let n = buf.len().min(self.0);
+                self.0 -= n;
+                Ok(n)
+            }
+        }
+        let mut out = Vec::new();
+        let e = read_ahead(Failing(10)).read_to_end(&mut out).unwrap_err();
+        assert_eq!(e.to_string(), "boom");
+        assert_eq!(out.len(), 10);
+
+        struct Full;
+        impl Write for Full {
+            fn write(&mut self, _: &[u8]) -> io::Result<usize> {
+                Err(io::Error::other("disk full"))
+            }
+            fn flush(&mut self) -> io::Result<()> {
+                Ok(())
+            }
+        }
+        let mut w = write_behind(Full);
+        let big = vec![0u8; 3 * CHUNK];
+        let e = w.write_all(&big).and_then(|_| w.finish().map(|_| ()));
+        assert_eq!(e.unwrap_err().to_string(), "disk full");
+    }
+}
