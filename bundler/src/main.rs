@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context as _;
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory as _, Parser, Subcommand};
 use ferry::lock::Lock;
 use ferry::mirrors::MirrorRules;
 use ferry::spec::Spec;
@@ -33,15 +33,25 @@ Examples:
   ferry-bundler lock manifests/kubernetes-1.31.toml --cross-check
   ferry-bundler pull manifests/kubernetes-1.31.toml --lock manifests/kubernetes-1.31.lock --store ./store
   ferry-bundler pull spec.toml --mirrors my-mirrors.toml --store ./store --jobs 16
+  ferry-bundler completions bash > /etc/bash_completion.d/ferry-bundler
+  ferry-bundler man --out /usr/local/share/man/man1
 
 Exit codes:
   0  success
   1  failure (the message says which file, image or endpoint)
   2  bad command line";
 
+/// `--version`: the package version and the git commit it was built from (build.rs).
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("FERRY_GIT_COMMIT"),
+    ")"
+);
+
 /// Build air-gap bundles of a Kubernetes release: resolve, lock and pull its images.
 #[derive(Parser)]
-#[command(name = "ferry-bundler", version, after_help = AFTER_HELP)]
+#[command(name = "ferry-bundler", version = VERSION, after_help = AFTER_HELP)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -159,6 +169,27 @@ refused, whichever mirror serves it.")]
         store: PathBuf,
         #[command(flatten)]
         net: NetArgs,
+    },
+    /// Print a shell completion script.
+    #[command(after_help = "\
+Examples:
+  ferry-bundler completions bash > /etc/bash_completion.d/ferry-bundler
+  ferry-bundler completions zsh > \"${fpath[1]}/_ferry-bundler\"
+  ferry-bundler completions fish > ~/.config/fish/completions/ferry-bundler.fish")]
+    Completions {
+        /// The shell to complete for.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff), or write one page per subcommand into a directory.
+    #[command(after_help = "\
+Examples:
+  ferry-bundler man | man -l -
+  ferry-bundler man --out /usr/local/share/man/man1   # ferry-bundler.1, ferry-bundler-lock.1, ...")]
+    Man {
+        /// Write ferry-bundler.1 and ferry-bundler-SUBCOMMAND.1 into this directory.
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
     },
 }
 
@@ -305,8 +336,65 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .context("cannot start the async runtime")
 }
 
+/// Writes generated text to stdout; a closed pipe (`| head`) is not an error.
+fn print_generated(bytes: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(bytes).and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(e).context("cannot write to stdout")
+        }
+        _ => Ok(()),
+    }
+}
+
+/// clap_complete 4.6 spells the bash state of a subcommand of a hyphenated binary
+/// two ways (`ferry__bundler__subcmd__lock` in the word loop,
+/// `ferry__subcmd__bundler__subcmd__lock` in the case arms), so nothing after a
+/// subcommand ever completes (clap-rs/clap#6421). Use the loop's spelling for both;
+/// once clap is fixed this replaces nothing. tests/cli.rs checks the completions.
+fn fix_bash_hyphen(script: &[u8]) -> Vec<u8> {
+    String::from_utf8_lossy(script)
+        .replace(
+            "ferry__subcmd__bundler__subcmd__",
+            "ferry__bundler__subcmd__",
+        )
+        .into_bytes()
+}
+
+/// `completions` and `man`: generated from the clap definitions above.
+fn generate(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Completions { shell } => {
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "ferry-bundler", &mut script);
+            if shell == clap_complete::Shell::Bash {
+                script = fix_bash_hyphen(&script);
+            }
+            print_generated(&script)
+        }
+        Command::Man { out: Some(dir) } => {
+            std::fs::create_dir_all(&dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
+            clap_mangen::generate_to(Cli::command(), &dir)
+                .with_context(|| format!("cannot write man pages into {}", dir.display()))?;
+            println!("wrote man pages into {}", dir.display());
+            Ok(())
+        }
+        Command::Man { out: None } => {
+            let mut page = Vec::new();
+            // As generate_to does: there is no page for `help`, so the page names none.
+            clap_mangen::Man::new(Cli::command().disable_help_subcommand(true))
+                .render(&mut page)?;
+            print_generated(&page)
+        }
+        _ => unreachable!("only completions and man are generated"),
+    }
+}
+
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
+        command @ (Command::Completions { .. } | Command::Man { .. }) => generate(command)?,
         Command::Lock {
             spec: spec_path,
             output,

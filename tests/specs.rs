@@ -1,0 +1,132 @@
+//! The release specs Ferry ships (`manifests/*.toml`) and the examples in README.md:
+//! every spec parses, every upstream host in it has a rule in the built-in
+//! `mirrors.toml` (or `lock` could not use the China mirrors for it), and the
+//! Kubernetes 1.31 spec is the image set kubeadm 1.31 pulls plus the addons.
+
+use std::path::{Path, PathBuf};
+
+use ferry::mirrors::MirrorRules;
+use ferry::spec::Spec;
+
+fn repo_root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Every `manifests/*.toml`, sorted.
+fn shipped_specs() -> Vec<PathBuf> {
+    let dir = repo_root().join("manifests");
+    let mut specs: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("reading {}: {e}", dir.display()))
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+        .collect();
+    specs.sort();
+    specs
+}
+
+#[test]
+fn every_image_of_every_shipped_spec_parses_and_its_host_has_a_default_mirror_rule() {
+    let specs = shipped_specs();
+    assert!(
+        specs.iter().any(|p| p.ends_with("kubernetes-1.31.toml")),
+        "{specs:?}"
+    );
+    let rules = MirrorRules::defaults();
+    assert!(
+        rules.rule("registry.example.invalid").is_none(),
+        "the check is real"
+    );
+    let mut missing = Vec::new();
+    for path in &specs {
+        let spec = Spec::load(path).unwrap_or_else(|e| panic!("{e}"));
+        assert!(!spec.images.is_empty(), "{} names no image", path.display());
+        for image in &spec.images {
+            let host = image.reference.registry();
+            if rules.rule(host).is_none() {
+                missing.push(format!("{}: {} ({host})", path.display(), image.reference));
+            }
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "images whose upstream host has no rule in mirrors.toml:\n{}",
+        missing.join("\n")
+    );
+}
+
+#[test]
+fn kubernetes_1_31_is_what_kubeadm_pulls_plus_node_local_dns_calico_and_metrics_server() {
+    let spec = Spec::load(&repo_root().join("manifests/kubernetes-1.31.toml")).unwrap();
+    assert_eq!(spec.name, "kubernetes");
+    assert_eq!(spec.version, "1.31.4");
+    let platforms: Vec<String> = spec.platforms.iter().map(ToString::to_string).collect();
+    assert_eq!(platforms, ["linux/amd64", "linux/arm64"]);
+    let images: Vec<String> = spec
+        .images
+        .iter()
+        .map(|i| i.reference.to_string())
+        .collect();
+    // `kubeadm config images list --kubernetes-version v1.31.4`:
+    let kubeadm = [
+        "registry.k8s.io/kube-apiserver:v1.31.4",
+        "registry.k8s.io/kube-controller-manager:v1.31.4",
+        "registry.k8s.io/kube-scheduler:v1.31.4",
+        "registry.k8s.io/kube-proxy:v1.31.4",
+        "registry.k8s.io/coredns/coredns:v1.11.3",
+        "registry.k8s.io/pause:3.10",
+        "registry.k8s.io/etcd:3.5.15-0",
+    ];
+    let addons = [
+        "registry.k8s.io/dns/k8s-dns-node-cache:1.23.1",
+        "docker.io/calico/cni:v3.28.2",
+        "docker.io/calico/node:v3.28.2",
+        "docker.io/calico/kube-controllers:v3.28.2",
+        "registry.k8s.io/metrics-server/metrics-server:v0.7.2",
+    ];
+    let want: Vec<&str> = kubeadm.iter().chain(&addons).copied().collect();
+    assert_eq!(images, want);
+    // The Kubernetes components carry the spec's version.
+    for name in &images[..4] {
+        assert!(name.ends_with(&format!(":v{}", spec.version)), "{name}");
+    }
+    // Every image for both platforms (no per-image narrowing in this spec).
+    for image in &spec.images {
+        assert_eq!(image.platforms, spec.platforms, "{}", image.reference);
+    }
+}
+
+/// The ```toml blocks of README.md: a spec (`name = ...`) or mirror rules.
+fn readme_toml_blocks() -> Vec<String> {
+    let text = std::fs::read_to_string(repo_root().join("README.md")).unwrap();
+    let mut blocks = Vec::new();
+    let mut current: Option<String> = None;
+    for line in text.lines() {
+        match (&mut current, line.trim_end()) {
+            (None, "```toml") => current = Some(String::new()),
+            (Some(_), "```") => blocks.push(current.take().unwrap()),
+            (Some(block), l) => {
+                block.push_str(l);
+                block.push('\n');
+            }
+            (None, _) => {}
+        }
+    }
+    blocks
+}
+
+#[test]
+fn the_toml_examples_in_the_readme_parse() {
+    let blocks = readme_toml_blocks();
+    let (mut specs, mut rules) = (0, 0);
+    for block in &blocks {
+        if block.contains("[[registry]]") {
+            MirrorRules::parse(Path::new("README.md"), block)
+                .unwrap_or_else(|e| panic!("{e}\n{block}"));
+            rules += 1;
+        } else {
+            Spec::parse(Path::new("README.md"), block).unwrap_or_else(|e| panic!("{e}\n{block}"));
+            specs += 1;
+        }
+    }
+    assert!(specs >= 1 && rules >= 1, "{blocks:?}");
+}
