@@ -28,7 +28,7 @@ done
 [ -x /usr/bin/time ] || { echo "missing /usr/bin/time (apt-get install time)" >&2; exit 1; }
 
 cargo build --release -q -p ferry-bundler -p ferry-installer -p ferry-e2e
-BIN=$PWD/target/release
+BIN=${CARGO_TARGET_DIR:-$PWD/target}/release
 WORK=$(mktemp -d /tmp/ferry-bundle-bench.XXXXXX)
 REG_PID=""
 cleanup() {

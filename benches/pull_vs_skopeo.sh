@@ -25,7 +25,7 @@ need skopeo skopeo
 [ -x /usr/bin/time ] || { echo "missing /usr/bin/time (apt-get install time)" >&2; exit 1; }
 
 cargo build --release -q -p ferry-bundler -p ferry-e2e
-BIN=$PWD/target/release
+BIN=${CARGO_TARGET_DIR:-$PWD/target}/release
 
 WORK=$(mktemp -d /tmp/ferry-bench.XXXXXX)
 REG_PID=""

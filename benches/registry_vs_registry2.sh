@@ -24,7 +24,7 @@ need curl curl
 need python3 python3
 
 cargo build --release -q -p ferry-bundler -p ferry-installer -p ferry-e2e
-BIN=$PWD/target/release
+BIN=${CARGO_TARGET_DIR:-$PWD/target}/release
 
 WORK=$(mktemp -d /tmp/ferry-regbench.XXXXXX)
 PIDS=()

@@ -140,10 +140,10 @@ PROFILE=${FERRY_DEMO_PROFILE:-release}
 step "build Ferry (cargo, profile $PROFILE)"
 if [ "$PROFILE" = release ]; then
   run cargo build --release --locked -q -p ferry-bundler -p ferry-installer -p ferry-e2e --bins
-  BIN=$REPO/target/release
+  BIN=${CARGO_TARGET_DIR:-$REPO/target}/release
 else
   run cargo build --locked -q -p ferry-bundler -p ferry-installer -p ferry-e2e --bins
-  BIN=$REPO/target/debug
+  BIN=${CARGO_TARGET_DIR:-$REPO/target}/debug
 fi
 BUNDLER=$BIN/ferry-bundler
 INSTALLER=$BIN/ferry-installer
