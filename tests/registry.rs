@@ -1530,3 +1530,54 @@ fn podman_pulls_by_the_upstream_name_through_a_registries_conf_mirror() {
         .log()
         .contains("/v2/registry.k8s.io/pause/manifests/3.10"));
 }
+
+/// One site's registry as the upstream of another build: `ferry-bundler` pulls from
+/// `serve --auth-pull` over HTTPS with the site CA and Basic credentials.
+#[test]
+fn the_bundler_pulls_from_a_ferry_registry_with_basic_auth_and_the_site_ca() {
+    let s = Session::new();
+    let f = filled_store(&s);
+    let srv = Serve::start(
+        &s,
+        &["--store", "store", "--htpasswd", users(&s), "--auth-pull"],
+    );
+    assert!(srv.url.starts_with("https://"), "{}", srv.url);
+    // The site registry keeps upstream names: registry.k8s.io/pause lives at
+    // /v2/registry.k8s.io/pause, so the rule puts the host back as a prefix.
+    s.write(
+        "site-mirrors.toml",
+        &mirrors(&[Rule {
+            host: K8S,
+            endpoints: vec![(srv.url.clone(), Some(K8S), false)],
+        }]),
+    );
+    s.write(
+        "site.toml",
+        &spec(
+            &["linux/amd64", "linux/arm64"],
+            &[&format!("{K8S}/pause:3.10")],
+        ),
+    );
+    let args = [
+        "pull",
+        "site.toml",
+        "--mirrors",
+        "site-mirrors.toml",
+        "--store",
+        "copy",
+        "--ca-cert",
+        "store/.ferry/tls/ca.pem",
+    ];
+    let run = s.bundler(&args).failure();
+    assert!(run.error_line().contains("--cred"), "{}", run.stderr);
+    let cred = format!("{}=alice:s3cret", srv.addr());
+    let mut with_cred = args.to_vec();
+    with_cred.extend(["--cred", &cred]);
+    s.bundler(&with_cred).success();
+    let index = std::fs::read_to_string(s.path("copy/index.json")).unwrap();
+    assert!(index.contains(f.pause.digest()), "{index}");
+    assert!(
+        srv.log().contains("alice"),
+        "the pull was not authenticated"
+    );
+}
