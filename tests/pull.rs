@@ -1031,4 +1031,27 @@ fn progress_is_reported_in_plain_lines_and_quiet_is_silent() {
         .success();
     assert_eq!(run.stderr, "");
     assert_eq!(stored_blobs(&s.path("b")), expected_blobs(&f));
+
+    // On a terminal (a pty from util-linux `script`): one bar with bytes, rate and ETA.
+    let command = format!(
+        "{} pull spec.toml --mirrors mirrors.toml --store c",
+        common::bin_path("ferry-bundler").display()
+    );
+    let out = Command::new("script")
+        .args(["-qfec", &command, "/dev/null"])
+        .current_dir(s.dir.path())
+        .env("DOCKER_CONFIG", s.path(".docker"))
+        .output()
+        .unwrap();
+    let screen = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{screen}");
+    assert!(
+        screen.contains("pulling [") && screen.contains("ETA"),
+        "{screen}"
+    );
+    assert!(
+        !screen.contains("progress: "),
+        "plain lines on a terminal:\n{screen}"
+    );
+    assert!(screen.contains("pulled 4 image(s)"), "{screen}");
 }

@@ -45,7 +45,8 @@ impl Report {
         let mode = if quiet {
             Mode::Quiet
         } else if std::io::stderr().is_terminal() {
-            let bar = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr());
+            // Hidden until a transfer starts: no empty bar while manifests resolve.
+            let bar = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::hidden());
             bar.set_style(
                 ProgressStyle::with_template(
                     "{spinner} {msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} ETA {eta}",
@@ -71,6 +72,7 @@ impl Report {
         match &self.mode {
             Mode::Quiet => {}
             Mode::Plain => eprintln!("{message}"),
+            Mode::Bar(bar) if bar.is_hidden() => eprintln!("{message}"),
             Mode::Bar(bar) => bar.println(message),
         }
     }
@@ -85,7 +87,9 @@ impl Report {
         self.total.store(total, Ordering::Relaxed);
         self.done.store(0, Ordering::Relaxed);
         *self.started.lock().unwrap() = Instant::now();
-        if let Mode::Bar(bar) = &self.mode {
+        if let (Mode::Bar(bar), true) = (&self.mode, total > 0) {
+            bar.reset();
+            bar.set_draw_target(ProgressDrawTarget::stderr());
             bar.set_length(total);
             bar.set_position(0);
             bar.set_message(what.to_string());
@@ -150,7 +154,10 @@ impl Report {
     /// Ends the byte count.
     pub fn finish(&self) {
         match &self.mode {
-            Mode::Bar(bar) => bar.finish_and_clear(),
+            Mode::Bar(bar) => {
+                bar.finish_and_clear();
+                bar.set_draw_target(ProgressDrawTarget::hidden());
+            }
             Mode::Plain if self.total.load(Ordering::Relaxed) > 0 => {
                 self.plain_line(self.done.load(Ordering::Relaxed), true)
             }

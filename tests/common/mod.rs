@@ -7,6 +7,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
 
+/// The path of a workspace binary (built on first use).
+pub fn bin_path(name: &str) -> PathBuf {
+    bin(name)
+}
+
 /// Builds the workspace binaries once per test process, so the tests never run a
 /// stale `ferry-bundler` (a plain `cargo test` does not build other packages' bins).
 fn bin(name: &str) -> PathBuf {
