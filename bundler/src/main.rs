@@ -303,6 +303,30 @@ async fn lock_or_resolve(
     }
 }
 
+/// Pins the spec's images (`--lock`, or tags resolved now) and pulls into `store`
+/// what it lacks; returns the lock and the open store.
+fn pull_into(
+    spec: &Spec,
+    lock: Option<&Path>,
+    store: &Path,
+    net: &NetArgs,
+    report: &Report,
+) -> anyhow::Result<(Lock, Store)> {
+    let rules = net.rules()?;
+    let client = net.client()?;
+    warn_reserved(spec, report);
+    // Checked before the store is created, so a bad lock leaves nothing behind.
+    let pinned = lock.map(|p| pinned_lock(spec, p)).transpose()?;
+    let store = Store::open(store)?;
+    let jobs = net.jobs as usize;
+    let lock = runtime()?.block_on(async {
+        let lock = lock_or_resolve(pinned, spec, &client, &rules, jobs, report).await?;
+        pull::pull(&client, &rules, &lock, &store, jobs, report).await?;
+        anyhow::Ok(lock)
+    })?;
+    Ok((lock, store))
+}
+
 fn warn_reserved(spec: &Spec, report: &Report) {
     if !spec.files.is_empty() || !spec.charts.is_empty() {
         report.warn("this ferry-bundler does not carry `files` or `charts` yet; they are skipped");
@@ -429,18 +453,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             net,
         } => {
             let spec = Spec::load(&spec_path)?;
-            let rules = net.rules()?;
-            let client = net.client()?;
             let report = Report::new(net.quiet);
-            warn_reserved(&spec, &report);
-            let pinned = lock.as_deref().map(|p| pinned_lock(&spec, p)).transpose()?;
-            let store = Store::open(&store)?;
-            runtime()?.block_on(async {
-                let lock =
-                    lock_or_resolve(pinned, &spec, &client, &rules, net.jobs as usize, &report)
-                        .await?;
-                pull::pull(&client, &rules, &lock, &store, net.jobs as usize, &report).await
-            })?;
+            pull_into(&spec, lock.as_deref(), &store, &net, &report)?;
         }
         Command::Keygen {
             out,
@@ -468,21 +482,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let spec_text = std::fs::read_to_string(&spec_path)
                 .with_context(|| format!("cannot read spec {}", spec_path.display()))?;
             let spec = Spec::parse(&spec_path, &spec_text)?;
-            let rules = net.rules()?;
-            let client = net.client()?;
+            // The key first: a password prompt must not wait behind a long pull.
             let key = keys::load_secret(&key)?;
             let report = Report::new(net.quiet);
-            warn_reserved(&spec, &report);
-            let pinned = lock.as_deref().map(|p| pinned_lock(&spec, p)).transpose()?;
             let store_dir = store.unwrap_or_else(default_store);
-            let store = Store::open(&store_dir)?;
-            let lock = runtime()?.block_on(async {
-                let lock =
-                    lock_or_resolve(pinned, &spec, &client, &rules, net.jobs as usize, &report)
-                        .await?;
-                pull::pull(&client, &rules, &lock, &store, net.jobs as usize, &report).await?;
-                anyhow::Ok(lock)
-            })?;
+            let (lock, store) = pull_into(&spec, lock.as_deref(), &store_dir, &net, &report)?;
             build::build(build::BuildOptions {
                 spec_text,
                 spec: &spec,
@@ -500,9 +504,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let key = key
                 .map(|k| ferry::signing::PublicKey::load(&k))
                 .transpose()?;
-            let reader = ferry::archive::parts::PartReader::open(&bundle, None)?;
-            let size = reader.total_size();
-            let head = ferry::archive::read_head(reader, key.as_ref())
+            let (head, size) = ferry::archive::inspect::read(&bundle, key.as_ref())
                 .with_context(|| format!("bundle {}", bundle.display()))?;
             let summary = ferry::archive::inspect::Summary::new(&head, size);
             if json {

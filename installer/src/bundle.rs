@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use ferry::archive::inspect::Summary;
 use ferry::archive::parts::PartReader;
-use ferry::archive::{read_head, unpack, ArchiveError};
+use ferry::archive::{unpack, ArchiveError};
 use ferry::progress::{human_bytes, Report};
 use ferry::signing::PublicKey;
 use ferry::store::Store;
@@ -101,13 +101,8 @@ pub fn unpack(bundle: &Path, key: &Path, store: &Path, quiet: bool) -> anyhow::R
 
 pub fn inspect(bundle: &Path, key: Option<&Path>, json: bool) -> anyhow::Result<ExitCode> {
     let key = key.map(PublicKey::load).transpose()?;
-    let reader = match PartReader::open(bundle, None) {
-        Ok(r) => r,
-        Err(e) => return refused(bundle, e),
-    };
-    let size = reader.total_size();
-    let head = match read_head(reader, key.as_ref()) {
-        Ok(h) => h,
+    let (head, size) = match ferry::archive::inspect::read(bundle, key.as_ref()) {
+        Ok(read) => read,
         Err(e) => return refused(bundle, e),
     };
     let summary = Summary::new(&head, size);

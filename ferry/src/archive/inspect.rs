@@ -3,8 +3,22 @@
 
 use serde::Serialize;
 
-use super::Head;
+use std::path::Path;
+
+use super::parts::PartReader;
+use super::{read_head, ArchiveError, Head};
 use crate::progress::human_bytes;
+
+/// Reads the head of the bundle at `path` (or of its first part), checking its
+/// signature when `key` is given; returns it with the size of the file(s).
+pub fn read(
+    path: &Path,
+    key: Option<&crate::signing::PublicKey>,
+) -> Result<(Head, u64), ArchiveError> {
+    let reader = PartReader::open(path, None)?;
+    let size = reader.total_size();
+    Ok((read_head(reader, key)?, size))
+}
 
 #[derive(Debug, Serialize)]
 pub struct Summary<'a> {
