@@ -16,6 +16,8 @@ pub use digest::Digest;
 pub use platform::Platform;
 pub use reference::Reference;
 pub mod archive;
+#[cfg(feature = "cli")]
+pub mod cli;
 pub mod pipe;
 pub mod progress;
 pub mod signing;

@@ -108,7 +108,7 @@ Examples:
     Completions {
         /// The shell to complete for.
         #[arg(value_enum)]
-        shell: clap_complete::Shell,
+        shell: ferry::cli::Shell,
     },
     /// Print the man page (roff), or write one page per subcommand into a directory.
     #[command(after_help = "\
@@ -122,56 +122,18 @@ Examples:
     },
 }
 
-/// Writes generated text to stdout; a closed pipe (`| head`) is not an error.
-fn print_generated(bytes: &[u8]) -> anyhow::Result<()> {
-    use std::io::Write as _;
-    let mut out = std::io::stdout().lock();
-    match out.write_all(bytes).and_then(|()| out.flush()) {
-        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
-            Err(e).context("cannot write to stdout")
-        }
-        _ => Ok(()),
-    }
-}
-
-/// clap_complete 4.6 spells the bash state of a subcommand of a hyphenated binary
-/// two ways (`ferry__installer__subcmd__lock` in the word loop,
-/// `ferry__subcmd__installer__subcmd__lock` in the case arms), so nothing after a
-/// subcommand ever completes (clap-rs/clap#6421). Use the loop's spelling for both;
-/// once clap is fixed this replaces nothing. tests/cli.rs checks the completions.
-fn fix_bash_hyphen(script: &[u8]) -> Vec<u8> {
-    String::from_utf8_lossy(script)
-        .replace(
-            "ferry__subcmd__installer__subcmd__",
-            "ferry__installer__subcmd__",
-        )
-        .into_bytes()
-}
-
 /// `completions` and `man`: generated from the clap definitions above.
 fn generate(command: Command) -> anyhow::Result<ExitCode> {
     match command {
-        Command::Completions { shell } => {
-            let mut script = Vec::new();
-            clap_complete::generate(shell, &mut Cli::command(), "ferry-installer", &mut script);
-            if shell == clap_complete::Shell::Bash {
-                script = fix_bash_hyphen(&script);
-            }
-            print_generated(&script)?;
-        }
+        Command::Completions { shell } => ferry::cli::print_completions(Cli::command(), shell)
+            .context("cannot write to stdout")?,
         Command::Man { out: Some(dir) } => {
-            std::fs::create_dir_all(&dir)
-                .with_context(|| format!("cannot create {}", dir.display()))?;
-            clap_mangen::generate_to(Cli::command(), &dir)
+            ferry::cli::write_man(Cli::command(), &dir)
                 .with_context(|| format!("cannot write man pages into {}", dir.display()))?;
             println!("wrote man pages into {}", dir.display());
         }
         Command::Man { out: None } => {
-            let mut page = Vec::new();
-            // As generate_to does: there is no page for `help`, so the page names none.
-            clap_mangen::Man::new(Cli::command().disable_help_subcommand(true))
-                .render(&mut page)?;
-            print_generated(&page)?;
+            ferry::cli::print_man(Cli::command()).context("cannot write to stdout")?
         }
         _ => unreachable!("only completions and man are generated"),
     }
