@@ -15,6 +15,7 @@
 # >= 3x faster than the two-pass peer and within 1.5x of the unchecked extraction.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source benches/common.sh
 
 TOTAL_MIB=${1:-1024}
 IMAGES=16
@@ -25,42 +26,19 @@ LEVEL=1
 for tool in docker-registry zstd tar sha256sum bc; do
   command -v $tool >/dev/null || { echo "missing $tool" >&2; exit 1; }
 done
-[ -x /usr/bin/time ] || { echo "missing /usr/bin/time (apt-get install time)" >&2; exit 1; }
+need_time
 
-cargo build --release -q -p ferry-bundler -p ferry-installer -p ferry-e2e
-BIN=${CARGO_TARGET_DIR:-$PWD/target}/release
-WORK=$(mktemp -d /tmp/ferry-bundle-bench.XXXXXX)
-REG_PID=""
-cleanup() {
-  [ -n "$REG_PID" ] && kill "$REG_PID" 2>/dev/null && wait "$REG_PID" 2>/dev/null
-  rm -rf "$WORK"
-}
-trap cleanup EXIT INT TERM
+build_release ferry-bundler ferry-installer ferry-e2e
+work_dir ferry-bundle-bench
 
-PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-cat >"$WORK/registry.yml" <<YML
-version: 0.1
-log: { level: error, accesslog: { disabled: true } }
-storage: { filesystem: { rootdirectory: $WORK/registry } }
-http: { addr: 127.0.0.1:$PORT, secret: bench }
-YML
-docker-registry serve "$WORK/registry.yml" >"$WORK/registry.log" 2>&1 &
-REG_PID=$!
-for _ in $(seq 100); do curl -sf "http://127.0.0.1:$PORT/v2/" >/dev/null && break; sleep 0.1; done
-"$BIN/ferry-seed" --registry "http://127.0.0.1:$PORT" --images "$IMAGES" \
+start_registry
+seed_registry --images "$IMAGES" \
   --platforms linux/amd64,linux/arm64 --layers-per-image "$LAYERS" --layer-size "$LAYER_SIZE" \
-  --shared-layers 1 --flavor mixed --spec-out "$WORK/spec.toml" --spec-host bench.example.io
-cat >"$WORK/mirrors.toml" <<TOML
-[[registry]]
-host = "bench.example.io"
-skip_upstream = true
-endpoints = [{ url = "http://127.0.0.1:$PORT" }]
-TOML
-"$BIN/ferry-bundler" lock "$WORK/spec.toml" --mirrors "$WORK/mirrors.toml" -o "$WORK/spec.lock" --quiet
-"$BIN/ferry-bundler" pull "$WORK/spec.toml" --lock "$WORK/spec.lock" --mirrors "$WORK/mirrors.toml" \
-  --store "$WORK/store" --quiet
+  --shared-layers 1 --flavor mixed --spec-out "$WORK/spec.toml"
+ferry_lock spec
+ferry_pull spec
 "$BIN/ferry-bundler" keygen --out "$WORK" --name bench --no-password >/dev/null
-kill "$REG_PID"; wait "$REG_PID" 2>/dev/null || true; REG_PID=""
+stop_registry
 BYTES=$(du -sb "$WORK/store/blobs" | cut -f1)
 echo "== layout: $(( BYTES / 1024 / 1024 )) MiB in $(ls "$WORK/store/blobs/sha256" | wc -l) blobs"
 
@@ -70,20 +48,13 @@ RUNS=${RUNS:-3}
 # each time), each time from a synced disk and including a final sync; keeps the best
 # wall time and the largest peak RSS. The disk of a shared VM is noisy: one run says little.
 measure() {
-  local name=$1 cleanup=$2 cmd=$3 start end secs rss
+  local name=$1 cleanup=$2 cmd=$3
   SECS[$name]=""; RSS[$name]=0
   for _ in $(seq "$RUNS"); do
     bash -c "$cleanup"
-    sync
-    start=$(date +%s.%N)
-    /usr/bin/time -f "%M" -o "$WORK/time.$name" bash -c "$cmd" >/dev/null 2>"$WORK/err.$name" \
-      || { echo "$name failed:"; cat "$WORK/err.$name"; exit 1; }
-    sync
-    end=$(date +%s.%N)
-    secs=$(echo "$end - $start" | bc)
-    rss=$(tail -n1 "$WORK/time.$name")
-    if [ -z "${SECS[$name]}" ] || (( $(echo "$secs < ${SECS[$name]}" | bc) )); then SECS[$name]=$secs; fi
-    if (( rss > RSS[$name] )); then RSS[$name]=$rss; fi
+    timed "$name" bash -c "$cmd"
+    if [ -z "${SECS[$name]}" ] || (( $(echo "$TIMED_SECS < ${SECS[$name]}" | bc) )); then SECS[$name]=$TIMED_SECS; fi
+    if (( TIMED_RSS > RSS[$name] )); then RSS[$name]=$TIMED_RSS; fi
   done
 }
 # /usr/bin/time on `bash -c` reports the largest process of the pipeline it waited for.

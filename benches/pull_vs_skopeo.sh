@@ -11,6 +11,7 @@
 # each, and the ratio. Target: ferry >= 3x the faster skopeo way, peak RSS < 64 MiB.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source benches/common.sh
 
 TOTAL_MIB=${1:-1024}
 IMAGES=16
@@ -19,44 +20,20 @@ SHARED=1
 # Per image: LAYERS layers per platform, two platforms, SHARED layers shared by all images.
 LAYER_SIZE=$(( TOTAL_MIB * 1024 * 1024 / (IMAGES * LAYERS * 2) ))
 
-need() { command -v "$1" >/dev/null || { echo "missing $1 (apt-get install $2)" >&2; exit 1; }; }
 need docker-registry docker-registry
 need skopeo skopeo
-[ -x /usr/bin/time ] || { echo "missing /usr/bin/time (apt-get install time)" >&2; exit 1; }
+need_time
 
-cargo build --release -q -p ferry-bundler -p ferry-e2e
-BIN=${CARGO_TARGET_DIR:-$PWD/target}/release
+build_release ferry-bundler ferry-e2e
+work_dir ferry-bench
 
-WORK=$(mktemp -d /tmp/ferry-bench.XXXXXX)
-REG_PID=""
-cleanup() {
-  [ -n "$REG_PID" ] && kill "$REG_PID" 2>/dev/null && wait "$REG_PID" 2>/dev/null
-  rm -rf "$WORK"
-}
-trap cleanup EXIT INT TERM
+start_registry
 
-PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-cat >"$WORK/registry.yml" <<YML
-version: 0.1
-log: { level: error, accesslog: { disabled: true } }
-storage: { filesystem: { rootdirectory: $WORK/registry }, delete: { enabled: true } }
-http: { addr: 127.0.0.1:$PORT, secret: bench }
-YML
-docker-registry serve "$WORK/registry.yml" >"$WORK/registry.log" 2>&1 &
-REG_PID=$!
-for _ in $(seq 100); do curl -sf "http://127.0.0.1:$PORT/v2/" >/dev/null && break; sleep 0.1; done
-
-echo "== seeding $IMAGES images x 2 platforms x $LAYERS layers of $((LAYER_SIZE / 1024)) KiB into registry:2 on 127.0.0.1:$PORT"
-"$BIN/ferry-seed" --registry "http://127.0.0.1:$PORT" --images "$IMAGES" \
+echo "== seeding $IMAGES images x 2 platforms x $LAYERS layers of $((LAYER_SIZE / 1024)) KiB into registry:2 on 127.0.0.1:$REG_PORT"
+seed_registry --images "$IMAGES" \
   --platforms linux/amd64,linux/arm64 --layers-per-image "$LAYERS" --layer-size "$LAYER_SIZE" \
-  --shared-layers "$SHARED" --flavor mixed --spec-out "$WORK/spec.toml" --spec-host bench.example.io
-cat >"$WORK/mirrors.toml" <<TOML
-[[registry]]
-host = "bench.example.io"
-skip_upstream = true
-endpoints = [{ url = "http://127.0.0.1:$PORT" }]
-TOML
-"$BIN/ferry-bundler" lock "$WORK/spec.toml" --mirrors "$WORK/mirrors.toml" -o "$WORK/spec.lock" --quiet
+  --shared-layers "$SHARED" --flavor mixed --spec-out "$WORK/spec.toml"
+ferry_lock spec
 REPOS=$(grep -o 'bench\.example\.io/bench/img[0-9]*' "$WORK/spec.toml" | sed 's#bench.example.io/##')
 
 # Every measurement starts with the page cache flushed to disk and ends with its own
@@ -66,15 +43,9 @@ declare -A SECS RSS
 # measure NAME CMD... : runs CMD under /usr/bin/time, records seconds and peak RSS (KiB).
 measure() {
   local name=$1; shift
-  local start end
-  sync
-  start=$(date +%s.%N)
-  /usr/bin/time -f "%M" -o "$WORK/time.$name" "$@" >/dev/null 2>"$WORK/err.$name" \
-    || { echo "$name failed:"; cat "$WORK/err.$name"; exit 1; }
-  sync
-  end=$(date +%s.%N)
-  SECS[$name]=$(echo "$end - $start" | bc)
-  RSS[$name]=$(tail -n1 "$WORK/time.$name")
+  timed "$name" "$@"
+  SECS[$name]=$TIMED_SECS
+  RSS[$name]=$TIMED_RSS
 }
 # A loop of commands: wall time of the whole loop, peak RSS of the largest one.
 measure_loop() {
@@ -84,7 +55,7 @@ measure_loop() {
   sync
   start=$(date +%s.%N)
   for repo in $REPOS; do
-    /usr/bin/time -f "%M" -o "$WORK/rss" "$@" "docker://127.0.0.1:$PORT/$repo:v1" "dir:$WORK/$name/${repo//\//_}" \
+    /usr/bin/time -f "%M" -o "$WORK/rss" "$@" "docker://127.0.0.1:$REG_PORT/$repo:v1" "dir:$WORK/$name/${repo//\//_}" \
       >/dev/null 2>"$WORK/err.$name" || { echo "$name failed:"; cat "$WORK/err.$name"; exit 1; }
     rss=$(tail -n1 "$WORK/rss"); if [ "$rss" -gt "$peak" ]; then peak=$rss; fi
   done
@@ -101,7 +72,7 @@ echo "== skopeo copy --all, one image after another"
 measure_loop skopeo_copy skopeo copy --all --quiet --src-tls-verify=false
 echo "== skopeo sync --all"
 {
-  echo "127.0.0.1:$PORT:"
+  echo "127.0.0.1:$REG_PORT:"
   echo "  tls-verify: false"
   echo "  images:"
   for repo in $REPOS; do echo "    $repo: [v1]"; done

@@ -15,60 +15,33 @@
 # lower peak RSS.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source benches/common.sh
 
 DURATION=${1:-10}
-need() { command -v "$1" >/dev/null || { echo "missing $1 (apt-get install $2)" >&2; exit 1; }; }
 need docker-registry docker-registry
 need wrk wrk
 need curl curl
 need python3 python3
 
-cargo build --release -q -p ferry-bundler -p ferry-installer -p ferry-e2e
-BIN=${CARGO_TARGET_DIR:-$PWD/target}/release
+build_release ferry-bundler ferry-installer ferry-e2e
+work_dir ferry-regbench
 
-WORK=$(mktemp -d /tmp/ferry-regbench.XXXXXX)
-PIDS=()
-cleanup() {
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
-  rm -rf "$WORK"
-}
-trap cleanup EXIT INT TERM
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_up() { for _ in $(seq 200); do curl -sf "http://$1/v2/" >/dev/null && return 0; sleep 0.05; done; echo "$1 did not come up" >&2; exit 1; }
 hwm_kib() { awk '/VmHWM/ {print $2}' "/proc/$1/status"; }
 
-REG_PORT=$(free_port)
-cat >"$WORK/registry.yml" <<YML
-version: 0.1
-log: { level: error, accesslog: { disabled: true } }
-storage: { filesystem: { rootdirectory: $WORK/registry }, delete: { enabled: true } }
-http: { addr: 127.0.0.1:$REG_PORT, secret: bench }
-YML
-docker-registry serve "$WORK/registry.yml" >"$WORK/registry.log" 2>&1 &
-REG_PID=$!
-PIDS+=("$REG_PID")
-wait_up "127.0.0.1:$REG_PORT"
+start_registry
 
 echo "== seeding registry:2: 8 multi-arch images (1 MiB layers) and one 100 MiB layer"
-"$BIN/ferry-seed" --registry "http://127.0.0.1:$REG_PORT" --images 8 \
+seed_registry --images 8 \
   --platforms linux/amd64,linux/arm64 --layers-per-image 2 --layer-size 1048576 \
-  --flavor mixed --prefix bench --spec-out "$WORK/small.toml" --spec-host bench.example.io >/dev/null
-"$BIN/ferry-seed" --registry "http://127.0.0.1:$REG_PORT" --images 1 \
+  --flavor mixed --prefix bench --spec-out "$WORK/small.toml" >/dev/null
+seed_registry --images 1 \
   --platforms linux/amd64 --layers-per-image 1 --layer-size $((100 * 1024 * 1024)) \
-  --flavor oci --prefix big --spec-out "$WORK/big.toml" --spec-host bench.example.io >/dev/null
-cat >"$WORK/mirrors.toml" <<TOML
-[[registry]]
-host = "bench.example.io"
-skip_upstream = true
-endpoints = [{ url = "http://127.0.0.1:$REG_PORT" }]
-TOML
+  --flavor oci --prefix big --spec-out "$WORK/big.toml" >/dev/null
 
 echo "== filling the ferry store with ferry-bundler pull (the same bytes)"
 for s in small big; do
-  "$BIN/ferry-bundler" lock "$WORK/$s.toml" --mirrors "$WORK/mirrors.toml" -o "$WORK/$s.lock" --quiet
-  "$BIN/ferry-bundler" pull "$WORK/$s.toml" --lock "$WORK/$s.lock" --mirrors "$WORK/mirrors.toml" \
-    --store "$WORK/store" --quiet
+  ferry_lock $s
+  ferry_pull $s
 done
 
 FERRY_PORT=$(free_port)

@@ -14,11 +14,13 @@
 //!   connections dropped mid-blob.
 //!
 //! The `ferry-seed` binary (src/bin/ferry-seed.rs) uses the same pieces to fill a
-//! running registry with a generated image set for benchmarks.
+//! running registry with a generated image set for benchmarks; it and
+//! `ferry-push-rootfs` share their command-line parsing ([`args`]).
 //!
 //! The helpers panic with a descriptive message instead of returning errors: they
 //! run inside tests, where a panic with context is the most useful failure report.
 
+pub mod args;
 pub mod image;
 pub mod proxy;
 pub mod registry;

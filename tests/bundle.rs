@@ -9,7 +9,8 @@ use std::io::Write as _;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use common::{mirrors, spec, Rule, Session};
+use common::store::{index_names, sha256_file};
+use common::{mirror_to, spec, Run, Session};
 use ferry_e2e::image::{self, layer, platform_image, Flavor, Image};
 use ferry_e2e::registry::Registry;
 use sha2::{Digest as _, Sha256};
@@ -65,13 +66,7 @@ fn refs(which: &[usize]) -> Vec<String> {
 /// A session with mirrors at `reg`, a key pair `rel.{key,pub}`, and a locked spec.
 fn prepare(reg: &Registry, which: &[usize], spec_name: &str) -> Session {
     let s = Session::new();
-    s.write(
-        "mirrors.toml",
-        &mirrors(&[Rule {
-            host: HOST,
-            endpoints: vec![(reg.url(), None, false)],
-        }]),
-    );
+    s.write("mirrors.toml", &mirror_to(HOST, reg.url()));
     write_spec(&s, which, spec_name);
     s.bundler(&["keygen", "--name", "rel", "--no-password"])
         .success();
@@ -95,7 +90,20 @@ fn write_spec(s: &Session, which: &[usize], spec_name: &str) {
     .success();
 }
 
-fn build(s: &Session, spec_name: &str, out: &str, extra: &[&str]) -> common::Run {
+fn build(s: &Session, spec_name: &str, out: &str, extra: &[&str]) -> Run {
+    build_with(s, spec_name, "rel.key", out, extra, &[]).success()
+}
+
+/// `ferry-bundler build NAME.toml --lock NAME.lock --mirrors mirrors.toml --store store
+/// --key KEY -o OUT EXTRA...` with the environment variables `env`, not yet checked.
+fn build_with(
+    s: &Session,
+    spec_name: &str,
+    key: &str,
+    out: &str,
+    extra: &[&str],
+    env: &[(&str, &str)],
+) -> Run {
     let spec_file = format!("{spec_name}.toml");
     let lock_file = format!("{spec_name}.lock");
     let mut args = vec![
@@ -108,16 +116,17 @@ fn build(s: &Session, spec_name: &str, out: &str, extra: &[&str]) -> common::Run
         "--store",
         "store",
         "--key",
-        "rel.key",
+        key,
         "-o",
         out,
     ];
     args.extend_from_slice(extra);
-    s.bundler(&args).success()
+    s.bundler_env(&args, env)
 }
 
-fn sha256_file(path: &Path) -> String {
-    hex::encode(Sha256::digest(std::fs::read(path).unwrap()))
+/// `ferry-installer unpack BUNDLE --key rel.pub --store STORE`, not yet checked.
+fn unpack(s: &Session, bundle: &str, store: &str) -> Run {
+    s.installer(&["unpack", bundle, "--key", "rel.pub", "--store", store])
 }
 
 /// Every file under `dir` with its sha256, so "untouched" can be checked exactly.
@@ -143,22 +152,6 @@ fn snapshot(dir: &Path) -> BTreeSet<(String, String)> {
     out
 }
 
-fn index_names(store: &Path) -> BTreeSet<String> {
-    let v: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(store.join("index.json")).unwrap()).unwrap();
-    v["manifests"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| {
-            m["annotations"]["org.opencontainers.image.ref.name"]
-                .as_str()
-                .unwrap()
-                .to_string()
-        })
-        .collect()
-}
-
 #[test]
 fn round_trip_with_the_minisign_cli_and_standard_tools() {
     let reg = Registry::start();
@@ -167,16 +160,7 @@ fn round_trip_with_the_minisign_cli_and_standard_tools() {
     build(&s, "k8s", "k8s.tar.zst", &[]);
 
     // The stock minisign CLI checks the whole file with our public key.
-    let out = Command::new("minisign")
-        .args(["-Vm", "k8s.tar.zst", "-p", "rel.pub"])
-        .current_dir(s.dir.path())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "minisign -V: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    s.tool("minisign", &["-Vm", "k8s.tar.zst", "-p", "rel.pub"]);
 
     let inspect = s
         .installer(&["inspect", "k8s.tar.zst", "--key", "rel.pub", "--json"])
@@ -195,30 +179,12 @@ fn round_trip_with_the_minisign_cli_and_standard_tools() {
 
     s.installer(&["verify", "k8s.tar.zst", "--key", "rel.pub"])
         .success();
-    let run = s
-        .installer(&[
-            "unpack",
-            "k8s.tar.zst",
-            "--key",
-            "rel.pub",
-            "--store",
-            "site",
-        ])
-        .success();
+    let run = unpack(&s, "k8s.tar.zst", "site").success();
     assert!(run.stderr.contains("unpacked test 1.0.0"), "{}", run.stderr);
     let site = s.path("site");
     assert_eq!(index_names(&site).len(), 3);
     // Unpacking again writes nothing new but still checks everything.
-    let run = s
-        .installer(&[
-            "unpack",
-            "k8s.tar.zst",
-            "--key",
-            "rel.pub",
-            "--store",
-            "site",
-        ])
-        .success();
+    let run = unpack(&s, "k8s.tar.zst", "site").success();
     assert!(
         run.stderr.contains("0 blob(s), 0 B written"),
         "{}",
@@ -258,31 +224,8 @@ fn keys_work_both_ways_with_minisign() {
     seed(&reg, 2, 10_000);
     let s = prepare(&reg, &[2], "k8s");
     // A key made by `minisign -G` (unencrypted) signs our bundles.
-    let out = Command::new("minisign")
-        .args(["-G", "-W", "-p", "m.pub", "-s", "m.key"])
-        .current_dir(s.dir.path())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    s.bundler(&[
-        "build",
-        "k8s.toml",
-        "--lock",
-        "k8s.lock",
-        "--mirrors",
-        "mirrors.toml",
-        "--store",
-        "store",
-        "--key",
-        "m.key",
-        "-o",
-        "m.tar.zst",
-    ])
-    .success();
+    s.tool("minisign", &["-G", "-W", "-p", "m.pub", "-s", "m.key"]);
+    build_with(&s, "k8s", "m.key", "m.tar.zst", &[], &[]).success();
     s.installer(&["verify", "m.tar.zst", "--key", "m.pub"])
         .success();
 
@@ -295,45 +238,21 @@ fn keys_work_both_ways_with_minisign() {
         "{}",
         run.stderr
     );
-    let args = [
-        "build",
-        "k8s.toml",
-        "--lock",
-        "k8s.lock",
-        "--mirrors",
-        "mirrors.toml",
-        "--store",
-        "store",
-        "--key",
-        "pw.key",
-        "-o",
-        "pw.tar.zst",
-    ];
-    let run = s.bundler(&args).failure();
+    let pw_build = |env: &[(&str, &str)]| build_with(&s, "k8s", "pw.key", "pw.tar.zst", &[], env);
+    let run = pw_build(&[]).failure();
     assert!(
         run.error_line().contains("FERRY_KEY_PASSWORD"),
         "{}",
         run.stderr
     );
-    let run = s
-        .bundler_env(&args, &[("FERRY_KEY_PASSWORD", "wrong")])
-        .failure();
+    let run = pw_build(&[("FERRY_KEY_PASSWORD", "wrong")]).failure();
     assert!(
         run.error_line().contains("wrong password"),
         "{}",
         run.stderr
     );
-    s.bundler_env(&args, &env).success();
-    let out = Command::new("minisign")
-        .args(["-Vm", "pw.tar.zst", "-p", "pw.pub"])
-        .current_dir(s.dir.path())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    pw_build(&env).success();
+    s.tool("minisign", &["-Vm", "pw.tar.zst", "-p", "pw.pub"]);
     // Signed by one key, checked with another: refused.
     let run = s
         .installer(&["verify", "pw.tar.zst", "--key", "m.pub"])
@@ -385,21 +304,12 @@ fn builds_are_byte_reproducible() {
         s.read("other/b.tar.zst.minisig")
     );
     // SOURCE_DATE_EPOCH changes the entries' mtime, and so the bytes.
-    s.bundler_env(
-        &[
-            "build",
-            "k8s.toml",
-            "--lock",
-            "k8s.lock",
-            "--mirrors",
-            "mirrors.toml",
-            "--store",
-            "store",
-            "--key",
-            "rel.key",
-            "-o",
-            "c.tar.zst",
-        ],
+    build_with(
+        &s,
+        "k8s",
+        "rel.key",
+        "c.tar.zst",
+        &[],
         &[("SOURCE_DATE_EPOCH", "1700000000")],
     )
     .success();
@@ -496,33 +406,11 @@ fn every_kind_of_bad_bundle_is_refused_and_the_store_left_untouched() {
     build(&s, "k8s", "good.tar.zst", &[]);
     s.bundler(&["keygen", "--name", "other", "--no-password"])
         .success();
-    s.bundler(&[
-        "build",
-        "k8s.toml",
-        "--lock",
-        "k8s.lock",
-        "--mirrors",
-        "mirrors.toml",
-        "--store",
-        "store",
-        "--key",
-        "other.key",
-        "-o",
-        "other.tar.zst",
-    ])
-    .success();
+    build_with(&s, "k8s", "other.key", "other.tar.zst", &[], &[]).success();
     // The site store already holds another release, which must stay as it is.
     write_spec(&s, &[2], "small");
     build(&s, "small", "small.tar.zst", &[]);
-    s.installer(&[
-        "unpack",
-        "small.tar.zst",
-        "--key",
-        "rel.pub",
-        "--store",
-        "site",
-    ])
-    .success();
+    unpack(&s, "small.tar.zst", "site").success();
     let before = snapshot(&s.path("site"));
 
     let good = entries(&s.path("good.tar.zst"));
@@ -636,16 +524,7 @@ fn every_kind_of_bad_bundle_is_refused_and_the_store_left_untouched() {
     }
 
     // Signed by another key.
-    let run = s
-        .installer(&[
-            "unpack",
-            "other.tar.zst",
-            "--key",
-            "rel.pub",
-            "--store",
-            "site",
-        ])
-        .refused();
+    let run = unpack(&s, "other.tar.zst", "site").refused();
     assert!(
         run.error_line().contains("not by the given key"),
         "{}",
@@ -660,8 +539,7 @@ fn every_kind_of_bad_bundle_is_refused_and_the_store_left_untouched() {
     std::fs::write(s.path("cut.tar.zst"), &bytes[..mid]).unwrap();
     std::fs::write(s.path("cut-end.tar.zst"), &bytes[..bytes.len() - 3]).unwrap();
     for bad in ["flipped.tar.zst", "cut.tar.zst", "cut-end.tar.zst"] {
-        s.installer(&["unpack", bad, "--key", "rel.pub", "--store", "site"])
-            .refused();
+        unpack(&s, bad, "site").refused();
         assert_eq!(
             snapshot(&s.path("site")),
             before,
@@ -673,15 +551,7 @@ fn every_kind_of_bad_bundle_is_refused_and_the_store_left_untouched() {
     s.installer(&["verify", "plain.tar.zst", "--key", "rel.pub"])
         .refused();
     // And the good one still goes in.
-    s.installer(&[
-        "unpack",
-        "good.tar.zst",
-        "--key",
-        "rel.pub",
-        "--store",
-        "site",
-    ])
-    .success();
+    unpack(&s, "good.tar.zst", "site").success();
     assert_eq!(index_names(&s.path("site")).len(), 3);
 }
 
@@ -716,68 +586,19 @@ fn a_delta_applies_only_on_top_of_its_base() {
     );
 
     // On an empty store, or one holding another bundle: refused, and said why.
-    let run = s
-        .installer(&[
-            "unpack",
-            "v2-delta.tar.zst",
-            "--key",
-            "rel.pub",
-            "--store",
-            "empty",
-        ])
-        .refused();
+    let run = unpack(&s, "v2-delta.tar.zst", "empty").refused();
     assert!(run.error_line().contains("does not hold"), "{}", run.stderr);
     write_spec(&s, &[0], "wrong");
     build(&s, "wrong", "wrong.tar.zst", &[]);
-    s.installer(&[
-        "unpack",
-        "wrong.tar.zst",
-        "--key",
-        "rel.pub",
-        "--store",
-        "wrongbase",
-    ])
-    .success();
+    unpack(&s, "wrong.tar.zst", "wrongbase").success();
     let before = snapshot(&s.path("wrongbase"));
-    s.installer(&[
-        "unpack",
-        "v2-delta.tar.zst",
-        "--key",
-        "rel.pub",
-        "--store",
-        "wrongbase",
-    ])
-    .refused();
+    unpack(&s, "v2-delta.tar.zst", "wrongbase").refused();
     assert_eq!(snapshot(&s.path("wrongbase")), before);
 
     // On top of its base: the store ends up as the full v2 would leave it.
-    s.installer(&[
-        "unpack",
-        "v1.tar.zst",
-        "--key",
-        "rel.pub",
-        "--store",
-        "site",
-    ])
-    .success();
-    s.installer(&[
-        "unpack",
-        "v2-delta.tar.zst",
-        "--key",
-        "rel.pub",
-        "--store",
-        "site",
-    ])
-    .success();
-    s.installer(&[
-        "unpack",
-        "v2.tar.zst",
-        "--key",
-        "rel.pub",
-        "--store",
-        "full",
-    ])
-    .success();
+    unpack(&s, "v1.tar.zst", "site").success();
+    unpack(&s, "v2-delta.tar.zst", "site").success();
+    unpack(&s, "v2.tar.zst", "full").success();
     let blobs = |d: &str| -> BTreeSet<_> {
         snapshot(&s.path(d))
             .into_iter()
@@ -802,16 +623,7 @@ fn split_bundles_find_their_parts_and_name_the_missing_one() {
     assert!(parts.len() >= 3, "{parts:?}");
     for p in &parts {
         assert!(std::fs::metadata(s.path(p)).unwrap().len() <= 1 << 20);
-        let out = Command::new("minisign")
-            .args(["-Vm", p, "-p", "rel.pub"])
-            .current_dir(s.dir.path())
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{p}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        s.tool("minisign", &["-Vm", p, "-p", "rel.pub"]);
     }
     assert!(!s.path("k8s.tar.zst").exists());
     s.installer(&["verify", "k8s.tar.zst.001", "--key", "rel.pub"])
@@ -834,16 +646,7 @@ fn split_bundles_find_their_parts_and_name_the_missing_one() {
     let mut damaged = original.clone();
     damaged[100] ^= 1;
     std::fs::write(&second, damaged).unwrap();
-    let run = s
-        .installer(&[
-            "unpack",
-            "k8s.tar.zst.001",
-            "--key",
-            "rel.pub",
-            "--store",
-            "site",
-        ])
-        .refused();
+    let run = unpack(&s, "k8s.tar.zst.001", "site").refused();
     assert!(
         run.error_line()
             .contains(&format!("part 2 of {}", parts.len())),
@@ -867,14 +670,6 @@ fn split_bundles_find_their_parts_and_name_the_missing_one() {
         run.stderr
     );
     std::fs::write(&second, original).unwrap();
-    s.installer(&[
-        "unpack",
-        "k8s.tar.zst.001",
-        "--key",
-        "rel.pub",
-        "--store",
-        "site",
-    ])
-    .success();
+    unpack(&s, "k8s.tar.zst.001", "site").success();
     assert_eq!(index_names(&s.path("site")).len(), 3);
 }

@@ -3,15 +3,14 @@
 
 mod common;
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
+use std::collections::BTreeSet;
 use std::process::Command;
 
-use common::{mirrors, spec, Rule, Session};
+use common::store::{index_entries, stored_blobs};
+use common::{four_kinds, mirror_to, mirrors, spec, Rule, Run, Session, LOCKED_PULL};
 use ferry_e2e::image::{self, layer, platform_image, Flavor, Image};
 use ferry_e2e::proxy::{Proxy, ProxyOptions};
 use ferry_e2e::registry::{dead_url, Registry, RegistryOptions};
-use sha2::{Digest as _, Sha256};
 
 const HOST: &str = "registry.example.io";
 
@@ -25,41 +24,16 @@ struct Fixture {
 }
 
 fn fixture(seed: u64) -> Fixture {
-    let shared = layer(seed, 64 * 1024);
-    let own = |n: u64, size| layer(seed * 100 + n, size);
-    let pi = |flavor, arch, variant, layers| platform_image(flavor, "linux", arch, variant, layers);
+    let [alpha, beta, gamma, delta] = four_kinds(
+        layer(seed, 64 * 1024),
+        seed * 100,
+        [300_000, 200_000, 100_000, 100_000, 50_000, 70_000],
+    );
     Fixture {
-        alpha: Image::multi(
-            Flavor::Docker,
-            vec![
-                pi(
-                    Flavor::Docker,
-                    "amd64",
-                    None,
-                    vec![shared.clone(), own(1, 300_000)],
-                ),
-                pi(
-                    Flavor::Docker,
-                    "arm64",
-                    Some("v8"),
-                    vec![shared.clone(), own(2, 200_000)],
-                ),
-            ],
-        ),
-        beta: Image::multi(
-            Flavor::Oci,
-            vec![
-                pi(
-                    Flavor::Oci,
-                    "amd64",
-                    None,
-                    vec![shared.clone(), own(3, 100_000)],
-                ),
-                pi(Flavor::Oci, "arm64", None, vec![own(4, 100_000)]),
-            ],
-        ),
-        gamma: Image::single(pi(Flavor::Docker, "amd64", None, vec![own(5, 50_000)])),
-        delta: Image::single(pi(Flavor::Oci, "amd64", None, vec![shared, own(6, 70_000)])),
+        alpha,
+        beta,
+        gamma,
+        delta,
     }
 }
 
@@ -97,53 +71,36 @@ fn expected_blobs(f: &Fixture) -> BTreeSet<String> {
     set
 }
 
-/// `ref.name` -> (mediaType, digest) from the store's index.json.
-fn index_entries(store: &Path) -> BTreeMap<String, (String, String)> {
-    let text = std::fs::read_to_string(store.join("index.json")).expect("index.json");
-    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
-    v["manifests"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| {
-            (
-                m["annotations"]["org.opencontainers.image.ref.name"]
-                    .as_str()
-                    .unwrap()
-                    .to_string(),
-                (
-                    m["mediaType"].as_str().unwrap().to_string(),
-                    m["digest"].as_str().unwrap().to_string(),
-                ),
-            )
-        })
-        .collect()
-}
-
-/// Every file under blobs/sha256, checked to hash to its own name.
-fn stored_blobs(store: &Path) -> BTreeSet<String> {
-    let dir = store.join("blobs/sha256");
-    std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| {
-            let e = e.unwrap();
-            let name = e.file_name().to_string_lossy().into_owned();
-            let bytes = std::fs::read(e.path()).unwrap();
-            assert_eq!(
-                hex::encode(Sha256::digest(&bytes)),
-                name,
-                "blob {name} is corrupt"
-            );
-            format!("sha256:{name}")
-        })
-        .collect()
-}
-
 fn direct_mirrors(url: String) -> String {
-    mirrors(&[Rule {
-        host: HOST,
-        endpoints: vec![(url, None, false)],
-    }])
+    mirror_to(HOST, url)
+}
+
+/// `ferry-bundler pull spec.toml --lock spec.lock --mirrors MIRRORS --store STORE`
+fn pull_locked(s: &Session, mirrors: &str, store: &str) -> Run {
+    s.bundler(&[
+        "pull",
+        "spec.toml",
+        "--lock",
+        "spec.lock",
+        "--mirrors",
+        mirrors,
+        "--store",
+        store,
+    ])
+}
+
+/// `ferry-bundler pull spec.toml --mirrors mirrors.toml --store STORE EXTRA...`
+fn pull(s: &Session, store: &str, extra: &[&str]) -> Run {
+    let mut args = vec![
+        "pull",
+        "spec.toml",
+        "--mirrors",
+        "mirrors.toml",
+        "--store",
+        store,
+    ];
+    args.extend_from_slice(extra);
+    s.bundler(&args)
 }
 
 #[test]
@@ -173,18 +130,7 @@ fn lock_and_pull_keep_upstream_digests_and_store_shared_layers_once() {
         }
     }
 
-    let run = s
-        .bundler(&[
-            "pull",
-            "spec.toml",
-            "--lock",
-            "spec.lock",
-            "--mirrors",
-            "mirrors.toml",
-            "--store",
-            "store",
-        ])
-        .success();
+    let run = pull_locked(&s, "mirrors.toml", "store").success();
     assert!(run.stderr.contains("pulled 4 image(s)"), "{}", run.stderr);
     let store = s.path("store");
     let entries = index_entries(&store);
@@ -267,18 +213,7 @@ fn lock_and_pull_keep_upstream_digests_and_store_shared_layers_once() {
 
     // A second pull finds everything in the store and fetches nothing.
     let before = reg.count_requests("GET", "/blobs/");
-    let run = s
-        .bundler(&[
-            "pull",
-            "spec.toml",
-            "--lock",
-            "spec.lock",
-            "--mirrors",
-            "mirrors.toml",
-            "--store",
-            "store",
-        ])
-        .success();
+    let run = pull_locked(&s, "mirrors.toml", "store").success();
     assert_eq!(
         reg.count_requests("GET", "/blobs/"),
         before,
@@ -320,16 +255,7 @@ fn flattening_mirror_answers_for_registry_k8s_io_after_a_dead_endpoint() {
             ],
         }]),
     );
-    let run = s
-        .bundler(&[
-            "pull",
-            "spec.toml",
-            "--mirrors",
-            "mirrors.toml",
-            "--store",
-            "store",
-        ])
-        .success();
+    let run = pull(&s, "store", &[]).success();
     assert!(
         run.stderr
             .contains(&format!("{dead}/coredns/coredns failed")),
@@ -369,18 +295,7 @@ fn a_mirror_serving_other_bytes_under_the_tag_is_refused_against_the_lock() {
         .success();
 
     // The stale mirror comes first: refused by name, the upstream serves the locked bytes.
-    let run = s
-        .bundler(&[
-            "pull",
-            "spec.toml",
-            "--lock",
-            "spec.lock",
-            "--mirrors",
-            "both.toml",
-            "--store",
-            "store",
-        ])
-        .success();
+    let run = pull_locked(&s, "both.toml", "store").success();
     let warning = run
         .stderr
         .lines()
@@ -397,18 +312,7 @@ fn a_mirror_serving_other_bytes_under_the_tag_is_refused_against_the_lock() {
     );
 
     // Only the stale mirror: nothing it serves is accepted, and the store names nothing.
-    let run = s
-        .bundler(&[
-            "pull",
-            "spec.toml",
-            "--lock",
-            "spec.lock",
-            "--mirrors",
-            "stale.toml",
-            "--store",
-            "store2",
-        ])
-        .failure();
+    let run = pull_locked(&s, "stale.toml", "store2").failure();
     let err = run.error_line();
     assert!(err.contains("cannot pull image"), "{err}");
     assert!(err.contains(&stale.url()), "{err}");
@@ -594,17 +498,7 @@ fn bearer_token_auth_with_credentials() {
     assert!(run.error_line().contains("--cred"), "{}", run.stderr);
 
     let cred = format!("{}=ferry:s3cret", proxy.addr());
-    s.bundler(&[
-        "pull",
-        "spec.toml",
-        "--mirrors",
-        "mirrors.toml",
-        "--store",
-        "store",
-        "--cred",
-        &cred,
-    ])
-    .success();
+    pull(&s, "store", &["--cred", &cred]).success();
     assert!(proxy.token_requests() >= 1);
     assert!(proxy.count("Authorization=Bearer") > 0);
     assert_eq!(stored_blobs(&s.path("store")), expected_blobs(&f));
@@ -642,15 +536,7 @@ fn throttling_errors_and_dropped_connections_are_retried_and_resumed() {
     let s = Session::new();
     s.write("spec.toml", &fixture_spec());
     s.write("mirrors.toml", &direct_mirrors(proxy.url()));
-    s.bundler(&[
-        "pull",
-        "spec.toml",
-        "--mirrors",
-        "mirrors.toml",
-        "--store",
-        "store",
-    ])
-    .success();
+    pull(&s, "store", &[]).success();
     assert_eq!(stored_blobs(&s.path("store")), expected_blobs(&f));
     // The dropped blob was resumed from where the connection died, not fetched again.
     assert_eq!(
@@ -675,23 +561,7 @@ fn an_interrupted_pull_resumes_without_fetching_finished_blobs_again() {
     let reg = Registry::start();
     // Eight 1 MiB layers through a 4 MiB/s proxy: the pull takes about two seconds.
     let layers: Vec<Vec<u8>> = (0..8).map(|i| layer(800 + i, 1 << 20)).collect();
-    let img = Image::single(platform_image(Flavor::Oci, "linux", "amd64", None, layers));
-    image::push(&reg.url(), "apps/big", "v1", &img);
-    let proxy = Proxy::start(
-        &reg.addr(),
-        ProxyOptions {
-            throttle_bytes_per_sec: Some(4 << 20),
-            ..Default::default()
-        },
-    );
-    let s = Session::new();
-    s.write(
-        "spec.toml",
-        &spec(&["linux/amd64"], &[&format!("{HOST}/apps/big:v1")]),
-    );
-    s.write("mirrors.toml", &direct_mirrors(proxy.url()));
-    s.bundler(&["lock", "spec.toml", "--mirrors", "mirrors.toml"])
-        .success();
+    let (img, _proxy, s) = locked_behind_a_slow_proxy(&reg, "big", Flavor::Oci, layers);
 
     let layer_digests: Vec<String> = img.platforms[0]
         .layers
@@ -705,18 +575,7 @@ fn an_interrupted_pull_resumes_without_fetching_finished_blobs_again() {
             .cloned()
             .collect()
     };
-    let mut child = s.spawn_bundler(&[
-        "pull",
-        "spec.toml",
-        "--lock",
-        "spec.lock",
-        "--mirrors",
-        "mirrors.toml",
-        "--store",
-        "store",
-        "--jobs",
-        "2",
-    ]);
+    let mut child = s.spawn_bundler(&[&LOCKED_PULL[..], &["--jobs", "2"]].concat());
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     while committed(&layer_digests).len() < 2 {
         assert!(
@@ -741,17 +600,7 @@ fn an_interrupted_pull_resumes_without_fetching_finished_blobs_again() {
         "an unfinished image is named in index.json"
     );
 
-    s.bundler(&[
-        "pull",
-        "spec.toml",
-        "--lock",
-        "spec.lock",
-        "--mirrors",
-        "mirrors.toml",
-        "--store",
-        "store",
-    ])
-    .success();
+    pull_locked(&s, "mirrors.toml", "store").success();
     assert_eq!(
         index_entries(&s.path("store"))[&format!("{HOST}/apps/big:v1")].1,
         img.digest()
@@ -770,18 +619,32 @@ fn an_interrupted_pull_resumes_without_fetching_finished_blobs_again() {
         .is_none());
 }
 
-/// Runs the real `openssl` CLI in the session directory.
-fn openssl(s: &Session, args: &[&str]) {
-    let out = Command::new("openssl")
-        .args(args)
-        .current_dir(s.dir.path())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
+/// `HOST/apps/NAME:v1`, one linux/amd64 image of `layers`, pushed to `reg`, and a
+/// session where it is locked through a 4 MiB/s proxy in front of `reg` (the mirror).
+fn locked_behind_a_slow_proxy(
+    reg: &Registry,
+    name: &str,
+    flavor: Flavor,
+    layers: Vec<Vec<u8>>,
+) -> (Image, Proxy, Session) {
+    let img = Image::single(platform_image(flavor, "linux", "amd64", None, layers));
+    image::push(&reg.url(), &format!("apps/{name}"), "v1", &img);
+    let proxy = Proxy::start(
+        &reg.addr(),
+        ProxyOptions {
+            throttle_bytes_per_sec: Some(4 << 20),
+            ..Default::default()
+        },
     );
+    let s = Session::new();
+    s.write(
+        "spec.toml",
+        &spec(&["linux/amd64"], &[&format!("{HOST}/apps/{name}:v1")]),
+    );
+    s.write("mirrors.toml", &direct_mirrors(proxy.url()));
+    s.bundler(&["lock", "spec.toml", "--mirrors", "mirrors.toml"])
+        .success();
+    (img, proxy, s)
 }
 
 #[test]
@@ -798,8 +661,8 @@ fn https_with_a_private_ca() {
         "ec_paramgen_curve:prime256v1",
         "-nodes",
     ];
-    openssl(
-        &s,
+    s.tool(
+        "openssl",
         &[
             &["req", "-x509"][..],
             &ec,
@@ -816,8 +679,8 @@ fn https_with_a_private_ca() {
         ]
         .concat(),
     );
-    openssl(
-        &s,
+    s.tool(
+        "openssl",
         &[
             &["req"][..],
             &ec,
@@ -836,8 +699,8 @@ fn https_with_a_private_ca() {
         "ext.cnf",
         "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
     );
-    openssl(
-        &s,
+    s.tool(
+        "openssl",
         &[
             "x509",
             "-req",
@@ -873,18 +736,7 @@ fn https_with_a_private_ca() {
         run.stderr
     );
 
-    let run = s
-        .bundler(&[
-            "pull",
-            "spec.toml",
-            "--mirrors",
-            "mirrors.toml",
-            "--store",
-            "store",
-            "--ca-cert",
-            "ca.pem",
-        ])
-        .success();
+    let run = pull(&s, "store", &["--ca-cert", "ca.pem"]).success();
     assert!(!run.stderr.contains("plain HTTP"), "{}", run.stderr);
     assert_eq!(stored_blobs(&s.path("store")), expected_blobs(&f));
 }
@@ -907,17 +759,7 @@ fn blobs_redirected_to_object_storage_are_followed() {
     s.write("spec.toml", &fixture_spec());
     s.write("mirrors.toml", &direct_mirrors(front.url()));
     let cred = format!("{}=u:p", front.addr());
-    s.bundler(&[
-        "pull",
-        "spec.toml",
-        "--mirrors",
-        "mirrors.toml",
-        "--store",
-        "store",
-        "--cred",
-        &cred,
-    ])
-    .success();
+    pull(&s, "store", &["--cred", &cred]).success();
     assert_eq!(stored_blobs(&s.path("store")), expected_blobs(&f));
     let layer = &f.beta.platforms[1].layers[0].digest;
     assert_eq!(front.count(&format!("GET /v2/apps/beta/blobs/{layer}")), 1);
@@ -931,41 +773,9 @@ fn blobs_redirected_to_object_storage_are_followed() {
 fn two_pulls_into_one_store_share_the_work() {
     let reg = Registry::start();
     let layers: Vec<Vec<u8>> = (0..6).map(|i| layer(900 + i, 512 << 10)).collect();
-    let img = Image::single(platform_image(
-        Flavor::Docker,
-        "linux",
-        "amd64",
-        None,
-        layers,
-    ));
-    image::push(&reg.url(), "apps/both", "v1", &img);
-    let proxy = Proxy::start(
-        &reg.addr(),
-        ProxyOptions {
-            throttle_bytes_per_sec: Some(4 << 20),
-            ..Default::default()
-        },
-    );
-    let s = Session::new();
-    s.write(
-        "spec.toml",
-        &spec(&["linux/amd64"], &[&format!("{HOST}/apps/both:v1")]),
-    );
-    s.write("mirrors.toml", &direct_mirrors(proxy.url()));
-    s.bundler(&["lock", "spec.toml", "--mirrors", "mirrors.toml"])
-        .success();
-    let args = [
-        "pull",
-        "spec.toml",
-        "--lock",
-        "spec.lock",
-        "--mirrors",
-        "mirrors.toml",
-        "--store",
-        "store",
-    ];
-    let mut a = s.spawn_bundler(&args);
-    let mut b = s.spawn_bundler(&args);
+    let (img, _proxy, s) = locked_behind_a_slow_proxy(&reg, "both", Flavor::Docker, layers);
+    let mut a = s.spawn_bundler(&LOCKED_PULL);
+    let mut b = s.spawn_bundler(&LOCKED_PULL);
     assert!(a.wait().unwrap().success());
     assert!(b.wait().unwrap().success());
     let want: BTreeSet<String> = std::iter::once(img.digest().to_string())
@@ -991,16 +801,7 @@ fn progress_is_reported_in_plain_lines_and_quiet_is_silent() {
     let s = Session::new();
     s.write("spec.toml", &fixture_spec());
     s.write("mirrors.toml", &direct_mirrors(reg.url()));
-    let run = s
-        .bundler(&[
-            "pull",
-            "spec.toml",
-            "--mirrors",
-            "mirrors.toml",
-            "--store",
-            "a",
-        ])
-        .success();
+    let run = pull(&s, "a", &[]).success();
     // Not a terminal: plain lines, the last one with the whole transfer.
     let last = run
         .stderr
@@ -1018,17 +819,7 @@ fn progress_is_reported_in_plain_lines_and_quiet_is_silent() {
         "{}",
         run.stderr
     );
-    let run = s
-        .bundler(&[
-            "pull",
-            "spec.toml",
-            "--mirrors",
-            "mirrors.toml",
-            "--store",
-            "b",
-            "--quiet",
-        ])
-        .success();
+    let run = pull(&s, "b", &["--quiet"]).success();
     assert_eq!(run.stderr, "");
     assert_eq!(stored_blobs(&s.path("b")), expected_blobs(&f));
 

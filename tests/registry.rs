@@ -12,10 +12,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{mirrors, spec, Rule, Session};
-use ferry_e2e::image::{self, layer, platform_image, Flavor, Image};
+use common::store::index_digests;
+use common::{four_kinds, mirrors, spec, Rule, Session, LOCKED_PULL};
+use ferry_e2e::image::{self, layer, Image};
 use ferry_e2e::registry::Registry;
-use sha2::{Digest as _, Sha256};
+use ferry_e2e::sha256_digest as sha256;
 
 const K8S: &str = "registry.k8s.io";
 
@@ -32,46 +33,16 @@ struct Fixture {
 }
 
 fn fixture() -> Fixture {
-    let shared = layer(7, 32 * 1024);
-    let own = |n: u64, size| layer(700 + n, size);
-    let pi = |flavor, arch, variant, layers| platform_image(flavor, "linux", arch, variant, layers);
+    let [pause, beta, busybox, delta] = four_kinds(
+        layer(7, 32 * 1024),
+        700,
+        [40_000, 30_000, 20_000, 20_000, 50_000, 300_000],
+    );
     Fixture {
-        pause: Image::multi(
-            Flavor::Docker,
-            vec![
-                pi(
-                    Flavor::Docker,
-                    "amd64",
-                    None,
-                    vec![shared.clone(), own(1, 40_000)],
-                ),
-                pi(
-                    Flavor::Docker,
-                    "arm64",
-                    Some("v8"),
-                    vec![shared.clone(), own(2, 30_000)],
-                ),
-            ],
-        ),
-        beta: Image::multi(
-            Flavor::Oci,
-            vec![
-                pi(
-                    Flavor::Oci,
-                    "amd64",
-                    None,
-                    vec![shared.clone(), own(3, 20_000)],
-                ),
-                pi(Flavor::Oci, "arm64", None, vec![own(4, 20_000)]),
-            ],
-        ),
-        busybox: Image::single(pi(Flavor::Docker, "amd64", None, vec![own(5, 50_000)])),
-        delta: Image::single(pi(
-            Flavor::Oci,
-            "amd64",
-            None,
-            vec![shared, own(6, 300_000)],
-        )),
+        pause,
+        beta,
+        busybox,
+        delta,
     }
 }
 
@@ -120,17 +91,7 @@ fn filled_store(s: &Session) -> Fixture {
     );
     s.bundler(&["lock", "spec.toml", "--mirrors", "mirrors.toml"])
         .success();
-    s.bundler(&[
-        "pull",
-        "spec.toml",
-        "--lock",
-        "spec.lock",
-        "--mirrors",
-        "mirrors.toml",
-        "--store",
-        "store",
-    ])
-    .success();
+    s.bundler(&LOCKED_PULL).success();
     f
 }
 
@@ -291,10 +252,6 @@ fn get(addr: &str, target: &str) -> Reply {
 
 const ACCEPT_ALL: &str = "application/vnd.oci.image.index.v1+json, application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json";
 
-fn sha256(bytes: &[u8]) -> String {
-    format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
-}
-
 fn run(cmd: &mut Command) -> std::process::Output {
     let out = cmd
         .output()
@@ -307,26 +264,6 @@ fn run(cmd: &mut Command) -> std::process::Output {
         String::from_utf8_lossy(&out.stderr)
     );
     out
-}
-
-/// The store's index.json: ref name -> digest.
-fn index_digests(store: &Path) -> std::collections::BTreeMap<String, String> {
-    let v: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(store.join("index.json")).unwrap()).unwrap();
-    v["manifests"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| {
-            (
-                m["annotations"]["org.opencontainers.image.ref.name"]
-                    .as_str()
-                    .unwrap()
-                    .to_string(),
-                m["digest"].as_str().unwrap().to_string(),
-            )
-        })
-        .collect()
 }
 
 /// skopeo's view of one image: raw manifest digest and `inspect`'s Digest.

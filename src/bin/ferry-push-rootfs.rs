@@ -16,12 +16,13 @@
 //! `scripts/demo.sh` uses it to push Debian's static busybox (`busybox-static`) as
 //! `docker.io/library/busybox`, which containerd later runs with `ctr run`.
 //!
-//! Argument parsing is plain std on purpose, as in `ferry-seed`.
+//! Argument parsing is plain std on purpose, shared with `ferry-seed` (`ferry_e2e::args`).
 
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use ferry_e2e::args::{self, check_registry, parse_platform, registry_value, Flags};
 use ferry_e2e::image::{self, platform_image, Flavor, Image};
 
 const USAGE: &str = "usage: ferry-push-rootfs --registry URL --repo NAME --tag TAG --rootfs DIR \
@@ -61,38 +62,19 @@ fn parse_args(argv: &[String]) -> Result<Args, String> {
     let (os, arch) = host_platform();
     let mut platform = (os, arch, None);
     let mut flavor = Flavor::Oci;
-    let mut it = argv.iter();
-    while let Some(flag) = it.next() {
-        if flag == "-h" || flag == "--help" {
-            return Err(String::new());
-        }
-        let (name, inline) = match flag.split_once('=') {
-            Some((n, v)) => (n, Some(v.to_string())),
-            None => (flag.as_str(), None),
-        };
-        let mut value = || -> Result<String, String> {
-            inline
-                .clone()
-                .or_else(|| it.next().cloned())
-                .ok_or_else(|| format!("{name} needs a value"))
-        };
-        match name {
-            "--registry" => registry = Some(value()?.trim_end_matches('/').to_string()),
+    let mut flags = Flags::new(argv);
+    while let Some(flag) = flags.next() {
+        let flag = flag?;
+        let mut value = || flags.value(&flag);
+        match flag.name.as_str() {
+            "--registry" => registry = Some(registry_value(value()?)),
             "--repo" => repo = Some(value()?),
             "--tag" => tag = Some(value()?),
             "--rootfs" => rootfs = Some(PathBuf::from(value()?)),
             "--platform" => {
                 let v = value()?;
-                let parts: Vec<&str> = v.split('/').collect();
-                platform = match parts.as_slice() {
-                    [os, arch] if !os.is_empty() && !arch.is_empty() => {
-                        (os.to_string(), arch.to_string(), None)
-                    }
-                    [os, arch, var] if !os.is_empty() && !arch.is_empty() && !var.is_empty() => {
-                        (os.to_string(), arch.to_string(), Some(var.to_string()))
-                    }
-                    _ => return Err(format!("bad platform {v:?}: expected OS/ARCH[/VARIANT]")),
-                };
+                platform = parse_platform(&v)
+                    .ok_or_else(|| format!("bad platform {v:?}: expected OS/ARCH[/VARIANT]"))?;
             }
             "--flavor" => {
                 flavor = match value()?.as_str() {
@@ -116,9 +98,7 @@ fn parse_args(argv: &[String]) -> Result<Args, String> {
         variant: platform.2,
         flavor,
     };
-    if !args.registry.starts_with("http://") && !args.registry.starts_with("https://") {
-        return Err("--registry must be a URL like http://127.0.0.1:5000".into());
-    }
+    check_registry(&args.registry)?;
     Ok(args)
 }
 
@@ -221,25 +201,7 @@ fn run(args: &Args) -> Result<(), String> {
 }
 
 fn main() -> ExitCode {
-    let argv: Vec<String> = std::env::args().skip(1).collect();
-    let args = match parse_args(&argv) {
-        Ok(a) => a,
-        Err(e) if e.is_empty() => {
-            println!("{USAGE}");
-            return ExitCode::SUCCESS;
-        }
-        Err(e) => {
-            eprintln!("ferry-push-rootfs: {e}\n{USAGE}");
-            return ExitCode::from(2);
-        }
-    };
-    match run(&args) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("ferry-push-rootfs: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    args::main("ferry-push-rootfs", USAGE, parse_args, run)
 }
 
 #[cfg(test)]

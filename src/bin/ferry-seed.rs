@@ -19,12 +19,14 @@
 //! `--spec-host` (default: the registry's own host:port); a benchmark then maps that
 //! host to the loopback registry with mirror rules.
 //!
-//! Argument parsing is plain std on purpose: the tool has a handful of flags and the
-//! test-support crate keeps its dependencies small.
+//! Argument parsing is plain std on purpose (`ferry_e2e::args`, shared with
+//! `ferry-push-rootfs`): the tool has a handful of flags and the test-support crate
+//! keeps its dependencies small.
 
 use std::process::ExitCode;
 use std::time::Instant;
 
+use ferry_e2e::args::{self, check_registry, parse_platform, registry_value, Flags, Platform};
 use ferry_e2e::image::{self, layer, platform_image, seed, Flavor, Image, PushStats};
 
 const USAGE: &str =
@@ -43,7 +45,7 @@ enum FlavorChoice {
 struct Args {
     registry: String,
     images: usize,
-    platforms: Vec<(String, String, Option<String>)>,
+    platforms: Vec<Platform>,
     layers_per_image: usize,
     layer_size: usize,
     shared_layers: usize,
@@ -52,21 +54,6 @@ struct Args {
     prefix: String,
     spec_out: Option<String>,
     spec_host: Option<String>,
-}
-
-fn parse_platform(s: &str) -> Result<(String, String, Option<String>), String> {
-    let parts: Vec<&str> = s.split('/').collect();
-    match parts.as_slice() {
-        [os, arch] if !os.is_empty() && !arch.is_empty() => {
-            Ok((os.to_string(), arch.to_string(), None))
-        }
-        [os, arch, variant] if !os.is_empty() && !arch.is_empty() && !variant.is_empty() => {
-            Ok((os.to_string(), arch.to_string(), Some(variant.to_string())))
-        }
-        _ => Err(format!(
-            "bad platform {s:?}: expected OS/ARCH or OS/ARCH/VARIANT"
-        )),
-    }
 }
 
 fn parse_args(argv: &[String]) -> Result<Args, String> {
@@ -82,29 +69,18 @@ fn parse_args(argv: &[String]) -> Result<Args, String> {
     let mut spec_out = None;
     let mut spec_host = None;
 
-    let mut it = argv.iter();
-    while let Some(flag) = it.next() {
-        if flag == "-h" || flag == "--help" {
-            return Err(String::new());
-        }
-        // Both `--flag value` and `--flag=value`.
-        let (name, inline) = match flag.split_once('=') {
-            Some((n, v)) => (n, Some(v.to_string())),
-            None => (flag.as_str(), None),
-        };
-        let mut value = || -> Result<String, String> {
-            inline
-                .clone()
-                .or_else(|| it.next().cloned())
-                .ok_or_else(|| format!("{name} needs a value"))
-        };
+    let mut flags = Flags::new(argv);
+    while let Some(flag) = flags.next() {
+        let flag = flag?;
+        let name = flag.name.as_str();
+        let mut value = || flags.value(&flag);
         let number = |v: String| -> Result<u64, String> {
             v.replace('_', "")
                 .parse::<u64>()
                 .map_err(|_| format!("{name}: not a number: {v:?}"))
         };
         match name {
-            "--registry" => registry = Some(value()?.trim_end_matches('/').to_string()),
+            "--registry" => registry = Some(registry_value(value()?)),
             "--images" => images = Some(number(value()?)? as usize),
             "--platforms" => {
                 platforms = Some(
@@ -112,7 +88,11 @@ fn parse_args(argv: &[String]) -> Result<Args, String> {
                         .split(',')
                         .map(str::trim)
                         .filter(|s| !s.is_empty())
-                        .map(parse_platform)
+                        .map(|s| {
+                            parse_platform(s).ok_or_else(|| {
+                                format!("bad platform {s:?}: expected OS/ARCH or OS/ARCH/VARIANT")
+                            })
+                        })
                         .collect::<Result<Vec<_>, _>>()?,
                 )
             }
@@ -152,9 +132,7 @@ fn parse_args(argv: &[String]) -> Result<Args, String> {
         spec_out,
         spec_host,
     };
-    if !args.registry.starts_with("http://") && !args.registry.starts_with("https://") {
-        return Err("--registry must be a URL like http://127.0.0.1:5000".into());
-    }
+    check_registry(&args.registry)?;
     if args.platforms.is_empty() {
         return Err("--platforms is empty".into());
     }
@@ -265,25 +243,7 @@ fn run(args: &Args) -> Result<(), String> {
 }
 
 fn main() -> ExitCode {
-    let argv: Vec<String> = std::env::args().skip(1).collect();
-    let args = match parse_args(&argv) {
-        Ok(a) => a,
-        Err(e) if e.is_empty() => {
-            println!("{USAGE}");
-            return ExitCode::SUCCESS;
-        }
-        Err(e) => {
-            eprintln!("ferry-seed: {e}\n{USAGE}");
-            return ExitCode::from(2);
-        }
-    };
-    match run(&args) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("ferry-seed: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    args::main("ferry-seed", USAGE, parse_args, run)
 }
 
 #[cfg(test)]

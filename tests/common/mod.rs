@@ -3,9 +3,13 @@
 
 #![allow(dead_code)]
 
+pub mod store;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
+
+use ferry_e2e::image::{layer, platform_image, Flavor, Image};
 
 /// The path of a workspace binary (built on first use).
 pub fn bin_path(name: &str) -> PathBuf {
@@ -195,6 +199,22 @@ impl Session {
         self.run(bin("ferry-installer"), args)
     }
 
+    /// Runs a real CLI (`openssl`, `minisign`, ...) in the session directory; it must
+    /// succeed.
+    #[track_caller]
+    pub fn tool(&self, program: &str, args: &[&str]) {
+        let out = Command::new(program)
+            .args(args)
+            .current_dir(self.dir.path())
+            .output()
+            .unwrap_or_else(|e| panic!("running {program}: {e}"));
+        assert!(
+            out.status.success(),
+            "{program} {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     /// A started `ferry-bundler` the test may kill.
     pub fn spawn_bundler(&self, args: &[&str]) -> std::process::Child {
         Command::new(bin("ferry-bundler"))
@@ -236,6 +256,58 @@ pub fn mirrors(rules: &[Rule]) -> String {
         out.push_str("]\n\n");
     }
     out
+}
+
+/// `ferry-bundler pull` of the locked `spec.toml` from `mirrors.toml` into `store`.
+pub const LOCKED_PULL: [&str; 8] = [
+    "pull",
+    "spec.toml",
+    "--lock",
+    "spec.lock",
+    "--mirrors",
+    "mirrors.toml",
+    "--store",
+    "store",
+];
+
+/// A mirrors.toml where `host` is served only by the plain endpoint `url`.
+pub fn mirror_to(host: &str, url: String) -> String {
+    mirrors(&[Rule {
+        host,
+        endpoints: vec![(url, None, false)],
+    }])
+}
+
+/// One image of each kind, sharing one layer among three of them:
+/// `[Docker manifest list (amd64 + arm64/v8), OCI index (amd64 + arm64),
+/// single Docker manifest (amd64), single OCI manifest (amd64)]`.
+/// `shared` is the shared layer; the others are `layer(own_seed + n, sizes[n - 1])`.
+pub fn four_kinds(shared: Vec<u8>, own_seed: u64, sizes: [usize; 6]) -> [Image; 4] {
+    let own = |n: u64| layer(own_seed + n, sizes[n as usize - 1]);
+    let pi = |flavor, arch, variant, layers| platform_image(flavor, "linux", arch, variant, layers);
+    [
+        Image::multi(
+            Flavor::Docker,
+            vec![
+                pi(Flavor::Docker, "amd64", None, vec![shared.clone(), own(1)]),
+                pi(
+                    Flavor::Docker,
+                    "arm64",
+                    Some("v8"),
+                    vec![shared.clone(), own(2)],
+                ),
+            ],
+        ),
+        Image::multi(
+            Flavor::Oci,
+            vec![
+                pi(Flavor::Oci, "amd64", None, vec![shared.clone(), own(3)]),
+                pi(Flavor::Oci, "arm64", None, vec![own(4)]),
+            ],
+        ),
+        Image::single(pi(Flavor::Docker, "amd64", None, vec![own(5)])),
+        Image::single(pi(Flavor::Oci, "amd64", None, vec![shared, own(6)])),
+    ]
 }
 
 /// A release spec naming `images` (each a plain reference or a TOML inline table).
