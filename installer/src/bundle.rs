@@ -27,76 +27,76 @@ fn refused(bundle: &Path, e: ArchiveError) -> anyhow::Result<ExitCode> {
     }
 }
 
-fn open(bundle: &Path, key: &PublicKey) -> Result<PartReader, ArchiveError> {
-    PartReader::open(bundle, Some(key))
+/// Runs one streaming pass over `bundle` (`verify`, or `unpack` into `store`) with a
+/// progress display, and says what came of it.
+fn stream(
+    bundle: &Path,
+    key: &Path,
+    store: Option<&Path>,
+    quiet: bool,
+) -> anyhow::Result<ExitCode> {
+    let key = PublicKey::load(key)?;
+    let report = Report::new(quiet);
+    let reader = match PartReader::open(bundle, Some(&key)) {
+        Ok(r) => r,
+        Err(e) => return refused(bundle, e),
+    };
+    let store = store
+        .map(|s| Store::open(s).with_context(|| format!("store {}", s.display())))
+        .transpose()?;
+    let what = if store.is_some() {
+        "unpacking"
+    } else {
+        "verifying"
+    };
+    let mut started = false;
+    let progress = |done, total| {
+        if !started {
+            report.start(what, total);
+            started = true;
+        }
+        report.set(done);
+    };
+    let result = match &store {
+        Some(store) => unpack::unpack(reader, &key, store, progress),
+        None => unpack::verify(reader, &key, progress),
+    };
+    report.finish();
+    let o = match result {
+        Ok(o) => o,
+        Err(e) => return refused(bundle, e),
+    };
+    let m = &o.head.manifest;
+    report.info(&match &store {
+        Some(store) => format!(
+            "unpacked {} {} into {}: {} image(s); {} blob(s), {} written; {} blob(s), {} already there",
+            m.name,
+            m.version,
+            store.root().display(),
+            m.images.len(),
+            o.blobs_written,
+            human_bytes(o.bytes_written),
+            o.blobs_present,
+            human_bytes(o.bytes_present)
+        ),
+        None => format!(
+            "bundle {} {} is intact: signed by {}, {} entries, {} checked",
+            m.name,
+            m.version,
+            o.head.key_id,
+            m.entries.len(),
+            human_bytes(m.content_size())
+        ),
+    });
+    Ok(ExitCode::SUCCESS)
 }
 
 pub fn verify(bundle: &Path, key: &Path, quiet: bool) -> anyhow::Result<ExitCode> {
-    let key = PublicKey::load(key)?;
-    let report = Report::new(quiet);
-    let reader = match open(bundle, &key) {
-        Ok(r) => r,
-        Err(e) => return refused(bundle, e),
-    };
-    let mut started = false;
-    let result = unpack::verify(reader, &key, |done, total| {
-        if !started {
-            report.start("verifying", total);
-            started = true;
-        }
-        report.set(done);
-    });
-    report.finish();
-    match result {
-        Ok(o) => {
-            report.info(&format!(
-                "bundle {} {} is intact: signed by {}, {} entries, {} checked",
-                o.head.manifest.name,
-                o.head.manifest.version,
-                o.head.key_id,
-                o.head.manifest.entries.len(),
-                human_bytes(o.head.manifest.content_size())
-            ));
-            Ok(ExitCode::SUCCESS)
-        }
-        Err(e) => refused(bundle, e),
-    }
+    stream(bundle, key, None, quiet)
 }
 
 pub fn unpack(bundle: &Path, key: &Path, store: &Path, quiet: bool) -> anyhow::Result<ExitCode> {
-    let key = PublicKey::load(key)?;
-    let report = Report::new(quiet);
-    let reader = match open(bundle, &key) {
-        Ok(r) => r,
-        Err(e) => return refused(bundle, e),
-    };
-    let store = Store::open(store).with_context(|| format!("store {}", store.display()))?;
-    let mut started = false;
-    let result = unpack::unpack(reader, &key, &store, |done, total| {
-        if !started {
-            report.start("unpacking", total);
-            started = true;
-        }
-        report.set(done);
-    });
-    report.finish();
-    match result {
-        Ok(o) => {
-            report.info(&format!(
-                "unpacked {} {} into {}: {} image(s); {} blob(s), {} written; {} blob(s), {} already there",
-                o.head.manifest.name,
-                o.head.manifest.version,
-                store.root().display(),
-                o.head.manifest.images.len(),
-                o.blobs_written,
-                human_bytes(o.bytes_written),
-                o.blobs_present,
-                human_bytes(o.bytes_present)
-            ));
-            Ok(ExitCode::SUCCESS)
-        }
-        Err(e) => refused(bundle, e),
-    }
+    stream(bundle, key, Some(store), quiet)
 }
 
 pub fn inspect(bundle: &Path, key: Option<&Path>, json: bool) -> anyhow::Result<ExitCode> {
