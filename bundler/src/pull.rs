@@ -148,7 +148,8 @@ async fn fetch_manifests(
     )
     .await?;
     let mut blobs = Vec::new();
-    for (platform, p) in crate::resolve::platform_digests(locked) {
+    for p in locked.unique_platforms() {
+        let platform = &p.platform;
         let bytes = get_manifest(client, store, &endpoints, &name, None, &p.digest, report).await?;
         match Manifest::parse(&bytes, Some(&p.media_type))
             .map_err(|e| anyhow!("image {name} ({platform}): {e}"))?

@@ -8,7 +8,7 @@ use ferry::lock::{Lock, LockedImage, LockedPlatform, LOCK_VERSION};
 use ferry::manifest::{ConfigPlatform, Manifest, MAX_MANIFEST_BYTES};
 use ferry::mirrors::{Endpoint, MirrorRules};
 use ferry::spec::{ImageSpec, Spec};
-use ferry::{Digest, Platform};
+use ferry::Digest;
 use futures_util::{stream, StreamExt, TryStreamExt};
 
 use crate::client::{Client, FetchError};
@@ -274,15 +274,4 @@ pub async fn resolve(
         spec_version: spec.version.clone(),
         images,
     })
-}
-
-/// The platform manifests a locked image needs, deduplicated.
-pub fn platform_digests(image: &LockedImage) -> Vec<(Platform, &ferry::lock::LockedPlatform)> {
-    let mut out: Vec<(Platform, &LockedPlatform)> = Vec::new();
-    for p in &image.platforms {
-        if !out.iter().any(|(_, q)| q.digest == p.digest) {
-            out.push((p.platform.clone(), p));
-        }
-    }
-    out
 }

@@ -136,6 +136,18 @@ impl LockedImage {
     pub fn platform(&self, platform: &Platform) -> Option<&LockedPlatform> {
         self.platforms.iter().find(|p| &p.platform == platform)
     }
+
+    /// The platform entries with distinct manifests: a single-manifest image locked
+    /// for several platforms names one manifest several times.
+    pub fn unique_platforms(&self) -> Vec<&LockedPlatform> {
+        let mut out: Vec<&LockedPlatform> = Vec::new();
+        for p in &self.platforms {
+            if !out.iter().any(|q| q.digest == p.digest) {
+                out.push(p);
+            }
+        }
+        out
+    }
 }
 
 #[cfg(test)]

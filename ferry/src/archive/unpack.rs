@@ -273,7 +273,6 @@ fn run(
             });
         }
     }
-    let _ = entries;
     if let Some(missing) = manifest.entries.iter().find(|e| !seen.contains(&e.path)) {
         return Err(ArchiveError::Missing {
             path: missing.path.clone(),
