@@ -364,9 +364,16 @@ pub async fn pull(
 
     let mut summary = Summary::default();
     let mut jobs_by_digest: BTreeMap<Digest, BlobJob> = BTreeMap::new();
+    let mut present = std::collections::HashSet::new();
     for plan in &ready {
         for blob in &plan.blobs {
-            if store.has_blob(&blob.digest) {
+            if present.contains(&blob.digest) {
+                continue;
+            }
+            if !jobs_by_digest.contains_key(&blob.digest) && store.has_blob(&blob.digest) {
+                present.insert(blob.digest.clone());
+                summary.blobs_reused += 1;
+                summary.bytes_reused += blob.size;
                 continue;
             }
             let job = jobs_by_digest
@@ -382,16 +389,6 @@ pub async fn pull(
             }
         }
     }
-    let mut seen = std::collections::HashSet::new();
-    for plan in &ready {
-        for blob in &plan.blobs {
-            if !jobs_by_digest.contains_key(&blob.digest) && seen.insert(blob.digest.clone()) {
-                summary.blobs_reused += 1;
-                summary.bytes_reused += blob.size;
-            }
-        }
-    }
-
     let total: u64 = jobs_by_digest.values().map(|j| j.descriptor.size).sum();
     report.start("pulling", total);
     // Largest first keeps the pool busy to the end instead of waiting on one big layer.
