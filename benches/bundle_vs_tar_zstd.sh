@@ -28,7 +28,7 @@ for tool in docker-registry zstd tar sha256sum bc; do
 done
 need_time
 
-build_release ferry-bundler ferry-installer ferry-e2e
+build_release ferry-bundler ferry-installer ferry-testkit
 work_dir ferry-bundle-bench
 
 start_registry

@@ -24,7 +24,7 @@ need docker-registry docker-registry
 need skopeo skopeo
 need_time
 
-build_release ferry-bundler ferry-e2e
+build_release ferry-bundler ferry-testkit
 work_dir ferry-bench
 
 start_registry

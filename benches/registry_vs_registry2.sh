@@ -23,7 +23,7 @@ need wrk wrk
 need curl curl
 need python3 python3
 
-build_release ferry-bundler ferry-installer ferry-e2e
+build_release ferry-bundler ferry-installer ferry-testkit
 work_dir ferry-regbench
 
 hwm_kib() { awk '/VmHWM/ {print $2}' "/proc/$1/status"; }

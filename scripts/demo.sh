@@ -139,10 +139,10 @@ say "$(cargo --version)"
 PROFILE=${FERRY_DEMO_PROFILE:-release}
 step "build Ferry (cargo, profile $PROFILE)"
 if [ "$PROFILE" = release ]; then
-  run cargo build --release --locked -q -p ferry-bundler -p ferry-installer -p ferry-e2e --bins
+  run cargo build --release --locked -q -p ferry-bundler -p ferry-installer -p ferry-testkit --bins
   BIN=${CARGO_TARGET_DIR:-$REPO/target}/release
 else
-  run cargo build --locked -q -p ferry-bundler -p ferry-installer -p ferry-e2e --bins
+  run cargo build --locked -q -p ferry-bundler -p ferry-installer -p ferry-testkit --bins
   BIN=${CARGO_TARGET_DIR:-$REPO/target}/debug
 fi
 BUNDLER=$BIN/ferry-bundler
@@ -252,15 +252,15 @@ step "site: unpack it into the site store (an OCI image layout)"
 run "$INSTALLER" unpack site/demo-1.0.0.tar.zst --key site/demo.pub --store site/store
 
 step "site: serve the store (registry API, TLS with a site CA made now)"
-printf '    $ %s\n' "$INSTALLER serve --store site/store --addr 127.0.0.1:0 &"
-"$INSTALLER" serve --store site/store --addr 127.0.0.1:0 2>site/serve.log &
+printf '    $ %s\n' "$INSTALLER serve --store site/store --pki site/pki --addr 127.0.0.1:0 &"
+"$INSTALLER" serve --store site/store --pki site/pki --addr 127.0.0.1:0 2>site/serve.log &
 SERVE_PID=$!
 if ! wait_for 20 grep -q '^listening on ' site/serve.log; then
   show_log site/serve.log; die "ferry-installer serve did not start"
 fi
 sed -n '/^listening on /q;s/^/    | /p' site/serve.log
 SITE_URL=$(sed -n 's/^listening on //p' site/serve.log | head -1)
-CA=$WORK/site/store/.ferry/tls/ca.pem
+CA=$WORK/site/pki/ca.pem
 [ -f "$CA" ] || die "no site CA at $CA"
 say "ferry-installer serve (pid $SERVE_PID) is listening on $SITE_URL"
 

@@ -11,8 +11,8 @@ use std::process::{Command, Stdio};
 
 use common::store::{index_names, sha256_file};
 use common::{mirror_to, spec, Run, Session};
-use ferry_e2e::image::{self, layer, platform_image, Flavor, Image};
-use ferry_e2e::registry::Registry;
+use ferry_testkit::image::{self, layer, platform_image, Flavor, Image};
+use ferry_testkit::registry::Registry;
 use sha2::{Digest as _, Sha256};
 
 const HOST: &str = "registry.example.io";

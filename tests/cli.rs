@@ -341,3 +341,104 @@ fn completions_and_man_survive_a_closed_pipe() {
         }
     }
 }
+
+/// Regression: every I/O error printed its cause twice (a library error showing its
+/// source, and the error chain showing it again): `ferry-bundler pull s.toml --lock
+/// nope.lock` said "No such file or directory (os error 2)" twice. No error line
+/// may repeat a `: `-separated segment, and each names the file at fault.
+#[test]
+fn no_error_line_repeats_a_cause() {
+    let s = Session::new();
+    s.write(
+        "s.toml",
+        &common::spec(&["linux/amd64"], &["registry.k8s.io/pause:3.10"]),
+    );
+    s.write("not-a-bundle.tar.zst", "hello");
+    std::fs::create_dir(s.path("plain")).unwrap();
+    let cases: [(&str, &[&str], &str); 12] = [
+        (
+            "ferry-bundler",
+            &["pull", "s.toml", "--lock", "nope.lock", "--store", "st"],
+            "nope.lock",
+        ),
+        ("ferry-bundler", &["lock", "missing.toml"], "missing.toml"),
+        (
+            "ferry-bundler",
+            &["lock", "s.toml", "--mirrors", "nope.toml"],
+            "nope.toml",
+        ),
+        (
+            "ferry-bundler",
+            &["build", "s.toml", "--key", "nope.key", "-o", "b.tar.zst"],
+            "nope.key",
+        ),
+        (
+            "ferry-bundler",
+            &["inspect", "nope.tar.zst"],
+            "nope.tar.zst",
+        ),
+        (
+            "ferry-bundler",
+            &["pull", "s.toml", "--store", "st", "--ca-cert", "nope.pem"],
+            "nope.pem",
+        ),
+        (
+            "ferry-installer",
+            &["verify", "not-a-bundle.tar.zst", "--key", "nope.pub"],
+            "nope.pub",
+        ),
+        (
+            "ferry-installer",
+            &[
+                "unpack",
+                "nope.tar.zst",
+                "--key",
+                "nope.pub",
+                "--store",
+                "st",
+            ],
+            "nope.pub",
+        ),
+        (
+            "ferry-installer",
+            &["inspect", "nope.tar.zst"],
+            "nope.tar.zst",
+        ),
+        (
+            "ferry-installer",
+            &["inspect", "not-a-bundle.tar.zst"],
+            "not-a-bundle.tar.zst",
+        ),
+        (
+            "ferry-installer",
+            &["serve", "--store", "plain", "--tls", "off"],
+            "plain",
+        ),
+        (
+            "ferry-installer",
+            &["serve", "--store", "plain", "--htpasswd", "nope.htpasswd"],
+            "nope.htpasswd",
+        ),
+    ];
+    for (bin, args, names) in cases {
+        let run = ferry(&s, bin, args);
+        assert!(
+            matches!(run.status.code(), Some(1 | 3)),
+            "{bin} {args:?} should fail: {}",
+            run.stderr
+        );
+        assert!(!run.stderr.contains("panicked"), "{}", run.stderr);
+        let line = run.error_line().to_string();
+        assert!(
+            line.contains(names),
+            "{bin} {args:?} does not name {names}: {line}"
+        );
+        let segments: Vec<&str> = line.split(": ").map(str::trim).collect();
+        let unique: BTreeSet<&str> = segments.iter().copied().collect();
+        assert_eq!(
+            unique.len(),
+            segments.len(),
+            "{bin} {args:?} repeats a cause: {line}"
+        );
+    }
+}

@@ -8,9 +8,9 @@ use std::process::Command;
 
 use common::store::{index_entries, stored_blobs};
 use common::{four_kinds, mirror_to, mirrors, spec, Rule, Run, Session, LOCKED_PULL};
-use ferry_e2e::image::{self, layer, platform_image, Flavor, Image};
-use ferry_e2e::proxy::{Proxy, ProxyOptions};
-use ferry_e2e::registry::{dead_url, Registry, RegistryOptions};
+use ferry_testkit::image::{self, layer, platform_image, Flavor, Image};
+use ferry_testkit::proxy::{Proxy, ProxyOptions};
+use ferry_testkit::registry::{dead_url, Registry, RegistryOptions};
 
 const HOST: &str = "registry.example.io";
 

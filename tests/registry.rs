@@ -14,9 +14,9 @@ use std::time::{Duration, Instant};
 
 use common::store::index_digests;
 use common::{four_kinds, mirrors, spec, Rule, Session, LOCKED_PULL};
-use ferry_e2e::image::{self, layer, Image};
-use ferry_e2e::registry::Registry;
-use ferry_e2e::sha256_digest as sha256;
+use ferry_testkit::image::{self, layer, Image};
+use ferry_testkit::registry::Registry;
+use ferry_testkit::sha256_digest as sha256;
 
 const K8S: &str = "registry.k8s.io";
 
@@ -126,7 +126,8 @@ impl Serve {
             "serve-{}.log",
             N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
         ));
-        let mut all = vec!["serve", "--addr", "127.0.0.1:0"];
+        // The site PKI in the session, never the machine's /var/lib/ferry/pki.
+        let mut all = vec!["serve", "--addr", "127.0.0.1:0", "--pki", "pki"];
         all.extend_from_slice(args);
         let mut child = Command::new(installer())
             .args(&all)
@@ -346,9 +347,9 @@ fn skopeo_pulls_over_tls_with_the_generated_ca_which_is_kept_across_restarts() {
     let f = filled_store(&s);
     let srv = Serve::start(&s, &["--store", "store", "--san", "registry.site.test"]);
     assert!(srv.url.starts_with("https://"), "{}", srv.url);
-    let ca = s.path("store/.ferry/tls/ca.pem");
+    let ca = s.path("pki/ca.pem");
     assert!(
-        srv.log().contains("site CA: store/.ferry/tls/ca.pem"),
+        srv.log().contains("site CA: pki/ca.pem"),
         "the CA path is printed:\n{}",
         srv.log()
     );
@@ -377,7 +378,7 @@ fn skopeo_pulls_over_tls_with_the_generated_ca_which_is_kept_across_restarts() {
     // The SAN asked for is in the certificate.
     let text = run(Command::new("openssl")
         .args(["x509", "-noout", "-text", "-in"])
-        .arg(s.path("store/.ferry/tls/server.pem")));
+        .arg(s.path("pki/registry.pem")));
     let text = String::from_utf8_lossy(&text.stdout);
     assert!(text.contains("DNS:registry.site.test"), "{text}");
     assert!(text.contains("IP Address:127.0.0.1"), "{text}");
@@ -663,7 +664,7 @@ fn containerd_pulls_by_the_upstream_name_through_a_hosts_toml_mirror_for_amd64_a
     let s = Session::new();
     let f = filled_store(&s);
     let srv = Serve::start(&s, &["--store", "store"]);
-    let ca = s.path("store/.ferry/tls/ca.pem");
+    let ca = s.path("pki/ca.pem");
     let certs_d = s.path("certs.d");
     s.write(
         &format!("certs.d/{K8S}/hosts.toml"),
@@ -1336,7 +1337,7 @@ fn metrics_count_requests_and_bytes_and_each_request_has_one_log_line() {
     let log = srv.log();
     let lines: Vec<_> = log
         .lines()
-        .filter_map(ferry_e2e::registry::parse_access_line)
+        .filter_map(ferry_testkit::registry::parse_access_line)
         .collect();
     assert_eq!(
         lines
@@ -1374,10 +1375,33 @@ fn bad_command_lines_fail_with_one_error_line() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.starts_with("error: nothere is not a store"), "{err}");
+    // A directory that is not a store is refused and left as it was (it used to be
+    // served as an empty registry and littered with oci-layout, blobs/ and .ferry/).
+    std::fs::create_dir(s.path("plain")).unwrap();
+    s.write("plain/notes.txt", "mine");
+    let out = Command::new(installer())
+        .args(["serve", "--store", "plain", "--tls", "off", "--pki", "pki"])
+        .current_dir(s.dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.starts_with("error: nothere is not a directory"),
+        err.starts_with("error: plain is not a store (no oci-layout file)"),
         "{err}"
     );
+    let left: Vec<_> = std::fs::read_dir(s.path("plain"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(
+        left,
+        ["notes.txt"],
+        "serve littered a directory that is not a store"
+    );
+    assert!(!s.path("pki").exists(), "a refused serve made a PKI");
+    // Flags are checked before the store is looked at.
     std::fs::create_dir(s.path("store")).unwrap();
     for (args, needle) in [
         (
@@ -1423,7 +1447,7 @@ fn podman_pulls_by_the_upstream_name_through_a_registries_conf_mirror() {
     // Trust the site CA the way a node would (certs.d of containers/image).
     let certs = s.path(&format!("certs.d/{}", srv.addr()));
     std::fs::create_dir_all(&certs).unwrap();
-    std::fs::copy(s.path("store/.ferry/tls/ca.pem"), certs.join("ca.crt")).unwrap();
+    std::fs::copy(s.path("pki/ca.pem"), certs.join("ca.crt")).unwrap();
     let podman = |args: &[&str]| {
         Command::new("podman")
             .arg("--root")
@@ -1503,7 +1527,7 @@ fn the_bundler_pulls_from_a_ferry_registry_with_basic_auth_and_the_site_ca() {
         "--store",
         "copy",
         "--ca-cert",
-        "store/.ferry/tls/ca.pem",
+        "pki/ca.pem",
     ];
     let run = s.bundler(&args).failure();
     assert!(run.error_line().contains("--cred"), "{}", run.stderr);

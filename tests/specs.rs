@@ -5,8 +5,8 @@
 
 use std::path::{Path, PathBuf};
 
-use ferry::mirrors::MirrorRules;
 use ferry::spec::Spec;
+use ferry_bundler::mirrors::MirrorRules;
 
 fn repo_root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -12,10 +12,10 @@ use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::Duration;
 
+use crate::mirrors::Endpoint;
 use bytes::Bytes;
 use ferry::manifest::MAX_MANIFEST_BYTES;
 use ferry::media::MANIFEST_ACCEPT;
-use ferry::mirrors::Endpoint;
 use ferry::Digest;
 use reqwest::header::{
     HeaderMap, HeaderValue, ACCEPT, AUTHORIZATION, RANGE, RETRY_AFTER, WWW_AUTHENTICATE,
@@ -23,6 +23,7 @@ use reqwest::header::{
 use reqwest::{Response, StatusCode};
 
 use crate::auth::{Challenge, Credentials};
+use ferry_cli::Report;
 
 /// How many times one request is tried before its endpoint is given up on.
 pub const ATTEMPTS: u32 = 4;
@@ -41,8 +42,9 @@ pub enum FetchError {
     NoCredentials { host: String },
     #[error("authentication failed: {0}")]
     Auth(String),
+    /// Described in full here (reqwest's own text hides the cause), so not a source.
     #[error("{}", describe(.0))]
-    Transport(#[from] reqwest::Error),
+    Transport(reqwest::Error),
     #[error("manifest larger than {MAX_MANIFEST_BYTES} bytes")]
     TooLarge,
     #[error("skipped: unreachable earlier in this run")]
@@ -69,6 +71,12 @@ fn describe(e: &reqwest::Error) -> String {
         text.push_str(&last);
     }
     text
+}
+
+impl From<reqwest::Error> for FetchError {
+    fn from(e: reqwest::Error) -> FetchError {
+        FetchError::Transport(e)
+    }
 }
 
 impl FetchError {
@@ -127,7 +135,7 @@ impl Client {
     }
 
     /// Says once per endpoint that it is plain HTTP.
-    pub fn note_insecure(&self, endpoint: &Endpoint, report: &ferry::progress::Report) {
+    pub fn note_insecure(&self, endpoint: &Endpoint, report: &Report) {
         let first = endpoint.insecure()
             && self
                 .warned_insecure

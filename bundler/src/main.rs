@@ -1,12 +1,5 @@
-//! `ferry-bundler`: turns a release spec into a verified OCI image layout (and, in a
-//! later step, a signed bundle). The only Ferry program that talks to the internet.
-
-mod auth;
-mod build;
-mod client;
-mod keys;
-mod pull;
-mod resolve;
+//! `ferry-bundler`: turns a release spec into a verified OCI image layout and a
+//! signed, reproducible bundle. The only Ferry program that talks to the internet.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -14,13 +7,14 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::{Args, CommandFactory as _, Parser, Subcommand};
 use ferry::lock::Lock;
-use ferry::mirrors::MirrorRules;
 use ferry::spec::Spec;
 use ferry::store::Store;
+use ferry_bundler::mirrors::MirrorRules;
 
-use crate::auth::Credentials;
-use crate::client::{Client, ClientOptions};
-use ferry::progress::Report;
+use ferry_bundler::auth::Credentials;
+use ferry_bundler::client::{Client, ClientOptions};
+use ferry_bundler::{build, keys, pull, resolve};
+use ferry_cli::Report;
 
 const AFTER_HELP: &str = "\
 Examples:
@@ -39,19 +33,12 @@ Examples:
 Exit codes:
   0  success
   1  failure (the message says which file, image or endpoint)
-  2  bad command line";
-
-/// `--version`: the package version and the git commit it was built from (build.rs).
-const VERSION: &str = concat!(
-    env!("CARGO_PKG_VERSION"),
-    " (commit ",
-    env!("FERRY_GIT_COMMIT"),
-    ")"
-);
+  2  bad command line
+  3  bundle refused (inspect --key: wrongly signed, or not a bundle)";
 
 /// Build air-gap bundles of a Kubernetes release: resolve, lock and pull its images.
 #[derive(Parser)]
-#[command(name = "ferry-bundler", version = VERSION, after_help = AFTER_HELP)]
+#[command(name = "ferry-bundler", version = ferry_cli::VERSION, after_help = AFTER_HELP)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -122,16 +109,7 @@ SOURCE_DATE_EPOCH (or 0). A password-protected key reads FERRY_KEY_PASSWORD or a
 Examples:
   ferry-bundler inspect k8s.tar.zst
   ferry-bundler inspect k8s.tar.zst --key release.pub --json")]
-    Inspect {
-        /// The bundle (or its first part).
-        bundle: PathBuf,
-        /// Check the manifest's signature with this public key.
-        #[arg(long)]
-        key: Option<PathBuf>,
-        /// Print JSON.
-        #[arg(long)]
-        json: bool,
-    },
+    Inspect(ferry_cli::inspect::InspectArgs),
     /// Pin every image of a spec to its digests (top-level and per platform).
     #[command(after_help = "\
 Examples:
@@ -179,7 +157,7 @@ Examples:
     Completions {
         /// The shell to complete for.
         #[arg(value_enum)]
-        shell: ferry::cli::Shell,
+        shell: ferry_cli::generate::Shell,
     },
     /// Print the man page (roff), or write one page per subcommand into a directory.
     #[command(after_help = "\
@@ -317,7 +295,7 @@ fn pull_into(
     warn_reserved(spec, report);
     // Checked before the store is created, so a bad lock leaves nothing behind.
     let pinned = lock.map(|p| pinned_lock(spec, p)).transpose()?;
-    let store = Store::open(store)?;
+    let store = Store::create(store)?;
     let jobs = net.jobs as usize;
     let lock = runtime()?.block_on(async {
         let lock = lock_or_resolve(pinned, spec, &client, &rules, jobs, report).await?;
@@ -360,28 +338,10 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .context("cannot start the async runtime")
 }
 
-/// `completions` and `man`: generated from the clap definitions above.
-fn generate(command: Command) -> anyhow::Result<()> {
-    match command {
-        Command::Completions { shell } => {
-            ferry::cli::print_completions(Cli::command(), shell).context("cannot write to stdout")
-        }
-        Command::Man { out: Some(dir) } => {
-            ferry::cli::write_man(Cli::command(), &dir)
-                .with_context(|| format!("cannot write man pages into {}", dir.display()))?;
-            println!("wrote man pages into {}", dir.display());
-            Ok(())
-        }
-        Command::Man { out: None } => {
-            ferry::cli::print_man(Cli::command()).context("cannot write to stdout")
-        }
-        _ => unreachable!("only completions and man are generated"),
-    }
-}
-
-fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        command @ (Command::Completions { .. } | Command::Man { .. }) => generate(command)?,
+        Command::Completions { shell } => ferry_cli::generate::completions(Cli::command(), shell)?,
+        Command::Man { out } => ferry_cli::generate::man(Cli::command(), out.as_deref())?,
         Command::Lock {
             spec: spec_path,
             output,
@@ -442,8 +402,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             level,
             net,
         } => {
-            let spec_text = std::fs::read_to_string(&spec_path)
-                .with_context(|| format!("cannot read spec {}", spec_path.display()))?;
+            let spec_text = ferry::toml_file::read(&spec_path, "spec")?;
             let spec = Spec::parse(&spec_path, &spec_text)?;
             // The key first: a password prompt must not wait behind a long pull.
             let key = keys::load_secret(&key)?;
@@ -463,30 +422,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 report: &report,
             })?;
         }
-        Command::Inspect { bundle, key, json } => {
-            let key = key
-                .map(|k| ferry::signing::PublicKey::load(&k))
-                .transpose()?;
-            let (head, size) = ferry::archive::inspect::read(&bundle, key.as_ref())
-                .with_context(|| format!("bundle {}", bundle.display()))?;
-            let summary = ferry::archive::inspect::Summary::new(&head, size);
-            if json {
-                println!("{}", summary.to_json());
-            } else {
-                print!("{}", summary.to_text());
-            }
-        }
+        Command::Inspect(args) => ferry_cli::inspect::run(&args)?,
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(())
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    match run(cli) {
-        Ok(code) => code,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    ferry_cli::main(run)
 }

@@ -6,12 +6,12 @@ use std::collections::{BTreeMap, HashMap};
 use std::io::{Read as _, Seek as _, SeekFrom, Write as _};
 use std::time::{Duration, Instant};
 
+use crate::mirrors::{Endpoint, MirrorRules};
 use anyhow::{anyhow, bail};
 use bytes::Bytes;
 use ferry::digest::Hasher;
 use ferry::lock::{Lock, LockedImage};
-use ferry::manifest::{Descriptor, Manifest};
-use ferry::mirrors::{Endpoint, MirrorRules};
+use ferry::manifest::Descriptor;
 use ferry::store::Store;
 use ferry::Digest;
 use futures_util::{stream, StreamExt};
@@ -19,7 +19,7 @@ use reqwest::StatusCode;
 
 use crate::client::{Client, FetchError, ATTEMPTS};
 use crate::resolve::{fetch_manifest, EndpointError};
-use ferry::progress::{human_bytes, Report};
+use ferry_cli::{human_bytes, Report};
 
 /// An image whose manifests are in the store, with the blobs it still needs.
 struct ImagePlan {
@@ -55,12 +55,12 @@ enum BlobError {
     TooLong { digest: Digest, size: u64 },
     #[error("connection dropped {ATTEMPTS} times: {0}")]
     Dropped(String),
-    #[error("{0}")]
+    #[error(transparent)]
     Store(#[from] ferry::store::StoreError),
-    #[error("{}: {source}", path.display())]
+    #[error("{}: {error}", path.display())]
     Io {
         path: std::path::PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
 }
 
@@ -149,27 +149,16 @@ async fn fetch_manifests(
     .await?;
     let mut blobs = Vec::new();
     for p in locked.unique_platforms() {
-        let platform = &p.platform;
-        let bytes = get_manifest(client, store, &endpoints, &name, None, &p.digest, report).await?;
-        match Manifest::parse(&bytes, Some(&p.media_type))
-            .map_err(|e| anyhow!("image {name} ({platform}): {e}"))?
-        {
-            Manifest::Image { config, layers, .. } => {
-                blobs.push(config);
-                blobs.extend(layers);
-            }
-            Manifest::Index { .. } => {
-                bail!("image {name}: the {platform} manifest is an index (nested indexes are not supported)")
-            }
-        }
+        get_manifest(client, store, &endpoints, &name, None, &p.digest, report).await?;
+        blobs.extend(
+            store
+                .platform_blobs(&p.descriptor())
+                .map_err(|e| anyhow!("image {name} ({}): {e}", p.platform))?,
+        );
     }
     Ok(ImagePlan {
         name,
-        top: Descriptor {
-            media_type: locked.media_type.clone(),
-            digest: locked.digest.clone(),
-            size: locked.size,
-        },
+        top: locked.descriptor(),
         blobs,
         endpoints,
     })
@@ -230,9 +219,9 @@ async fn download_from(
     report: &Report,
 ) -> Result<u64, BlobError> {
     let path = store.partial_path(&blob.digest);
-    let io = |source| BlobError::Io {
+    let io = |error| BlobError::Io {
         path: path.clone(),
-        source,
+        error,
     };
     let Some(mut file) = lock_partial(store, &blob.digest).await.map_err(io)? else {
         return Ok(0);

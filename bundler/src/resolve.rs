@@ -1,18 +1,17 @@
 //! Resolving a spec into a lock: each tag to the digest of its top-level manifest,
 //! and each platform asked for to the digest of its platform manifest.
 
-use std::fmt::Write as _;
-
+use crate::mirrors::{Endpoint, MirrorRules};
 use anyhow::{anyhow, bail};
 use ferry::lock::{Lock, LockedImage, LockedPlatform, LOCK_VERSION};
-use ferry::manifest::{ConfigPlatform, Manifest, MAX_MANIFEST_BYTES};
-use ferry::mirrors::{Endpoint, MirrorRules};
+use ferry::manifest::{Manifest, MAX_MANIFEST_BYTES};
 use ferry::spec::{ImageSpec, Spec};
 use ferry::Digest;
+use ferry::Platform;
 use futures_util::{stream, StreamExt, TryStreamExt};
 
 use crate::client::{Client, FetchError};
-use ferry::progress::Report;
+use ferry_cli::Report;
 
 /// Why one endpoint could not answer for an image.
 #[derive(Debug, thiserror::Error)]
@@ -26,7 +25,7 @@ pub enum EndpointError {
         actual: Digest,
         source_of_truth: &'static str,
     },
-    #[error("{0}")]
+    #[error(transparent)]
     Manifest(#[from] ferry::manifest::ManifestError),
 }
 
@@ -69,18 +68,17 @@ fn pick_platforms(
         .map(|p| {
             let entry = entries
                 .iter()
-                .find(|e| p.matches(&e.os, &e.architecture, e.variant.as_deref()))
+                .find(|e| {
+                    e.platform
+                        .as_ref()
+                        .is_some_and(|offered| p.matches(offered))
+                })
                 .ok_or_else(|| {
                     let have: Vec<String> = entries
                         .iter()
-                        .filter(|e| !e.os.is_empty() && e.os != "unknown")
-                        .map(|e| {
-                            let mut s = format!("{}/{}", e.os, e.architecture);
-                            if let Some(v) = &e.variant {
-                                let _ = write!(s, "/{v}");
-                            }
-                            s
-                        })
+                        .filter_map(|e| e.platform.as_ref())
+                        .filter(|o| !o.os.is_empty() && o.os != "unknown")
+                        .map(Platform::to_string)
                         .collect();
                     Fatal(format!(
                         "image {} has no {p} (it has: {})",
@@ -109,7 +107,7 @@ async fn config_platform(
     client: &Client,
     endpoint: &Endpoint,
     config: &ferry::manifest::Descriptor,
-) -> Result<ConfigPlatform, EndpointError> {
+) -> Result<Platform, EndpointError> {
     if config.size > MAX_MANIFEST_BYTES as u64 {
         return Err(ferry::manifest::ManifestError::TooLarge.into());
     }
@@ -130,7 +128,7 @@ async fn config_platform(
             source_of_truth: "manifest",
         });
     }
-    Ok(ConfigPlatform::parse(&body)?)
+    Ok(ferry::manifest::config_platform(&body)?)
 }
 
 /// Resolves one image on one endpoint.
@@ -153,20 +151,16 @@ async fn resolve_on(
             let cp = config_platform(client, endpoint, config).await?;
             let mut out = Vec::new();
             for p in &image.platforms {
-                if !p.matches(&cp.os, &cp.architecture, cp.variant.as_deref()) {
-                    let mut have = format!("{}/{}", cp.os, cp.architecture);
-                    if let Some(v) = &cp.variant {
-                        let _ = write!(have, "/{v}");
-                    }
+                if !p.matches(&cp) {
                     return Ok(Err(Fatal(format!(
-                        "image {} is a single-platform image for {have}; {p} was asked for",
+                        "image {} is a single-platform image for {cp}; {p} was asked for",
                         image.reference
                     ))));
                 }
                 out.push(LockedPlatform {
                     platform: p.clone(),
                     digest: digest.clone(),
-                    media_type: manifest.media_type().to_string(),
+                    media_type: manifest.media_type().clone(),
                     size: bytes.len() as u64,
                 });
             }
@@ -176,7 +170,7 @@ async fn resolve_on(
     Ok(Ok(LockedImage {
         reference: image.reference.clone(),
         digest,
-        media_type: manifest.media_type().to_string(),
+        media_type: manifest.media_type().clone(),
         size: bytes.len() as u64,
         platforms,
     }))

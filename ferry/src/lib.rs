@@ -1,23 +1,23 @@
 //! The shared format of Ferry, used by both `ferry-bundler` and `ferry-installer`:
-//! release specs, mirror rules and locks; image references, platforms and digests;
-//! manifest parsing; and the OCI image layout store that bundles are made of.
+//! release specs and locks; image references, platforms and digests; manifest
+//! parsing; the OCI image layout store that bundles are made of; the bundle archive
+//! (write and read) and its signatures. No terminal UI, no network, no policy:
+//! progress is reported through [`progress::Progress`].
 
 pub mod digest;
 pub mod lock;
 pub mod manifest;
 pub mod media;
-pub mod mirrors;
 pub mod platform;
 pub mod reference;
 pub mod spec;
 pub mod store;
+pub mod toml_file;
 
 pub use digest::Digest;
 pub use platform::Platform;
 pub use reference::Reference;
 pub mod archive;
-#[cfg(feature = "cli")]
-pub mod cli;
 pub mod pipe;
 pub mod progress;
 pub mod signing;

@@ -9,6 +9,8 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::digest::Digest;
+use crate::manifest::Descriptor;
+use crate::media::MediaType;
 use crate::platform::Platform;
 use crate::reference::Reference;
 use crate::spec::Spec;
@@ -35,7 +37,7 @@ pub struct LockedImage {
     pub reference: Reference,
     /// The top-level manifest or index.
     pub digest: Digest,
-    pub media_type: String,
+    pub media_type: MediaType,
     pub size: u64,
     #[serde(default)]
     pub platforms: Vec<LockedPlatform>,
@@ -47,41 +49,22 @@ pub struct LockedPlatform {
     pub platform: Platform,
     /// The platform's image manifest (equal to the top digest for a single manifest).
     pub digest: Digest,
-    pub media_type: String,
+    pub media_type: MediaType,
     pub size: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum LockError {
-    #[error("cannot read lock {}: {source}", path.display())]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("{}:{line}: {message}", path.display())]
-    Syntax {
-        path: PathBuf,
-        line: usize,
-        message: String,
-    },
+    #[error(transparent)]
+    Toml(#[from] crate::toml_file::TomlError),
     #[error("{}: {message}", path.display())]
     Invalid { path: PathBuf, message: String },
 }
 
 impl Lock {
     pub fn load(path: &Path) -> Result<Lock, LockError> {
-        let text = std::fs::read_to_string(path).map_err(|source| LockError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        let lock: Lock = toml::from_str(&text).map_err(|e| {
-            let (line, message) = crate::spec::syntax_error(&text, &e);
-            LockError::Syntax {
-                path: path.to_path_buf(),
-                line,
-                message,
-            }
-        })?;
+        let text = crate::toml_file::read(path, "lock")?;
+        let lock: Lock = crate::toml_file::parse(path, &text)?;
         if lock.version != LOCK_VERSION {
             return Err(LockError::Invalid {
                 path: path.to_path_buf(),
@@ -133,6 +116,15 @@ impl Lock {
 }
 
 impl LockedImage {
+    /// The descriptor of the top-level manifest or index.
+    pub fn descriptor(&self) -> Descriptor {
+        Descriptor {
+            media_type: self.media_type.clone(),
+            digest: self.digest.clone(),
+            size: self.size,
+        }
+    }
+
     pub fn platform(&self, platform: &Platform) -> Option<&LockedPlatform> {
         self.platforms.iter().find(|p| &p.platform == platform)
     }
@@ -150,6 +142,17 @@ impl LockedImage {
     }
 }
 
+impl LockedPlatform {
+    /// The descriptor of the platform manifest.
+    pub fn descriptor(&self) -> Descriptor {
+        Descriptor {
+            media_type: self.media_type.clone(),
+            digest: self.digest.clone(),
+            size: self.size,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -164,12 +167,12 @@ mod tests {
             images: vec![LockedImage {
                 reference: "registry.k8s.io/pause:3.10".parse().unwrap(),
                 digest: d.clone(),
-                media_type: crate::media::OCI_INDEX.into(),
+                media_type: MediaType::ImageIndex,
                 size: 10,
                 platforms: vec![LockedPlatform {
                     platform: "linux/arm64".parse().unwrap(),
                     digest: d,
-                    media_type: crate::media::OCI_MANIFEST.into(),
+                    media_type: MediaType::ImageManifest,
                     size: 5,
                 }],
             }],

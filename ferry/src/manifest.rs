@@ -6,7 +6,8 @@ use oci_spec::image::{ImageIndex, ImageManifest};
 use serde::Deserialize;
 
 use crate::digest::Digest;
-use crate::media;
+use crate::media::{self, MediaType};
+use crate::platform::Platform;
 
 /// Manifests larger than this are refused (registry:2 uses the same bound).
 pub const MAX_MANIFEST_BYTES: usize = 4 << 20;
@@ -14,43 +15,48 @@ pub const MAX_MANIFEST_BYTES: usize = 4 << 20;
 /// A content descriptor: what a manifest points at.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Descriptor {
-    pub media_type: String,
+    pub media_type: MediaType,
     pub digest: Digest,
     pub size: u64,
 }
 
-/// One entry of an index, with the platform it is for.
+/// One entry of an index, with the platform it says it is for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IndexEntry {
     pub descriptor: Descriptor,
-    pub os: String,
-    pub architecture: String,
-    pub variant: Option<String>,
+    pub platform: Option<Platform>,
 }
 
 /// A parsed top-level or platform manifest.
 #[derive(Debug, Clone)]
 pub enum Manifest {
     Index {
-        media_type: String,
+        media_type: MediaType,
         entries: Vec<IndexEntry>,
     },
     Image {
-        media_type: String,
+        media_type: MediaType,
         config: Descriptor,
         layers: Vec<Descriptor>,
     },
 }
 
 /// The fields of an image config that say which platform it is for.
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
-pub struct ConfigPlatform {
+#[derive(Deserialize)]
+struct ConfigPlatform {
     #[serde(default)]
-    pub os: String,
+    os: String,
     #[serde(default)]
-    pub architecture: String,
+    architecture: String,
     #[serde(default)]
-    pub variant: Option<String>,
+    variant: Option<String>,
+}
+
+/// The platform an image config says it is for.
+pub fn config_platform(bytes: &[u8]) -> Result<Platform, ManifestError> {
+    let c: ConfigPlatform = serde_json::from_slice(bytes)
+        .map_err(|e| ManifestError::Malformed(format!("image config: {e}")))?;
+    Ok(Platform::new(&c.os, &c.architecture, c.variant.as_deref()))
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -66,7 +72,13 @@ pub enum ManifestError {
     #[error("malformed manifest: {0}")]
     Malformed(String),
     #[error("malformed manifest: {0}")]
-    BadDigest(#[from] crate::digest::DigestError),
+    BadDigest(crate::digest::DigestError),
+}
+
+impl From<crate::digest::DigestError> for ManifestError {
+    fn from(e: crate::digest::DigestError) -> ManifestError {
+        ManifestError::BadDigest(e)
+    }
 }
 
 #[derive(Deserialize)]
@@ -80,7 +92,7 @@ struct Probe {
 
 fn descriptor(d: &oci_spec::image::Descriptor) -> Result<Descriptor, ManifestError> {
     Ok(Descriptor {
-        media_type: d.media_type().to_string(),
+        media_type: d.media_type().clone(),
         digest: d.digest().to_string().parse()?,
         size: d.size(),
     })
@@ -99,13 +111,13 @@ impl Manifest {
             return Err(ManifestError::Schema1);
         }
         let content_type = content_type
-            .map(|c| c.split(';').next().unwrap_or(c).trim())
+            .map(|c| MediaType::from(c.split(';').next().unwrap_or(c).trim()))
             .filter(|c| media::is_index(c) || media::is_manifest(c));
         let media_type = match (probe.media_type, content_type) {
-            (Some(m), _) => m,
-            (None, Some(c)) => c.to_string(),
-            (None, None) if probe.manifests.is_some() => media::OCI_INDEX.to_string(),
-            (None, None) if probe.layers.is_some() => media::OCI_MANIFEST.to_string(),
+            (Some(m), _) => MediaType::from(m.as_str()),
+            (None, Some(c)) => c,
+            (None, None) if probe.manifests.is_some() => MediaType::ImageIndex,
+            (None, None) if probe.layers.is_some() => MediaType::ImageManifest,
             (None, None) => return Err(ManifestError::Malformed("no mediaType".into())),
         };
         let malformed = |e: oci_spec::OciSpecError| ManifestError::Malformed(e.to_string());
@@ -115,19 +127,16 @@ impl Manifest {
                 .manifests()
                 .iter()
                 .map(|d| {
-                    let (os, architecture, variant) = match d.platform() {
-                        Some(p) => (
-                            p.os().to_string(),
-                            p.architecture().to_string(),
-                            p.variant().clone(),
-                        ),
-                        None => (String::new(), String::new(), None),
-                    };
+                    let platform = d.platform().as_ref().map(|p| {
+                        Platform::new(
+                            &p.os().to_string(),
+                            &p.architecture().to_string(),
+                            p.variant().as_deref(),
+                        )
+                    });
                     Ok(IndexEntry {
                         descriptor: descriptor(d)?,
-                        os,
-                        architecture,
-                        variant,
+                        platform,
                     })
                 })
                 .collect::<Result<_, ManifestError>>()?;
@@ -146,25 +155,19 @@ impl Manifest {
                     .map(descriptor)
                     .collect::<Result<_, _>>()?,
             })
-        } else if media_type == media::DOCKER_SCHEMA1 || media_type == media::DOCKER_SCHEMA1_SIGNED
+        } else if [media::DOCKER_SCHEMA1, media::DOCKER_SCHEMA1_SIGNED]
+            .contains(&media_type.to_string().as_str())
         {
             Err(ManifestError::Schema1)
         } else {
-            Err(ManifestError::UnsupportedType(media_type))
+            Err(ManifestError::UnsupportedType(media_type.to_string()))
         }
     }
 
-    pub fn media_type(&self) -> &str {
+    pub fn media_type(&self) -> &MediaType {
         match self {
             Manifest::Index { media_type, .. } | Manifest::Image { media_type, .. } => media_type,
         }
-    }
-}
-
-impl ConfigPlatform {
-    pub fn parse(bytes: &[u8]) -> Result<ConfigPlatform, ManifestError> {
-        serde_json::from_slice(bytes)
-            .map_err(|e| ManifestError::Malformed(format!("image config: {e}")))
     }
 }
 
@@ -186,9 +189,8 @@ mod tests {
                 media_type,
                 entries,
             } => {
-                assert_eq!(media_type, media::DOCKER_LIST);
-                assert_eq!(entries[0].architecture, "arm64");
-                assert_eq!(entries[0].variant.as_deref(), Some("v8"));
+                assert_eq!(media_type.to_string(), media::DOCKER_LIST);
+                assert_eq!(entries[0].platform, Some("linux/arm64/v8".parse().unwrap()));
                 assert_eq!(entries[0].descriptor.size, 7);
             }
             other => panic!("{other:?}"),
@@ -197,7 +199,7 @@ mod tests {
             r#"{{"schemaVersion":2,"config":{{"mediaType":"application/vnd.oci.image.config.v1+json","size":2,"digest":"{D}"}},"layers":[]}}"#
         );
         let parsed = Manifest::parse(m.as_bytes(), Some(media::OCI_MANIFEST)).unwrap();
-        assert_eq!(parsed.media_type(), media::OCI_MANIFEST);
+        assert_eq!(parsed.media_type(), &MediaType::ImageManifest);
         assert!(matches!(
             Manifest::parse(br#"{"schemaVersion":1,"name":"x"}"#, None),
             Err(ManifestError::Schema1)

@@ -1,4 +1,5 @@
-//! Platforms (`linux/amd64`, `linux/arm/v7`) as a spec names them, and the rule for
+//! Platforms (`linux/amd64`, `linux/arm/v7`): the one type for what a spec asks
+//! for, what an index entry or an image config says it is, and the rule for
 //! picking the matching entry out of a manifest list or OCI index.
 
 use std::fmt;
@@ -19,18 +20,29 @@ pub struct Platform {
 pub struct PlatformError(pub String);
 
 impl Platform {
-    /// Whether an index entry (or an image config) for `os`/`architecture`/`variant`
-    /// serves this platform. An unspecified variant asks for the architecture's default:
-    /// `linux/arm64` accepts entries without a variant or with `v8`.
-    pub fn matches(&self, os: &str, architecture: &str, variant: Option<&str>) -> bool {
-        if self.os != os || self.architecture != normalise_arch(architecture) {
+    /// The platform an index entry or image config states, as it states it (not
+    /// validated like a spec's: `unknown/unknown` attestation entries are kept),
+    /// with the architecture's Go spelling and an empty variant as none.
+    pub fn new(os: &str, architecture: &str, variant: Option<&str>) -> Platform {
+        Platform {
+            os: os.to_string(),
+            architecture: normalise_arch(architecture).to_string(),
+            variant: variant.filter(|v| !v.is_empty()).map(str::to_string),
+        }
+    }
+
+    /// Whether `offered` (an index entry's or an image config's platform) serves
+    /// this wanted platform. An unspecified variant asks for the architecture's
+    /// default: `linux/arm64` accepts entries without a variant or with `v8`.
+    pub fn matches(&self, offered: &Platform) -> bool {
+        if self.os != offered.os || self.architecture != offered.architecture {
             return false;
         }
         let default_variant = match self.architecture.as_str() {
             "arm64" => Some("v8"),
             _ => None,
         };
-        match (self.variant.as_deref(), variant.filter(|v| !v.is_empty())) {
+        match (self.variant.as_deref(), offered.variant.as_deref()) {
             (None, None) => true,
             (None, Some(v)) => Some(v) == default_variant,
             (Some(want), None) => Some(want) == default_variant,
@@ -103,16 +115,18 @@ mod tests {
 
     #[test]
     fn parses_and_matches() {
+        let p = Platform::new;
         let amd: Platform = "linux/amd64".parse().unwrap();
-        assert!(amd.matches("linux", "amd64", None));
-        assert!(!amd.matches("linux", "arm64", None));
-        assert!(!amd.matches("windows", "amd64", None));
+        assert!(amd.matches(&p("linux", "amd64", None)));
+        assert!(amd.matches(&p("linux", "x86_64", Some(""))));
+        assert!(!amd.matches(&p("linux", "arm64", None)));
+        assert!(!amd.matches(&p("windows", "amd64", None)));
         let arm: Platform = "linux/arm64".parse().unwrap();
-        assert!(arm.matches("linux", "arm64", Some("v8")));
-        assert!(arm.matches("linux", "arm64", None));
+        assert!(arm.matches(&p("linux", "arm64", Some("v8"))));
+        assert!(arm.matches(&p("linux", "aarch64", None)));
         let v7: Platform = "linux/arm/v7".parse().unwrap();
-        assert!(v7.matches("linux", "arm", Some("v7")));
-        assert!(!v7.matches("linux", "arm", Some("v6")));
+        assert!(v7.matches(&p("linux", "arm", Some("v7"))));
+        assert!(!v7.matches(&p("linux", "arm", Some("v6"))));
         assert_eq!(v7.to_string(), "linux/arm/v7");
         assert!("linux".parse::<Platform>().is_err());
         assert!("linux/AMD64".parse::<Platform>().is_err());

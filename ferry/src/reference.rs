@@ -120,7 +120,9 @@ fn valid_domain(d: &str) -> bool {
     host_ok && port_ok
 }
 
-fn valid_tag(t: &str) -> bool {
+/// Whether `t` is a tag as the distribution spec allows one
+/// (`[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}`).
+pub fn valid_tag(t: &str) -> bool {
     let b = t.as_bytes();
     !b.is_empty()
         && b.len() <= 128

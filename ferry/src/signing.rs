@@ -18,10 +18,10 @@ const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STA
 
 #[derive(Debug, thiserror::Error)]
 pub enum SignError {
-    #[error("{}: {source}", path.display())]
+    #[error("{}: {error}", path.display())]
     Io {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("{what} is not a minisign {kind}: {reason}")]
     Format {
@@ -83,9 +83,9 @@ pub struct PublicKey {
 
 impl PublicKey {
     pub fn load(path: &Path) -> Result<PublicKey, SignError> {
-        let text = std::fs::read_to_string(path).map_err(|source| SignError::Io {
+        let text = std::fs::read_to_string(path).map_err(|error| SignError::Io {
             path: path.to_path_buf(),
-            source,
+            error,
         })?;
         PublicKey::parse(&text, &path.display().to_string())
     }
@@ -171,9 +171,9 @@ impl PublicKey {
 
     /// Checks a `.minisig` text over `data`; returns the trusted comment.
     pub fn verify(&self, data: impl Read, signature: &str) -> Result<String, SignError> {
-        let hash = blake2b(data).map_err(|source| SignError::Io {
+        let hash = blake2b(data).map_err(|error| SignError::Io {
             path: PathBuf::from("<data>"),
-            source,
+            error,
         })?;
         self.verify_hash(&hash, signature)
     }
@@ -314,9 +314,9 @@ impl SecretKey {
 }
 
 fn read(path: &Path) -> Result<String, SignError> {
-    std::fs::read_to_string(path).map_err(|source| SignError::Io {
+    std::fs::read_to_string(path).map_err(|error| SignError::Io {
         path: path.to_path_buf(),
-        source,
+        error,
     })
 }
 

@@ -18,6 +18,7 @@ use serde::Deserialize;
 
 use crate::platform::Platform;
 use crate::reference::Reference;
+use crate::toml_file::{self, TomlError};
 
 /// A parsed, validated release spec.
 #[derive(Debug, Clone, PartialEq)]
@@ -41,17 +42,8 @@ pub struct ImageSpec {
 
 #[derive(Debug, thiserror::Error)]
 pub enum SpecError {
-    #[error("cannot read spec {}: {source}", path.display())]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("{}:{line}: {message}", path.display())]
-    Syntax {
-        path: PathBuf,
-        line: usize,
-        message: String,
-    },
+    #[error(transparent)]
+    Toml(#[from] TomlError),
     #[error("{}: {message}", path.display())]
     Invalid { path: PathBuf, message: String },
 }
@@ -85,39 +77,25 @@ struct RawImageTable {
     platforms: Option<Vec<Platform>>,
 }
 
-/// The 1-based line of a byte offset, for error messages.
-pub(crate) fn line_of(text: &str, offset: usize) -> usize {
-    text[..offset.min(text.len())].matches('\n').count() + 1
-}
-
-/// Turns a toml error into `path:line: message`, one line.
-pub(crate) fn syntax_error(text: &str, err: &toml::de::Error) -> (usize, String) {
-    let line = err.span().map_or(1, |s| line_of(text, s.start));
-    (line, err.message().replace('\n', " "))
-}
-
 impl Spec {
     /// Reads and validates the spec at `path`.
     pub fn load(path: &Path) -> Result<Spec, SpecError> {
-        let text = std::fs::read_to_string(path).map_err(|source| SpecError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        Spec::parse(path, &text)
+        Spec::parse(path, &toml_file::read(path, "spec")?)
     }
 
     /// Parses spec text; `path` is only used in error messages.
     pub fn parse(path: &Path, text: &str) -> Result<Spec, SpecError> {
-        let raw: RawSpec = toml::from_str(text).map_err(|e| {
-            let (line, mut message) = syntax_error(text, &e);
-            if message.starts_with("data did not match any variant") {
-                message = "an image is a reference string or a table { ref = \"…\", platforms = [\"os/arch\"] } with no other keys".into();
+        let raw: RawSpec = toml_file::parse(path, text).map_err(|e| match e {
+            TomlError::Syntax { path, line, message }
+                if message.starts_with("data did not match any variant") =>
+            {
+                TomlError::Syntax {
+                    path,
+                    line,
+                    message: "an image is a reference string or a table { ref = \"…\", platforms = [\"os/arch\"] } with no other keys".into(),
+                }
             }
-            SpecError::Syntax {
-                path: path.to_path_buf(),
-                line,
-                message,
-            }
+            e => e,
         })?;
         let invalid = |message: String| SpecError::Invalid {
             path: path.to_path_buf(),

@@ -8,11 +8,19 @@
 //!   blobs/sha256/<hex>         manifests, configs, layers: verified before they appear
 //!   .ferry/partial/<hex>       downloads under way; resumed with Range, never served
 //!   .ferry/tmp/                temporary files, renamed into place once complete
+//!   .ferry/staging/<run>/      blobs of a bundle being unpacked, until it checks out
+//!   .ferry/uploads/            pushes to the site registry under way
+//!   .ferry/bundles/<id>.json   the manifest of every bundle unpacked here (deltas
+//!                              name their base by it)
 //!   .ferry/lock                held while index.json is rewritten
 //! ```
+//! This module owns every path in that tree: other code asks the store for them.
 //! A blob becomes visible only after its digest matched: it is written to a temporary
 //! name, fsynced and renamed. `index.json` names an image only once every blob it
 //! needs is present, so a store is consistent at every instant.
+//!
+//! Only [`Store::create`] (pull, unpack) makes a store; [`Store::open`] (serve,
+//! inspect, plan) refuses a directory that is not one.
 
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
@@ -23,7 +31,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use oci_spec::image::{ImageIndex, ImageIndexBuilder, MediaType};
 
 use crate::digest::Digest;
-use crate::manifest::Descriptor;
+use crate::manifest::{Descriptor, Manifest, ManifestError};
 
 /// The annotation that names an image in `index.json`.
 pub const REF_NAME: &str = "org.opencontainers.image.ref.name";
@@ -38,18 +46,27 @@ pub struct Store {
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("{}: {source}", path.display())]
-    Io { path: PathBuf, source: io::Error },
+    #[error("{}: {error}", path.display())]
+    Io { path: PathBuf, error: io::Error },
     #[error("{} is not an OCI image layout: {reason}", path.display())]
     NotALayout { path: PathBuf, reason: String },
+    #[error("{} is not a store (no oci-layout file): pull or unpack into it first", path.display())]
+    NotAStore { path: PathBuf },
     #[error("blob {expected} does not match its content (got {actual})")]
     DigestMismatch { expected: Digest, actual: Digest },
+    #[error("blob {digest} is not in the store {} (run pull)", root.display())]
+    Missing { digest: Digest, root: PathBuf },
+    #[error("manifest {digest}: {error}")]
+    Manifest {
+        digest: Digest,
+        error: ManifestError,
+    },
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> StoreError + '_ {
-    move |source| StoreError::Io {
+    move |error| StoreError::Io {
         path: path.to_path_buf(),
-        source,
+        error,
     }
 }
 
@@ -61,35 +78,56 @@ fn sync_dir(dir: &Path) -> Result<(), StoreError> {
 }
 
 impl Store {
-    /// Opens the layout at `root`, creating it if it does not exist.
+    /// Opens the store at `root`, making it (an empty layout) if it does not exist.
+    pub fn create(root: &Path) -> Result<Store, StoreError> {
+        let store = Store {
+            root: root.to_path_buf(),
+        };
+        fs::create_dir_all(root).map_err(io_err(root))?;
+        let layout = root.join("oci-layout");
+        if !layout.exists() {
+            store.private_dirs()?;
+            store.write_atomic(&layout, LAYOUT.as_bytes())?;
+        }
+        Store::open(root)
+    }
+
+    /// Opens an existing store; a directory without an OCI layout is refused and
+    /// left as it was.
     pub fn open(root: &Path) -> Result<Store, StoreError> {
         let store = Store {
             root: root.to_path_buf(),
         };
-        for dir in [store.blob_dir(), store.partial_dir(), store.tmp_dir()] {
-            fs::create_dir_all(&dir).map_err(io_err(&dir))?;
-        }
         let layout = root.join("oci-layout");
-        match fs::read_to_string(&layout) {
-            Ok(text) => {
-                let v: serde_json::Value =
-                    serde_json::from_str(&text).map_err(|e| StoreError::NotALayout {
-                        path: layout.clone(),
-                        reason: e.to_string(),
-                    })?;
-                if v.get("imageLayoutVersion").and_then(|v| v.as_str()) != Some("1.0.0") {
-                    return Err(StoreError::NotALayout {
-                        path: layout,
-                        reason: "imageLayoutVersion is not 1.0.0".into(),
-                    });
-                }
-            }
+        let text = match fs::read_to_string(&layout) {
+            Ok(text) => text,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                store.write_atomic(&layout, LAYOUT.as_bytes())?;
+                return Err(StoreError::NotAStore {
+                    path: root.to_path_buf(),
+                })
             }
             Err(e) => return Err(io_err(&layout)(e)),
+        };
+        let v: serde_json::Value =
+            serde_json::from_str(&text).map_err(|e| StoreError::NotALayout {
+                path: layout.clone(),
+                reason: e.to_string(),
+            })?;
+        if v.get("imageLayoutVersion").and_then(|v| v.as_str()) != Some("1.0.0") {
+            return Err(StoreError::NotALayout {
+                path: layout,
+                reason: "imageLayoutVersion is not 1.0.0".into(),
+            });
         }
+        store.private_dirs()?;
         Ok(store)
+    }
+
+    fn private_dirs(&self) -> Result<(), StoreError> {
+        for dir in [self.blob_dir(), self.partial_dir(), self.tmp_dir()] {
+            fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+        }
+        Ok(())
     }
 
     pub fn root(&self) -> &Path {
@@ -105,7 +143,90 @@ impl Store {
     }
 
     fn tmp_dir(&self) -> PathBuf {
-        self.root.join(".ferry").join("tmp")
+        self.private("tmp")
+    }
+
+    fn private(&self, name: &str) -> PathBuf {
+        self.root.join(".ferry").join(name)
+    }
+
+    /// A new directory for the blobs of one unpack (`run` names it), on the same
+    /// file system as the blobs so they can be renamed into place.
+    pub fn staging_dir(&self, run: &str) -> PathBuf {
+        self.private("staging").join(run)
+    }
+
+    /// Where the site registry keeps pushes under way.
+    pub fn uploads_dir(&self) -> PathBuf {
+        self.private("uploads")
+    }
+
+    /// Where the manifest of bundle `id` is kept once it is unpacked here.
+    pub fn bundle_record(&self, id: &Digest) -> PathBuf {
+        self.private("bundles").join(format!("{}.json", id.hex()))
+    }
+
+    /// Records that the bundle `id` (its manifest bytes) is unpacked here.
+    pub fn record_bundle(&self, id: &Digest, manifest: &[u8]) -> Result<(), StoreError> {
+        let record = self.bundle_record(id);
+        let dir = record.parent().expect("records live in a directory");
+        fs::create_dir_all(dir).map_err(io_err(dir))?;
+        self.write_atomic(&record, manifest)
+    }
+
+    /// Moves verified, fsynced files into place as blobs, then makes the renames
+    /// durable. The caller has checked each file against its digest.
+    pub fn adopt_blobs(&self, files: &[(PathBuf, Digest)]) -> Result<(), StoreError> {
+        for (file, digest) in files {
+            let to = self.blob_path(digest);
+            fs::rename(file, &to).map_err(io_err(&to))?;
+        }
+        sync_dir(&self.blob_dir())
+    }
+
+    /// The config and layers of the platform manifest `manifest`, read from the store.
+    pub fn platform_blobs(&self, manifest: &Descriptor) -> Result<Vec<Descriptor>, StoreError> {
+        let bytes = self.read_blob(&manifest.digest)?;
+        let parse_error = |error| StoreError::Manifest {
+            digest: manifest.digest.clone(),
+            error,
+        };
+        let media_type = manifest.media_type.to_string();
+        match Manifest::parse(&bytes, Some(&media_type)).map_err(parse_error)? {
+            Manifest::Image { config, layers, .. } => {
+                Ok(std::iter::once(config).chain(layers).collect())
+            }
+            Manifest::Index { .. } => Err(parse_error(ManifestError::Malformed(
+                "a platform manifest is an index (nested indexes are not supported)".into(),
+            ))),
+        }
+    }
+
+    /// Every blob an image needs for some of its platforms: the top-level manifest,
+    /// each platform manifest and their configs and layers, each once, with sizes.
+    /// Every one must be in the store.
+    pub fn closure(
+        &self,
+        top: &Descriptor,
+        platforms: &[Descriptor],
+    ) -> Result<BTreeMap<Digest, u64>, StoreError> {
+        let mut blobs = BTreeMap::new();
+        blobs.insert(top.digest.clone(), top.size);
+        for p in platforms {
+            blobs.insert(p.digest.clone(), p.size);
+            for d in self.platform_blobs(p)? {
+                blobs.insert(d.digest, d.size);
+            }
+        }
+        for digest in blobs.keys() {
+            if !self.has_blob(digest) {
+                return Err(StoreError::Missing {
+                    digest: digest.clone(),
+                    root: self.root.clone(),
+                });
+            }
+        }
+        Ok(blobs)
     }
 
     /// Where the blob `digest` lives once complete.
@@ -126,7 +247,13 @@ impl Store {
     /// Reads a whole blob; for manifests and configs, which are small.
     pub fn read_blob(&self, digest: &Digest) -> Result<Vec<u8>, StoreError> {
         let path = self.blob_path(digest);
-        fs::read(&path).map_err(io_err(&path))
+        fs::read(&path).map_err(|e| match e.kind() {
+            io::ErrorKind::NotFound => StoreError::Missing {
+                digest: digest.clone(),
+                root: self.root.clone(),
+            },
+            _ => io_err(&path)(e),
+        })
     }
 
     /// Writes `bytes` as blob `expected` after checking they hash to it.
@@ -188,7 +315,7 @@ impl Store {
                 out.insert(
                     name.clone(),
                     Descriptor {
-                        media_type: d.media_type().to_string(),
+                        media_type: d.media_type().clone(),
                         digest,
                         size: d.size(),
                     },
@@ -213,7 +340,7 @@ impl Store {
     /// Names `descriptor` as image `name` in `index.json`, replacing any earlier entry
     /// of that name. The blobs it needs must already be in the store.
     pub fn set_images(&self, images: &[(String, Descriptor)]) -> Result<(), StoreError> {
-        let lock_path = self.root.join(".ferry").join("lock");
+        let lock_path = self.private("lock");
         let lock = OpenOptions::new()
             .create(true)
             .truncate(false)
@@ -265,11 +392,7 @@ fn named_descriptor(name: &str, desc: &Descriptor) -> oci_spec::image::Descripto
         .to_string()
         .parse()
         .expect("a sha256 digest is an OCI digest");
-    let mut d = oci_spec::image::Descriptor::new(
-        MediaType::from(desc.media_type.as_str()),
-        desc.size,
-        digest,
-    );
+    let mut d = oci_spec::image::Descriptor::new(desc.media_type.clone(), desc.size, digest);
     d.set_annotations(Some([(REF_NAME.to_string(), name.to_string())].into()));
     d
 }
@@ -299,7 +422,7 @@ pub fn parse_index(bytes: &[u8]) -> Result<Vec<(String, Descriptor)>, String> {
         out.push((
             name.clone(),
             Descriptor {
-                media_type: d.media_type().to_string(),
+                media_type: d.media_type().clone(),
                 digest: d.digest().to_string().parse().map_err(|e| format!("{e}"))?,
                 size: d.size(),
             },
@@ -328,7 +451,7 @@ mod tests {
     #[test]
     fn blobs_are_verified_and_index_entries_replaced() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
+        let store = Store::create(dir.path()).unwrap();
         let bytes = b"{\"hello\":1}";
         let d = Digest::of(bytes);
         let wrong = Digest::of(b"other");
@@ -358,7 +481,7 @@ mod tests {
         assert_eq!(images.len(), 2);
         assert_eq!(images["registry.k8s.io/pause:3.10"].digest, wrong);
         assert_eq!(
-            images["docker.io/library/busybox:1"].media_type,
+            images["docker.io/library/busybox:1"].media_type.to_string(),
             media::DOCKER_LIST
         );
         // A second open keeps what is there.
@@ -368,5 +491,21 @@ mod tests {
             .unwrap()
             .next()
             .is_none());
+    }
+
+    #[test]
+    fn open_refuses_a_directory_that_is_not_a_store_and_leaves_it_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("notes.txt"), "mine").unwrap();
+        let e = Store::open(dir.path()).unwrap_err();
+        assert!(matches!(e, StoreError::NotAStore { .. }), "{e}");
+        let names: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["notes.txt"]);
+        assert!(Store::open(&dir.path().join("missing")).is_err());
+        Store::create(dir.path()).unwrap();
+        Store::open(dir.path()).unwrap();
     }
 }

@@ -1,71 +1,30 @@
-//! `verify`, `unpack` and `inspect`: the installer's side of the bundle archive.
+//! `verify` and `unpack`: the installer's side of the bundle archive, one streaming
+//! pass each, with progress.
 
 use std::path::Path;
-use std::process::ExitCode;
 
 use anyhow::Context as _;
-use ferry::archive::inspect::Summary;
 use ferry::archive::parts::PartReader;
-use ferry::archive::{unpack, ArchiveError};
-use ferry::progress::{human_bytes, Report};
+use ferry::archive::unpack;
 use ferry::signing::PublicKey;
 use ferry::store::Store;
-
-/// Exit code for a bundle that was refused (signature or content).
-pub const REFUSED: u8 = 3;
-
-/// Prints a refusal and gives its exit code; other errors go up as usual.
-fn refused(bundle: &Path, e: ArchiveError) -> anyhow::Result<ExitCode> {
-    match e {
-        ArchiveError::Io { .. } | ArchiveError::Store(_) => {
-            Err(anyhow::Error::new(e).context(format!("bundle {}", bundle.display())))
-        }
-        e => {
-            eprintln!("error: bundle {} refused: {e}", bundle.display());
-            Ok(ExitCode::from(REFUSED))
-        }
-    }
-}
+use ferry_cli::{human_bytes, Refused, Report};
 
 /// Runs one streaming pass over `bundle` (`verify`, or `unpack` into `store`) with a
 /// progress display, and says what came of it.
-fn stream(
-    bundle: &Path,
-    key: &Path,
-    store: Option<&Path>,
-    quiet: bool,
-) -> anyhow::Result<ExitCode> {
+fn stream(bundle: &Path, key: &Path, store: Option<&Path>, quiet: bool) -> anyhow::Result<()> {
     let key = PublicKey::load(key)?;
     let report = Report::new(quiet);
-    let reader = match PartReader::open(bundle, Some(&key)) {
-        Ok(r) => r,
-        Err(e) => return refused(bundle, e),
-    };
+    let reader = PartReader::open(bundle, Some(&key)).map_err(|e| Refused::classify(bundle, e))?;
     let store = store
-        .map(|s| Store::open(s).with_context(|| format!("store {}", s.display())))
+        .map(|s| Store::create(s).with_context(|| format!("store {}", s.display())))
         .transpose()?;
-    let what = if store.is_some() {
-        "unpacking"
-    } else {
-        "verifying"
-    };
-    let mut started = false;
-    let progress = |done, total| {
-        if !started {
-            report.start(what, total);
-            started = true;
-        }
-        report.set(done);
-    };
     let result = match &store {
-        Some(store) => unpack::unpack(reader, &key, store, progress),
-        None => unpack::verify(reader, &key, progress),
+        Some(store) => unpack::unpack(reader, &key, store, &report),
+        None => unpack::verify(reader, &key, &report),
     };
     report.finish();
-    let o = match result {
-        Ok(o) => o,
-        Err(e) => return refused(bundle, e),
-    };
+    let o = result.map_err(|e| Refused::classify(bundle, e))?;
     let m = &o.head.manifest;
     report.info(&match &store {
         Some(store) => format!(
@@ -88,28 +47,15 @@ fn stream(
             human_bytes(m.content_size())
         ),
     });
-    Ok(ExitCode::SUCCESS)
+    Ok(())
 }
 
-pub fn verify(bundle: &Path, key: &Path, quiet: bool) -> anyhow::Result<ExitCode> {
+/// `verify`: checks the signature and every byte, writing nothing.
+pub fn verify(bundle: &Path, key: &Path, quiet: bool) -> anyhow::Result<()> {
     stream(bundle, key, None, quiet)
 }
 
-pub fn unpack(bundle: &Path, key: &Path, store: &Path, quiet: bool) -> anyhow::Result<ExitCode> {
+/// `unpack`: verifies and adds the bundle to `store` (made if missing).
+pub fn unpack(bundle: &Path, key: &Path, store: &Path, quiet: bool) -> anyhow::Result<()> {
     stream(bundle, key, Some(store), quiet)
-}
-
-pub fn inspect(bundle: &Path, key: Option<&Path>, json: bool) -> anyhow::Result<ExitCode> {
-    let key = key.map(PublicKey::load).transpose()?;
-    let (head, size) = match ferry::archive::inspect::read(bundle, key.as_ref()) {
-        Ok(read) => read,
-        Err(e) => return refused(bundle, e),
-    };
-    let summary = Summary::new(&head, size);
-    if json {
-        println!("{}", summary.to_json());
-    } else {
-        print!("{}", summary.to_text());
-    }
-    Ok(ExitCode::SUCCESS)
 }

@@ -1,15 +1,13 @@
 //! `ferry-installer`: runs on the isolated site. It verifies and unpacks bundles,
 //! serves their images from an embedded registry and (later) installs Kubernetes
-//! from them. It never needs the internet.
-
-mod bundle;
-mod registry;
+//! from them. It never needs the internet. A thin command line over the
+//! `ferry_installer` library.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Context as _;
 use clap::{CommandFactory as _, Parser, Subcommand};
+use ferry_installer::{bundle, registry};
 
 const AFTER_HELP: &str = "\
 Examples:
@@ -26,17 +24,9 @@ Exit codes:
   2  bad command line
   3  bundle refused: unsigned, wrongly signed, truncated, altered or unsafe";
 
-/// `--version`: the package version and the git commit it was built from (build.rs).
-const VERSION: &str = concat!(
-    env!("CARGO_PKG_VERSION"),
-    " (commit ",
-    env!("FERRY_GIT_COMMIT"),
-    ")"
-);
-
 /// Verify, unpack and serve Ferry bundles on an isolated site.
 #[derive(Parser)]
-#[command(name = "ferry-installer", version = VERSION, after_help = AFTER_HELP)]
+#[command(name = "ferry-installer", version = ferry_cli::VERSION, after_help = AFTER_HELP)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -87,16 +77,7 @@ refused bundle becomes visible in the store. Exit code 3 when the bundle is refu
 Examples:
   ferry-installer inspect k8s.tar.zst
   ferry-installer inspect k8s.tar.zst --key release.pub --json")]
-    Inspect {
-        /// The bundle (or its first part).
-        bundle: PathBuf,
-        /// Check the manifest's signature with this public key.
-        #[arg(long)]
-        key: Option<PathBuf>,
-        /// Print JSON.
-        #[arg(long)]
-        json: bool,
-    },
+    Inspect(ferry_cli::inspect::InspectArgs),
     /// Serve the store as a registry that docker, containerd, podman, skopeo and helm pull from.
     Serve(registry::ServeArgs),
     /// Print a shell completion script.
@@ -108,7 +89,7 @@ Examples:
     Completions {
         /// The shell to complete for.
         #[arg(value_enum)]
-        shell: ferry::cli::Shell,
+        shell: ferry_cli::generate::Shell,
     },
     /// Print the man page (roff), or write one page per subcommand into a directory.
     #[command(after_help = "\
@@ -122,25 +103,7 @@ Examples:
     },
 }
 
-/// `completions` and `man`: generated from the clap definitions above.
-fn generate(command: Command) -> anyhow::Result<ExitCode> {
-    match command {
-        Command::Completions { shell } => ferry::cli::print_completions(Cli::command(), shell)
-            .context("cannot write to stdout")?,
-        Command::Man { out: Some(dir) } => {
-            ferry::cli::write_man(Cli::command(), &dir)
-                .with_context(|| format!("cannot write man pages into {}", dir.display()))?;
-            println!("wrote man pages into {}", dir.display());
-        }
-        Command::Man { out: None } => {
-            ferry::cli::print_man(Cli::command()).context("cannot write to stdout")?
-        }
-        _ => unreachable!("only completions and man are generated"),
-    }
-    Ok(ExitCode::SUCCESS)
-}
-
-fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Verify { bundle, key, quiet } => bundle::verify(&bundle, &key, quiet),
         Command::Unpack {
@@ -149,19 +112,13 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             store,
             quiet,
         } => bundle::unpack(&bundle, &key, &store, quiet),
-        Command::Inspect { bundle, key, json } => bundle::inspect(&bundle, key.as_deref(), json),
+        Command::Inspect(args) => ferry_cli::inspect::run(&args),
         Command::Serve(args) => registry::serve(args),
-        command @ (Command::Completions { .. } | Command::Man { .. }) => generate(command),
+        Command::Completions { shell } => ferry_cli::generate::completions(Cli::command(), shell),
+        Command::Man { out } => ferry_cli::generate::man(Cli::command(), out.as_deref()),
     }
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    match run(cli) {
-        Ok(code) => code,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    ferry_cli::main(run)
 }

@@ -9,15 +9,20 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
 
-use ferry_e2e::image::{layer, platform_image, Flavor, Image};
+use ferry_testkit::image::{layer, platform_image, Flavor, Image};
 
 /// The path of a workspace binary (built on first use).
 pub fn bin_path(name: &str) -> PathBuf {
     bin(name)
 }
 
-/// Builds the workspace binaries once per test process, so the tests never run a
-/// stale `ferry-bundler` (a plain `cargo test` does not build other packages' bins).
+/// Builds the workspace binaries once per test run, so the tests never run a stale
+/// `ferry-bundler` (a plain `cargo test` does not build other packages' bins).
+///
+/// nextest runs every test in a process of its own: the first process of a run
+/// builds, under a lock in the target directory, and records the run's id
+/// (`NEXTEST_RUN_ID`) there; every later process of that run finds it and skips
+/// cargo. Outside nextest, each test binary builds once.
 fn bin(name: &str) -> PathBuf {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
     let dir = BUILT.get_or_init(|| {
@@ -28,22 +33,42 @@ fn bin(name: &str) -> PathBuf {
             .and_then(Path::parent)
             .expect("target dir")
             .to_path_buf();
-        let release = profile_dir.file_name().is_some_and(|n| n == "release");
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let mut cmd = Command::new(cargo);
-        cmd.args([
-            "build",
-            "-q",
-            "-p",
-            "ferry-bundler",
-            "-p",
-            "ferry-installer",
-        ]);
-        if release {
-            cmd.arg("--release");
+        let lock_path = profile_dir.join(".ferry-e2e-build.lock");
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(&lock_path)
+            .expect("opening the build lock");
+        lock.lock().expect("taking the build lock");
+        let stamp = profile_dir.join(".ferry-e2e-built-for");
+        let run = std::env::var("NEXTEST_RUN_ID").ok();
+        let built = run
+            .as_deref()
+            .is_some_and(|id| std::fs::read_to_string(&stamp).is_ok_and(|s| s == id));
+        if !built {
+            let release = profile_dir.file_name().is_some_and(|n| n == "release");
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+            let mut cmd = Command::new(cargo);
+            cmd.args([
+                "build",
+                "-q",
+                "-p",
+                "ferry-bundler",
+                "-p",
+                "ferry-installer",
+            ]);
+            if release {
+                cmd.arg("--release");
+            }
+            let status = cmd.status().expect("running cargo build");
+            assert!(status.success(), "cargo build of the binaries failed");
+            if let Some(id) = &run {
+                std::fs::write(&stamp, id).expect("recording the build");
+            }
         }
-        let status = cmd.status().expect("running cargo build");
-        assert!(status.success(), "cargo build of the binaries failed");
+        drop(lock);
         profile_dir
     });
     dir.join(name)

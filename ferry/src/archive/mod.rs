@@ -13,13 +13,13 @@
 //! reader trusts nothing before the manifest's signature checks out, then checks every
 //! entry against it while streaming (see [`unpack`]).
 
-pub mod inspect;
 pub mod pack;
 pub mod parts;
 pub mod unpack;
+pub mod write;
 
 use std::io::Read;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
@@ -77,7 +77,7 @@ pub struct BaseBundle {
 pub struct BundleImage {
     pub name: String,
     pub digest: Digest,
-    pub media_type: String,
+    pub media_type: crate::media::MediaType,
     pub platforms: Vec<Platform>,
     /// Bytes of every blob the image needs (manifests included), shared ones counted.
     pub size: u64,
@@ -94,17 +94,17 @@ pub struct Entry {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ArchiveError {
-    #[error("{}: {source}", path.display())]
+    #[error("{}: {error}", path.display())]
     Io {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("not a ferry bundle: {0}")]
     NotABundle(String),
     #[error("the bundle is not signed: its second entry is {0:?}, not {SIGNATURE_ENTRY}")]
     Unsigned(String),
     #[error("the bundle's signature does not check out: {0}")]
-    Signature(#[from] SignError),
+    Signature(SignError),
     #[error("the bundle manifest is invalid: {0}")]
     BadManifest(String),
     #[error("the bundle is truncated or corrupt: {0}")]
@@ -140,14 +140,20 @@ pub enum ArchiveError {
     },
     #[error("{0}")]
     Part(String),
-    #[error("{0}")]
+    #[error(transparent)]
     Store(#[from] crate::store::StoreError),
+}
+
+impl From<SignError> for ArchiveError {
+    fn from(e: SignError) -> ArchiveError {
+        ArchiveError::Signature(e)
+    }
 }
 
 impl ArchiveError {
     pub(crate) fn io(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> ArchiveError {
         let path = path.into();
-        move |source| ArchiveError::Io { path, source }
+        move |error| ArchiveError::Io { path, error }
     }
 }
 
@@ -322,6 +328,14 @@ pub(crate) fn read_head_entries<R: Read>(
         key_id,
         verified,
     })
+}
+
+/// Reads the head of the bundle at `path` (or of its first part), checking its
+/// signature when `key` is given; returns it with the size of the file(s).
+pub fn read_head_of(path: &Path, key: Option<&PublicKey>) -> Result<(Head, u64), ArchiveError> {
+    let reader = parts::PartReader::open(path, None)?;
+    let size = reader.total_size();
+    Ok((read_head(reader, key)?, size))
 }
 
 /// Reads only the head of a bundle (for `inspect`): the rest is never decompressed.

@@ -5,6 +5,7 @@ use std::io::{Read, Write};
 use std::path::PathBuf;
 
 use super::{ArchiveError, Entry, MANIFEST_ENTRY, SIGNATURE_ENTRY};
+use crate::progress::{Progress, Silent};
 
 /// Where an entry's bytes come from.
 #[derive(Debug, Clone)]
@@ -61,11 +62,11 @@ fn append(
     mtime: u64,
     mut data: impl Read,
     buf: &mut [u8],
-    progress: &dyn Fn(u64),
+    progress: &dyn Progress,
 ) -> Result<(), ArchiveError> {
     let io = |e| ArchiveError::Io {
         path: PathBuf::from(path),
-        source: e,
+        error: e,
     };
     let mut h = header(size, mtime);
     h.set_path(path).map_err(io)?;
@@ -84,7 +85,7 @@ fn append(
         }
         out.write_all(&buf[..n]).map_err(io)?;
         done += n as u64;
-        progress(n as u64);
+        progress.advance(n as u64);
     }
     let padding = (512 - size % 512) % 512;
     out.write_all(&[0u8; 512][..padding as usize]).map_err(io)?;
@@ -99,11 +100,12 @@ pub fn pack<W: Write>(
     signature: &str,
     entries: &[PackEntry],
     options: &PackOptions,
-    progress: &dyn Fn(u64),
+    progress: &dyn Progress,
 ) -> Result<W, ArchiveError> {
+    progress.start("packing", entries.iter().map(|e| e.entry.size).sum());
     let zstd_err = |e| ArchiveError::Io {
         path: PathBuf::from("zstd"),
-        source: e,
+        error: e,
     };
     let mut encoder = zstd::stream::write::Encoder::new(out, options.level).map_err(zstd_err)?;
     encoder
@@ -111,7 +113,6 @@ pub fn pack<W: Write>(
         .map_err(zstd_err)?;
     encoder.include_checksum(true).map_err(zstd_err)?;
     let mut buf = vec![0u8; 128 << 10];
-    let none = |_| {};
     for (path, bytes) in [
         (MANIFEST_ENTRY, manifest_bytes),
         (SIGNATURE_ENTRY, signature.as_bytes()),
@@ -123,7 +124,7 @@ pub fn pack<W: Write>(
             options.mtime,
             bytes,
             &mut buf,
-            &none,
+            &Silent,
         )?;
     }
     for e in entries {

@@ -2,7 +2,7 @@
 //!
 //! The signature over the manifest is checked before anything else is trusted. Then
 //! every entry is hashed against the manifest as it is decompressed; blobs the store
-//! lacks are written under `.ferry/staging/` and fsynced. Only when the whole archive
+//! lacks are written into a staging directory of the store and fsynced. Only when the whole archive
 //! has checked out (no entry missing, altered, extra, duplicated, oversized or of the
 //! wrong kind, nothing after its end) are they renamed into `blobs/sha256/` and named
 //! in `index.json`. A refused bundle leaves nothing of itself visible in the store.
@@ -16,6 +16,7 @@ use super::{
     entry_path, read_head_entries, read_small, ArchiveError, Entry, Head, MAX_INDEX_BYTES,
 };
 use crate::digest::{Digest, Hasher};
+use crate::progress::Progress;
 use crate::signing::PublicKey;
 use crate::store::Store;
 
@@ -74,15 +75,6 @@ impl Syncer {
     }
 }
 
-/// Where a store keeps the manifests of the bundles unpacked into it.
-pub fn bundle_record(store: &Store, id: &Digest) -> PathBuf {
-    store
-        .root()
-        .join(".ferry")
-        .join("bundles")
-        .join(format!("{}.json", id.hex()))
-}
-
 fn kind_name(t: tar::EntryType) -> String {
     match t {
         tar::EntryType::Symlink => "symbolic link".into(),
@@ -100,7 +92,7 @@ fn copy_hashed(
     mut from: impl Read,
     out: &mut dyn Write,
     buf: &mut [u8],
-    progress: &mut dyn FnMut(u64),
+    progress: &dyn Progress,
 ) -> io::Result<(Digest, u64)> {
     let mut hasher = Hasher::new();
     loop {
@@ -110,27 +102,28 @@ fn copy_hashed(
         }
         hasher.update(&buf[..n]);
         out.write_all(&buf[..n])?;
-        progress(n as u64);
+        progress.advance(n as u64);
     }
     let len = hasher.len();
     Ok((hasher.finish(), len))
 }
 
-/// Checks a bundle without writing anything.
+/// Checks a bundle without writing anything. `progress` hears of "verifying" once
+/// the signed manifest gives the total, then of every byte checked.
 pub fn verify(
     input: impl Read + Send + 'static,
     key: &PublicKey,
-    progress: impl FnMut(u64, u64),
+    progress: &dyn Progress,
 ) -> Result<Outcome, ArchiveError> {
     run(input, key, None, progress)
 }
 
-/// Checks a bundle and adds it to `store`.
+/// Checks a bundle and adds it to `store` ("unpacking", as [`verify`]).
 pub fn unpack(
     input: impl Read + Send + 'static,
     key: &PublicKey,
     store: &Store,
-    progress: impl FnMut(u64, u64),
+    progress: &dyn Progress,
 ) -> Result<Outcome, ArchiveError> {
     run(input, key, Some(store), progress)
 }
@@ -139,7 +132,7 @@ fn run(
     input: impl Read + Send + 'static,
     key: &PublicKey,
     store: Option<&Store>,
-    mut progress: impl FnMut(u64, u64),
+    progress: &dyn Progress,
 ) -> Result<Outcome, ArchiveError> {
     let corrupt = |e: io::Error| ArchiveError::Corrupt(e.to_string());
     let decoder = zstd::stream::read::Decoder::new(input)
@@ -159,7 +152,7 @@ fn run(
             manifest: base.manifest.clone(),
             store: store.root().to_path_buf(),
         };
-        if !bundle_record(store, &base.manifest).is_file() {
+        if !store.bundle_record(&base.manifest).is_file() {
             return Err(missing_base());
         }
         for e in &manifest.external {
@@ -170,8 +163,14 @@ fn run(
         }
     }
 
-    let total = manifest.content_size();
-    let mut done = 0u64;
+    progress.start(
+        if store.is_some() {
+            "unpacking"
+        } else {
+            "verifying"
+        },
+        manifest.content_size(),
+    );
     let expected: HashMap<&str, &Entry> = manifest
         .entries
         .iter()
@@ -180,11 +179,7 @@ fn run(
     let mut seen: HashSet<String> = HashSet::new();
     let staging = match store {
         Some(s) => {
-            let dir = s.root().join(".ferry").join("staging").join(format!(
-                "{}-{}",
-                &head.id.hex()[..16],
-                std::process::id()
-            ));
+            let dir = s.staging_dir(&format!("{}-{}", &head.id.hex()[..16], std::process::id()));
             fs::create_dir_all(&dir).map_err(ArchiveError::io(&dir))?;
             Some(Staging(dir))
         }
@@ -222,13 +217,9 @@ fn run(
                 actual: size,
             });
         }
-        let mut tick = |n| {
-            done += n;
-            progress(done, total);
-        };
         let (actual, len) = if path == "index.json" || path == "oci-layout" {
             let bytes = read_small(&mut entry, &path, MAX_INDEX_BYTES)?;
-            tick(bytes.len() as u64);
+            progress.advance(bytes.len() as u64);
             let d = Digest::of(&bytes);
             if path == "index.json" {
                 index_bytes = Some(bytes.clone());
@@ -242,7 +233,7 @@ fn run(
                     let file = File::create(&tmp).map_err(ArchiveError::io(&tmp))?;
                     let mut out = BufWriter::with_capacity(1 << 20, file);
                     let r =
-                        copy_hashed(&mut entry, &mut out, &mut buf, &mut tick).map_err(corrupt)?;
+                        copy_hashed(&mut entry, &mut out, &mut buf, progress).map_err(corrupt)?;
                     let file = out.into_inner().map_err(|e| corrupt(e.into_error()))?;
                     if syncer.as_ref().is_some_and(|s| !s.send(file, &tmp)) {
                         let stopped = syncer.take().expect("checked above").finish();
@@ -255,7 +246,7 @@ fn run(
                     r
                 }
                 _ => {
-                    let r = copy_hashed(&mut entry, &mut io::sink(), &mut buf, &mut tick)
+                    let r = copy_hashed(&mut entry, &mut io::sink(), &mut buf, progress)
                         .map_err(corrupt)?;
                     outcome_present = (outcome_present.0 + 1, outcome_present.1 + r.1);
                     r
@@ -321,28 +312,10 @@ fn commit(
     head: &Head,
     images: &[(String, crate::manifest::Descriptor)],
 ) -> Result<(), ArchiveError> {
-    for (tmp, digest) in staged {
-        let to = store.blob_path(digest);
-        fs::rename(tmp, &to).map_err(ArchiveError::io(&to))?;
-    }
-    let blob_dir = store
-        .blob_path(&Digest::of(b""))
-        .parent()
-        .map(Path::to_path_buf);
-    if let Some(dir) = blob_dir {
-        File::open(&dir)
-            .and_then(|d| d.sync_all())
-            .map_err(ArchiveError::io(&dir))?;
-    }
+    store.adopt_blobs(staged)?;
     if !images.is_empty() {
         store.set_images(images)?;
     }
-    let record = bundle_record(store, &head.id);
-    if let Some(parent) = record.parent() {
-        fs::create_dir_all(parent).map_err(ArchiveError::io(parent))?;
-    }
-    let tmp = record.with_extension("json.tmp");
-    fs::write(&tmp, &head.manifest_bytes).map_err(ArchiveError::io(&tmp))?;
-    fs::rename(&tmp, &record).map_err(ArchiveError::io(&record))?;
+    store.record_bundle(&head.id, &head.manifest_bytes)?;
     Ok(())
 }

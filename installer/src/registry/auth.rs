@@ -15,11 +15,8 @@ use sha2::{Digest as _, Sha256};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AuthFileError {
-    #[error("{path}: {source}")]
-    Read {
-        path: String,
-        source: std::io::Error,
-    },
+    #[error("cannot read htpasswd file {path}: {error}")]
+    Read { path: String, error: std::io::Error },
     #[error("{path} line {line}: expected user:bcrypt-hash (make it with `htpasswd -Bbn USER PASSWORD`)")]
     Malformed { path: String, line: usize },
     #[error("{path}: no users")]
@@ -44,9 +41,9 @@ pub enum Caller {
 impl Htpasswd {
     pub fn load(path: &Path) -> Result<Htpasswd, AuthFileError> {
         let p = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| AuthFileError::Read {
+        let text = std::fs::read_to_string(path).map_err(|error| AuthFileError::Read {
             path: p.clone(),
-            source,
+            error,
         })?;
         let mut users = HashMap::new();
         for (i, line) in text.lines().enumerate() {

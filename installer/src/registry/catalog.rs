@@ -49,8 +49,7 @@ pub struct ManifestEntry {
 pub struct Child {
     pub digest: Digest,
     pub media_type: String,
-    pub os: String,
-    pub architecture: String,
+    pub platform: Option<ferry::Platform>,
 }
 
 /// One repository.
@@ -98,9 +97,9 @@ impl Catalog {
                 }
                 let path = store.blob_path(digest);
                 let len = std::fs::metadata(&path)
-                    .map_err(|source| StoreError::Io {
+                    .map_err(|error| StoreError::Io {
                         path: path.clone(),
-                        source,
+                        error,
                     })?
                     .len();
                 if len > MAX_MANIFEST_BYTES as u64 {
@@ -147,11 +146,13 @@ fn entry(digest: &Digest, media_type: &str, bytes: Bytes) -> ManifestEntry {
                     Some(Child {
                         digest: m["digest"].as_str()?.parse().ok()?,
                         media_type: m["mediaType"].as_str().unwrap_or_default().to_string(),
-                        os: m["platform"]["os"].as_str().unwrap_or_default().to_string(),
-                        architecture: m["platform"]["architecture"]
-                            .as_str()
-                            .unwrap_or_default()
-                            .to_string(),
+                        platform: m["platform"]["os"].as_str().map(|os| {
+                            ferry::Platform::new(
+                                os,
+                                m["platform"]["architecture"].as_str().unwrap_or_default(),
+                                m["platform"]["variant"].as_str(),
+                            )
+                        }),
                     })
                 })
                 .collect()
@@ -247,7 +248,8 @@ impl Images {
                 }
             };
             let repo = r.name();
-            if !cat.add(&self.store, &repo, &desc.digest, &desc.media_type, 0)? {
+            let media_type = desc.media_type.to_string();
+            if !cat.add(&self.store, &repo, &desc.digest, &media_type, 0)? {
                 eprintln!(
                     "warning: index.json names {name} but manifest {} is missing",
                     desc.digest

@@ -79,7 +79,11 @@ fn negotiate<'a>(
         let child = entry
             .children
             .iter()
-            .find(|c| c.os == "linux" && c.architecture == "amd64")
+            .find(|c| {
+                c.platform
+                    .as_ref()
+                    .is_some_and(|p| p.os == "linux" && p.architecture == "amd64")
+            })
             .ok_or_else(|| unknown("the manifest list has no linux/amd64 entry".into()))?;
         let m = cat
             .manifest(repo, &child.digest)
@@ -165,14 +169,15 @@ fn references(media_type: &str, doc: &Value) -> Result<Vec<Digest>, ApiError> {
             .map_err(|e: ferry::digest::DigestError| invalid(e.to_string()))
     };
     let mut out = Vec::new();
-    if media::is_index(media_type) {
+    let media_type = media::MediaType::from(media_type);
+    if media::is_index(&media_type) {
         for m in doc["manifests"]
             .as_array()
             .ok_or_else(|| invalid("an index needs a manifests list".into()))?
         {
             out.push(digest_of(m)?);
         }
-    } else if media::is_manifest(media_type) {
+    } else if media::is_manifest(&media_type) {
         if !doc["config"].is_object() {
             return Err(invalid("an image manifest needs a config".into()));
         }
@@ -184,7 +189,9 @@ fn references(media_type: &str, doc: &Value) -> Result<Vec<Digest>, ApiError> {
             }
             out.push(digest_of(l)?);
         }
-    } else if media_type == media::DOCKER_SCHEMA1 || media_type == media::DOCKER_SCHEMA1_SIGNED {
+    } else if [media::DOCKER_SCHEMA1, media::DOCKER_SCHEMA1_SIGNED]
+        .contains(&media_type.to_string().as_str())
+    {
         return Err(invalid("Docker schema 1 manifests are not accepted".into()));
     } else {
         return Err(invalid(format!(
@@ -258,7 +265,7 @@ pub async fn put(ctx: &Ctx, reference: &str, body: Body) -> ApiResult {
         }
     }
     let desc = Descriptor {
-        media_type: media_type.clone(),
+        media_type: media::MediaType::from(media_type.as_str()),
         digest: digest.clone(),
         size: bytes.len() as u64,
     };
@@ -270,7 +277,7 @@ pub async fn put(ctx: &Ctx, reference: &str, body: Body) -> ApiResult {
         if by_digest {
             state
                 .images
-                .add_untagged(&repo, &desc.digest, &desc.media_type)
+                .add_untagged(&repo, &desc.digest, desc.media_type.as_ref())
         } else {
             state.store.set_images(&[(name, desc)])?;
             state.images.reload()

@@ -13,7 +13,7 @@
 //! tags.rs       /v2/_catalog and /v2/<name>/tags/list, paginated
 //! referrers.rs  GET /v2/<name>/referrers/<digest>
 //! auth.rs       htpasswd (bcrypt) and HTTP Basic
-//! tls.rs        the site CA and server certificate (rcgen)
+//! tls.rs        rustls from a certificate (the site PKI's, see crate::pki)
 //! metrics.rs    /metrics and the access log
 //! error.rs      the spec's error codes and registry:2's JSON error body
 //! ```
@@ -34,7 +34,6 @@ mod uploads;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -43,8 +42,8 @@ use ferry::store::Store;
 
 const AFTER_HELP: &str = "\
 Examples:
-  # Serve a site store over HTTPS on port 5000 with a CA made on first start;
-  # nodes trust STORE/.ferry/tls/ca.pem:
+  # Serve a site store over HTTPS on port 5000 with a site CA made on first start
+  # (in --pki, default /var/lib/ferry/pki); nodes trust /var/lib/ferry/pki/ca.pem:
   ferry-installer serve --store /var/lib/ferry/store --san registry.site.lan
 
   # Plain HTTP on loopback (tests, or behind a TLS proxy):
@@ -76,10 +75,14 @@ pub struct ServeArgs {
     #[arg(long, default_value = "0.0.0.0:5000", value_name = "IP:PORT")]
     pub addr: SocketAddr,
 
-    /// `auto`: a site CA and server certificate kept under DIR/.ferry/tls (made on
-    /// first start); `off`: plain HTTP; `CERT,KEY`: these PEM files.
+    /// `auto`: a site CA and registry certificate kept in --pki (made on first
+    /// start); `off`: plain HTTP; `CERT,KEY`: these PEM files.
     #[arg(long, default_value = "auto", value_name = "auto|off|CERT,KEY")]
     pub tls: String,
+
+    /// The site PKI directory, outside the store: the site CA and its key live here.
+    #[arg(long, default_value = crate::pki::DEFAULT_DIR, value_name = "DIR")]
+    pub pki: PathBuf,
 
     /// Extra name or address for the server certificate (repeatable); the host name,
     /// localhost and every address of the host are always included.
@@ -125,32 +128,30 @@ fn tls_mode(text: &str) -> anyhow::Result<TlsMode> {
     })
 }
 
-pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
+/// `ferry-installer serve`: runs the registry until SIGTERM or Ctrl-C.
+pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let mode = tls_mode(&args.tls)?;
     if args.auth_pull && args.htpasswd.is_none() {
         bail!("--auth-pull needs --htpasswd");
     }
-    if !args.store.is_dir() {
-        bail!(
-            "{} is not a directory (unpack a bundle into it first)",
-            args.store.display()
-        );
-    }
-    let store = Store::open(&args.store)
-        .with_context(|| format!("opening store {}", args.store.display()))?;
     let auth = args
         .htpasswd
         .as_deref()
         .map(auth::Htpasswd::load)
         .transpose()?;
+    // Only pull and unpack make a store: serving a directory that is not one
+    // would show an empty registry and litter the directory.
+    let store = Store::open(&args.store)?;
     let tls = match mode {
         TlsMode::Off => None,
         TlsMode::Files(cert, key) => Some(tls::server_config(&cert, &key)?),
         TlsMode::Auto => {
             let sans = tls::wanted_sans(&args.san, args.addr.ip());
-            let (ca, made) = tls::ensure_auto(store.root(), &sans)
-                .context("making the site CA and server certificate")?;
-            let dir = tls::tls_dir(store.root());
+            let pki = crate::pki::Pki::new(&args.pki);
+            let made = pki
+                .ensure_registry_cert(&sans)
+                .context("making the site CA and registry certificate")?;
+            let ca = pki.ca_cert();
             eprintln!(
                 "site CA: {} ({}); nodes trust it (containerd hosts.toml: ca = \"{}\")",
                 ca.display(),
@@ -158,10 +159,8 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
                 ca.display()
             );
             eprintln!("server certificate names: {}", sans.join(", "));
-            Some(tls::server_config(
-                &dir.join("server.pem"),
-                &dir.join("server.key"),
-            )?)
+            let (cert, key) = pki.registry_cert();
+            Some(tls::server_config(&cert, &key)?)
         }
     };
     let uploads = uploads::Uploads::open(&store).context("preparing the upload directory")?;
@@ -188,5 +187,5 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         args.max_connections,
         Duration::from_secs(args.client_timeout),
     ))?;
-    Ok(ExitCode::SUCCESS)
+    Ok(())
 }

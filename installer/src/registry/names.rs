@@ -58,14 +58,7 @@ pub fn resolve(name: &str, ns: Option<&str>) -> Result<String, ApiError> {
 }
 
 /// A tag, as `ferry::Reference` accepts it (so it can be stored as a reference name).
-pub fn valid_tag(tag: &str) -> bool {
-    let b = tag.as_bytes();
-    !b.is_empty()
-        && b.len() <= 128
-        && (b[0].is_ascii_alphanumeric() || b[0] == b'_')
-        && b.iter()
-            .all(|&c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-'))
-}
+pub use ferry::reference::valid_tag;
 
 #[cfg(test)]
 mod tests {

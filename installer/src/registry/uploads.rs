@@ -50,9 +50,9 @@ pub struct Uploads {
 }
 
 impl Uploads {
-    /// Prepares `DIR/.ferry/uploads`, removing what an earlier run left there.
+    /// Prepares the store's upload directory, removing what an earlier run left there.
     pub fn open(store: &Store) -> std::io::Result<Uploads> {
-        let dir = store.root().join(".ferry").join("uploads");
+        let dir = store.uploads_dir();
         std::fs::create_dir_all(&dir)?;
         for e in std::fs::read_dir(&dir)? {
             let _ = std::fs::remove_file(e?.path());

@@ -10,10 +10,12 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::reference::{Reference, DOCKER_HUB};
+use ferry::reference::{Reference, DOCKER_HUB};
+use ferry::toml_file::{self, TomlError};
 
-/// The rules shipped with Ferry (the workspace's `mirrors.toml`).
-pub const DEFAULT_RULES: &str = include_str!("../../mirrors.toml");
+/// The rules shipped with Ferry (`bundler/mirrors.toml`, linked as the workspace's
+/// `mirrors.toml`).
+pub const DEFAULT_RULES: &str = include_str!("../mirrors.toml");
 
 /// A set of mirror rules.
 #[derive(Debug, Clone, Default)]
@@ -84,17 +86,8 @@ impl fmt::Display for Endpoint {
 
 #[derive(Debug, thiserror::Error)]
 pub enum MirrorError {
-    #[error("cannot read mirror rules {}: {source}", path.display())]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("{}:{line}: {message}", path.display())]
-    Syntax {
-        path: PathBuf,
-        line: usize,
-        message: String,
-    },
+    #[error(transparent)]
+    Toml(#[from] TomlError),
     #[error("{}: {message}", path.display())]
     Invalid { path: PathBuf, message: String },
 }
@@ -122,22 +115,11 @@ impl MirrorRules {
 
     /// Reads rules from `path`; they replace the defaults entirely.
     pub fn load(path: &Path) -> Result<MirrorRules, MirrorError> {
-        let text = std::fs::read_to_string(path).map_err(|source| MirrorError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        MirrorRules::parse(path, &text)
+        MirrorRules::parse(path, &toml_file::read(path, "mirror rules")?)
     }
 
     pub fn parse(path: &Path, text: &str) -> Result<MirrorRules, MirrorError> {
-        let raw: RawRules = toml::from_str(text).map_err(|e| {
-            let (line, message) = crate::spec::syntax_error(text, &e);
-            MirrorError::Syntax {
-                path: path.to_path_buf(),
-                line,
-                message,
-            }
-        })?;
+        let raw: RawRules = toml_file::parse(path, text)?;
         let invalid = |message: String| MirrorError::Invalid {
             path: path.to_path_buf(),
             message,

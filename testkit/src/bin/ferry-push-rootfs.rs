@@ -10,25 +10,25 @@
 //! uid/gid 0, mtime 2024-01-01, mode 0755 for directories and executables and 0644
 //! for other files; symbolic links are kept as links. The image is an index (OCI)
 //! or manifest list (Docker) over that one platform, like most upstream images, with
-//! the config `ferry_e2e::image::platform_image` writes (`Cmd ["/bin/sh"]`, a PATH).
+//! the config `ferry_testkit::image::platform_image` writes (`Cmd ["/bin/sh"]`, a PATH).
 //! The same tree gives the same digests. Prints the digest of the index.
 //!
 //! `scripts/demo.sh` uses it to push Debian's static busybox (`busybox-static`) as
 //! `docker.io/library/busybox`, which containerd later runs with `ctr run`.
 //!
-//! Argument parsing is plain std on purpose, shared with `ferry-seed` (`ferry_e2e::args`).
+//! Argument parsing is plain std on purpose, shared with `ferry-seed` (`ferry_testkit::args`).
 
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use ferry_e2e::args::{self, check_registry, parse_platform, registry_value, Flags};
-use ferry_e2e::image::{self, platform_image, Flavor, Image};
+use ferry_testkit::args::{self, check_registry, parse_platform, registry_value, Flags};
+use ferry_testkit::image::{self, platform_image, Flavor, Image};
 
 const USAGE: &str = "usage: ferry-push-rootfs --registry URL --repo NAME --tag TAG --rootfs DIR \
 [--platform OS/ARCH[/VARIANT]] [--flavor oci|docker]";
 
-/// Fixed mtime of every entry: 2024-01-01T00:00:00Z (as in `ferry_e2e::image`).
+/// Fixed mtime of every entry: 2024-01-01T00:00:00Z (as in `ferry_testkit::image`).
 const MTIME: u64 = 1_704_067_200;
 
 #[derive(Debug)]

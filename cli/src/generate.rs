@@ -1,5 +1,5 @@
 //! Shell completions and man pages for both binaries, generated from their clap
-//! definitions (the `cli` feature, which only the binaries turn on).
+//! definitions (the `completions` and `man` subcommands).
 
 use std::io::{self, Write as _};
 use std::path::Path;
@@ -55,6 +55,26 @@ pub fn print_man(command: clap::Command) -> io::Result<()> {
 pub fn write_man(command: clap::Command, dir: &Path) -> io::Result<()> {
     std::fs::create_dir_all(dir)?;
     clap_mangen::generate_to(command, dir)
+}
+
+/// `completions SHELL`: the script on stdout.
+pub fn completions(command: clap::Command, shell: Shell) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    print_completions(command, shell).context("cannot write to stdout")
+}
+
+/// `man [--out DIR]`: the page on stdout, or every page into DIR.
+pub fn man(command: clap::Command, out: Option<&Path>) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    match out {
+        Some(dir) => {
+            write_man(command, dir)
+                .with_context(|| format!("cannot write man pages into {}", dir.display()))?;
+            println!("wrote man pages into {}", dir.display());
+            Ok(())
+        }
+        None => print_man(command).context("cannot write to stdout"),
+    }
 }
 
 #[cfg(test)]

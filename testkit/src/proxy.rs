@@ -570,7 +570,7 @@ fn error_body(status: u16) -> String {
     serde_json::json!({"errors": [{
         "code": code,
         "message": message,
-        "detail": format!("injected by ferry-e2e proxy (HTTP {status})"),
+        "detail": format!("injected by ferry-testkit proxy (HTTP {status})"),
     }]})
     .to_string()
 }

@@ -241,7 +241,7 @@ pub fn platform_image(
     let diff_ids: Vec<String> = layers.iter().map(|l| diff_id(&l.data)).collect();
     let history: Vec<Value> = (0..layers.len())
         .map(
-            |i| json!({"created": CREATED, "created_by": format!("ferry-e2e generated layer {i}")}),
+            |i| json!({"created": CREATED, "created_by": format!("ferry-testkit generated layer {i}")}),
         )
         .collect();
     let mut config = json!({
@@ -383,7 +383,7 @@ fn agent() -> ureq::Agent {
         .timeout_read(Duration::from_secs(120))
         .timeout_write(Duration::from_secs(120))
         .redirects(0)
-        .user_agent("ferry-e2e/0.1")
+        .user_agent("ferry-testkit/0.1")
         .build()
 }
 

@@ -1,23 +1,41 @@
-//! What `inspect` shows of a bundle, from its head alone: as text for people and as
-//! JSON for scripts. Both binaries print it the same way.
+//! `inspect`: what a bundle holds, from its head alone, as text for people and as
+//! JSON for scripts. Both binaries run this one implementation.
 
+use std::path::PathBuf;
+
+use ferry::archive::Head;
+use ferry::signing::PublicKey;
 use serde::Serialize;
 
-use std::path::Path;
-
-use super::parts::PartReader;
-use super::{read_head, ArchiveError, Head};
+use crate::exit::Refused;
 use crate::progress::human_bytes;
 
-/// Reads the head of the bundle at `path` (or of its first part), checking its
-/// signature when `key` is given; returns it with the size of the file(s).
-pub fn read(
-    path: &Path,
-    key: Option<&crate::signing::PublicKey>,
-) -> Result<(Head, u64), ArchiveError> {
-    let reader = PartReader::open(path, None)?;
-    let size = reader.total_size();
-    Ok((read_head(reader, key)?, size))
+/// The arguments of `inspect`, the same in both binaries.
+#[derive(Debug, clap::Args)]
+pub struct InspectArgs {
+    /// The bundle (or its first part).
+    pub bundle: PathBuf,
+    /// Check the manifest's signature with this public key.
+    #[arg(long)]
+    pub key: Option<PathBuf>,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Prints the summary of `args.bundle`; a bundle that cannot be read as one, or
+/// whose signature does not match `--key`, is refused (exit 3).
+pub fn run(args: &InspectArgs) -> anyhow::Result<()> {
+    let key = args.key.as_deref().map(PublicKey::load).transpose()?;
+    let (head, size) = ferry::archive::read_head_of(&args.bundle, key.as_ref())
+        .map_err(|e| Refused::classify(&args.bundle, e))?;
+    let summary = Summary::new(&head, size);
+    if args.json {
+        println!("{}", summary.to_json());
+    } else {
+        print!("{}", summary.to_text());
+    }
+    Ok(())
 }
 
 #[derive(Debug, Serialize)]

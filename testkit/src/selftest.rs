@@ -103,7 +103,7 @@ fn pushed_images_read_back_byte_identical_with_skopeo() {
         reg.served("GET", &format!("/blobs/{}", layer0.digest)),
         vec![(200, layer0.size())]
     );
-    assert!(!reg.access_log().contains("ferry-e2e-log-sync"));
+    assert!(!reg.access_log().contains("ferry-testkit-log-sync"));
 }
 
 #[test]

@@ -44,7 +44,7 @@ pub const REGISTRY_BIN: &str = "/usr/bin/docker-registry";
 const START_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Marker put in the path of the synchronisation requests (see [`Registry::access_log`]).
-const SYNC_MARKER: &str = "ferry-e2e-log-sync";
+const SYNC_MARKER: &str = "ferry-testkit-log-sync";
 
 /// A running registry:2 process on `127.0.0.1`, killed on drop.
 pub struct Registry {
@@ -309,7 +309,7 @@ storage:
       enabled: false
 http:
   addr: 127.0.0.1:{port}
-  secret: ferry-e2e-not-a-secret
+  secret: ferry-testkit-not-a-secret
 ",
         storage = storage.display()
     )

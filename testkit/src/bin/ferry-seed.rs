@@ -19,15 +19,15 @@
 //! `--spec-host` (default: the registry's own host:port); a benchmark then maps that
 //! host to the loopback registry with mirror rules.
 //!
-//! Argument parsing is plain std on purpose (`ferry_e2e::args`, shared with
+//! Argument parsing is plain std on purpose (`ferry_testkit::args`, shared with
 //! `ferry-push-rootfs`): the tool has a handful of flags and the test-support crate
 //! keeps its dependencies small.
 
 use std::process::ExitCode;
 use std::time::Instant;
 
-use ferry_e2e::args::{self, check_registry, parse_platform, registry_value, Flags, Platform};
-use ferry_e2e::image::{self, layer, platform_image, seed, Flavor, Image, PushStats};
+use ferry_testkit::args::{self, check_registry, parse_platform, registry_value, Flags, Platform};
+use ferry_testkit::image::{self, layer, platform_image, seed, Flavor, Image, PushStats};
 
 const USAGE: &str =
     "usage: ferry-seed --registry URL --images N --platforms OS/ARCH[/VARIANT],... \

@@ -1,0 +1,23 @@
+//! What the command lines of `ferry-bundler` and `ferry-installer` share, so both
+//! look and behave alike: progress and report rendering on stderr ([`progress`]),
+//! one error line and the exit codes ([`exit`]), `inspect` ([`inspect`]),
+//! completions and man pages ([`generate`]) and `--version` ([`VERSION`]).
+//!
+//! The `ferry` library draws nothing; it reports progress through
+//! [`ferry::progress::Progress`], which [`progress::Report`] renders.
+
+pub mod exit;
+pub mod generate;
+pub mod inspect;
+pub mod progress;
+
+pub use exit::{main, Refused};
+pub use progress::{human_bytes, Report};
+
+/// `--version`: the package version and the git commit it was built from (build.rs).
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("FERRY_GIT_COMMIT"),
+    ")"
+);
