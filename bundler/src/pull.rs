@@ -17,7 +17,7 @@ use ferry::Digest;
 use futures_util::{stream, StreamExt};
 use reqwest::StatusCode;
 
-use crate::client::{Client, FetchError, ATTEMPTS};
+use crate::client::{Client, FetchError, RetryPolicy, ATTEMPTS};
 use crate::resolve::{fetch_manifest, EndpointError};
 use ferry_cli::{human_bytes, Report};
 
@@ -265,7 +265,7 @@ async fn download_from(
                     report.add(chunk.len() as u64);
                 }
                 Ok(None) => break hasher.len() < blob.size,
-                Err(e) if drops + 1 >= ATTEMPTS => {
+                Err(e) if drops + 1 >= RetryPolicy::RESUME.attempts => {
                     out.flush().map_err(io)?;
                     return Err(BlobError::Dropped(FetchError::from(e).to_string()));
                 }
@@ -276,14 +276,14 @@ async fn download_from(
             // A dropped connection or a short body: resume from what arrived.
             out.flush().map_err(io)?;
             drops += 1;
-            if drops >= ATTEMPTS {
+            if drops >= RetryPolicy::RESUME.attempts {
                 return Err(BlobError::Dropped(format!(
                     "the body ended after {} of {} bytes",
                     hasher.len(),
                     blob.size
                 )));
             }
-            tokio::time::sleep(Duration::from_millis(100 << drops)).await;
+            tokio::time::sleep(RetryPolicy::RESUME.delay(drops)).await;
         }
     }
     out.flush().map_err(io)?;
