@@ -85,7 +85,7 @@ async fn get_manifest(
         if let Some(tag) = tag {
             match fetch_manifest(client, endpoint, tag, Some((digest, "lock"))).await {
                 Ok((bytes, _, _)) => {
-                    store.put_blob(digest, &bytes)?;
+                    put_manifest(store, digest, &bytes).await?;
                     return Ok(bytes);
                 }
                 Err(e @ EndpointError::WrongDigest { .. }) => {
@@ -109,7 +109,7 @@ async fn get_manifest(
         .await
         {
             Ok((bytes, _, _)) => {
-                store.put_blob(digest, &bytes)?;
+                put_manifest(store, digest, &bytes).await?;
                 return Ok(bytes);
             }
             Err(e) => {
@@ -124,6 +124,26 @@ async fn get_manifest(
         "cannot pull image {image}: no endpoint served {digest} ({})",
         failures.join("; ")
     )
+}
+
+/// Runs blocking file-system work (reading, fsync, rename) on tokio's blocking pool,
+/// so that it does not stall the workers driving the other downloads. A panic in
+/// `work` is passed on as if it had happened here.
+async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> T {
+    match tokio::task::spawn_blocking(work).await {
+        Ok(value) => value,
+        Err(e) => std::panic::resume_unwind(e.into_panic()),
+    }
+}
+
+/// Stores a verified manifest (write, fsync, rename, fsync of the directory).
+async fn put_manifest(
+    store: &Store,
+    digest: &Digest,
+    bytes: &Bytes,
+) -> Result<(), ferry::store::StoreError> {
+    let (store, digest, bytes) = (store.clone(), digest.clone(), bytes.clone());
+    blocking(move || store.put_blob(&digest, &bytes)).await
 }
 
 /// Brings the top-level and platform manifests of one image into the store.
@@ -226,8 +246,19 @@ async fn download_from(
     let Some(mut file) = lock_partial(store, &blob.digest).await.map_err(io)? else {
         return Ok(0);
     };
-    let mut hasher = resume_point(&mut file, blob.size).map_err(io)?;
+    let size = blob.size;
+    let (file, mut hasher) = blocking(move || {
+        let hasher = resume_point(&mut file, size)?;
+        Ok((file, hasher))
+    })
+    .await
+    .map_err(io)?;
     report.add(hasher.len());
+    // Chunks are written on the worker itself: each `write_all` only copies into this
+    // 1 MiB buffer, and the write(2) of a full buffer (or a flush) hands the page
+    // cache at most 1 MiB, which takes well under a millisecond; a trip to the
+    // blocking pool per chunk would cost more than it saves. What can wait on the
+    // disk (fsync, rename) and reading back a partial file run on the blocking pool.
     let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
     let mut fetched = 0u64;
     let mut drops = 0;
@@ -252,8 +283,12 @@ async fn download_from(
             match response.chunk().await {
                 Ok(Some(chunk)) => {
                     if hasher.len() + chunk.len() as u64 > blob.size {
-                        drop(out);
-                        let _ = std::fs::remove_file(&path);
+                        let path = path.clone();
+                        blocking(move || {
+                            drop(out);
+                            let _ = std::fs::remove_file(&path);
+                        })
+                        .await;
                         return Err(BlobError::TooLong {
                             digest: blob.digest.clone(),
                             size: blob.size,
@@ -290,16 +325,26 @@ async fn download_from(
     let file = out.into_inner().map_err(|e| io(e.into_error()))?;
     let actual = hasher.finish();
     if actual != blob.digest {
-        drop(file);
-        let _ = std::fs::remove_file(&path);
+        let path = path.clone();
+        blocking(move || {
+            drop(file);
+            let _ = std::fs::remove_file(&path);
+        })
+        .await;
         return Err(BlobError::WrongDigest {
             expected: blob.digest.clone(),
             actual,
         });
     }
-    file.sync_all().map_err(io)?;
-    drop(file);
-    store.commit_partial(&blob.digest)?;
+    // The fsync and the rename (with its directory fsync) can each wait on the disk.
+    let (store, digest) = (store.clone(), blob.digest.clone());
+    let committed = blocking(move || {
+        file.sync_all()?;
+        drop(file);
+        Ok(store.commit_partial(&digest))
+    })
+    .await;
+    committed.map_err(io)??;
     Ok(fetched)
 }
 
