@@ -1,12 +1,25 @@
 //! Registry credentials and authentication challenges.
 //!
-//! Credentials come from `--cred HOST=USER:PASSWORD` flags first, then from
-//! `~/.docker/config.json` (`$DOCKER_CONFIG/config.json`), looked up by the host
-//! actually contacted, since a mirror has its own accounts. Challenges are the
-//! `WWW-Authenticate` header of a 401: `Basic` or `Bearer realm=…,service=…,scope=…`.
+//! Credentials are looked up by the host actually contacted, since a mirror has its
+//! own accounts, and the first source that has some for it wins:
+//!
+//! 1. the command line: `--cred HOST=USER:PASSWORD`;
+//! 2. `~/.docker/config.json` (`$DOCKER_CONFIG/config.json`): the credential helper
+//!    that `credHelpers` names for the host, then the one `credsStore` names, then
+//!    `auths`.
+//!
+//! A helper is the program `docker-credential-NAME`, asked with docker's protocol:
+//! `get` as its argument, the server on stdin, `{"ServerURL","Username","Secret"}`
+//! as JSON on stdout, or "credentials not found in native keychain" and a failure
+//! status when it has none (then the next source is asked). Helpers run only for a
+//! host that asks for credentials, at most once per host and run.
+//!
+//! Challenges are the `WWW-Authenticate` header of a 401: `Basic` or
+//! `Bearer realm=…,service=…,scope=…`.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex, OnceLock};
 
 use base64::Engine as _;
 
@@ -23,18 +36,128 @@ impl std::fmt::Debug for Basic {
     }
 }
 
+/// What a credential helper answered for one host.
+type HelperAnswer = Result<Option<Basic>, CredentialError>;
+
 /// Credentials by registry host.
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Default)]
 pub struct Credentials {
+    /// From the command line.
     by_host: HashMap<String, Basic>,
+    /// `auths` of the docker config.
+    auths: HashMap<String, Basic>,
+    /// `credHelpers` of the docker config: a helper name by host.
+    helpers: HashMap<String, String>,
+    /// `credsStore` of the docker config.
+    store: Option<String>,
+    /// What the helpers answered, by host, so each host's are run once.
+    answers: Mutex<HashMap<String, Arc<OnceLock<HelperAnswer>>>>,
 }
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum CredentialError {
     #[error("--cred {0:?}: expected HOST=USER:PASSWORD")]
     Flag(String),
     #[error("{}: {message}", path.display())]
     DockerConfig { path: PathBuf, message: String },
+    #[error("credential helper {helper} for {host}: {message}")]
+    Helper {
+        helper: String,
+        host: String,
+        message: String,
+    },
+}
+
+/// What a credential helper prints, with a failure status, when it has nothing for
+/// the server (docker-credential-helpers' `errCredentialsNotFoundMessage`).
+const HELPER_NOT_FOUND: &str = "credentials not found in native keychain";
+
+/// The server a credential helper is asked about for `host`: docker logs in to
+/// Docker Hub as `https://index.docker.io/v1/` and to other registries by host.
+fn helper_server(host: &str) -> &str {
+    match host {
+        "registry-1.docker.io" | "docker.io" | "index.docker.io" => "https://index.docker.io/v1/",
+        _ => host,
+    }
+}
+
+/// `host[:port]` of a docker config key (`https://index.docker.io/v1/` or a host).
+fn config_host(key: &str) -> String {
+    key.trim_start_matches("https://")
+        .trim_start_matches("http://")
+        .split('/')
+        .next()
+        .unwrap_or(key)
+        .to_string()
+}
+
+/// The entry of `map` for `host`, trying the other names of Docker Hub's API host.
+fn lookup<'a, T>(map: &'a HashMap<String, T>, host: &str) -> Option<&'a T> {
+    map.get(host).or_else(|| match host {
+        "registry-1.docker.io" | "docker.io" => map
+            .get("index.docker.io")
+            .or_else(|| map.get("docker.io"))
+            .or_else(|| map.get("registry-1.docker.io")),
+        _ => None,
+    })
+}
+
+/// Asks `docker-credential-NAME get` for the credentials of `host`.
+fn run_helper(name: &str, host: &str) -> HelperAnswer {
+    use std::io::Write as _;
+    use std::process::{Command, Stdio};
+
+    #[derive(serde::Deserialize)]
+    #[serde(rename_all = "PascalCase")]
+    struct Answer {
+        username: String,
+        secret: String,
+    }
+
+    let helper = format!("docker-credential-{name}");
+    let fail = |message: String| CredentialError::Helper {
+        helper: helper.clone(),
+        host: host.to_string(),
+        message,
+    };
+    let mut child = Command::new(&helper)
+        .arg("get")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| fail(format!("cannot run it: {e}")))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        // A helper that exits without reading has answered all the same.
+        let _ = stdin.write_all(helper_server(host).as_bytes());
+    }
+    let out = child.wait_with_output().map_err(|e| fail(e.to_string()))?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() {
+        if stdout.trim() == HELPER_NOT_FOUND {
+            return Ok(None);
+        }
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let said = stderr
+            .lines()
+            .chain(stdout.lines())
+            .map(str::trim)
+            .find(|l| !l.is_empty())
+            .map(|l| format!(": {l}"))
+            .unwrap_or_default();
+        return Err(fail(format!("`get` failed ({}){said}", out.status)));
+    }
+    let answer: Answer = serde_json::from_str(&stdout)
+        .map_err(|e| fail(format!("`get` printed no credentials JSON ({e})")))?;
+    if answer.username == "<token>" {
+        return Err(fail(
+            "it holds an identity token, and ferry-bundler needs a user name and password".into(),
+        ));
+    }
+    Ok(Some(Basic {
+        user: answer.username,
+        password: answer.secret,
+    }))
 }
 
 impl Credentials {
@@ -75,6 +198,25 @@ impl Credentials {
             message,
         };
         let v: serde_json::Value = serde_json::from_str(text).map_err(|e| err(e.to_string()))?;
+        if let Some(store) = v.get("credsStore") {
+            let name = store
+                .as_str()
+                .ok_or_else(|| err("credsStore is not a string".into()))?;
+            self.store = Some(name.to_string()).filter(|n| !n.is_empty());
+        }
+        if let Some(helpers) = v.get("credHelpers") {
+            let helpers = helpers
+                .as_object()
+                .ok_or_else(|| err("credHelpers is not an object".into()))?;
+            for (key, name) in helpers {
+                let name = name
+                    .as_str()
+                    .ok_or_else(|| err(format!("credHelpers.{key} is not a string")))?;
+                if !name.is_empty() {
+                    self.helpers.insert(config_host(key), name.to_string());
+                }
+            }
+        }
         let Some(auths) = v.get("auths").and_then(|a| a.as_object()) else {
             return Ok(());
         };
@@ -90,14 +232,7 @@ impl Credentials {
             let (user, password) = decoded
                 .split_once(':')
                 .ok_or_else(|| err(format!("auths.{key}.auth is not base64 of USER:PASSWORD")))?;
-            let host = key
-                .trim_start_matches("https://")
-                .trim_start_matches("http://")
-                .split('/')
-                .next()
-                .unwrap_or(key)
-                .to_string();
-            self.by_host.entry(host).or_insert(Basic {
+            self.auths.entry(config_host(key)).or_insert(Basic {
                 user: user.to_string(),
                 password: password.to_string(),
             });
@@ -105,17 +240,35 @@ impl Credentials {
         Ok(())
     }
 
-    /// The credentials for the host (`host[:port]`) being contacted.
-    pub fn for_host(&self, host: &str) -> Option<&Basic> {
-        self.by_host.get(host).or_else(|| match host {
-            // Docker Hub's API host goes by several names in docker's config.
-            "registry-1.docker.io" | "docker.io" => self
-                .by_host
-                .get("index.docker.io")
-                .or_else(|| self.by_host.get("docker.io"))
-                .or_else(|| self.by_host.get("registry-1.docker.io")),
-            _ => None,
-        })
+    /// The credentials for the host (`host[:port]`) being contacted. This may run
+    /// credential helpers, which block: call it off the async workers.
+    pub fn for_host(&self, host: &str) -> Result<Option<Basic>, CredentialError> {
+        if let Some(found) = lookup(&self.by_host, host) {
+            return Ok(Some(found.clone()));
+        }
+        let answer = Arc::clone(
+            self.answers
+                .lock()
+                .unwrap()
+                .entry(host.to_string())
+                .or_default(),
+        );
+        // Tasks asking for the same host at once wait here for one helper run.
+        answer
+            .get_or_init(|| {
+                if let Some(name) = lookup(&self.helpers, host) {
+                    if let Some(found) = run_helper(name, host)? {
+                        return Ok(Some(found));
+                    }
+                }
+                if let Some(name) = &self.store {
+                    if let Some(found) = run_helper(name, host)? {
+                        return Ok(Some(found));
+                    }
+                }
+                Ok(lookup(&self.auths, host).cloned())
+            })
+            .clone()
     }
 }
 
@@ -218,13 +371,54 @@ mod tests {
     #[test]
     fn reads_docker_config_and_flags() {
         let mut c = Credentials::load(&["127.0.0.1:5000=al:pa:ss".into()]).unwrap();
-        assert_eq!(c.for_host("127.0.0.1:5000").unwrap().password, "pa:ss");
+        let found = |c: &Credentials, host: &str| c.for_host(host).unwrap().unwrap();
+        assert_eq!(found(&c, "127.0.0.1:5000").password, "pa:ss");
         c.add_docker_config(
             std::path::Path::new("config.json"),
             r#"{"auths":{"https://index.docker.io/v1/":{"auth":"dTpw"}}}"#,
         )
         .unwrap();
-        assert_eq!(c.for_host("registry-1.docker.io").unwrap().user, "u");
+        assert_eq!(found(&c, "registry-1.docker.io").user, "u");
         assert!(Credentials::load(&["nohost".into()]).is_err());
+    }
+
+    #[test]
+    fn flags_come_before_helpers_and_a_failing_helper_is_one_line_naming_it_and_the_host() {
+        let mut c = Credentials::default();
+        c.add_docker_config(
+            std::path::Path::new("config.json"),
+            r#"{"auths":{"a.io":{"auth":"dTpw"},"b.io":{"auth":"dTpw"}},
+                "credHelpers":{"https://b.io":"ferry-test-absent-helper"},
+                "credsStore":"ferry-test-absent-store"}"#,
+        )
+        .unwrap();
+        c.by_host.insert(
+            "c.io".into(),
+            Basic {
+                user: "carol".into(),
+                password: "pw".into(),
+            },
+        );
+        // The command line wins without asking any helper.
+        assert_eq!(c.for_host("c.io").unwrap().unwrap().user, "carol");
+        // credHelpers for b.io comes first, then credsStore, then auths: a helper that
+        // cannot run is an error, not a silent fall back to auths.
+        for (host, helper) in [
+            ("b.io", "docker-credential-ferry-test-absent-helper"),
+            ("a.io", "docker-credential-ferry-test-absent-store"),
+        ] {
+            let e = c.for_host(host).unwrap_err().to_string();
+            assert!(
+                e.starts_with(&format!(
+                    "credential helper {helper} for {host}: cannot run it"
+                )),
+                "{e}"
+            );
+            assert!(!e.contains('\n'), "{e}");
+        }
+        // Asked once per host: the answer is kept.
+        assert_eq!(c.answers.lock().unwrap().len(), 2);
+        assert_eq!(helper_server("docker.io"), "https://index.docker.io/v1/");
+        assert_eq!(helper_server("127.0.0.1:5000"), "127.0.0.1:5000");
     }
 }

@@ -10,7 +10,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use crate::mirrors::Endpoint;
@@ -126,6 +126,8 @@ pub enum FetchError {
     TooLarge,
     #[error("skipped: unreachable earlier in this run")]
     Unreachable,
+    #[error(transparent)]
+    Credentials(#[from] crate::auth::CredentialError),
 }
 
 /// reqwest's own text hides the cause (connection refused, certificate unknown).
@@ -177,7 +179,7 @@ pub struct ClientOptions {
 /// A registry client shared by every task of a run.
 pub struct Client {
     http: reqwest::Client,
-    credentials: Credentials,
+    credentials: Arc<Credentials>,
     /// Authorization header values by (base URL, repository).
     tokens: Mutex<HashMap<(String, String), HeaderValue>>,
     warned_insecure: Mutex<HashSet<String>>,
@@ -204,7 +206,7 @@ impl Client {
         }
         Ok(Client {
             http: builder.build().context("cannot set up the HTTP client")?,
-            credentials: options.credentials,
+            credentials: Arc::new(options.credentials),
             tokens: Mutex::default(),
             warned_insecure: Mutex::default(),
             unreachable: Mutex::default(),
@@ -369,7 +371,12 @@ impl Client {
         challenge: &Challenge,
     ) -> Result<HeaderValue, FetchError> {
         let host = endpoint.host().to_string();
-        let creds = self.credentials.for_host(&host);
+        // Credential helpers are programs that block: run them off the async workers.
+        let (credentials, lookup) = (Arc::clone(&self.credentials), host.clone());
+        let creds = match tokio::task::spawn_blocking(move || credentials.for_host(&lookup)).await {
+            Ok(found) => found?,
+            Err(e) => std::panic::resume_unwind(e.into_panic()),
+        };
         match challenge {
             Challenge::Basic => {
                 let c = creds.ok_or(FetchError::NoCredentials { host })?;
@@ -392,7 +399,7 @@ impl Client {
                     query.push(("service", s.clone()));
                 }
                 let mut request = self.http.get(realm).query(&query);
-                if let Some(c) = creds {
+                if let Some(c) = &creds {
                     request = request.basic_auth(&c.user, Some(&c.password));
                 }
                 let response = request.send().await?;

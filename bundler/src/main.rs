@@ -182,8 +182,9 @@ struct NetArgs {
     /// Trust this CA certificate (PEM) for HTTPS endpoints; repeatable.
     #[arg(long = "ca-cert", value_name = "PEM")]
     ca_certs: Vec<PathBuf>,
-    /// Credentials for a registry host, HOST=USER:PASSWORD; repeatable.
-    /// ~/.docker/config.json is read too.
+    /// Credentials for a registry host, HOST=USER:PASSWORD; repeatable. For a host
+    /// that no flag names, ~/.docker/config.json ($DOCKER_CONFIG/config.json) is read:
+    /// the helper credHelpers names for it, then credsStore, then auths.
     #[arg(long = "cred", value_name = "HOST=USER:PASSWORD")]
     creds: Vec<String>,
     /// Print nothing but errors.
