@@ -1088,3 +1088,101 @@ fn cred_helpers_and_creds_store_from_docker_config_log_in_by_the_helper_protocol
     );
     assert!(!run.stderr.contains("second line"), "{}", run.stderr);
 }
+
+#[test]
+fn a_password_from_stdin_or_the_environment_stays_off_the_command_line() {
+    let (f, _plain, reg, s) = behind_basic_auth(12);
+    let user = format!("{}=alice", reg.addr());
+    let args = |store: &'static str| {
+        vec![
+            "pull".to_string(),
+            "spec.toml".into(),
+            "--mirrors".into(),
+            "mirrors.toml".into(),
+            "--store".into(),
+            store.into(),
+            "--user".into(),
+            user.clone(),
+        ]
+    };
+    let env_pull = |store: &'static str, password: Option<&str>| {
+        let args = args(store);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        match password {
+            Some(p) => s.bundler_env(&args, &[("FERRY_REGISTRY_PASSWORD", p)]),
+            None => s.bundler(&args),
+        }
+    };
+    // `ferry-bundler pull ... --user HOST=alice --password-stdin`, `stdin` piped in, and
+    // a wrong FERRY_REGISTRY_PASSWORD that stdin must win over.
+    let stdin_pull = |store: &'static str, stdin: &str| {
+        use std::io::Write as _;
+        let mut child = Command::new(common::bin_path("ferry-bundler"))
+            .args(args(store))
+            .arg("--password-stdin")
+            .current_dir(s.dir.path())
+            .env("DOCKER_CONFIG", s.path(".docker"))
+            .env("FERRY_REGISTRY_PASSWORD", "wrong")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(stdin.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        (
+            out.status,
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+
+    // The environment variable.
+    env_pull("by-env", Some("s3cret")).success();
+    assert_eq!(stored_blobs(&s.path("by-env")), expected_blobs(&f));
+    let run = env_pull("env-wrong", Some("wrong")).failure();
+    assert!(run.error_line().contains("401"), "{}", run.stderr);
+    let run = env_pull("env-none", None).failure();
+    assert!(
+        run.error_line().contains("--password-stdin")
+            && run.error_line().contains("FERRY_REGISTRY_PASSWORD"),
+        "{}",
+        run.stderr
+    );
+
+    // Standard input: its first line, with or without the newline.
+    for (store, stdin) in [("by-stdin", "s3cret\n"), ("by-stdin-bare", "s3cret")] {
+        let (status, stderr) = stdin_pull(store, stdin);
+        assert!(status.success(), "{stderr}");
+        assert_eq!(stored_blobs(&s.path(store)), expected_blobs(&f));
+    }
+    let (status, stderr) = stdin_pull("stdin-wrong", "wrong\n");
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("401"), "{stderr}");
+    let (status, stderr) = stdin_pull("stdin-empty", "");
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("error: --password-stdin: no password on standard input"),
+        "{stderr}"
+    );
+
+    // --password-stdin means nothing without --user; --user takes HOST=USER.
+    let run = s.bundler(&["pull", "spec.toml", "--store", "x", "--password-stdin"]);
+    assert_eq!(run.status.code(), Some(2), "{}", run.stderr);
+    let run = s
+        .bundler_env(
+            &["pull", "spec.toml", "--store", "x", "--user", "alice"],
+            &[("FERRY_REGISTRY_PASSWORD", "s3cret")],
+        )
+        .failure();
+    assert!(
+        run.error_line()
+            .contains("--user \"alice\": expected HOST=USER"),
+        "{}",
+        run.stderr
+    );
+}

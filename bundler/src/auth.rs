@@ -3,7 +3,8 @@
 //! Credentials are looked up by the host actually contacted, since a mirror has its
 //! own accounts, and the first source that has some for it wins:
 //!
-//! 1. the command line: `--cred HOST=USER:PASSWORD`;
+//! 1. the command line: `--cred HOST=USER:PASSWORD`, or `--user HOST=USER` with the
+//!    password from `--password-stdin` or `FERRY_REGISTRY_PASSWORD`;
 //! 2. `~/.docker/config.json` (`$DOCKER_CONFIG/config.json`): the credential helper
 //!    that `credHelpers` names for the host, then the one `credsStore` names, then
 //!    `auths`.
@@ -58,6 +59,10 @@ pub struct Credentials {
 pub enum CredentialError {
     #[error("--cred {0:?}: expected HOST=USER:PASSWORD")]
     Flag(String),
+    #[error("--user {0:?}: expected HOST=USER")]
+    User(String),
+    #[error("{0}")]
+    Login(String),
     #[error("{}: {message}", path.display())]
     DockerConfig { path: PathBuf, message: String },
     #[error("credential helper {helper} for {host}: {message}")]
@@ -240,6 +245,52 @@ impl Credentials {
         Ok(())
     }
 
+    /// Adds `--user HOST=USER` with its password (from [`Self::login_password`]).
+    pub fn add_login(&mut self, login: &str, password: String) -> Result<(), CredentialError> {
+        let (host, user) = login
+            .split_once('=')
+            .filter(|(h, u)| !h.is_empty() && !u.is_empty() && !u.contains(':'))
+            .ok_or_else(|| CredentialError::User(login.to_string()))?;
+        if self.by_host.contains_key(host) {
+            return Err(CredentialError::Login(format!(
+                "{host} is given both --cred and --user: keep one"
+            )));
+        }
+        self.by_host.insert(
+            host.to_string(),
+            Basic {
+                user: user.to_string(),
+                password,
+            },
+        );
+        Ok(())
+    }
+
+    /// The password for `--user`: the first line of standard input with
+    /// `--password-stdin`, else `FERRY_REGISTRY_PASSWORD`.
+    pub fn login_password(stdin: bool) -> Result<String, CredentialError> {
+        let fail = |m: &str| CredentialError::Login(m.to_string());
+        let password = if stdin {
+            let mut line = String::new();
+            std::io::stdin()
+                .read_line(&mut line)
+                .map_err(|e| CredentialError::Login(format!("--password-stdin: {e}")))?;
+            line.trim_end_matches(['\n', '\r']).to_string()
+        } else {
+            std::env::var("FERRY_REGISTRY_PASSWORD").map_err(|_| {
+                fail("--user needs a password: pipe it to --password-stdin or set FERRY_REGISTRY_PASSWORD")
+            })?
+        };
+        if password.is_empty() {
+            return Err(fail(if stdin {
+                "--password-stdin: no password on standard input"
+            } else {
+                "FERRY_REGISTRY_PASSWORD is empty"
+            }));
+        }
+        Ok(password)
+    }
+
     /// The credentials for the host (`host[:port]`) being contacted. This may run
     /// credential helpers, which block: call it off the async workers.
     pub fn for_host(&self, host: &str) -> Result<Option<Basic>, CredentialError> {
@@ -420,5 +471,26 @@ mod tests {
         assert_eq!(c.answers.lock().unwrap().len(), 2);
         assert_eq!(helper_server("docker.io"), "https://index.docker.io/v1/");
         assert_eq!(helper_server("127.0.0.1:5000"), "127.0.0.1:5000");
+    }
+
+    #[test]
+    fn user_flags_are_host_equals_user_and_name_a_host_once() {
+        let mut c = Credentials::load(&["c.io=carol:pw".into()]).unwrap();
+        c.add_login("d.io=dave", "pw:with:colons".into()).unwrap();
+        let d = c.for_host("d.io").unwrap().unwrap();
+        assert_eq!(
+            (d.user.as_str(), d.password.as_str()),
+            ("dave", "pw:with:colons")
+        );
+        assert!(matches!(
+            c.add_login("c.io=carol", "pw".into()),
+            Err(CredentialError::Login(_))
+        ));
+        for bad in ["e.io", "=u", "e.io=", "e.io=u:p"] {
+            assert!(
+                matches!(c.add_login(bad, "pw".into()), Err(CredentialError::User(_))),
+                "{bad}"
+            );
+        }
     }
 }

@@ -187,6 +187,15 @@ struct NetArgs {
     /// the helper credHelpers names for it, then credsStore, then auths.
     #[arg(long = "cred", value_name = "HOST=USER:PASSWORD")]
     creds: Vec<String>,
+    /// Log in to HOST as USER, keeping the password off the command line: it is read
+    /// from standard input with --password-stdin, else from the environment variable
+    /// FERRY_REGISTRY_PASSWORD. Takes precedence like --cred.
+    #[arg(long, value_name = "HOST=USER")]
+    user: Option<String>,
+    /// Read the password for --user from standard input (its first line), e.g.
+    /// `pass show registry | ferry-bundler pull ... --user HOST=USER --password-stdin`.
+    #[arg(long, requires = "user")]
+    password_stdin: bool,
     /// Print nothing but errors.
     #[arg(long, short)]
     quiet: bool,
@@ -201,9 +210,13 @@ impl NetArgs {
     }
 
     fn client(&self) -> anyhow::Result<Client> {
+        let mut credentials = Credentials::load(&self.creds)?;
+        if let Some(login) = &self.user {
+            credentials.add_login(login, Credentials::login_password(self.password_stdin)?)?;
+        }
         Client::new(ClientOptions {
             ca_certs: self.ca_certs.clone(),
-            credentials: Credentials::load(&self.creds)?,
+            credentials,
         })
     }
 }
