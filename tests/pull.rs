@@ -1186,3 +1186,61 @@ fn a_password_from_stdin_or_the_environment_stays_off_the_command_line() {
         run.stderr
     );
 }
+
+#[test]
+fn a_blob_served_with_other_bytes_or_too_many_is_refused_and_its_partial_file_removed() {
+    let reg = Registry::start();
+    let f = fixture(13);
+    push_fixture(&reg.url(), "apps/", &f);
+    let s = Session::new();
+    s.write(
+        "spec.toml",
+        &spec(&["linux/amd64"], &[&format!("{HOST}/apps/gamma:1.0")]),
+    );
+    s.write("mirrors.toml", &direct_mirrors(reg.url()));
+    // registry:2 serves what its storage holds without checking it again.
+    let layer = &f.gamma.platforms[0].layers[0];
+    let data = reg
+        .storage_dir()
+        .join("docker/registry/v2/blobs/sha256")
+        .join(&layer.hex()[..2])
+        .join(layer.hex())
+        .join("data");
+    let partials = |store: &str| {
+        std::fs::read_dir(s.path(store).join(".ferry/partial"))
+            .map(|d| d.count())
+            .unwrap_or(0)
+    };
+
+    let mut other = layer.data.clone();
+    other[100] ^= 1;
+    std::fs::write(&data, &other).unwrap();
+    let run = pull(&s, "other", &[]).failure();
+    assert!(
+        run.stderr.contains(&format!("for blob {}", layer.digest))
+            && run.stderr.contains("served sha256:"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(partials("other"), 0);
+
+    let mut longer = layer.data.clone();
+    longer.extend_from_slice(&[0; 4096]);
+    std::fs::write(&data, &longer).unwrap();
+    let run = pull(&s, "longer", &[]).failure();
+    assert!(
+        run.stderr.contains(&format!(
+            "served more than the {} bytes the manifest gives for blob {}",
+            layer.data.len(),
+            layer.digest
+        )),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(partials("longer"), 0);
+
+    // With the true bytes back, the same stores complete.
+    std::fs::write(&data, &layer.data).unwrap();
+    pull(&s, "other", &[]).success();
+    assert!(s.path("other/blobs/sha256").join(layer.hex()).exists());
+}
