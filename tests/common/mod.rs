@@ -195,6 +195,7 @@ impl Session {
             // No credentials, passwords or dates from the machine running the tests.
             .env("DOCKER_CONFIG", self.dir.path().join(".docker"))
             .env_remove("FERRY_KEY_PASSWORD")
+            .env_remove("FERRY_REGISTRY_PASSWORD")
             .env_remove("SOURCE_DATE_EPOCH")
             .env_remove("RUST_BACKTRACE")
             .envs(env.iter().copied());
