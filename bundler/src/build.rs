@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{anyhow, Context as _};
 use ferry::archive::pack::PackOptions;
 use ferry::archive::write::{self, Contents, Output};
-use ferry::archive::BundleImage;
+use ferry::archive::{BundleFile, BundleImage};
 use ferry::lock::Lock;
 use ferry::signing::SecretKey;
 use ferry::spec::Spec;
@@ -77,6 +77,22 @@ pub fn build(o: BuildOptions<'_>) -> anyhow::Result<Vec<PathBuf>> {
         index.push((name, top));
         blobs.extend(mine);
     }
+    let mut files = Vec::new();
+    for (artifact, locked) in ferry::artifact::file_artifacts(&o.lock.files) {
+        let mine = o
+            .store
+            .closure(&artifact.top, &artifact.platforms)
+            .with_context(|| format!("file {}", artifact.name))?;
+        files.push(BundleFile {
+            name: locked[0].name.clone(),
+            version: locked[0].version.clone(),
+            file_name: ferry::file_spec::file_name(&locked[0].url).to_string(),
+            platforms: locked.iter().filter_map(|f| f.platform.clone()).collect(),
+            size: locked.iter().map(|f| f.size).sum(),
+        });
+        index.push((artifact.name, artifact.top));
+        blobs.extend(mine);
+    }
     let base = match o.base {
         Some(path) => Some(
             ferry::archive::read_head_of(path, None)
@@ -94,6 +110,7 @@ pub fn build(o: BuildOptions<'_>) -> anyhow::Result<Vec<PathBuf>> {
             spec: o.spec_text.clone(),
             lock: o.lock.to_toml(),
             images,
+            files,
             index,
             blobs,
             store: o.store,
@@ -116,12 +133,13 @@ pub fn build(o: BuildOptions<'_>) -> anyhow::Result<Vec<PathBuf>> {
     let m = &written.manifest;
     let count = written.paths.len();
     o.report.info(&format!(
-        "wrote {} ({} image(s), {} entries, {} compressed to {}{})",
+        "wrote {} ({} image(s), {} file(s), {} entries, {} compressed to {}{})",
         written
             .paths
             .first()
             .map_or(String::new(), |p| p.display().to_string()),
         m.images.len(),
+        m.files.len(),
         m.entries.len(),
         human_bytes(m.content_size()),
         human_bytes(written.size),

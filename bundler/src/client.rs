@@ -288,6 +288,21 @@ impl Client {
             .await
     }
 
+    /// Starts the download of a file (an endpoint of `MirrorRules::file_endpoints`)
+    /// from byte `offset`, as [`Client::blob`] does for a blob.
+    pub async fn file(&self, endpoint: &Endpoint, offset: u64) -> Result<Response, FetchError> {
+        let url = endpoint.to_string();
+        let mut headers = HeaderMap::new();
+        if offset > 0 {
+            headers.insert(
+                RANGE,
+                HeaderValue::from_str(&format!("bytes={offset}-")).expect("ascii"),
+            );
+        }
+        self.get(endpoint, &url, headers, &format!("file {url}"))
+            .await
+    }
+
     /// A GET with auth and retries; returns a response with a success status.
     async fn get(
         &self,

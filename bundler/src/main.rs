@@ -277,6 +277,11 @@ fn pinned_lock(spec: &Spec, path: &Path) -> anyhow::Result<Lock> {
             .platforms;
         image.platforms.retain(|p| wanted.contains(&p.platform));
     }
+    lock.files.retain(|f| {
+        spec.files.iter().any(|s| {
+            s.name == f.name && s.version == f.version && s.targets().contains(&f.platform)
+        })
+    });
     Ok(lock)
 }
 
@@ -320,8 +325,8 @@ fn pull_into(
 }
 
 fn warn_reserved(spec: &Spec, report: &Report) {
-    if !spec.files.is_empty() || !spec.charts.is_empty() {
-        report.warn("this ferry-bundler does not carry `files` or `charts` yet; they are skipped");
+    if !spec.charts.is_empty() {
+        report.warn("this ferry-bundler does not carry `charts` yet; they are skipped");
     }
 }
 

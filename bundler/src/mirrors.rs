@@ -1,5 +1,6 @@
 //! Mirror rules (`mirrors.toml`): for each upstream registry host, the ordered list of
-//! endpoints to try, each with an optional repository rewrite.
+//! endpoints to try, each with an optional repository rewrite; for each upstream
+//! file host, the URL prefixes that replace `https://HOST`.
 //!
 //! Rules are data so that China-friendly mirrors, a corporate proxy and the loopback
 //! registries of the tests all go through one mechanism. The upstream host is tried
@@ -21,6 +22,7 @@ pub const DEFAULT_RULES: &str = include_str!("../mirrors.toml");
 #[derive(Debug, Clone, Default)]
 pub struct MirrorRules {
     hosts: Vec<HostRule>,
+    files: Vec<FileHostRule>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -28,6 +30,20 @@ pub struct MirrorRules {
 struct RawRules {
     #[serde(default)]
     registry: Vec<HostRule>,
+    #[serde(default)]
+    files: Vec<FileHostRule>,
+}
+
+/// The mirrors of one upstream file host.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileHostRule {
+    pub host: String,
+    /// URL prefixes that replace `https://HOST`, in order.
+    #[serde(default)]
+    pub mirrors: Vec<String>,
+    #[serde(default)]
+    pub skip_upstream: bool,
 }
 
 /// The endpoints for one upstream host.
@@ -163,9 +179,85 @@ impl MirrorRules {
                 )));
             }
         }
+        let mut seen = std::collections::HashSet::new();
+        for rule in &raw.files {
+            if !seen.insert(rule.host.as_str()) {
+                return Err(invalid(format!(
+                    "host {:?} has two [[files]] rules",
+                    rule.host
+                )));
+            }
+            if rule.host.is_empty() || rule.host.contains('/') {
+                return Err(invalid(format!(
+                    "[[files]] host {:?} must be a host name such as dl.k8s.io",
+                    rule.host
+                )));
+            }
+            for m in &rule.mirrors {
+                let ok = (m.starts_with("https://") || m.starts_with("http://"))
+                    && !m.ends_with('/')
+                    && !m.contains('?');
+                if !ok {
+                    return Err(invalid(format!(
+                        "[[files]] host {}: mirror {m:?} must be an http(s) URL prefix with no trailing /",
+                        rule.host
+                    )));
+                }
+            }
+            if rule.skip_upstream && rule.mirrors.is_empty() {
+                return Err(invalid(format!(
+                    "[[files]] host {}: skip_upstream = true with no mirrors leaves nowhere to download from",
+                    rule.host
+                )));
+            }
+        }
         Ok(MirrorRules {
             hosts: raw.registry,
+            files: raw.files,
         })
+    }
+
+    /// The rule for an upstream file host, if any.
+    pub fn file_rule(&self, host: &str) -> Option<&FileHostRule> {
+        self.files.iter().find(|r| r.host == host)
+    }
+
+    /// Where to download the file at `url`, in order: each mirror of its host, then
+    /// `url` itself unless the rule skips upstream. Each is an [`Endpoint`] whose
+    /// `repository` holds the path (so it prints as the URL it fetches).
+    pub fn file_endpoints(&self, url: &str) -> Vec<Endpoint> {
+        let (scheme, rest) = url.split_once("://").unwrap_or(("https", url));
+        let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
+        let rule = self.file_rule(host);
+        let mut out: Vec<Endpoint> = rule
+            .map(|r| {
+                r.mirrors
+                    .iter()
+                    .map(|m| {
+                        let (m_scheme, m_rest) = m.split_once("://").expect("checked");
+                        let (m_host, m_path) = m_rest.split_once('/').unwrap_or((m_rest, ""));
+                        let repository = if m_path.is_empty() {
+                            path.to_string()
+                        } else {
+                            format!("{m_path}/{path}")
+                        };
+                        Endpoint {
+                            base_url: format!("{m_scheme}://{m_host}"),
+                            repository,
+                            upstream: false,
+                        }
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        if !rule.is_some_and(|r| r.skip_upstream) {
+            out.push(Endpoint {
+                base_url: format!("{scheme}://{host}"),
+                repository: path.to_string(),
+                upstream: true,
+            });
+        }
+        out
     }
 
     /// The rule for an upstream host, if any.
@@ -261,6 +353,44 @@ mod tests {
             assert!(rules.rule(host).is_some(), "{host}");
         }
         assert_eq!(ep(&rules, "example.com/a/b:1"), ["https://example.com/a/b"]);
+    }
+
+    #[test]
+    fn file_urls_go_to_their_host_mirrors_then_upstream() {
+        let rules = MirrorRules::defaults();
+        let urls: Vec<String> = rules
+            .file_endpoints("https://dl.k8s.io/release/v1.31.14/bin/linux/amd64/kubelet")
+            .iter()
+            .map(|e| e.to_string())
+            .collect();
+        assert_eq!(
+            urls,
+            [
+                "https://files.m.daocloud.io/dl.k8s.io/release/v1.31.14/bin/linux/amd64/kubelet",
+                "https://dl.k8s.io/release/v1.31.14/bin/linux/amd64/kubelet",
+            ]
+        );
+        let local = MirrorRules::parse(
+            Path::new("m.toml"),
+            "[[files]]\nhost = \"get.helm.sh\"\nmirrors = [\"http://127.0.0.1:9/x\"]\nskip_upstream = true\n",
+        )
+        .unwrap();
+        let urls: Vec<String> = local
+            .file_endpoints("https://get.helm.sh/helm-v3.16.4-linux-amd64.tar.gz")
+            .iter()
+            .map(|e| e.to_string())
+            .collect();
+        assert_eq!(
+            urls,
+            ["http://127.0.0.1:9/x/helm-v3.16.4-linux-amd64.tar.gz"]
+        );
+        let e = MirrorRules::parse(
+            Path::new("m.toml"),
+            "[[files]]\nhost = \"a.io\"\nmirrors = [\"https://m.io/\"]\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("https://m.io/"), "{e}");
     }
 
     #[test]

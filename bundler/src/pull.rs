@@ -21,18 +21,34 @@ use crate::client::{Client, FetchError, RetryPolicy, ATTEMPTS};
 use crate::resolve::{fetch_manifest, EndpointError};
 use ferry_cli::{human_bytes, Report};
 
-/// An image whose manifests are in the store, with the blobs it still needs.
+/// An image (or a file artifact) whose manifests are in the store, with the blobs
+/// it still needs and where each can come from.
 struct ImagePlan {
     name: String,
     top: Descriptor,
-    blobs: Vec<Descriptor>,
-    endpoints: Vec<Endpoint>,
+    blobs: Vec<(Descriptor, Vec<Source>)>,
+}
+
+/// Where a blob can be downloaded from: a registry's blob endpoint, or a file URL
+/// (a file's bytes are the layer of its artifact).
+#[derive(Clone, PartialEq)]
+enum Source {
+    Blob(Endpoint),
+    File(Endpoint),
+}
+
+impl std::fmt::Display for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Source::Blob(e) | Source::File(e) => e.fmt(f),
+        }
+    }
 }
 
 /// One blob to download, with every endpoint that can serve it.
 struct BlobJob {
     descriptor: Descriptor,
-    endpoints: Vec<Endpoint>,
+    endpoints: Vec<Source>,
 }
 
 /// What a pull did.
@@ -179,9 +195,39 @@ async fn fetch_manifests(
     Ok(ImagePlan {
         name,
         top: locked.descriptor(),
-        blobs,
-        endpoints,
+        blobs: {
+            let sources: Vec<Source> = endpoints.into_iter().map(Source::Blob).collect();
+            blobs.into_iter().map(|b| (b, sources.clone())).collect()
+        },
     })
+}
+
+/// Puts the manifests of every file artifact of `lock` into the store (they are
+/// made from the lock) and plans the download of each file's bytes.
+fn file_plans(rules: &MirrorRules, lock: &Lock, store: &Store) -> anyhow::Result<Vec<ImagePlan>> {
+    let mut plans = Vec::new();
+    for (artifact, files) in ferry::artifact::file_artifacts(&lock.files) {
+        for (digest, bytes) in &artifact.blobs {
+            store.put_blob(digest, bytes)?;
+        }
+        plans.push(ImagePlan {
+            name: artifact.name,
+            top: artifact.top,
+            blobs: files
+                .iter()
+                .map(|f| {
+                    let layer = Descriptor {
+                        media_type: ferry::artifact::FILE_LAYER_TYPE.into(),
+                        digest: f.sha256.clone(),
+                        size: f.size,
+                    };
+                    let sources = rules.file_endpoints(&f.url).into_iter().map(Source::File);
+                    (layer, sources.collect())
+                })
+                .collect(),
+        });
+    }
+    Ok(plans)
 }
 
 /// Opens the partial file of a blob for this process alone. Another pull into the
@@ -234,7 +280,7 @@ fn resume_point(file: &mut std::fs::File, size: u64) -> std::io::Result<Hasher> 
 async fn download_from(
     client: &Client,
     store: &Store,
-    endpoint: &Endpoint,
+    source: &Source,
     blob: &Descriptor,
     report: &Report,
 ) -> Result<u64, BlobError> {
@@ -264,7 +310,10 @@ async fn download_from(
     let mut drops = 0;
     while hasher.len() < blob.size {
         let offset = hasher.len();
-        let mut response = client.blob(endpoint, &blob.digest, offset).await?;
+        let mut response = match source {
+            Source::Blob(endpoint) => client.blob(endpoint, &blob.digest, offset).await?,
+            Source::File(endpoint) => client.file(endpoint, offset).await?,
+        };
         let from_start = response.status() != StatusCode::PARTIAL_CONTENT
             || !response
                 .headers()
@@ -389,6 +438,11 @@ pub async fn pull(
 
     let mut errors = Vec::new();
     let mut ready = Vec::new();
+    // A few small manifests, fsynced: on this worker, but told it may block.
+    match tokio::task::block_in_place(|| file_plans(rules, lock, store)) {
+        Ok(files) => ready.extend(files),
+        Err(e) => errors.push(format!("{e:#}")),
+    }
     for plan in plans {
         match plan {
             Ok(p) => ready.push(p),
@@ -400,7 +454,7 @@ pub async fn pull(
     let mut jobs_by_digest: BTreeMap<Digest, BlobJob> = BTreeMap::new();
     let mut present = std::collections::HashSet::new();
     for plan in &ready {
-        for blob in &plan.blobs {
+        for (blob, sources) in &plan.blobs {
             if present.contains(&blob.digest) {
                 continue;
             }
@@ -416,9 +470,9 @@ pub async fn pull(
                     descriptor: blob.clone(),
                     endpoints: Vec::new(),
                 });
-            for e in &plan.endpoints {
-                if !job.endpoints.contains(e) {
-                    job.endpoints.push(e.clone());
+            for s in sources {
+                if !job.endpoints.contains(s) {
+                    job.endpoints.push(s.clone());
                 }
             }
         }
@@ -455,7 +509,12 @@ pub async fn pull(
 
     let mut complete = Vec::new();
     for plan in ready {
-        match plan.blobs.iter().find(|b| failed.contains_key(&b.digest)) {
+        match plan
+            .blobs
+            .iter()
+            .map(|(b, _)| b)
+            .find(|b| failed.contains_key(&b.digest))
+        {
             Some(b) => errors.push(format!(
                 "cannot pull image {}: blob {} failed ({})",
                 plan.name, b.digest, failed[&b.digest]

@@ -3,6 +3,8 @@
 
 use crate::mirrors::{Endpoint, MirrorRules};
 use anyhow::{anyhow, bail};
+use ferry::file_spec::FileSpec;
+use ferry::lock::LockedFile;
 use ferry::lock::{Lock, LockedImage, LockedPlatform, LOCK_VERSION};
 use ferry::manifest::{Manifest, MAX_MANIFEST_BYTES};
 use ferry::spec::{ImageSpec, Spec};
@@ -262,10 +264,92 @@ pub async fn resolve(
         .buffered(jobs)
         .try_collect()
         .await?;
+    let targets: Vec<(&FileSpec, Option<Platform>)> = spec
+        .files
+        .iter()
+        .flat_map(|f| f.targets().into_iter().map(move |t| (f, t)))
+        .collect();
+    let files: Vec<LockedFile> = stream::iter(targets)
+        .map(|(file, target)| resolve_file(client, rules, file, target, report))
+        .buffered(jobs)
+        .try_collect()
+        .await?;
     Ok(Lock {
         version: LOCK_VERSION,
         name: spec.name.clone(),
         spec_version: spec.version.clone(),
         images,
+        files,
     })
+}
+
+/// Downloads a file from `endpoint`, hashing it (nothing is kept): its digest and size.
+async fn hash_file(client: &Client, endpoint: &Endpoint) -> Result<(Digest, u64), FetchError> {
+    let mut response = client.file(endpoint, 0).await?;
+    let mut hasher = ferry::digest::Hasher::new();
+    while let Some(chunk) = response.chunk().await? {
+        hasher.update(&chunk);
+    }
+    let len = hasher.len();
+    Ok((hasher.finish(), len))
+}
+
+/// Pins one file on one platform: downloads it from the first endpoint that serves
+/// it and checks it against the spec's pin (an endpoint serving other bytes is
+/// skipped for the next); without a pin, what was downloaded is pinned, with a
+/// warning naming the file.
+pub async fn resolve_file(
+    client: &Client,
+    rules: &MirrorRules,
+    file: &FileSpec,
+    platform: Option<Platform>,
+    report: &Report,
+) -> anyhow::Result<LockedFile> {
+    let url = file.url_for(platform.as_ref());
+    let what = match &platform {
+        Some(p) => format!("file {} {} for {p}", file.name, file.version),
+        None => format!("file {} {}", file.name, file.version),
+    };
+    let pin = file.pin(platform.as_ref());
+    let mut failures = Vec::new();
+    for endpoint in rules.file_endpoints(&url) {
+        client.note_insecure(&endpoint, report);
+        match hash_file(client, &endpoint).await {
+            Ok((actual, size)) => {
+                if let Some(expected) = pin {
+                    if &actual != expected {
+                        report.warn(&format!(
+                            "{what}: {endpoint} serves sha256 {actual}, the spec pins {expected}; trying the next"
+                        ));
+                        failures.push(format!("{endpoint} served sha256 {actual}"));
+                        continue;
+                    }
+                } else {
+                    report.warn(&format!(
+                        "{what} has no sha256 in the spec: pinned to {actual}, as {endpoint} served it; copy upstream's pin into the spec"
+                    ));
+                }
+                report.info(&format!("locked {what} -> {actual}"));
+                return Ok(LockedFile {
+                    name: file.name.clone(),
+                    version: file.version.clone(),
+                    platform,
+                    url,
+                    sha256: actual,
+                    size,
+                });
+            }
+            Err(e) => {
+                report.warn(&format!("{what}: {endpoint} failed: {e}"));
+                failures.push(format!("{endpoint}: {e}"));
+            }
+        }
+    }
+    match pin {
+        Some(expected) => bail!(
+            "{what}: no endpoint served the pinned sha256 {expected} ({})",
+            failures.join("; ")
+        ),
+        None => bail!("{what}: every endpoint failed ({})", failures.join("; ")),
+    }
 }

@@ -50,6 +50,7 @@ pub struct Summary<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub base: Option<String>,
     pub images: Vec<ImageSummary<'a>>,
+    pub files: Vec<FileSummary<'a>>,
     pub entries: usize,
     /// Uncompressed bytes of the entries.
     pub total_size: u64,
@@ -62,6 +63,16 @@ pub struct Summary<'a> {
 pub struct ImageSummary<'a> {
     pub name: &'a str,
     pub digest: String,
+    pub platforms: Vec<String>,
+    pub size: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct FileSummary<'a> {
+    /// The name nodes and scripts use: `files/<name>:<version>`.
+    pub reference: String,
+    pub file_name: &'a str,
+    /// Empty for a platform-independent file.
     pub platforms: Vec<String>,
     pub size: u64,
 }
@@ -88,6 +99,16 @@ impl<'a> Summary<'a> {
                     digest: i.digest.to_string(),
                     platforms: i.platforms.iter().map(|p| p.to_string()).collect(),
                     size: i.size,
+                })
+                .collect(),
+            files: m
+                .files
+                .iter()
+                .map(|f| FileSummary {
+                    reference: ferry::artifact::file_ref_name(&f.name, &f.version),
+                    file_name: &f.file_name,
+                    platforms: f.platforms.iter().map(|p| p.to_string()).collect(),
+                    size: f.size,
                 })
                 .collect(),
             entries: m.entries.len(),
@@ -127,6 +148,23 @@ impl<'a> Summary<'a> {
                 i.platforms.join(","),
                 human_bytes(i.size)
             ));
+        }
+        if !self.files.is_empty() {
+            out.push_str(&format!("files      {}\n", self.files.len()));
+            for f in &self.files {
+                let platforms = if f.platforms.is_empty() {
+                    "any platform".to_string()
+                } else {
+                    f.platforms.join(",")
+                };
+                out.push_str(&format!(
+                    "  {}\n    {}  {}  {}\n",
+                    f.reference,
+                    f.file_name,
+                    platforms,
+                    human_bytes(f.size)
+                ));
+            }
         }
         out.push_str(&format!(
             "content    {} in {} entries ({} in the file)\ndedup      {} saved by storing shared blobs once\n",

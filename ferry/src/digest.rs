@@ -57,13 +57,39 @@ impl FromStr for Digest {
     type Err = DigestError;
 
     fn from_str(text: &str) -> Result<Digest, DigestError> {
+        let (algo, hex) = text.split_once(':').ok_or_else(|| DigestError {
+            text: text.to_string(),
+            reason: "expected <algorithm>:<hex>",
+        })?;
+        Digest::from_parts(text, algo, hex)
+    }
+}
+
+/// oci-spec's digest (in its descriptors) as ours: only sha256 is accepted.
+impl TryFrom<&oci_spec::image::Digest> for Digest {
+    type Error = DigestError;
+
+    fn try_from(d: &oci_spec::image::Digest) -> Result<Digest, DigestError> {
+        Digest::from_parts(d.as_ref(), d.algorithm().as_ref(), d.digest())
+    }
+}
+
+/// Ours as oci-spec's, for the descriptors it builds.
+impl From<&Digest> for oci_spec::image::Digest {
+    fn from(d: &Digest) -> oci_spec::image::Digest {
+        d.hex
+            .parse::<oci_spec::image::Sha256Digest>()
+            .expect("a validated sha256 digest")
+            .into()
+    }
+}
+
+impl Digest {
+    fn from_parts(text: &str, algo: &str, hex: &str) -> Result<Digest, DigestError> {
         let err = |reason| DigestError {
             text: text.to_string(),
             reason,
         };
-        let (algo, hex) = text
-            .split_once(':')
-            .ok_or_else(|| err("expected <algorithm>:<hex>"))?;
         if algo != "sha256" {
             return Err(err("only sha256 is supported"));
         }
@@ -147,6 +173,12 @@ mod tests {
             "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
         );
         assert_eq!(d.to_string().parse::<Digest>().unwrap(), d);
+        let oci = oci_spec::image::Digest::from(&d);
+        assert_eq!(oci.to_string(), d.to_string());
+        assert_eq!(Digest::try_from(&oci).unwrap(), d);
+        let sha512: oci_spec::image::Digest =
+            format!("sha512:{}", "a".repeat(128)).parse().unwrap();
+        assert!(Digest::try_from(&sha512).is_err());
         let mut h = Hasher::new();
         h.update(b"ab");
         h.update(b"c");

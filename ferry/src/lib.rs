@@ -5,6 +5,7 @@
 //! progress is reported through [`progress::Progress`].
 
 pub mod digest;
+pub mod file_spec;
 pub mod lock;
 pub mod manifest;
 pub mod media;
@@ -18,6 +19,7 @@ pub use digest::Digest;
 pub use platform::Platform;
 pub use reference::Reference;
 pub mod archive;
+pub mod artifact;
 pub mod pipe;
 pub mod progress;
 pub mod signing;

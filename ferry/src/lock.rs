@@ -27,6 +27,23 @@ pub struct Lock {
     pub spec_version: String,
     #[serde(default, rename = "image")]
     pub images: Vec<LockedImage>,
+    #[serde(default, rename = "file", skip_serializing_if = "Vec::is_empty")]
+    pub files: Vec<LockedFile>,
+}
+
+/// One file on one platform (or platform-independent), pinned by upstream's sha256.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LockedFile {
+    pub name: String,
+    pub version: String,
+    /// `None` for a platform-independent file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub platform: Option<Platform>,
+    /// Upstream's URL (mirrors are tried before it, by the mirror rules).
+    pub url: String,
+    pub sha256: Digest,
+    pub size: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -81,15 +98,28 @@ impl Lock {
     pub fn to_toml(&self) -> String {
         let body = toml::to_string(self).expect("a lock serialises");
         format!(
-            "# Written by `ferry-bundler lock`: every image pinned by digest. Do not edit.\n{body}"
+            "# Written by `ferry-bundler lock`: every image and file pinned by digest. Do not edit.\n{body}"
         )
+    }
+
+    /// The locked file `name` `version` for `platform`.
+    pub fn file(
+        &self,
+        name: &str,
+        version: &str,
+        platform: Option<&Platform>,
+    ) -> Option<&LockedFile> {
+        self.files
+            .iter()
+            .find(|f| f.name == name && f.version == version && f.platform.as_ref() == platform)
     }
 
     pub fn image(&self, reference: &Reference) -> Option<&LockedImage> {
         self.images.iter().find(|i| &i.reference == reference)
     }
 
-    /// Checks that the lock pins every image and platform `spec` asks for.
+    /// Checks that the lock pins every image, file and platform `spec` asks for, and
+    /// that a file's pin in the spec is the one locked.
     pub fn covers(&self, spec: &Spec, path: &Path) -> Result<(), LockError> {
         let invalid = |message: String| LockError::Invalid {
             path: path.to_path_buf(),
@@ -108,6 +138,29 @@ impl Lock {
                         "image {} has no {p} entry in the lock: run `ferry-bundler lock` again",
                         wanted.reference
                     )));
+                }
+            }
+        }
+        for file in &spec.files {
+            for target in file.targets() {
+                let what = match &target {
+                    Some(p) => format!("file {} {} for {p}", file.name, file.version),
+                    None => format!("file {} {}", file.name, file.version),
+                };
+                let locked = self
+                    .file(&file.name, &file.version, target.as_ref())
+                    .ok_or_else(|| {
+                        invalid(format!(
+                            "{what} is not in the lock: run `ferry-bundler lock` again"
+                        ))
+                    })?;
+                if let Some(pin) = file.pin(target.as_ref()) {
+                    if pin != &locked.sha256 {
+                        return Err(invalid(format!(
+                            "{what}: the spec pins {pin}, the lock {}: run `ferry-bundler lock` again",
+                            locked.sha256
+                        )));
+                    }
                 }
             }
         }
@@ -176,6 +229,7 @@ mod tests {
                     size: 5,
                 }],
             }],
+            files: Vec::new(),
         };
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("k.lock");

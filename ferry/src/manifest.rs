@@ -93,7 +93,7 @@ struct Probe {
 fn descriptor(d: &oci_spec::image::Descriptor) -> Result<Descriptor, ManifestError> {
     Ok(Descriptor {
         media_type: d.media_type().clone(),
-        digest: d.digest().to_string().parse()?,
+        digest: d.digest().try_into()?,
         size: d.size(),
     })
 }

@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::file_spec::{ChartSpec, FileSpec, RawChart, RawFile};
 use crate::platform::Platform;
 use crate::reference::Reference;
 use crate::toml_file::{self, TomlError};
@@ -27,10 +28,10 @@ pub struct Spec {
     pub version: String,
     pub platforms: Vec<Platform>,
     pub images: Vec<ImageSpec>,
-    /// Binaries to carry; reserved for a later format version and not pulled yet.
-    pub files: Vec<toml::Table>,
-    /// Helm charts to carry; reserved for a later format version and not pulled yet.
-    pub charts: Vec<toml::Table>,
+    /// Files to carry (binaries, archives, manifests), see [`crate::file_spec`].
+    pub files: Vec<FileSpec>,
+    /// Helm charts to carry.
+    pub charts: Vec<ChartSpec>,
 }
 
 /// One image a spec asks for, with the platforms wanted for it.
@@ -57,9 +58,9 @@ struct RawSpec {
     #[serde(default)]
     images: Vec<RawImage>,
     #[serde(default)]
-    files: Vec<toml::Table>,
+    files: Vec<RawFile>,
     #[serde(default)]
-    charts: Vec<toml::Table>,
+    charts: Vec<RawChart>,
 }
 
 #[derive(Deserialize)]
@@ -138,13 +139,41 @@ impl Spec {
                 platforms,
             });
         }
+        let mut files: Vec<FileSpec> = Vec::new();
+        for f in raw.files {
+            let f = f.check(&raw.platforms).map_err(invalid)?;
+            if files
+                .iter()
+                .any(|g| g.name == f.name && g.version == f.version)
+            {
+                return Err(invalid(format!(
+                    "file {} {} is listed twice",
+                    f.name, f.version
+                )));
+            }
+            files.push(f);
+        }
+        let mut charts: Vec<ChartSpec> = Vec::new();
+        for c in raw.charts {
+            let c = c.check().map_err(invalid)?;
+            if charts
+                .iter()
+                .any(|d| d.name == c.name && d.version == c.version)
+            {
+                return Err(invalid(format!(
+                    "chart {} {} is listed twice",
+                    c.name, c.version
+                )));
+            }
+            charts.push(c);
+        }
         Ok(Spec {
             name: raw.name,
             version: raw.version,
             platforms: raw.platforms,
             images,
-            files: raw.files,
-            charts: raw.charts,
+            files,
+            charts,
         })
     }
 }

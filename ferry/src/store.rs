@@ -304,14 +304,10 @@ impl Store {
         for d in index.manifests() {
             let name = d.annotations().as_ref().and_then(|a| a.get(REF_NAME));
             if let Some(name) = name {
-                let digest =
-                    d.digest()
-                        .to_string()
-                        .parse()
-                        .map_err(|e| StoreError::NotALayout {
-                            path: self.root.join("index.json"),
-                            reason: format!("{e}"),
-                        })?;
+                let digest = d.digest().try_into().map_err(|e| StoreError::NotALayout {
+                    path: self.root.join("index.json"),
+                    reason: format!("{e}"),
+                })?;
                 out.insert(
                     name.clone(),
                     Descriptor {
@@ -387,12 +383,11 @@ fn index_bytes(manifests: Vec<oci_spec::image::Descriptor>) -> Vec<u8> {
 
 /// The descriptor of image `name` as `index.json` lists it.
 fn named_descriptor(name: &str, desc: &Descriptor) -> oci_spec::image::Descriptor {
-    let digest: oci_spec::image::Digest = desc
-        .digest
-        .to_string()
-        .parse()
-        .expect("a sha256 digest is an OCI digest");
-    let mut d = oci_spec::image::Descriptor::new(desc.media_type.clone(), desc.size, digest);
+    let mut d = oci_spec::image::Descriptor::new(
+        desc.media_type.clone(),
+        desc.size,
+        oci_spec::image::Digest::from(&desc.digest),
+    );
     d.set_annotations(Some([(REF_NAME.to_string(), name.to_string())].into()));
     d
 }
@@ -423,7 +418,7 @@ pub fn parse_index(bytes: &[u8]) -> Result<Vec<(String, Descriptor)>, String> {
             name.clone(),
             Descriptor {
                 media_type: d.media_type().clone(),
-                digest: d.digest().to_string().parse().map_err(|e| format!("{e}"))?,
+                digest: d.digest().try_into().map_err(|e| format!("{e}"))?,
                 size: d.size(),
             },
         ));

@@ -55,6 +55,9 @@ pub struct BundleManifest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub base: Option<BaseBundle>,
     pub images: Vec<BundleImage>,
+    /// The files it carries (as artifacts named `files/<name>:<version>`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub files: Vec<BundleFile>,
     /// Every entry after the signature, sorted by path.
     pub entries: Vec<Entry>,
     /// Blobs the images need that a delta leaves to its base.
@@ -80,6 +83,20 @@ pub struct BundleImage {
     pub media_type: crate::media::MediaType,
     pub platforms: Vec<Platform>,
     /// Bytes of every blob the image needs (manifests included), shared ones counted.
+    pub size: u64,
+}
+
+/// One file of a bundle, for `inspect`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BundleFile {
+    pub name: String,
+    pub version: String,
+    /// The file name it is saved as (the last segment of its URL).
+    pub file_name: String,
+    /// Empty for a platform-independent file.
+    pub platforms: Vec<Platform>,
+    /// Bytes of the file on every platform.
     pub size: u64,
 }
 

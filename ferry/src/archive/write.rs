@@ -8,7 +8,9 @@ use std::path::{Path, PathBuf};
 
 use super::pack::{pack, PackEntry, PackOptions, Source};
 use super::parts::{self, PartWriter};
-use super::{ArchiveError, BaseBundle, BundleImage, BundleManifest, Entry, Head, FORMAT_VERSION};
+use super::{
+    ArchiveError, BaseBundle, BundleFile, BundleImage, BundleManifest, Entry, Head, FORMAT_VERSION,
+};
 use crate::digest::Digest;
 use crate::manifest::Descriptor;
 use crate::platform::Platform;
@@ -25,6 +27,7 @@ pub struct Contents<'a> {
     pub spec: String,
     pub lock: String,
     pub images: Vec<BundleImage>,
+    pub files: Vec<BundleFile>,
     /// `index.json` entries: image name and top-level descriptor.
     pub index: Vec<(String, Descriptor)>,
     /// Every blob the images need, once, with its size.
@@ -122,6 +125,7 @@ pub fn write(
             manifest: h.id.clone(),
         }),
         images: contents.images,
+        files: contents.files,
         entries: sources.iter().map(|s| s.entry.clone()).collect(),
         external,
     };

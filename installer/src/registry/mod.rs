@@ -9,6 +9,7 @@
 //! catalog.rs    the in-memory view: repositories, tags, manifest bytes
 //! manifests.rs  GET/HEAD/PUT /v2/<name>/manifests/<reference>
 //! blobs.rs      GET/HEAD /v2/<name>/blobs/<digest>, with Range
+//! files.rs      GET/HEAD /files/<name>/<version>/[<os>/<arch>/]<file>: plain HTTP
 //! uploads.rs    POST/PATCH/PUT/GET/DELETE /v2/<name>/blobs/uploads/…
 //! tags.rs       /v2/_catalog and /v2/<name>/tags/list, paginated
 //! referrers.rs  GET /v2/<name>/referrers/<digest>
@@ -22,6 +23,7 @@ mod auth;
 mod blobs;
 mod catalog;
 mod error;
+mod files;
 mod manifests;
 mod metrics;
 mod names;
@@ -39,6 +41,9 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use ferry::store::Store;
+use tokio_rustls::rustls;
+
+pub use auth::Htpasswd;
 
 const AFTER_HELP: &str = "\
 Examples:
@@ -61,7 +66,13 @@ Examples:
 
 Names: /v2/registry.k8s.io/pause/... and /v2/pause/...?ns=registry.k8s.io are the
 same image; docker.io short names normalise (busybox = docker.io/library/busybox).
-Pushed names without a registry host are stored under docker.io, like docker does.";
+Pushed names without a registry host are stored under docker.io, like docker does.
+
+Files of the bundle (kubelet, containerd, ...) are OCI artifacts named
+files/NAME:VERSION (oras pull HOST:5000/files/kubelet:1.31.14 --platform linux/amd64),
+and plain HTTP downloads, with Range, ETag (the sha256) and Content-Length:
+  curl -O https://registry.site.lan:5000/files/kubelet/1.31.14/linux/amd64/kubelet
+  curl -O https://registry.site.lan:5000/files/calico.yaml/3.29.7/calico.yaml";
 
 /// Options of `ferry-installer serve`.
 #[derive(clap::Args)]
@@ -128,6 +139,156 @@ fn tls_mode(text: &str) -> anyhow::Result<TlsMode> {
     })
 }
 
+/// What a registry serves and how: what `serve` makes of its command line, and
+/// what install and tests give [`Registry::start`] in-process.
+pub struct Config {
+    pub store: Store,
+    /// `None`: plain HTTP.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Users allowed to push; `None` refuses pushes.
+    pub htpasswd: Option<Htpasswd>,
+    /// Require credentials for pulls too.
+    pub auth_pull: bool,
+    pub max_connections: usize,
+    /// How long a client may stall before its connection is closed.
+    pub client_timeout: Duration,
+}
+
+impl Config {
+    /// Plain HTTP, anonymous pulls, pushes refused: the registry tests and a
+    /// loopback-only install use.
+    pub fn plain(store: Store) -> Config {
+        Config {
+            store,
+            tls: None,
+            htpasswd: None,
+            auth_pull: false,
+            max_connections: 1024,
+            client_timeout: Duration::from_secs(60),
+        }
+    }
+
+    fn prepare(self) -> anyhow::Result<Prepared> {
+        let uploads =
+            uploads::Uploads::open(&self.store).context("preparing the upload directory")?;
+        let images = catalog::Images::load(self.store.clone()).with_context(|| {
+            format!("reading {}", self.store.root().join("index.json").display())
+        })?;
+        let state = Arc::new(router::State {
+            images,
+            store: self.store,
+            auth: self.htpasswd,
+            auth_pull: self.auth_pull,
+            metrics: metrics::Metrics::new(),
+            uploads,
+            body_timeout: self.client_timeout,
+        });
+        Ok(Prepared {
+            state,
+            tls: self.tls,
+            max_connections: self.max_connections,
+            client_timeout: self.client_timeout,
+        })
+    }
+}
+
+/// A [`Config`] made ready to serve.
+struct Prepared {
+    state: Arc<router::State>,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    max_connections: usize,
+    client_timeout: Duration,
+}
+
+impl Prepared {
+    async fn run(
+        self,
+        listener: std::net::TcpListener,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) -> anyhow::Result<()> {
+        server::run(
+            listener,
+            self.tls,
+            self.state,
+            self.max_connections,
+            self.client_timeout,
+            shutdown,
+        )
+        .await
+    }
+}
+
+/// A registry running in this process, on a thread of its own, until [`stop`]ped
+/// or dropped.
+///
+/// [`stop`]: Registry::stop
+pub struct Registry {
+    addr: SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<anyhow::Result<()>>>,
+}
+
+impl Registry {
+    /// Binds `addr` (port 0 picks a free one) and starts serving `config`.
+    pub fn start(config: Config, addr: SocketAddr) -> anyhow::Result<Registry> {
+        let listener =
+            std::net::TcpListener::bind(addr).with_context(|| format!("listening on {addr}"))?;
+        let addr = listener.local_addr().context("reading the bound address")?;
+        let prepared = config.prepare()?;
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let runtime = runtime()?;
+        let thread = std::thread::Builder::new()
+            .name("ferry-registry".into())
+            .spawn(move || {
+                runtime.block_on(prepared.run(listener, async {
+                    let _ = stopped.await;
+                }))
+            })
+            .context("starting the registry thread")?;
+        Ok(Registry {
+            addr,
+            stop: Some(stop),
+            thread: Some(thread),
+        })
+    }
+
+    /// The address it listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Stops accepting, lets requests under way finish, and waits for that.
+    pub fn stop(mut self) -> anyhow::Result<()> {
+        self.shut_down()
+    }
+
+    fn shut_down(&mut self) -> anyhow::Result<()> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        match self.thread.take() {
+            Some(t) => t
+                .join()
+                .map_err(|_| anyhow::anyhow!("the registry thread panicked"))?,
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.shut_down();
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("ferry-serve")
+        .build()
+        .context("starting the async runtime")
+}
+
 /// `ferry-installer serve`: runs the registry until SIGTERM or Ctrl-C.
 pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let mode = tls_mode(&args.tls)?;
@@ -163,29 +324,78 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
             Some(tls::server_config(&cert, &key)?)
         }
     };
-    let uploads = uploads::Uploads::open(&store).context("preparing the upload directory")?;
-    let images = catalog::Images::load(store.clone())
-        .with_context(|| format!("reading {}", store.root().join("index.json").display()))?;
-    let state = Arc::new(router::State {
-        images,
+    let prepared = Config {
         store,
-        auth,
-        auth_pull: args.auth_pull,
-        metrics: metrics::Metrics::new(),
-        uploads,
-        body_timeout: Duration::from_secs(args.client_timeout),
-    });
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .thread_name("ferry-serve")
-        .build()
-        .context("starting the async runtime")?;
-    runtime.block_on(server::run(
-        args.addr,
         tls,
-        state,
-        args.max_connections,
-        Duration::from_secs(args.client_timeout),
-    ))?;
-    Ok(())
+        htpasswd: auth,
+        auth_pull: args.auth_pull,
+        max_connections: args.max_connections,
+        client_timeout: Duration::from_secs(args.client_timeout),
+    }
+    .prepare()?;
+    let listener = std::net::TcpListener::bind(args.addr)
+        .with_context(|| format!("listening on {}", args.addr))?;
+    runtime()?.block_on(prepared.run(listener, server::shutdown_signal()))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read as _, Write as _};
+
+    use super::*;
+
+    fn get(addr: SocketAddr, path: &str) -> String {
+        let mut tcp = std::net::TcpStream::connect(addr).unwrap();
+        write!(
+            tcp,
+            "GET {path} HTTP/1.1\r\nHost: x\r\nAccept: {}\r\nConnection: close\r\n\r\n",
+            ferry::media::OCI_MANIFEST
+        )
+        .unwrap();
+        let mut out = String::new();
+        tcp.read_to_string(&mut out).unwrap();
+        out
+    }
+
+    #[test]
+    fn starts_in_process_serves_the_store_and_stops() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::create(dir.path()).unwrap();
+        let config = br#"{"architecture":"amd64","os":"linux"}"#;
+        let config_digest = ferry::Digest::of(config);
+        store.put_blob(&config_digest, config).unwrap();
+        let manifest = format!(
+            r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{config_digest}","size":{}}},"layers":[]}}"#,
+            config.len()
+        );
+        let digest = ferry::Digest::of(manifest.as_bytes());
+        store.put_blob(&digest, manifest.as_bytes()).unwrap();
+        let desc = ferry::manifest::Descriptor {
+            media_type: ferry::media::MediaType::ImageManifest,
+            digest: digest.clone(),
+            size: manifest.len() as u64,
+        };
+        store
+            .set_images(&[("registry.k8s.io/pause:3.10".into(), desc)])
+            .unwrap();
+
+        let registry =
+            Registry::start(Config::plain(store), "127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = registry.addr();
+        assert_ne!(addr.port(), 0);
+        let answer = get(addr, "/v2/registry.k8s.io/pause/manifests/3.10");
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        assert!(
+            answer.contains(&format!("docker-content-digest: {digest}")),
+            "{answer}"
+        );
+        assert!(answer.ends_with(&manifest), "{answer}");
+        let answer = get(addr, "/v2/pause/manifests/3.10?ns=registry.k8s.io");
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        registry.stop().unwrap();
+        assert!(
+            std::net::TcpStream::connect(addr).is_err(),
+            "still listening after stop"
+        );
+    }
 }

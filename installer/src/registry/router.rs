@@ -43,7 +43,7 @@ pub struct State {
 pub struct Query(Vec<(String, String)>);
 
 impl Query {
-    fn parse(q: Option<&str>) -> Query {
+    pub fn parse(q: Option<&str>) -> Query {
         Query(
             q.map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
                 .unwrap_or_default(),
@@ -81,6 +81,8 @@ enum Target<'a> {
     Blob(&'a str, &'a str),
     Upload(&'a str, Option<&'a str>),
     Referrers(&'a str, &'a str),
+    /// `/files/...`: a file by plain HTTP.
+    File(&'a str),
     NotFound,
 }
 
@@ -90,6 +92,9 @@ fn parse(path: &str) -> Target<'_> {
         "/v2/_catalog" => return Target::Catalog,
         "/metrics" => return Target::Metrics,
         _ => {}
+    }
+    if let Some(rest) = path.strip_prefix("/files/") {
+        return Target::File(rest);
     }
     let Some(rest) = path.strip_prefix("/v2/") else {
         return Target::NotFound;
@@ -123,6 +128,7 @@ impl Target<'_> {
             Target::Blob(..) => Route::Blob,
             Target::Upload(..) => Route::Upload,
             Target::Referrers(..) => Route::Referrers,
+            Target::File(..) => Route::Blob,
             Target::NotFound => Route::Other,
         }
     }
@@ -318,6 +324,12 @@ async fn serve_target(
                 _ => Err(unsupported()),
             };
         }
+        Target::File(path) => {
+            return match method {
+                Method::GET | Method::HEAD => super::files::get(state, path, parts).await,
+                _ => Err(unsupported()),
+            };
+        }
         _ => {}
     }
     let raw_name = target
@@ -409,6 +421,10 @@ mod tests {
         assert_eq!(
             parse("/v2/a/referrers/sha256:x"),
             Target::Referrers("a", "sha256:x")
+        );
+        assert_eq!(
+            parse("/files/kubelet/1.31.14/linux/amd64/kubelet"),
+            Target::File("kubelet/1.31.14/linux/amd64/kubelet")
         );
         assert_eq!(parse("/v2/a/manifests/"), Target::NotFound);
         assert_eq!(parse("/v2/a"), Target::NotFound);

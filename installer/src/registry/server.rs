@@ -32,7 +32,8 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 #[derive(Clone, Copy, Debug)]
 pub struct Peer(pub SocketAddr);
 
-async fn shutdown_signal() {
+/// SIGTERM or SIGINT: how `serve` is stopped.
+pub async fn shutdown_signal() {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).expect("installing the SIGTERM handler");
     let mut int = signal(SignalKind::interrupt()).expect("installing the SIGINT handler");
@@ -42,17 +43,21 @@ async fn shutdown_signal() {
     }
 }
 
+/// Serves on `listener` until `shutdown` completes, then lets requests under way
+/// finish (up to 30 s).
 pub async fn run(
-    addr: SocketAddr,
+    listener: std::net::TcpListener,
     tls: Option<Arc<ServerConfig>>,
     state: Arc<State>,
     max_connections: usize,
     idle_timeout: Duration,
+    shutdown: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let header_timeout = idle_timeout / 2;
-    let listener = TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("listening on {addr}"))?;
+    listener
+        .set_nonblocking(true)
+        .context("setting up the listener")?;
+    let listener = TcpListener::from_std(listener).context("setting up the listener")?;
     let local = listener.local_addr().context("reading the bound address")?;
     let (repos, manifests) = state.images.counts();
     eprintln!(
@@ -75,7 +80,7 @@ pub async fn run(
     let acceptor = tls.map(TlsAcceptor::from);
     let limit = Arc::new(Semaphore::new(max_connections.max(1)));
     let graceful = GracefulShutdown::new();
-    let mut shutdown = pin!(shutdown_signal());
+    let mut shutdown = pin!(shutdown);
     loop {
         let permit = tokio::select! {
             p = limit.clone().acquire_owned() => p.expect("the semaphore is never closed"),

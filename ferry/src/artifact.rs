@@ -1,0 +1,224 @@
+//! Files as OCI artifacts in the store, with ORAS conventions, so a file travels
+//! through the same lock, store, bundle, signature and registry as an image:
+//!
+//! - one image manifest per file and platform: `artifactType`
+//!   [`FILE_ARTIFACT_TYPE`], the empty config (`{}`, [`EMPTY_CONFIG_TYPE`]) and one
+//!   layer holding the file's exact bytes, so the layer digest **is** upstream's
+//!   sha256, titled with the file name (`org.opencontainers.image.title`, which
+//!   `oras pull` saves it as);
+//! - for a file with platforms, an image index over those manifests with a
+//!   `platform` per entry; a platform-independent file is the manifest alone;
+//! - named `files/<name>:<version>` in `index.json` and in the registry.
+//!
+//! The bytes are a pure function of the lock (name, version, platform, file name,
+//! sha256, size): every build makes the same manifests, so bundles stay
+//! reproducible and the lock needs no digests of its own for them.
+
+use serde_json::{json, Value};
+
+use crate::digest::Digest;
+use crate::lock::LockedFile;
+use crate::manifest::Descriptor;
+use crate::media::{MediaType, OCI_INDEX, OCI_MANIFEST};
+
+/// The `artifactType` of a file's manifests and index.
+pub const FILE_ARTIFACT_TYPE: &str = "application/vnd.ferry.file.v1";
+/// The media type of the layer that holds a file's bytes.
+pub const FILE_LAYER_TYPE: &str = "application/octet-stream";
+/// The OCI empty descriptor's media type, for the config of an artifact.
+pub const EMPTY_CONFIG_TYPE: &str = "application/vnd.oci.empty.v1+json";
+/// The empty config's bytes.
+pub const EMPTY_CONFIG: &[u8] = b"{}";
+/// The annotation that names a layer's file (and the artifact's title).
+pub const TITLE: &str = "org.opencontainers.image.title";
+const VERSION: &str = "org.opencontainers.image.version";
+
+/// The name of a file in `index.json` and the registry: `files/<name>:<version>`.
+pub fn file_ref_name(name: &str, version: &str) -> String {
+    format!("files/{name}:{version}")
+}
+
+/// A made artifact: its top descriptor, the descriptor of each platform manifest,
+/// and every manifest and config blob (the file's own bytes are not among them).
+#[derive(Debug, Clone)]
+pub struct Artifact {
+    pub name: String,
+    pub top: Descriptor,
+    pub platforms: Vec<Descriptor>,
+    pub blobs: Vec<(Digest, Vec<u8>)>,
+}
+
+fn bytes(v: &Value) -> Vec<u8> {
+    // serde_json's map is sorted by key: the same value gives the same bytes.
+    serde_json::to_vec(v).expect("JSON serialises")
+}
+
+fn descriptor(media_type: &str, data: &[u8]) -> Descriptor {
+    Descriptor {
+        media_type: MediaType::from(media_type),
+        digest: Digest::of(data),
+        size: data.len() as u64,
+    }
+}
+
+/// The manifest of one file on one platform.
+fn file_manifest(file: &LockedFile) -> Vec<u8> {
+    let title = crate::file_spec::file_name(&file.url);
+    bytes(&json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "artifactType": FILE_ARTIFACT_TYPE,
+        "config": {
+            "mediaType": EMPTY_CONFIG_TYPE,
+            "digest": Digest::of(EMPTY_CONFIG).to_string(),
+            "size": EMPTY_CONFIG.len(),
+        },
+        "layers": [{
+            "mediaType": FILE_LAYER_TYPE,
+            "digest": file.sha256.to_string(),
+            "size": file.size,
+            "annotations": { TITLE: title },
+        }],
+        "annotations": { TITLE: title, VERSION: file.version },
+    }))
+}
+
+/// The artifact of one file (`name`, `version`) from its locked platforms: all
+/// entries must name the same file; they are taken in the order given.
+pub fn file_artifact(entries: &[&LockedFile]) -> Artifact {
+    let first = entries.first().expect("an artifact has at least one file");
+    let name = file_ref_name(&first.name, &first.version);
+    let empty = (Digest::of(EMPTY_CONFIG), EMPTY_CONFIG.to_vec());
+    if entries.len() == 1 && first.platform.is_none() {
+        let manifest = file_manifest(first);
+        let top = descriptor(OCI_MANIFEST, &manifest);
+        return Artifact {
+            name,
+            platforms: vec![top.clone()],
+            blobs: vec![empty, (top.digest.clone(), manifest)],
+            top,
+        };
+    }
+    let mut blobs = vec![empty];
+    let mut platforms = Vec::new();
+    let mut list = Vec::new();
+    for file in entries {
+        let manifest = file_manifest(file);
+        let d = descriptor(OCI_MANIFEST, &manifest);
+        let mut platform = json!({});
+        if let Some(p) = &file.platform {
+            platform = json!({ "os": p.os, "architecture": p.architecture });
+            if let Some(v) = &p.variant {
+                platform["variant"] = json!(v);
+            }
+        }
+        list.push(json!({
+            "mediaType": OCI_MANIFEST,
+            "artifactType": FILE_ARTIFACT_TYPE,
+            "digest": d.digest.to_string(),
+            "size": d.size,
+            "platform": platform,
+        }));
+        blobs.push((d.digest.clone(), manifest));
+        platforms.push(d);
+    }
+    let index = bytes(&json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_INDEX,
+        "artifactType": FILE_ARTIFACT_TYPE,
+        "manifests": list,
+        "annotations": {
+            TITLE: crate::file_spec::file_name(&first.url),
+            VERSION: first.version,
+        },
+    }));
+    let top = descriptor(OCI_INDEX, &index);
+    blobs.push((top.digest.clone(), index));
+    Artifact {
+        name,
+        top,
+        platforms,
+        blobs,
+    }
+}
+
+/// Every file artifact of a lock, one per (name, version), in lock order.
+pub fn file_artifacts(files: &[LockedFile]) -> Vec<(Artifact, Vec<&LockedFile>)> {
+    let mut groups: Vec<Vec<&LockedFile>> = Vec::new();
+    for f in files {
+        match groups
+            .iter_mut()
+            .find(|g| g[0].name == f.name && g[0].version == f.version)
+        {
+            Some(g) => g.push(f),
+            None => groups.push(vec![f]),
+        }
+    }
+    groups.into_iter().map(|g| (file_artifact(&g), g)).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::manifest::Manifest;
+
+    fn locked(platform: Option<&str>, bytes: &[u8]) -> LockedFile {
+        LockedFile {
+            name: "kubelet".into(),
+            version: "1.31.14".into(),
+            platform: platform.map(|p| p.parse().unwrap()),
+            url: "https://dl.k8s.io/release/v1.31.14/bin/linux/amd64/kubelet".into(),
+            sha256: Digest::of(bytes),
+            size: bytes.len() as u64,
+        }
+    }
+
+    #[test]
+    fn a_file_is_an_index_of_one_manifest_per_platform_whose_layer_is_the_file() {
+        let amd = locked(Some("linux/amd64"), b"amd");
+        let arm = locked(Some("linux/arm64"), b"arm");
+        let a = file_artifact(&[&amd, &arm]);
+        assert_eq!(a.name, "files/kubelet:1.31.14");
+        assert_eq!(a.top.media_type, MediaType::ImageIndex);
+        let index = &a.blobs.iter().find(|(d, _)| d == &a.top.digest).unwrap().1;
+        match Manifest::parse(index, None).unwrap() {
+            Manifest::Index { entries, .. } => {
+                assert_eq!(entries.len(), 2);
+                assert_eq!(entries[1].platform, Some("linux/arm64".parse().unwrap()));
+            }
+            other => panic!("{other:?}"),
+        }
+        let m = &a
+            .blobs
+            .iter()
+            .find(|(d, _)| d == &a.platforms[0].digest)
+            .unwrap()
+            .1;
+        match Manifest::parse(m, None).unwrap() {
+            Manifest::Image { config, layers, .. } => {
+                assert_eq!(config.digest, Digest::of(b"{}"));
+                assert_eq!(layers[0].digest, Digest::of(b"amd"));
+                assert_eq!(layers[0].size, 3);
+            }
+            other => panic!("{other:?}"),
+        }
+        let v: Value = serde_json::from_slice(m).unwrap();
+        assert_eq!(v["artifactType"], FILE_ARTIFACT_TYPE);
+        assert_eq!(v["layers"][0]["annotations"][TITLE], "kubelet");
+        // The same lock gives the same bytes.
+        assert_eq!(file_artifact(&[&amd, &arm]).top, a.top);
+    }
+
+    #[test]
+    fn a_platform_independent_file_is_one_manifest() {
+        let yaml = LockedFile {
+            url: "https://example.com/v1/calico.yaml".into(),
+            ..locked(None, b"kind: List")
+        };
+        let a = file_artifact(&[&yaml]);
+        assert_eq!(a.top.media_type, MediaType::ImageManifest);
+        assert_eq!(a.platforms, vec![a.top.clone()]);
+        let v: Value = serde_json::from_slice(&a.blobs[1].1).unwrap();
+        assert_eq!(v["layers"][0]["annotations"][TITLE], "calico.yaml");
+    }
+}
