@@ -66,7 +66,13 @@ enum BlobError {
     #[error(transparent)]
     Fetch(#[from] FetchError),
     #[error("served {actual} for blob {expected}")]
-    WrongDigest { expected: Digest, actual: Digest },
+    WrongDigest {
+        expected: Digest,
+        actual: Digest,
+        /// The download continued bytes kept from an earlier attempt (perhaps
+        /// another endpoint's), so the fault may lie there, not here.
+        resumed: bool,
+    },
     #[error("served more than the {size} bytes the manifest gives for blob {digest}")]
     TooLong { digest: Digest, size: u64 },
     #[error("connection dropped {ATTEMPTS} times: {0}")]
@@ -299,6 +305,7 @@ async fn download_from(
     })
     .await
     .map_err(io)?;
+    let resumed = !hasher.is_empty();
     report.add(hasher.len());
     // Chunks are written on the worker itself: each `write_all` only copies into this
     // 1 MiB buffer, and the write(2) of a full buffer (or a flush) hands the page
@@ -380,9 +387,11 @@ async fn download_from(
             let _ = std::fs::remove_file(&path);
         })
         .await;
+        report.sub(blob.size);
         return Err(BlobError::WrongDigest {
             expected: blob.digest.clone(),
             actual,
+            resumed,
         });
     }
     // The fsync and the rename (with its directory fsync) can each wait on the disk.
@@ -406,7 +415,12 @@ async fn download(
 ) -> Result<u64, String> {
     let mut failures = Vec::new();
     for endpoint in &job.endpoints {
-        match download_from(client, store, endpoint, &job.descriptor, report).await {
+        let mut result = download_from(client, store, endpoint, &job.descriptor, report).await;
+        if let Err(BlobError::WrongDigest { resumed: true, .. }) = &result {
+            // What was kept came from elsewhere (and is gone now): ask again from zero.
+            result = download_from(client, store, endpoint, &job.descriptor, report).await;
+        }
+        match result {
             Ok(n) => return Ok(n),
             Err(e) => {
                 report.warn(&format!(

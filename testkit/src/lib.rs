@@ -21,6 +21,7 @@
 //! run inside tests, where a panic with context is the most useful failure report.
 
 pub mod args;
+pub mod files;
 pub mod image;
 pub mod proxy;
 pub mod registry;
@@ -29,6 +30,7 @@ mod rng;
 #[cfg(test)]
 mod selftest;
 
+pub use files::{Fault, FileServer};
 pub use image::{Blob, Flavor, Image, PlatformImage};
 pub use proxy::{Proxy, ProxyOptions};
 pub use registry::{dead_url, free_port, Registry, RegistryOptions};

@@ -1,0 +1,396 @@
+//! Files in the bundle (binaries, archives, manifests), end to end against real
+//! peers: a loopback file server as upstream and mirror (with faults), the
+//! `ferry-bundler lock`/`build`, `ferry-installer unpack`/`serve`, then `curl` over
+//! the plain `/files/...` path and the ORAS Python client (PyPI `oras`) by
+//! `files/<name>:<version>`, and skopeo and umoci reading the store.
+
+mod common;
+
+use std::process::Command;
+
+use common::serve::Serve;
+use common::Session;
+use ferry_testkit::{Fault, FileServer};
+use sha2::{Digest as _, Sha256};
+
+const HOST: &str = "dl.example.test";
+const AMD: &str = "/release/v1.0.0/bin/linux/amd64/kubelet";
+const ARM: &str = "/release/v1.0.0/bin/linux/arm64/kubelet";
+const YAML: &str = "/manifests/v2.0.0/app.yaml";
+
+fn sha(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// Deterministic bytes that do not compress away.
+fn bytes(seed: u8, len: usize) -> Vec<u8> {
+    let mut x: u32 = 0x9e37_79b9 ^ u32::from(seed);
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x as u8
+        })
+        .collect()
+}
+
+struct World {
+    s: Session,
+    files: FileServer,
+    amd: Vec<u8>,
+    arm: Vec<u8>,
+    yaml: Vec<u8>,
+}
+
+/// A file server with a kubelet for two platforms and a platform-independent YAML,
+/// a spec naming them (kubelet pinned, the YAML not) and mirror rules that send
+/// `dl.example.test` to the file server only.
+fn world() -> World {
+    let s = Session::new();
+    let files = FileServer::start();
+    let (amd, arm) = (bytes(1, 3 << 20), bytes(2, 2 << 20));
+    let yaml = b"apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: app\n".to_vec();
+    files.put(AMD, amd.clone());
+    files.put(ARM, arm.clone());
+    files.put(YAML, yaml.clone());
+    s.write(
+        "spec.toml",
+        &format!(
+            r#"name = "files"
+version = "1.0.0"
+platforms = ["linux/amd64", "linux/arm64"]
+
+[[files]]
+name = "kubelet"
+version = "1.0.0"
+url = "https://{HOST}/release/v{{version}}/bin/{{os}}/{{arch}}/kubelet"
+sha256 = {{ "linux/amd64" = "{}", "linux/arm64" = "{}" }}
+
+[[files]]
+name = "app.yaml"
+version = "2.0.0"
+url = "https://{HOST}/manifests/v{{version}}/app.yaml"
+platforms = []
+"#,
+            sha(&amd),
+            sha(&arm)
+        ),
+    );
+    s.write(
+        "mirrors.toml",
+        &format!(
+            "[[files]]\nhost = \"{HOST}\"\nmirrors = [\"{}\"]\nskip_upstream = true\n",
+            files.url()
+        ),
+    );
+    World {
+        s,
+        files,
+        amd,
+        arm,
+        yaml,
+    }
+}
+
+fn lock(w: &World) -> common::Run {
+    w.s.bundler(&[
+        "lock",
+        "spec.toml",
+        "--mirrors",
+        "mirrors.toml",
+        "-o",
+        "spec.lock",
+    ])
+}
+
+fn curl(args: &[&str]) -> Vec<u8> {
+    let out = Command::new("curl")
+        .args(["-sSf"])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "curl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+/// The ORAS Python client pulls the file for each platform of `files/NAME:VERSION`
+/// (through the index, by digest) and prints `platform sha256-of-the-file`.
+const ORAS_PULL: &str = r#"
+import hashlib, json, os, sys, oras.provider
+host, target, out = sys.argv[1], sys.argv[2], sys.argv[3]
+reg = oras.provider.Registry(hostname=host, insecure=True)
+top = reg.get_manifest(reg.get_container(f"{host}/{target}"), allowed_media_type=[
+    "application/vnd.oci.image.index.v1+json", "application/vnd.oci.image.manifest.v1+json"])
+repo = target.rsplit(":", 1)[0]
+entries = top.get("manifests") or [None]
+for e in entries:
+    ref = f"{host}/{target}" if e is None else f"{host}/{repo}@{e['digest']}"
+    plat = "any" if e is None else f"{e['platform']['os']}/{e['platform']['architecture']}"
+    d = os.path.join(out, plat.replace("/", "-"))
+    for path in reg.pull(target=ref, outdir=d):
+        print(plat, os.path.basename(path), hashlib.sha256(open(path, "rb").read()).hexdigest())
+"#;
+
+#[test]
+fn files_travel_lock_build_unpack_serve_and_come_out_byte_exact() {
+    let w = world();
+    let s = &w.s;
+    let locked = lock(&w).success();
+    // The unpinned file is pinned from what was downloaded, with a warning naming it.
+    assert!(
+        locked
+            .stderr
+            .contains("file app.yaml 2.0.0 has no sha256 in the spec"),
+        "{}",
+        locked.stderr
+    );
+    let lock_text = s.read("spec.lock");
+    for d in [sha(&w.amd), sha(&w.arm), sha(&w.yaml)] {
+        assert!(lock_text.contains(&format!("sha256:{d}")), "{lock_text}");
+    }
+    s.bundler(&["keygen", "--no-password", "--name", "k"])
+        .success();
+    let build = [
+        "build",
+        "spec.toml",
+        "--lock",
+        "spec.lock",
+        "--mirrors",
+        "mirrors.toml",
+        "--store",
+        "store",
+        "--key",
+        "k.key",
+        "-o",
+        "b.tar.zst",
+    ];
+    s.bundler(&build).success();
+    // Every file was fetched once (lock fetched each once more to check its pin).
+    for path in [AMD, ARM, YAML] {
+        assert_eq!(w.files.count(path), 2, "{path}: {:?}", w.files.requests());
+    }
+    // A second build fetches nothing and gives the same bytes.
+    let first = std::fs::read(s.path("b.tar.zst")).unwrap();
+    s.bundler(&build).success();
+    assert_eq!(
+        std::fs::read(s.path("b.tar.zst")).unwrap(),
+        first,
+        "not reproducible"
+    );
+    assert_eq!(w.files.count(AMD), 2);
+
+    let inspect = s
+        .installer(&["inspect", "b.tar.zst", "--key", "k.pub"])
+        .success();
+    for needle in [
+        "files/kubelet:1.0.0",
+        "files/app.yaml:2.0.0",
+        "linux/amd64,linux/arm64",
+        "any platform",
+    ] {
+        assert!(
+            inspect.stdout.contains(needle),
+            "{needle}:\n{}",
+            inspect.stdout
+        );
+    }
+    s.installer(&["unpack", "b.tar.zst", "--key", "k.pub", "--store", "site"])
+        .success();
+
+    // Standard tools still read the store.
+    let raw = Command::new("skopeo")
+        .args(["inspect", "--raw"])
+        .arg(format!(
+            "oci:{}:files/kubelet:1.0.0",
+            s.path("site").display()
+        ))
+        .output()
+        .unwrap();
+    assert!(
+        raw.status.success(),
+        "{}",
+        String::from_utf8_lossy(&raw.stderr)
+    );
+    let index: serde_json::Value = serde_json::from_slice(&raw.stdout).unwrap();
+    assert_eq!(index["artifactType"], ferry::artifact::FILE_ARTIFACT_TYPE);
+    assert_eq!(index["manifests"].as_array().unwrap().len(), 2);
+    let ls = Command::new("umoci")
+        .args(["ls", "--layout"])
+        .arg(s.path("site"))
+        .output()
+        .unwrap();
+    let ls = String::from_utf8_lossy(&ls.stdout);
+    assert!(
+        ls.contains("files/kubelet:1.0.0") && ls.contains("files/app.yaml:2.0.0"),
+        "{ls}"
+    );
+
+    let srv = Serve::start(s, &["--store", "site", "--tls", "off"]);
+    let base = format!("http://{}", srv.addr());
+    assert_eq!(
+        curl(&[&format!("{base}/files/kubelet/1.0.0/linux/amd64/kubelet")]),
+        w.amd
+    );
+    assert_eq!(
+        curl(&[&format!("{base}/files/kubelet/1.0.0/linux/arm64/kubelet")]),
+        w.arm
+    );
+    assert_eq!(
+        curl(&[&format!("{base}/files/app.yaml/2.0.0/app.yaml")]),
+        w.yaml
+    );
+    assert_eq!(
+        curl(&[
+            "-r",
+            "1000-",
+            &format!("{base}/files/kubelet/1.0.0/linux/arm64/kubelet")
+        ]),
+        w.arm[1000..]
+    );
+    let head = String::from_utf8(curl(&[
+        "-I",
+        &format!("{base}/files/kubelet/1.0.0/linux/amd64/kubelet"),
+    ]))
+    .unwrap();
+    assert!(
+        head.to_ascii_lowercase()
+            .contains(&format!("etag: \"sha256:{}\"", sha(&w.amd))),
+        "{head}"
+    );
+    assert!(
+        head.to_ascii_lowercase()
+            .contains(&format!("content-length: {}", w.amd.len())),
+        "{head}"
+    );
+    for missing in [
+        "/files/kubelet/1.0.0/linux/s390x/kubelet",
+        "/files/kubelet/1.0.0/linux/amd64/kubectl",
+        "/files/kubelet/9.9/linux/amd64/kubelet",
+        "/files/kubelet/1.0.0/kubelet",
+    ] {
+        let out = Command::new("curl")
+            .args(["-s", "-o", "/dev/null", "-w", "%{http_code}"])
+            .arg(format!("{base}{missing}"))
+            .output()
+            .unwrap();
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "404", "{missing}");
+    }
+
+    // ORAS by name: each platform's file, saved under its title, hashes to the pin.
+    for (target, want) in [
+        (
+            "files/kubelet:1.0.0",
+            vec![
+                format!("linux/amd64 kubelet {}", sha(&w.amd)),
+                format!("linux/arm64 kubelet {}", sha(&w.arm)),
+            ],
+        ),
+        (
+            "files/app.yaml:2.0.0",
+            vec![format!("any app.yaml {}", sha(&w.yaml))],
+        ),
+    ] {
+        let out = Command::new("python3")
+            .args(["-c", ORAS_PULL, srv.addr(), target])
+            .arg(s.path("oras"))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "oras: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let got: Vec<String> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(str::to_string)
+            .collect();
+        assert_eq!(got, want, "{target}");
+    }
+}
+
+#[test]
+fn a_pinned_file_that_changed_upstream_is_refused_and_named() {
+    let w = world();
+    let other = bytes(9, 1 << 20);
+    w.files.fault(ARM, Fault::Serve(other.clone()));
+    let run = lock(&w).failure();
+    let line = run.error_line();
+    for needle in [
+        "file kubelet 1.0.0 for linux/arm64",
+        &sha(&w.arm),
+        &sha(&other),
+    ] {
+        assert!(
+            line.contains(needle) || run.stderr.contains(needle),
+            "{needle}: {}",
+            run.stderr
+        );
+    }
+    assert!(
+        !w.s.path("spec.lock").exists(),
+        "a refused lock was written"
+    );
+}
+
+#[test]
+fn a_dropped_download_resumes_at_the_byte_it_stopped() {
+    let w = world();
+    lock(&w).success();
+    w.files.fault(AMD, Fault::DropAfter(1 << 20));
+    w.s.bundler(&[
+        "pull",
+        "spec.toml",
+        "--lock",
+        "spec.lock",
+        "--mirrors",
+        "mirrors.toml",
+        "--store",
+        "store",
+    ])
+    .success();
+    let requests = w.files.requests();
+    assert!(
+        requests.contains(&format!("GET {AMD} range=bytes={}-", 1 << 20)),
+        "{requests:?}"
+    );
+    let blob = w.s.path(&format!("store/blobs/sha256/{}", sha(&w.amd)));
+    assert_eq!(sha(&std::fs::read(blob).unwrap()), sha(&w.amd));
+}
+
+#[test]
+fn a_mirror_serving_another_file_is_skipped_for_the_next() {
+    let w = world();
+    let bad = FileServer::start();
+    bad.put(AMD, bytes(7, 1000));
+    bad.put(ARM, w.arm.clone());
+    bad.put(YAML, w.yaml.clone());
+    w.s.write(
+        "mirrors.toml",
+        &format!(
+            "[[files]]\nhost = \"{HOST}\"\nmirrors = [\"{}\", \"{}\"]\nskip_upstream = true\n",
+            bad.url(),
+            w.files.url()
+        ),
+    );
+    let run = lock(&w).success();
+    assert!(run.stderr.contains("trying the next"), "{}", run.stderr);
+    assert!(w.s.read("spec.lock").contains(&sha(&w.amd)));
+    w.s.bundler(&[
+        "pull",
+        "spec.toml",
+        "--lock",
+        "spec.lock",
+        "--mirrors",
+        "mirrors.toml",
+        "--store",
+        "store",
+    ])
+    .success();
+    let blob = w.s.path(&format!("store/blobs/sha256/{}", sha(&w.amd)));
+    assert_eq!(std::fs::read(blob).unwrap(), w.amd);
+}
