@@ -394,3 +394,48 @@ fn a_mirror_serving_another_file_is_skipped_for_the_next() {
     let blob = w.s.path(&format!("store/blobs/sha256/{}", sha(&w.amd)));
     assert_eq!(std::fs::read(blob).unwrap(), w.amd);
 }
+
+#[test]
+fn a_build_whose_addon_manifest_runs_an_image_the_spec_lacks_is_refused_naming_it() {
+    let w = world();
+    let addon = b"apiVersion: apps/v1\nkind: Deployment\nmetadata: { name: app }\nspec:\n  template:\n    spec:\n      containers:\n        - name: app\n          image: registry.k8s.io/app:1.0\n      initContainers:\n        - { name: init, image: \"docker.io/library/busybox:1.36\" }\n";
+    w.files.put(YAML, addon.to_vec());
+    lock(&w).success();
+    w.s.bundler(&["keygen", "--no-password", "--name", "k"])
+        .success();
+    let build = [
+        "build",
+        "spec.toml",
+        "--lock",
+        "spec.lock",
+        "--mirrors",
+        "mirrors.toml",
+        "--store",
+        "store",
+        "--key",
+        "k.key",
+        "-o",
+        "b.tar.zst",
+    ];
+    let run = w.s.bundler(&build).failure();
+    let line = run.error_line();
+    for needle in [
+        "file app.yaml 2.0.0 names registry.k8s.io/app:1.0",
+        "file app.yaml 2.0.0 names docker.io/library/busybox:1.36",
+        "--allow-missing-images",
+    ] {
+        assert!(line.contains(needle), "{needle}: {line}");
+    }
+    assert!(
+        !w.s.path("b.tar.zst").exists(),
+        "a refused build left a bundle"
+    );
+    let mut allowed = build.to_vec();
+    allowed.push("--allow-missing-images");
+    let run = w.s.bundler(&allowed).success();
+    assert!(
+        run.stderr.contains("warning: file app.yaml 2.0.0 names registry.k8s.io/app:1.0, which the bundle does not carry"),
+        "{}",
+        run.stderr
+    );
+}

@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use anyhow::{anyhow, Context as _};
+use anyhow::{anyhow, bail, Context as _};
 use ferry::archive::pack::PackOptions;
 use ferry::archive::write::{self, Contents, Output};
 use ferry::archive::{BundleFile, BundleImage};
@@ -27,7 +27,40 @@ pub struct BuildOptions<'a> {
     pub base: Option<&'a Path>,
     pub split: Option<u64>,
     pub level: i32,
+    /// Build even when an addon manifest names an image the spec does not carry.
+    pub allow_missing_images: bool,
     pub report: &'a Report,
+}
+
+/// Every image an addon manifest of the lock names that the spec does not carry,
+/// as `file NAME VERSION names IMAGE`.
+fn missing_images(o: &BuildOptions<'_>) -> anyhow::Result<Vec<String>> {
+    let mut missing = Vec::new();
+    for f in &o.lock.files {
+        let file_name = ferry::file_spec::file_name(&f.url);
+        if !crate::addons::is_manifest(file_name) {
+            continue;
+        }
+        let bytes = o.store.read_blob(&f.sha256)?;
+        let text = String::from_utf8_lossy(&bytes);
+        let images = crate::addons::images(&text).map_err(|e| {
+            anyhow!(
+                "file {} {} ({file_name}) is not YAML: {e}",
+                f.name,
+                f.version
+            )
+        })?;
+        for image in images {
+            let carried = image
+                .parse::<ferry::Reference>()
+                .is_ok_and(|r| o.spec.images.iter().any(|i| i.reference == r));
+            let line = format!("file {} {} names {image}", f.name, f.version);
+            if !carried && !missing.contains(&line) {
+                missing.push(line);
+            }
+        }
+    }
+    Ok(missing)
 }
 
 /// Seconds since the epoch for every entry: `SOURCE_DATE_EPOCH`, else 0.
@@ -92,6 +125,19 @@ pub fn build(o: BuildOptions<'_>) -> anyhow::Result<Vec<PathBuf>> {
         });
         index.push((artifact.name, artifact.top));
         blobs.extend(mine);
+    }
+    let missing = missing_images(&o)?;
+    if !missing.is_empty() {
+        if !o.allow_missing_images {
+            bail!(
+                "the spec does not carry images its addons run ({}): add them to `images`, or build with --allow-missing-images",
+                missing.join("; ")
+            );
+        }
+        for m in &missing {
+            o.report
+                .warn(&format!("{m}, which the bundle does not carry"));
+        }
     }
     let base = match o.base {
         Some(path) => Some(

@@ -98,6 +98,10 @@ SOURCE_DATE_EPOCH (or 0). A password-protected key reads FERRY_KEY_PASSWORD or a
         /// Cut the output into parts no larger than SIZE (e.g. 700M, 4095M, 4.7GB).
         #[arg(long, value_parser = parse_size)]
         split: Option<u64>,
+        /// Build even when an addon manifest (a YAML file of the spec) names an
+        /// image the spec does not carry (each is named in a warning).
+        #[arg(long)]
+        allow_missing_images: bool,
         /// zstd level (1-19).
         #[arg(long, default_value_t = ferry::archive::pack::DEFAULT_LEVEL, value_parser = clap::value_parser!(i32).range(1..=19))]
         level: i32,
@@ -419,6 +423,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             base,
             split,
             level,
+            allow_missing_images,
             net,
         } => {
             let spec_text = ferry::toml_file::read(&spec_path, "spec")?;
@@ -438,6 +443,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 base: base.as_deref(),
                 split,
                 level,
+                allow_missing_images,
                 report: &report,
             })?;
         }
