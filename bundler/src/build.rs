@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{anyhow, bail, Context as _};
 use ferry::archive::pack::PackOptions;
 use ferry::archive::write::{self, Contents, Output};
-use ferry::archive::{BundleFile, BundleImage};
+use ferry::archive::{BundleChart, BundleFile, BundleImage};
 use ferry::lock::Lock;
 use ferry::signing::SecretKey;
 use ferry::spec::Spec;
@@ -126,6 +126,25 @@ pub fn build(o: BuildOptions<'_>) -> anyhow::Result<Vec<PathBuf>> {
         index.push((artifact.name, artifact.top));
         blobs.extend(mine);
     }
+    let mut charts = Vec::new();
+    for chart in &o.lock.charts {
+        let tgz = o
+            .store
+            .read_blob(&chart.sha256)
+            .with_context(|| format!("chart {} {}", chart.name, chart.version))?;
+        let artifact = crate::charts::chart_artifact(chart, &tgz)?;
+        let mine = o
+            .store
+            .closure(&artifact.top, &artifact.platforms)
+            .with_context(|| format!("chart {}", artifact.name))?;
+        charts.push(BundleChart {
+            name: chart.name.clone(),
+            version: chart.version.clone(),
+            size: chart.size,
+        });
+        index.push((artifact.name, artifact.top));
+        blobs.extend(mine);
+    }
     let missing = missing_images(&o)?;
     if !missing.is_empty() {
         if !o.allow_missing_images {
@@ -157,6 +176,7 @@ pub fn build(o: BuildOptions<'_>) -> anyhow::Result<Vec<PathBuf>> {
             lock: o.lock.to_toml(),
             images,
             files,
+            charts,
             index,
             blobs,
             store: o.store,
@@ -179,13 +199,14 @@ pub fn build(o: BuildOptions<'_>) -> anyhow::Result<Vec<PathBuf>> {
     let m = &written.manifest;
     let count = written.paths.len();
     o.report.info(&format!(
-        "wrote {} ({} image(s), {} file(s), {} entries, {} compressed to {}{})",
+        "wrote {} ({} image(s), {} file(s), {} chart(s), {} entries, {} compressed to {}{})",
         written
             .paths
             .first()
             .map_or(String::new(), |p| p.display().to_string()),
         m.images.len(),
         m.files.len(),
+        m.charts.len(),
         m.entries.len(),
         human_bytes(m.content_size()),
         human_bytes(written.size),

@@ -7,6 +7,7 @@
 pub mod addons;
 pub mod auth;
 pub mod build;
+pub mod charts;
 pub mod client;
 pub mod keys;
 pub mod mirrors;

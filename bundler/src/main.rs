@@ -281,6 +281,11 @@ fn pinned_lock(spec: &Spec, path: &Path) -> anyhow::Result<Lock> {
             .platforms;
         image.platforms.retain(|p| wanted.contains(&p.platform));
     }
+    lock.charts.retain(|c| {
+        spec.charts
+            .iter()
+            .any(|s| s.name == c.name && s.version == c.version)
+    });
     lock.files.retain(|f| {
         spec.files.iter().any(|s| {
             s.name == f.name && s.version == f.version && s.targets().contains(&f.platform)
@@ -315,7 +320,6 @@ fn pull_into(
 ) -> anyhow::Result<(Lock, Store)> {
     let rules = net.rules()?;
     let client = net.client()?;
-    warn_reserved(spec, report);
     // Checked before the store is created, so a bad lock leaves nothing behind.
     let pinned = lock.map(|p| pinned_lock(spec, p)).transpose()?;
     let store = Store::create(store)?;
@@ -326,12 +330,6 @@ fn pull_into(
         anyhow::Ok(lock)
     })?;
     Ok((lock, store))
-}
-
-fn warn_reserved(spec: &Spec, report: &Report) {
-    if !spec.charts.is_empty() {
-        report.warn("this ferry-bundler does not carry `charts` yet; they are skipped");
-    }
 }
 
 fn default_lock_path(spec: &Path) -> PathBuf {
@@ -375,7 +373,6 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let rules = net.rules()?;
             let client = net.client()?;
             let report = Report::new(net.quiet);
-            warn_reserved(&spec, &report);
             let lock = runtime()?.block_on(resolve::resolve(
                 &client,
                 &rules,

@@ -27,6 +27,9 @@ struct ImagePlan {
     name: String,
     top: Descriptor,
     blobs: Vec<(Descriptor, Vec<Source>)>,
+    /// A chart, whose artifact is made from its .tgz once that is in the store
+    /// (`top` is known only then).
+    chart: Option<ferry::lock::LockedChart>,
 }
 
 /// Where a blob can be downloaded from: a registry's blob endpoint, or a file URL
@@ -199,6 +202,7 @@ async fn fetch_manifests(
         );
     }
     Ok(ImagePlan {
+        chart: None,
         name,
         top: locked.descriptor(),
         blobs: {
@@ -217,6 +221,7 @@ fn file_plans(rules: &MirrorRules, lock: &Lock, store: &Store) -> anyhow::Result
             store.put_blob(digest, bytes)?;
         }
         plans.push(ImagePlan {
+            chart: None,
             name: artifact.name,
             top: artifact.top,
             blobs: files
@@ -233,7 +238,34 @@ fn file_plans(rules: &MirrorRules, lock: &Lock, store: &Store) -> anyhow::Result
                 .collect(),
         });
     }
+    for chart in &lock.charts {
+        let tgz = Descriptor {
+            media_type: ferry::artifact::HELM_CHART_LAYER_TYPE.into(),
+            digest: chart.sha256.clone(),
+            size: chart.size,
+        };
+        let sources = rules
+            .file_endpoints(&chart.url)
+            .into_iter()
+            .map(Source::File);
+        plans.push(ImagePlan {
+            name: ferry::artifact::chart_ref_name(&chart.name, &chart.version),
+            top: tgz.clone(),
+            blobs: vec![(tgz, sources.collect())],
+            chart: Some(chart.clone()),
+        });
+    }
     Ok(plans)
+}
+
+/// Makes a chart's artifact from its .tgz in the store and puts its blobs there.
+fn chart_into_store(store: &Store, chart: &ferry::lock::LockedChart) -> anyhow::Result<Descriptor> {
+    let tgz = store.read_blob(&chart.sha256)?;
+    let artifact = crate::charts::chart_artifact(chart, &tgz)?;
+    for (digest, bytes) in &artifact.blobs {
+        store.put_blob(digest, bytes)?;
+    }
+    Ok(artifact.top)
 }
 
 /// Opens the partial file of a blob for this process alone. Another pull into the
@@ -533,7 +565,14 @@ pub async fn pull(
                 "cannot pull image {}: blob {} failed ({})",
                 plan.name, b.digest, failed[&b.digest]
             )),
-            None => complete.push((plan.name, plan.top)),
+            None => match &plan.chart {
+                None => complete.push((plan.name, plan.top)),
+                Some(chart) => match tokio::task::block_in_place(|| chart_into_store(store, chart))
+                {
+                    Ok(top) => complete.push((plan.name, top)),
+                    Err(e) => errors.push(format!("cannot pull {}: {e:#}", plan.name)),
+                },
+            },
         }
     }
     summary.images = complete.len();

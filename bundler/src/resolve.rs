@@ -274,12 +274,18 @@ pub async fn resolve(
         .buffered(jobs)
         .try_collect()
         .await?;
+    let charts = stream::iter(spec.charts.iter())
+        .map(|chart| crate::charts::resolve_chart(client, rules, chart, report))
+        .buffered(jobs)
+        .try_collect()
+        .await?;
     Ok(Lock {
         version: LOCK_VERSION,
         name: spec.name.clone(),
         spec_version: spec.version.clone(),
         images,
         files,
+        charts,
     })
 }
 

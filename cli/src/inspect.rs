@@ -51,6 +51,7 @@ pub struct Summary<'a> {
     pub base: Option<String>,
     pub images: Vec<ImageSummary<'a>>,
     pub files: Vec<FileSummary<'a>>,
+    pub charts: Vec<ChartSummary>,
     pub entries: usize,
     /// Uncompressed bytes of the entries.
     pub total_size: u64,
@@ -74,6 +75,13 @@ pub struct FileSummary<'a> {
     pub file_name: &'a str,
     /// Empty for a platform-independent file.
     pub platforms: Vec<String>,
+    pub size: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ChartSummary {
+    /// `charts/<name>:<version>`: `helm pull oci://SITE/charts/<name> --version <version>`.
+    pub reference: String,
     pub size: u64,
 }
 
@@ -109,6 +117,14 @@ impl<'a> Summary<'a> {
                     file_name: &f.file_name,
                     platforms: f.platforms.iter().map(|p| p.to_string()).collect(),
                     size: f.size,
+                })
+                .collect(),
+            charts: m
+                .charts
+                .iter()
+                .map(|c| ChartSummary {
+                    reference: ferry::artifact::chart_ref_name(&c.name, &c.version),
+                    size: c.size,
                 })
                 .collect(),
             entries: m.entries.len(),
@@ -164,6 +180,12 @@ impl<'a> Summary<'a> {
                     platforms,
                     human_bytes(f.size)
                 ));
+            }
+        }
+        if !self.charts.is_empty() {
+            out.push_str(&format!("charts     {}\n", self.charts.len()));
+            for c in &self.charts {
+                out.push_str(&format!("  {}  {}\n", c.reference, human_bytes(c.size)));
             }
         }
         out.push_str(&format!(

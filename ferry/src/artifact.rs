@@ -13,6 +13,12 @@
 //! The bytes are a pure function of the lock (name, version, platform, file name,
 //! sha256, size): every build makes the same manifests, so bundles stay
 //! reproducible and the lock needs no digests of its own for them.
+//!
+//! Helm charts are artifacts as `helm push` makes them (helm.sh/helm/v3
+//! pkg/registry): config [`HELM_CONFIG_TYPE`] holding the chart's metadata as JSON,
+//! one layer [`HELM_CHART_LAYER_TYPE`] holding the .tgz, the metadata's annotations
+//! on the manifest, named `charts/<name>:<version>`; `org.opencontainers.image.created`
+//! is left out so the same chart gives the same manifest.
 
 use serde_json::{json, Value};
 
@@ -32,6 +38,50 @@ pub const EMPTY_CONFIG: &[u8] = b"{}";
 /// The annotation that names a layer's file (and the artifact's title).
 pub const TITLE: &str = "org.opencontainers.image.title";
 const VERSION: &str = "org.opencontainers.image.version";
+
+/// Helm's chart config media type (pkg/registry `ConfigMediaType`).
+pub const HELM_CONFIG_TYPE: &str = "application/vnd.cncf.helm.config.v1+json";
+/// Helm's chart content media type (pkg/registry `ChartLayerMediaType`).
+pub const HELM_CHART_LAYER_TYPE: &str = "application/vnd.cncf.helm.chart.content.v1.tar+gzip";
+
+/// The name of a chart in `index.json` and the registry: `charts/<name>:<version>`.
+pub fn chart_ref_name(name: &str, version: &str) -> String {
+    format!("charts/{name}:{version}")
+}
+
+/// A chart's artifact: `config` is its metadata as JSON, `chart` the .tgz's digest
+/// and size, `annotations` those `helm push` puts on the manifest.
+pub fn chart_artifact(
+    name: &str,
+    version: &str,
+    chart: (&Digest, u64),
+    config: Vec<u8>,
+    annotations: &std::collections::BTreeMap<String, String>,
+) -> Artifact {
+    let config_d = descriptor(HELM_CONFIG_TYPE, &config);
+    let manifest = bytes(&json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": {
+            "mediaType": HELM_CONFIG_TYPE,
+            "digest": config_d.digest.to_string(),
+            "size": config_d.size,
+        },
+        "layers": [{
+            "mediaType": HELM_CHART_LAYER_TYPE,
+            "digest": chart.0.to_string(),
+            "size": chart.1,
+        }],
+        "annotations": annotations,
+    }));
+    let top = descriptor(OCI_MANIFEST, &manifest);
+    Artifact {
+        name: chart_ref_name(name, version),
+        platforms: vec![top.clone()],
+        blobs: vec![(config_d.digest, config), (top.digest.clone(), manifest)],
+        top,
+    }
+}
 
 /// The name of a file in `index.json` and the registry: `files/<name>:<version>`.
 pub fn file_ref_name(name: &str, version: &str) -> String {

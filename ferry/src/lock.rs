@@ -29,6 +29,22 @@ pub struct Lock {
     pub images: Vec<LockedImage>,
     #[serde(default, rename = "file", skip_serializing_if = "Vec::is_empty")]
     pub files: Vec<LockedFile>,
+    #[serde(default, rename = "chart", skip_serializing_if = "Vec::is_empty")]
+    pub charts: Vec<LockedChart>,
+}
+
+/// One Helm chart from a classic repository, pinned by its .tgz's sha256.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LockedChart {
+    pub name: String,
+    pub version: String,
+    /// The repository (`repo` in the spec).
+    pub repo: String,
+    /// The .tgz URL its `index.yaml` gives.
+    pub url: String,
+    pub sha256: Digest,
+    pub size: u64,
 }
 
 /// One file on one platform (or platform-independent), pinned by upstream's sha256.
@@ -141,6 +157,18 @@ impl Lock {
                 }
             }
         }
+        for chart in &spec.charts {
+            if !self
+                .charts
+                .iter()
+                .any(|c| c.name == chart.name && c.version == chart.version)
+            {
+                return Err(invalid(format!(
+                    "chart {} {} is not in the lock: run `ferry-bundler lock` again",
+                    chart.name, chart.version
+                )));
+            }
+        }
         for file in &spec.files {
             for target in file.targets() {
                 let what = match &target {
@@ -230,6 +258,7 @@ mod tests {
                 }],
             }],
             files: Vec::new(),
+            charts: Vec::new(),
         };
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("k.lock");

@@ -21,6 +21,7 @@
 //! run inside tests, where a panic with context is the most useful failure report.
 
 pub mod args;
+pub mod charts;
 pub mod files;
 pub mod image;
 pub mod proxy;

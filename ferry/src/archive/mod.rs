@@ -58,6 +58,9 @@ pub struct BundleManifest {
     /// The files it carries (as artifacts named `files/<name>:<version>`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub files: Vec<BundleFile>,
+    /// The Helm charts it carries (as artifacts named `charts/<name>:<version>`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub charts: Vec<BundleChart>,
     /// Every entry after the signature, sorted by path.
     pub entries: Vec<Entry>,
     /// Blobs the images need that a delta leaves to its base.
@@ -97,6 +100,16 @@ pub struct BundleFile {
     /// Empty for a platform-independent file.
     pub platforms: Vec<Platform>,
     /// Bytes of the file on every platform.
+    pub size: u64,
+}
+
+/// One Helm chart of a bundle, for `inspect`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BundleChart {
+    pub name: String,
+    pub version: String,
+    /// Bytes of its .tgz.
     pub size: u64,
 }
 

@@ -9,7 +9,8 @@ use std::path::{Path, PathBuf};
 use super::pack::{pack, PackEntry, PackOptions, Source};
 use super::parts::{self, PartWriter};
 use super::{
-    ArchiveError, BaseBundle, BundleFile, BundleImage, BundleManifest, Entry, Head, FORMAT_VERSION,
+    ArchiveError, BaseBundle, BundleChart, BundleFile, BundleImage, BundleManifest, Entry, Head,
+    FORMAT_VERSION,
 };
 use crate::digest::Digest;
 use crate::manifest::Descriptor;
@@ -28,6 +29,7 @@ pub struct Contents<'a> {
     pub lock: String,
     pub images: Vec<BundleImage>,
     pub files: Vec<BundleFile>,
+    pub charts: Vec<BundleChart>,
     /// `index.json` entries: image name and top-level descriptor.
     pub index: Vec<(String, Descriptor)>,
     /// Every blob the images need, once, with its size.
@@ -126,6 +128,7 @@ pub fn write(
         }),
         images: contents.images,
         files: contents.files,
+        charts: contents.charts,
         entries: sources.iter().map(|s| s.entry.clone()).collect(),
         external,
     };

@@ -1,0 +1,325 @@
+//! Helm charts from classic repositories: `lock` reads the repository's
+//! `index.yaml` for the chart's .tgz URL and digest and pins the .tgz by its sha256
+//! (checked against the index); `pull` and `build` make the chart's OCI artifact
+//! from the .tgz, as `helm push` does (see `ferry::artifact`), so `helm pull
+//! oci://SITE/charts/NAME --version V` works against the site registry.
+
+use std::collections::BTreeMap;
+use std::io::Read as _;
+
+use anyhow::{anyhow, bail, Context as _};
+use ferry::artifact::{self, Artifact};
+use ferry::file_spec::{ChartSource, ChartSpec};
+use ferry::lock::LockedChart;
+use ferry::Digest;
+use ferry_cli::Report;
+use serde::Serialize;
+use yaml_rust2::{Yaml, YamlLoader};
+
+use crate::client::{Client, FetchError};
+use crate::mirrors::{Endpoint, MirrorRules};
+
+/// `index.yaml` larger than this is refused (it is read whole).
+const MAX_INDEX: usize = 64 << 20;
+
+/// A whole (small) download.
+async fn fetch(client: &Client, endpoint: &Endpoint) -> Result<Vec<u8>, String> {
+    let mut response = client.file(endpoint, 0).await.map_err(|e| e.to_string())?;
+    let mut body = Vec::new();
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .map_err(|e| FetchError::from(e).to_string())?
+    {
+        body.extend_from_slice(&chunk);
+        if body.len() > MAX_INDEX {
+            return Err(format!("larger than {MAX_INDEX} bytes"));
+        }
+    }
+    Ok(body)
+}
+
+/// The first endpoint's answer for `url` that `check` accepts.
+async fn fetch_checked(
+    client: &Client,
+    rules: &MirrorRules,
+    url: &str,
+    what: &str,
+    report: &Report,
+    check: impl Fn(&[u8]) -> Result<(), String>,
+) -> anyhow::Result<Vec<u8>> {
+    let mut failures = Vec::new();
+    for endpoint in rules.file_endpoints(url) {
+        client.note_insecure(&endpoint, report);
+        match fetch(client, &endpoint)
+            .await
+            .and_then(|b| check(&b).map(|()| b))
+        {
+            Ok(bytes) => return Ok(bytes),
+            Err(e) => {
+                report.warn(&format!("{what}: {endpoint} failed: {e}"));
+                failures.push(format!("{endpoint}: {e}"));
+            }
+        }
+    }
+    bail!("{what}: every endpoint failed ({})", failures.join("; "))
+}
+
+/// Pins one chart: its entry in the repository's `index.yaml`, then its .tgz,
+/// whose sha256 must be the one the index gives.
+pub async fn resolve_chart(
+    client: &Client,
+    rules: &MirrorRules,
+    chart: &ChartSpec,
+    report: &Report,
+) -> anyhow::Result<LockedChart> {
+    let what = format!("chart {} {}", chart.name, chart.version);
+    let repo = match &chart.source {
+        ChartSource::Repo(r) => r,
+        ChartSource::Oci(o) => bail!(
+            "{what}: charts from OCI registries ({o}) are not carried yet; name its classic repository with `repo`"
+        ),
+    };
+    let index = fetch_checked(
+        client,
+        rules,
+        &format!("{repo}/index.yaml"),
+        &format!("{what}: index.yaml"),
+        report,
+        |b| {
+            YamlLoader::load_from_str(&String::from_utf8_lossy(b))
+                .map(|_| ())
+                .map_err(|e| format!("not YAML: {e}"))
+        },
+    )
+    .await?;
+    let docs = YamlLoader::load_from_str(&String::from_utf8_lossy(&index))
+        .map_err(|e| anyhow!("{what}: {repo}/index.yaml: {e}"))?;
+    let entries = docs
+        .first()
+        .and_then(|d| d["entries"][chart.name.as_str()].as_vec())
+        .ok_or_else(|| anyhow!("{what}: {repo}/index.yaml has no chart {}", chart.name))?;
+    let entry = entries
+        .iter()
+        .find(|e| e["version"].as_str() == Some(chart.version.as_str()))
+        .ok_or_else(|| {
+            let have: Vec<&str> = entries
+                .iter()
+                .filter_map(|e| e["version"].as_str())
+                .collect();
+            anyhow!(
+                "{what}: {repo}/index.yaml has no version {} (it has {})",
+                chart.version,
+                have.join(", ")
+            )
+        })?;
+    let listed = entry["urls"][0]
+        .as_str()
+        .ok_or_else(|| anyhow!("{what}: {repo}/index.yaml gives no URL"))?;
+    let url = if listed.starts_with("https://") || listed.starts_with("http://") {
+        listed.to_string()
+    } else {
+        format!("{repo}/{}", listed.trim_start_matches("./"))
+    };
+    let pinned: Option<Digest> = entry["digest"]
+        .as_str()
+        .map(|d| format!("sha256:{}", d.trim_start_matches("sha256:")).parse())
+        .transpose()
+        .map_err(|e| anyhow!("{what}: {repo}/index.yaml digest: {e}"))?;
+    let tgz = fetch_checked(client, rules, &url, &what, report, |b| match &pinned {
+        Some(d) if &Digest::of(b) != d => Err(format!(
+            "served sha256 {}, the index gives {d}",
+            Digest::of(b)
+        )),
+        _ => Ok(()),
+    })
+    .await?;
+    // Its metadata must be readable, or the site could not use it.
+    metadata(&tgz, &chart.name).with_context(|| what.clone())?;
+    let sha256 = Digest::of(&tgz);
+    report.info(&format!("locked {what} -> {sha256}"));
+    Ok(LockedChart {
+        name: chart.name.clone(),
+        version: chart.version.clone(),
+        repo: repo.clone(),
+        url,
+        sha256,
+        size: tgz.len() as u64,
+    })
+}
+
+/// A chart maintainer, as Helm's `chart.Maintainer` serialises.
+#[derive(Serialize)]
+struct Maintainer {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    email: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    url: Option<String>,
+}
+
+/// Chart.yaml as Helm's `chart.Metadata` serialises it to JSON for the chart's
+/// OCI config: the same keys, in its field order, empty ones left out.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Metadata {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    home: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    sources: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    version: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    description: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    keywords: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    maintainers: Vec<Maintainer>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    icon: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    api_version: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    condition: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tags: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    app_version: Option<String>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    deprecated: bool,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    annotations: BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    kube_version: Option<String>,
+    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
+    kind: Option<String>,
+}
+
+/// A scalar as text (versions may be written as numbers).
+fn text(y: &Yaml) -> Option<String> {
+    match y {
+        Yaml::String(s) | Yaml::Real(s) => Some(s.clone()),
+        Yaml::Integer(i) => Some(i.to_string()),
+        Yaml::Boolean(b) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
+fn texts(y: &Yaml) -> Vec<String> {
+    y.as_vec()
+        .map(|v| v.iter().filter_map(text).collect())
+        .unwrap_or_default()
+}
+
+/// The chart's metadata from `<name>/Chart.yaml` in the .tgz: the config JSON of
+/// its artifact and the annotations `helm push` puts on its manifest.
+pub fn metadata(tgz: &[u8], name: &str) -> anyhow::Result<(Vec<u8>, BTreeMap<String, String>)> {
+    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(tgz));
+    let wanted = format!("{name}/Chart.yaml");
+    let mut chart_yaml = None;
+    for entry in archive.entries().context("the .tgz is not a gzip tar")? {
+        let mut entry = entry.context("the .tgz is not a gzip tar")?;
+        if entry.path_bytes().as_ref() == wanted.as_bytes() {
+            let mut text = String::new();
+            entry
+                .read_to_string(&mut text)
+                .with_context(|| format!("reading {wanted}"))?;
+            chart_yaml = Some(text);
+            break;
+        }
+    }
+    let source = chart_yaml.ok_or_else(|| anyhow!("the .tgz has no {wanted}"))?;
+    let docs = YamlLoader::load_from_str(&source).map_err(|e| anyhow!("{wanted}: {e}"))?;
+    let y = docs.first().ok_or_else(|| anyhow!("{wanted} is empty"))?;
+    let annotations: BTreeMap<String, String> = y["annotations"]
+        .as_hash()
+        .map(|h| {
+            h.iter()
+                .filter_map(|(k, v)| Some((k.as_str()?.to_string(), text(v)?)))
+                .collect()
+        })
+        .unwrap_or_default();
+    let maintainers: Vec<Maintainer> = y["maintainers"]
+        .as_vec()
+        .map(|v| {
+            v.iter()
+                .map(|m| Maintainer {
+                    name: text(&m["name"]),
+                    email: text(&m["email"]),
+                    url: text(&m["url"]),
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let meta = Metadata {
+        name: text(&y["name"]),
+        home: text(&y["home"]),
+        sources: texts(&y["sources"]),
+        version: text(&y["version"]),
+        description: text(&y["description"]),
+        keywords: texts(&y["keywords"]),
+        maintainers,
+        icon: text(&y["icon"]),
+        api_version: text(&y["apiVersion"]),
+        condition: text(&y["condition"]),
+        tags: text(&y["tags"]),
+        app_version: text(&y["appVersion"]),
+        deprecated: y["deprecated"].as_bool().unwrap_or(false),
+        annotations: annotations.clone(),
+        kube_version: text(&y["kubeVersion"]),
+        kind: text(&y["type"]),
+    };
+    if meta.name.as_deref() != Some(name) {
+        bail!(
+            "{wanted} names the chart {:?}",
+            meta.name.unwrap_or_default()
+        );
+    }
+    // The manifest annotations of `helm push` (pkg/registry generateOCIAnnotations),
+    // without `created`: the chart's own annotations, then the fixed keys over them.
+    let mut on_manifest = annotations;
+    let mut put = |k: &str, v: Option<&String>| {
+        if let Some(v) = v.filter(|v| !v.trim().is_empty()) {
+            on_manifest.insert(k.to_string(), v.clone());
+        }
+    };
+    put(
+        "org.opencontainers.image.description",
+        meta.description.as_ref(),
+    );
+    put("org.opencontainers.image.title", meta.name.as_ref());
+    put("org.opencontainers.image.version", meta.version.as_ref());
+    put("org.opencontainers.image.url", meta.home.as_ref());
+    put("org.opencontainers.image.source", meta.sources.first());
+    let authors: Vec<String> = meta
+        .maintainers
+        .iter()
+        .map(|m| match (&m.name, &m.email) {
+            (Some(n), Some(e)) => format!("{n} ({e})"),
+            (Some(n), None) => n.clone(),
+            (None, Some(e)) => format!("({e})"),
+            (None, None) => String::new(),
+        })
+        .filter(|a| !a.is_empty())
+        .collect();
+    let authors = authors.join(", ");
+    put("org.opencontainers.image.authors", Some(&authors));
+    let config = serde_json::to_vec(&meta).expect("chart metadata serialises");
+    Ok((config, on_manifest))
+}
+
+/// The artifact of a locked chart from its .tgz bytes.
+pub fn chart_artifact(chart: &LockedChart, tgz: &[u8]) -> anyhow::Result<Artifact> {
+    let (config, annotations) = metadata(tgz, &chart.name)
+        .with_context(|| format!("chart {} {}", chart.name, chart.version))?;
+    Ok(artifact::chart_artifact(
+        &chart.name,
+        &chart.version,
+        (&chart.sha256, chart.size),
+        config,
+        &annotations,
+    ))
+}
