@@ -98,7 +98,7 @@ fn a_chart_from_a_classic_repository_is_served_as_helm_oci_and_helm_shows_it() {
     );
     s.bundler(&["keygen", "--no-password", "--name", "k"])
         .success();
-    s.bundler(&[
+    let build = [
         "build",
         "spec.toml",
         "--lock",
@@ -111,8 +111,19 @@ fn a_chart_from_a_classic_repository_is_served_as_helm_oci_and_helm_shows_it() {
         "k.key",
         "-o",
         "b.tar.zst",
-    ])
-    .success();
+    ];
+    // The chart's values run an image the spec does not carry: refused, named.
+    let refused = s.bundler(&build).failure();
+    assert!(
+        refused
+            .error_line()
+            .contains("chart mychart 0.1.0 (its values) names ghcr.io/example/app:v1.2.3"),
+        "{}",
+        refused.stderr
+    );
+    let mut allowed = build.to_vec();
+    allowed.push("--allow-missing-images");
+    s.bundler(&allowed).success();
     let inspect = s.bundler(&["inspect", "b.tar.zst"]).success();
     assert!(
         inspect.stdout.contains("charts/mychart:0.1.0"),

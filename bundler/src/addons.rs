@@ -21,6 +21,61 @@ pub fn images(text: &str) -> Result<Vec<String>, String> {
     Ok(out)
 }
 
+/// The images a chart's default values name: every `image:` that is a reference
+/// string, or a map of `repository` (with `registry`, and `tag` or the chart's
+/// `appVersion`, as charts conventionally default it, or `digest`).
+pub fn values_images(values: &str, app_version: Option<&str>) -> Result<Vec<String>, String> {
+    let docs = YamlLoader::load_from_str(values).map_err(|e| e.to_string())?;
+    let mut out = Vec::new();
+    for doc in &docs {
+        walk_values(doc, app_version, &mut out);
+    }
+    Ok(out)
+}
+
+fn scalar(y: &Yaml) -> Option<String> {
+    match y {
+        Yaml::String(s) | Yaml::Real(s) => Some(s.clone()).filter(|s| !s.is_empty()),
+        Yaml::Integer(i) => Some(i.to_string()),
+        _ => None,
+    }
+}
+
+fn walk_values(node: &Yaml, app_version: Option<&str>, out: &mut Vec<String>) {
+    match node {
+        Yaml::Hash(map) => {
+            for (key, value) in map {
+                if key.as_str() == Some("image") {
+                    let image = match value {
+                        Yaml::String(s) if !s.is_empty() => Some(s.clone()),
+                        Yaml::Hash(_) => scalar(&value["repository"]).map(|repo| {
+                            let mut image = match scalar(&value["registry"]) {
+                                Some(registry) => format!("{registry}/{repo}"),
+                                None => repo,
+                            };
+                            let tag = scalar(&value["tag"]).or(app_version.map(str::to_string));
+                            if let Some(tag) = tag {
+                                image = format!("{image}:{tag}");
+                            }
+                            if let Some(digest) = scalar(&value["digest"]) {
+                                image = format!("{image}@{digest}");
+                            }
+                            image
+                        }),
+                        _ => None,
+                    };
+                    if let Some(image) = image.filter(|i| !out.contains(i)) {
+                        out.push(image);
+                    }
+                }
+                walk_values(value, app_version, out);
+            }
+        }
+        Yaml::Array(list) => list.iter().for_each(|n| walk_values(n, app_version, out)),
+        _ => {}
+    }
+}
+
 fn walk(node: &Yaml, out: &mut Vec<String>) {
     match node {
         Yaml::Hash(map) => {
@@ -87,5 +142,28 @@ items:
             ]
         );
         assert!(images("a: [").is_err());
+    }
+
+    #[test]
+    fn finds_the_images_chart_values_name() {
+        let values = r#"
+image:
+  repository: ghcr.io/postfinance/kubelet-csr-approver
+  tag: ""
+sidecar:
+  image: { registry: registry.k8s.io, repository: sig-storage/livenessprobe, tag: v2.14.0 }
+other:
+  image: docker.io/library/busybox:1.36
+empty:
+  image: ""
+"#;
+        assert_eq!(
+            values_images(values, Some("v1.1.0")).unwrap(),
+            [
+                "ghcr.io/postfinance/kubelet-csr-approver:v1.1.0",
+                "registry.k8s.io/sig-storage/livenessprobe:v2.14.0",
+                "docker.io/library/busybox:1.36"
+            ]
+        );
     }
 }

@@ -32,10 +32,28 @@ pub struct BuildOptions<'a> {
     pub report: &'a Report,
 }
 
-/// Every image an addon manifest of the lock names that the spec does not carry,
-/// as `file NAME VERSION names IMAGE`.
+/// Every image an addon manifest or a chart's default values of the lock name that
+/// the spec does not carry, as `file NAME VERSION names IMAGE`.
 fn missing_images(o: &BuildOptions<'_>) -> anyhow::Result<Vec<String>> {
     let mut missing = Vec::new();
+    let mut check = |what: String, image: String| {
+        let carried = image
+            .parse::<ferry::Reference>()
+            .is_ok_and(|r| o.spec.images.iter().any(|i| i.reference == r));
+        let line = format!("{what} names {image}");
+        if !carried && !missing.contains(&line) {
+            missing.push(line);
+        }
+    };
+    for c in &o.lock.charts {
+        let tgz = o.store.read_blob(&c.sha256)?;
+        for image in crate::charts::images(&tgz, &c.name)? {
+            check(
+                format!("chart {} {} (its values)", c.name, c.version),
+                image,
+            );
+        }
+    }
     for f in &o.lock.files {
         let file_name = ferry::file_spec::file_name(&f.url);
         if !crate::addons::is_manifest(file_name) {
@@ -51,13 +69,7 @@ fn missing_images(o: &BuildOptions<'_>) -> anyhow::Result<Vec<String>> {
             )
         })?;
         for image in images {
-            let carried = image
-                .parse::<ferry::Reference>()
-                .is_ok_and(|r| o.spec.images.iter().any(|i| i.reference == r));
-            let line = format!("file {} {} names {image}", f.name, f.version);
-            if !carried && !missing.contains(&line) {
-                missing.push(line);
-            }
+            check(format!("file {} {}", f.name, f.version), image);
         }
     }
     Ok(missing)
