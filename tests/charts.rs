@@ -267,3 +267,116 @@ fn a_chart_version_the_index_lacks_is_refused_listing_what_it_has() {
         "{line}"
     );
 }
+
+#[test]
+fn a_chart_from_an_oci_registry_keeps_its_upstream_manifest_and_name() {
+    use ferry_testkit::image::{push_blob, push_manifest, Blob};
+    use ferry_testkit::registry::Registry;
+
+    let s = Session::new();
+    let reg = Registry::start();
+    // A chart as `helm push` leaves it in a registry: Helm's config and layer types.
+    let tgz = chart_tgz("ocichart", "0.2.0", "v2.0.0", "ghcr.io/example/oci:v2.0.0");
+    let config = Blob::new(
+        "application/vnd.cncf.helm.config.v1+json",
+        br#"{"name":"ocichart","version":"0.2.0","appVersion":"v2.0.0","apiVersion":"v2"}"#
+            .to_vec(),
+    );
+    let layer = Blob::new(
+        "application/vnd.cncf.helm.chart.content.v1.tar+gzip",
+        tgz.clone(),
+    );
+    let manifest = Blob::new(
+        "application/vnd.oci.image.manifest.v1+json",
+        serde_json::to_vec(&serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": config.descriptor(),
+            "layers": [layer.descriptor()],
+            "annotations": {"org.opencontainers.image.created": "2025-01-01T00:00:00Z"},
+        }))
+        .unwrap(),
+    );
+    push_blob(&reg.url(), "charts/ocichart", &config);
+    push_blob(&reg.url(), "charts/ocichart", &layer);
+    push_manifest(&reg.url(), "charts/ocichart", "0.2.0", &manifest);
+    s.write(
+        "spec.toml",
+        "name = \"charts\"\nversion = \"1\"\nplatforms = [\"linux/amd64\"]\n\n[[charts]]\nname = \"ocichart\"\nversion = \"0.2.0\"\noci = \"oci://oci.example.test/charts\"\n",
+    );
+    s.write(
+        "mirrors.toml",
+        &format!(
+            "[[registry]]\nhost = \"oci.example.test\"\nskip_upstream = true\nendpoints = [{{ url = \"{}\" }}]\n",
+            reg.url()
+        ),
+    );
+    s.bundler(&[
+        "lock",
+        "spec.toml",
+        "--mirrors",
+        "mirrors.toml",
+        "-o",
+        "spec.lock",
+    ])
+    .success();
+    assert!(
+        s.read("spec.lock").contains(&manifest.digest),
+        "pinned by the manifest digest"
+    );
+    s.bundler(&["keygen", "--no-password", "--name", "k"])
+        .success();
+    s.bundler(&[
+        "build",
+        "spec.toml",
+        "--lock",
+        "spec.lock",
+        "--mirrors",
+        "mirrors.toml",
+        "--store",
+        "store",
+        "--key",
+        "k.key",
+        "-o",
+        "b.tar.zst",
+        "--allow-missing-images",
+    ])
+    .success();
+    s.installer(&["unpack", "b.tar.zst", "--key", "k.pub", "--store", "site"])
+        .success();
+    drop(reg);
+
+    let srv = Serve::start(&s, &["--store", "site", "--tls", "off"]);
+    let base = format!("http://{}", srv.addr());
+    // Byte-exact under both names: the upstream one and charts/<name>.
+    for path in ["oci.example.test/charts/ocichart", "charts/ocichart"] {
+        let out = Command::new("curl")
+            .args([
+                "-sSf",
+                "-H",
+                "Accept: application/vnd.oci.image.manifest.v1+json",
+            ])
+            .arg(format!("{base}/v2/{path}/manifests/0.2.0"))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{path}");
+        assert_eq!(out.stdout, manifest.data, "{path}");
+    }
+    let kubeconfig = s.write(
+        "kubeconfig",
+        "apiVersion: v1\nkind: Config\nclusters: []\ncontexts: []\nusers: []\n",
+    );
+    let out = Command::new("python3")
+        .args(["-c", HELM_SHOW])
+        .arg(format!("oci://{}/charts/ocichart:0.2.0", srv.addr()))
+        .arg(&kubeconfig)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "helm show: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("name: ocichart"), "{text}");
+}

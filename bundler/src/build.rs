@@ -46,7 +46,7 @@ fn missing_images(o: &BuildOptions<'_>) -> anyhow::Result<Vec<String>> {
         }
     };
     for c in &o.lock.charts {
-        let tgz = o.store.read_blob(&c.sha256)?;
+        let tgz = crate::charts::tgz(o.store, c)?;
         for image in crate::charts::images(&tgz, &c.name)? {
             check(
                 format!("chart {} {} (its values)", c.name, c.version),
@@ -140,21 +140,26 @@ pub fn build(o: BuildOptions<'_>) -> anyhow::Result<Vec<PathBuf>> {
     }
     let mut charts = Vec::new();
     for chart in &o.lock.charts {
-        let tgz = o
-            .store
-            .read_blob(&chart.sha256)
-            .with_context(|| format!("chart {} {}", chart.name, chart.version))?;
-        let artifact = crate::charts::chart_artifact(chart, &tgz)?;
+        let tgz = crate::charts::tgz(o.store, chart)?;
+        let (top, platforms) = if chart.is_oci() {
+            // Kept as upstream made it, under its upstream name as well.
+            index.push((chart.url.clone(), chart.manifest()));
+            (chart.manifest(), vec![chart.manifest()])
+        } else {
+            let artifact = crate::charts::chart_artifact(chart, &tgz)?;
+            (artifact.top, artifact.platforms)
+        };
+        let name = ferry::artifact::chart_ref_name(&chart.name, &chart.version);
         let mine = o
             .store
-            .closure(&artifact.top, &artifact.platforms)
-            .with_context(|| format!("chart {}", artifact.name))?;
+            .closure(&top, &platforms)
+            .with_context(|| format!("chart {name}"))?;
         charts.push(BundleChart {
             name: chart.name.clone(),
             version: chart.version.clone(),
-            size: chart.size,
+            size: tgz.len() as u64,
         });
-        index.push((artifact.name, artifact.top));
+        index.push((name, top));
         blobs.extend(mine);
     }
     let missing = missing_images(&o)?;

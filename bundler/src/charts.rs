@@ -76,9 +76,7 @@ pub async fn resolve_chart(
     let what = format!("chart {} {}", chart.name, chart.version);
     let repo = match &chart.source {
         ChartSource::Repo(r) => r,
-        ChartSource::Oci(o) => bail!(
-            "{what}: charts from OCI registries ({o}) are not carried yet; name its classic repository with `repo`"
-        ),
+        ChartSource::Oci(o) => return resolve_oci_chart(client, rules, chart, o, report).await,
     };
     let index = fetch_checked(
         client,
@@ -146,6 +144,71 @@ pub async fn resolve_chart(
         sha256,
         size: tgz.len() as u64,
     })
+}
+
+/// Pins a chart in an OCI registry by its manifest's digest, through the registry
+/// mirror rules of its host; it must be a Helm chart (Helm's config media type).
+async fn resolve_oci_chart(
+    client: &Client,
+    rules: &MirrorRules,
+    chart: &ChartSpec,
+    oci: &str,
+    report: &Report,
+) -> anyhow::Result<LockedChart> {
+    let what = format!("chart {} {}", chart.name, chart.version);
+    let text = format!(
+        "{}/{}:{}",
+        oci.trim_start_matches("oci://"),
+        chart.name,
+        chart.version
+    );
+    let reference: ferry::Reference = text.parse().map_err(|e| anyhow!("{what}: {oci}: {e}"))?;
+    let mut failures = Vec::new();
+    for endpoint in rules.endpoints(&reference) {
+        client.note_insecure(&endpoint, report);
+        match crate::resolve::fetch_manifest(client, &endpoint, &chart.version, None).await {
+            Ok((bytes, _, digest)) => {
+                let doc: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
+                if doc["config"]["mediaType"] != artifact::HELM_CONFIG_TYPE {
+                    bail!(
+                        "{what}: {reference} is not a Helm chart (its config is {})",
+                        doc["config"]["mediaType"]
+                    );
+                }
+                report.info(&format!("locked {what} -> {digest}"));
+                return Ok(LockedChart {
+                    name: chart.name.clone(),
+                    version: chart.version.clone(),
+                    repo: oci.to_string(),
+                    url: reference.to_string(),
+                    sha256: digest,
+                    size: bytes.len() as u64,
+                });
+            }
+            Err(e) => {
+                report.warn(&format!("{what}: {endpoint} failed: {e}"));
+                failures.push(format!("{endpoint}: {e}"));
+            }
+        }
+    }
+    bail!("{what}: every endpoint failed ({})", failures.join("; "))
+}
+
+/// The .tgz of a chart in the store: the blob itself, or an OCI chart's layer.
+pub fn tgz(store: &ferry::store::Store, chart: &LockedChart) -> anyhow::Result<Vec<u8>> {
+    let what = || format!("chart {} {}", chart.name, chart.version);
+    let digest = if chart.is_oci() {
+        store
+            .platform_blobs(&chart.manifest())
+            .with_context(what)?
+            .into_iter()
+            .find(|d| d.media_type.as_ref() == artifact::HELM_CHART_LAYER_TYPE)
+            .ok_or_else(|| anyhow!("{}: its manifest has no chart layer", what()))?
+            .digest
+    } else {
+        chart.sha256.clone()
+    };
+    store.read_blob(&digest).with_context(what)
 }
 
 /// A chart maintainer, as Helm's `chart.Maintainer` serialises.

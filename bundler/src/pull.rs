@@ -30,6 +30,8 @@ struct ImagePlan {
     /// A chart, whose artifact is made from its .tgz once that is in the store
     /// (`top` is known only then).
     chart: Option<ferry::lock::LockedChart>,
+    /// More names for the same top manifest in `index.json`.
+    aliases: Vec<String>,
 }
 
 /// Where a blob can be downloaded from: a registry's blob endpoint, or a file URL
@@ -172,6 +174,42 @@ async fn put_manifest(
 }
 
 /// Brings the top-level and platform manifests of one image into the store.
+/// Brings an OCI chart's manifest into the store, with the blobs it needs: it is
+/// kept under its upstream name and digest, and named `charts/<name>:<version>` too.
+async fn fetch_oci_chart(
+    client: &Client,
+    rules: &MirrorRules,
+    store: &Store,
+    chart: &ferry::lock::LockedChart,
+    report: &Report,
+) -> anyhow::Result<ImagePlan> {
+    let reference: ferry::Reference = chart
+        .url
+        .parse()
+        .map_err(|e| anyhow!("chart {} {}: {e}", chart.name, chart.version))?;
+    let endpoints = rules.endpoints(&reference);
+    let top = chart.manifest();
+    get_manifest(
+        client,
+        store,
+        &endpoints,
+        &chart.url,
+        reference.tag(),
+        &top.digest,
+        report,
+    )
+    .await?;
+    let blobs = store.platform_blobs(&top)?;
+    let sources: Vec<Source> = endpoints.into_iter().map(Source::Blob).collect();
+    Ok(ImagePlan {
+        name: reference.to_string(),
+        top,
+        blobs: blobs.into_iter().map(|b| (b, sources.clone())).collect(),
+        chart: None,
+        aliases: vec![ferry::artifact::chart_ref_name(&chart.name, &chart.version)],
+    })
+}
+
 async fn fetch_manifests(
     client: &Client,
     rules: &MirrorRules,
@@ -203,6 +241,7 @@ async fn fetch_manifests(
     }
     Ok(ImagePlan {
         chart: None,
+        aliases: Vec::new(),
         name,
         top: locked.descriptor(),
         blobs: {
@@ -222,6 +261,7 @@ fn file_plans(rules: &MirrorRules, lock: &Lock, store: &Store) -> anyhow::Result
         }
         plans.push(ImagePlan {
             chart: None,
+            aliases: Vec::new(),
             name: artifact.name,
             top: artifact.top,
             blobs: files
@@ -238,7 +278,7 @@ fn file_plans(rules: &MirrorRules, lock: &Lock, store: &Store) -> anyhow::Result
                 .collect(),
         });
     }
-    for chart in &lock.charts {
+    for chart in lock.charts.iter().filter(|c| !c.is_oci()) {
         let tgz = Descriptor {
             media_type: ferry::artifact::HELM_CHART_LAYER_TYPE.into(),
             digest: chart.sha256.clone(),
@@ -253,6 +293,7 @@ fn file_plans(rules: &MirrorRules, lock: &Lock, store: &Store) -> anyhow::Result
             top: tgz.clone(),
             blobs: vec![(tgz, sources.collect())],
             chart: Some(chart.clone()),
+            aliases: Vec::new(),
         });
     }
     Ok(plans)
@@ -476,11 +517,14 @@ pub async fn pull(
     report: &Report,
 ) -> anyhow::Result<Summary> {
     let started = Instant::now();
-    let plans: Vec<anyhow::Result<ImagePlan>> = stream::iter(lock.images.iter())
+    let mut plans: Vec<anyhow::Result<ImagePlan>> = stream::iter(lock.images.iter())
         .map(|locked| fetch_manifests(client, rules, store, locked, report))
         .buffered(jobs)
         .collect()
         .await;
+    for chart in lock.charts.iter().filter(|c| c.is_oci()) {
+        plans.push(fetch_oci_chart(client, rules, store, chart, report).await);
+    }
 
     let mut errors = Vec::new();
     let mut ready = Vec::new();
@@ -566,7 +610,12 @@ pub async fn pull(
                 plan.name, b.digest, failed[&b.digest]
             )),
             None => match &plan.chart {
-                None => complete.push((plan.name, plan.top)),
+                None => {
+                    for alias in &plan.aliases {
+                        complete.push((alias.clone(), plan.top.clone()));
+                    }
+                    complete.push((plan.name, plan.top));
+                }
                 Some(chart) => match tokio::task::block_in_place(|| chart_into_store(store, chart))
                 {
                     Ok(top) => complete.push((plan.name, top)),

@@ -33,18 +33,38 @@ pub struct Lock {
     pub charts: Vec<LockedChart>,
 }
 
-/// One Helm chart from a classic repository, pinned by its .tgz's sha256.
+/// One Helm chart: from a classic repository, pinned by its .tgz's sha256; from an
+/// OCI registry (`repo` starting `oci://`), pinned by its manifest's digest.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LockedChart {
     pub name: String,
     pub version: String,
-    /// The repository (`repo` in the spec).
+    /// The repository (`repo` or `oci` in the spec).
     pub repo: String,
-    /// The .tgz URL its `index.yaml` gives.
+    /// The .tgz URL its `index.yaml` gives; for an OCI chart, its reference
+    /// (`host/path/name:version`).
     pub url: String,
+    /// The .tgz's sha256; for an OCI chart, its manifest's digest.
     pub sha256: Digest,
     pub size: u64,
+}
+
+impl LockedChart {
+    /// Whether it comes from an OCI registry (kept there under its upstream name,
+    /// manifest and digest unchanged).
+    pub fn is_oci(&self) -> bool {
+        self.repo.starts_with("oci://")
+    }
+
+    /// An OCI chart's manifest.
+    pub fn manifest(&self) -> Descriptor {
+        Descriptor {
+            media_type: MediaType::ImageManifest,
+            digest: self.sha256.clone(),
+            size: self.size,
+        }
+    }
 }
 
 /// One file on one platform (or platform-independent), pinned by upstream's sha256.
