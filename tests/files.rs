@@ -439,3 +439,63 @@ fn a_build_whose_addon_manifest_runs_an_image_the_spec_lacks_is_refused_naming_i
         run.stderr
     );
 }
+
+#[test]
+fn lock_resumes_a_dropped_download_too() {
+    let w = world();
+    w.files.fault(ARM, Fault::DropAfter(512 << 10));
+    lock(&w).success();
+    assert!(
+        w.files
+            .requests()
+            .contains(&format!("GET {ARM} range=bytes={}-", 512 << 10)),
+        "{:?}",
+        w.files.requests()
+    );
+    assert!(w.s.read("spec.lock").contains(&sha(&w.arm)));
+}
+
+#[test]
+fn a_file_two_specs_name_lands_once_in_a_shared_store() {
+    let w = world();
+    lock(&w).success();
+    let pull = |spec: &str, lock: &str| {
+        w.s.bundler(&[
+            "pull",
+            spec,
+            "--lock",
+            lock,
+            "--mirrors",
+            "mirrors.toml",
+            "--store",
+            "store",
+        ])
+        .success()
+    };
+    pull("spec.toml", "spec.lock");
+    // A second release naming the same kubelet (and nothing else).
+    let spec = w.s.read("spec.toml");
+    let only_kubelet = &spec[..spec.find("[[files]]\nname = \"app.yaml\"").unwrap()];
+    w.s.write(
+        "other.toml",
+        &only_kubelet.replace("name = \"files\"", "name = \"other\""),
+    );
+    w.s.bundler(&[
+        "lock",
+        "other.toml",
+        "--mirrors",
+        "mirrors.toml",
+        "-o",
+        "other.lock",
+    ])
+    .success();
+    let before = w.files.count(AMD);
+    pull("other.toml", "other.lock");
+    assert_eq!(
+        w.files.count(AMD),
+        before,
+        "the shared file was fetched again"
+    );
+    let index = w.s.read("store/index.json");
+    assert_eq!(index.matches("files/kubelet:1.0.0").count(), 1, "{index}");
+}

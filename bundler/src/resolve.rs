@@ -289,15 +289,42 @@ pub async fn resolve(
     })
 }
 
-/// Downloads a file from `endpoint`, hashing it (nothing is kept): its digest and size.
+/// Downloads a file from `endpoint`, hashing it (nothing is kept): its digest and
+/// size. A connection dropped mid-body resumes with `Range` where it stopped.
 async fn hash_file(client: &Client, endpoint: &Endpoint) -> Result<(Digest, u64), FetchError> {
-    let mut response = client.file(endpoint, 0).await?;
+    let policy = crate::client::RetryPolicy::RESUME;
     let mut hasher = ferry::digest::Hasher::new();
-    while let Some(chunk) = response.chunk().await? {
-        hasher.update(&chunk);
+    let mut drops = 0;
+    loop {
+        let offset = hasher.len();
+        let mut response = client.file(endpoint, offset).await?;
+        let resumed = response.status() == reqwest::StatusCode::PARTIAL_CONTENT;
+        if offset > 0 && !resumed {
+            // The server ignored the Range: start over.
+            hasher = ferry::digest::Hasher::new();
+        }
+        let expected = response.content_length().map(|n| n + hasher.len());
+        let cut = loop {
+            match response.chunk().await {
+                Ok(Some(chunk)) => hasher.update(&chunk),
+                Ok(None) => break expected.is_some_and(|n| hasher.len() < n),
+                Err(e) if drops + 1 >= policy.attempts => return Err(e.into()),
+                Err(_) => break true,
+            }
+        };
+        if !cut {
+            let len = hasher.len();
+            return Ok((hasher.finish(), len));
+        }
+        drops += 1;
+        if drops >= policy.attempts {
+            return Err(FetchError::Status {
+                status: reqwest::StatusCode::BAD_GATEWAY,
+                code: Some(format!("the body was cut short {drops} times")),
+            });
+        }
+        tokio::time::sleep(policy.delay(drops)).await;
     }
-    let len = hasher.len();
-    Ok((hasher.finish(), len))
 }
 
 /// Pins one file on one platform: downloads it from the first endpoint that serves
