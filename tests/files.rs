@@ -499,3 +499,93 @@ fn a_file_two_specs_name_lands_once_in_a_shared_store() {
     let index = w.s.read("store/index.json");
     assert_eq!(index.matches("files/kubelet:1.0.0").count(), 1, "{index}");
 }
+
+#[test]
+fn deltas_and_split_parts_carry_files_like_any_other_blob() {
+    let w = world();
+    let s = &w.s;
+    lock(&w).success();
+    s.bundler(&["keygen", "--no-password", "--name", "k"])
+        .success();
+    let build = |spec: &str, lock: &str, out: &str, extra: &[&str]| {
+        let mut args = vec![
+            "build",
+            spec,
+            "--lock",
+            lock,
+            "--mirrors",
+            "mirrors.toml",
+            "--store",
+            "store",
+            "--key",
+            "k.key",
+            "-o",
+            out,
+        ];
+        args.extend_from_slice(extra);
+        s.bundler(&args).success()
+    };
+    build("spec.toml", "spec.lock", "base.tar.zst", &[]);
+    // The next release changes only the YAML.
+    let yaml2 = b"apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: app2\n".to_vec();
+    w.files.put("/manifests/v2.0.1/app.yaml", yaml2.clone());
+    s.write(
+        "next.toml",
+        &s.read("spec.toml")
+            .replace("version = \"2.0.0\"", "version = \"2.0.1\""),
+    );
+    s.bundler(&[
+        "lock",
+        "next.toml",
+        "--mirrors",
+        "mirrors.toml",
+        "-o",
+        "next.lock",
+    ])
+    .success();
+    build(
+        "next.toml",
+        "next.lock",
+        "delta.tar.zst",
+        &["--base", "base.tar.zst", "--split", "1M"],
+    );
+    // The kubelets live in the base: the delta carries only what changed.
+    let parts: u64 = std::fs::read_dir(s.dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            p.to_string_lossy().contains("delta.tar.zst.0")
+                && !p.to_string_lossy().ends_with(".minisig")
+        })
+        .map(|p| std::fs::metadata(p).unwrap().len())
+        .sum();
+    assert!(parts > 0 && parts < 1 << 20, "the delta is {parts} bytes");
+    s.installer(&[
+        "unpack",
+        "base.tar.zst",
+        "--key",
+        "k.pub",
+        "--store",
+        "site",
+    ])
+    .success();
+    s.installer(&[
+        "unpack",
+        "delta.tar.zst.001",
+        "--key",
+        "k.pub",
+        "--store",
+        "site",
+    ])
+    .success();
+    let srv = Serve::start(s, &["--store", "site", "--tls", "off"]);
+    let base = format!("http://{}", srv.addr());
+    assert_eq!(
+        curl(&[&format!("{base}/files/app.yaml/2.0.1/app.yaml")]),
+        yaml2
+    );
+    assert_eq!(
+        curl(&[&format!("{base}/files/kubelet/1.0.0/linux/arm64/kubelet")]),
+        w.arm
+    );
+}
