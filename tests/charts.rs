@@ -98,20 +98,7 @@ fn a_chart_from_a_classic_repository_is_served_as_helm_oci_and_helm_shows_it() {
     );
     s.bundler(&["keygen", "--no-password", "--name", "k"])
         .success();
-    let build = [
-        "build",
-        "spec.toml",
-        "--lock",
-        "spec.lock",
-        "--mirrors",
-        "mirrors.toml",
-        "--store",
-        "store",
-        "--key",
-        "k.key",
-        "-o",
-        "b.tar.zst",
-    ];
+    let build = common::build_args("spec.toml", "spec.lock", "b.tar.zst");
     // The chart's values run an image the spec does not carry: refused, named.
     let refused = s.bundler(&build).failure();
     assert!(
@@ -326,22 +313,9 @@ fn a_chart_from_an_oci_registry_keeps_its_upstream_manifest_and_name() {
     );
     s.bundler(&["keygen", "--no-password", "--name", "k"])
         .success();
-    s.bundler(&[
-        "build",
-        "spec.toml",
-        "--lock",
-        "spec.lock",
-        "--mirrors",
-        "mirrors.toml",
-        "--store",
-        "store",
-        "--key",
-        "k.key",
-        "-o",
-        "b.tar.zst",
-        "--allow-missing-images",
-    ])
-    .success();
+    let mut build = common::build_args("spec.toml", "spec.lock", "b.tar.zst");
+    build.push("--allow-missing-images");
+    s.bundler(&build).success();
     s.installer(&["unpack", "b.tar.zst", "--key", "k.pub", "--store", "site"])
         .success();
     drop(reg);

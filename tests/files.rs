@@ -155,20 +155,7 @@ fn files_travel_lock_build_unpack_serve_and_come_out_byte_exact() {
     }
     s.bundler(&["keygen", "--no-password", "--name", "k"])
         .success();
-    let build = [
-        "build",
-        "spec.toml",
-        "--lock",
-        "spec.lock",
-        "--mirrors",
-        "mirrors.toml",
-        "--store",
-        "store",
-        "--key",
-        "k.key",
-        "-o",
-        "b.tar.zst",
-    ];
+    let build = common::build_args("spec.toml", "spec.lock", "b.tar.zst");
     s.bundler(&build).success();
     // Every file was fetched once (lock fetched each once more to check its pin).
     for path in [AMD, ARM, YAML] {
@@ -403,20 +390,7 @@ fn a_build_whose_addon_manifest_runs_an_image_the_spec_lacks_is_refused_naming_i
     lock(&w).success();
     w.s.bundler(&["keygen", "--no-password", "--name", "k"])
         .success();
-    let build = [
-        "build",
-        "spec.toml",
-        "--lock",
-        "spec.lock",
-        "--mirrors",
-        "mirrors.toml",
-        "--store",
-        "store",
-        "--key",
-        "k.key",
-        "-o",
-        "b.tar.zst",
-    ];
+    let build = common::build_args("spec.toml", "spec.lock", "b.tar.zst");
     let run = w.s.bundler(&build).failure();
     let line = run.error_line();
     for needle in [
@@ -508,20 +482,7 @@ fn deltas_and_split_parts_carry_files_like_any_other_blob() {
     s.bundler(&["keygen", "--no-password", "--name", "k"])
         .success();
     let build = |spec: &str, lock: &str, out: &str, extra: &[&str]| {
-        let mut args = vec![
-            "build",
-            spec,
-            "--lock",
-            lock,
-            "--mirrors",
-            "mirrors.toml",
-            "--store",
-            "store",
-            "--key",
-            "k.key",
-            "-o",
-            out,
-        ];
+        let mut args = common::build_args(spec, lock, out);
         args.extend_from_slice(extra);
         s.bundler(&args).success()
     };

@@ -277,14 +277,7 @@ impl Client {
             "{}/v2/{}/blobs/{}",
             endpoint.base_url, endpoint.repository, digest
         );
-        let mut headers = HeaderMap::new();
-        if offset > 0 {
-            headers.insert(
-                RANGE,
-                HeaderValue::from_str(&format!("bytes={offset}-")).expect("ascii"),
-            );
-        }
-        self.get(endpoint, &url, headers, &format!("blob {digest}"))
+        self.get(endpoint, &url, from(offset), &format!("blob {digest}"))
             .await
     }
 
@@ -292,14 +285,7 @@ impl Client {
     /// from byte `offset`, as [`Client::blob`] does for a blob.
     pub async fn file(&self, endpoint: &Endpoint, offset: u64) -> Result<Response, FetchError> {
         let url = endpoint.to_string();
-        let mut headers = HeaderMap::new();
-        if offset > 0 {
-            headers.insert(
-                RANGE,
-                HeaderValue::from_str(&format!("bytes={offset}-")).expect("ascii"),
-            );
-        }
-        self.get(endpoint, &url, headers, &format!("file {url}"))
+        self.get(endpoint, &url, from(offset), &format!("file {url}"))
             .await
     }
 
@@ -443,6 +429,18 @@ impl Client {
             }
         }
     }
+}
+
+/// The headers that ask for a body from byte `offset` on (none from the start).
+fn from(offset: u64) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    if offset > 0 {
+        headers.insert(
+            RANGE,
+            HeaderValue::from_str(&format!("bytes={offset}-")).expect("ascii"),
+        );
+    }
+    headers
 }
 
 /// The distribution-spec error code from an error body, if there is one.

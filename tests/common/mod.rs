@@ -75,6 +75,25 @@ fn bin(name: &str) -> PathBuf {
     dir.join(name)
 }
 
+/// `build SPEC --lock LOCK -o OUT` with the mirror rules, store and key the file
+/// and chart tests use (`mirrors.toml`, `store`, `k.key` from `keygen --name k`).
+pub fn build_args<'a>(spec: &'a str, lock: &'a str, out: &'a str) -> Vec<&'a str> {
+    vec![
+        "build",
+        spec,
+        "--lock",
+        lock,
+        "--mirrors",
+        "mirrors.toml",
+        "--store",
+        "store",
+        "--key",
+        "k.key",
+        "-o",
+        out,
+    ]
+}
+
 /// The outcome of one command.
 pub struct Run {
     pub status: std::process::ExitStatus,
