@@ -32,7 +32,15 @@ fn expected(bin: &str) -> &'static [&'static str] {
             "completions",
             "man",
         ],
-        _ => &["verify", "unpack", "inspect", "serve", "completions", "man"],
+        _ => &[
+            "verify",
+            "unpack",
+            "inspect",
+            "serve",
+            "init-cluster",
+            "completions",
+            "man",
+        ],
     }
 }
 
@@ -441,4 +449,42 @@ fn no_error_line_repeats_a_cause() {
             "{bin} {args:?} repeats a cause: {line}"
         );
     }
+}
+
+#[test]
+fn init_cluster_writes_a_commented_inventory_and_keeps_an_existing_one() {
+    let s = Session::new();
+    let run = s.installer(&["init-cluster", "--nodes", "4"]).success();
+    assert!(
+        run.stdout.contains("wrote cluster.toml (4 node(s))"),
+        "{}",
+        run.stdout
+    );
+    let text = s.read("cluster.toml");
+    let inv =
+        ferry_installer::install::inventory::Inventory::parse(Path::new("cluster.toml"), &text)
+            .unwrap();
+    assert_eq!(inv.nodes.len(), 4);
+    // Every field is explained: each key line has a comment above it or in its table.
+    for key in [
+        "control_plane_endpoint",
+        "pod_cidr",
+        "proxy_mode",
+        "vip",
+        "virtual_router_id",
+    ] {
+        assert!(text.contains(key), "{key}");
+    }
+    assert!(text.lines().filter(|l| l.starts_with('#')).count() > 20);
+    s.write("cluster.toml", "mine");
+    let refused = s.installer(&["init-cluster"]).failure();
+    assert!(
+        refused.error_line().contains("cluster.toml exists"),
+        "{}",
+        refused.stderr
+    );
+    assert_eq!(s.read("cluster.toml"), "mine");
+    s.installer(&["init-cluster", "--force", "-o", "cluster.toml"])
+        .success();
+    assert_ne!(s.read("cluster.toml"), "mine");
 }

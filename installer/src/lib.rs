@@ -3,5 +3,6 @@
 //! ([`bundle`]), the embedded registry ([`registry`]) and the site's PKI ([`pki`]).
 
 pub mod bundle;
+pub mod install;
 pub mod pki;
 pub mod registry;

@@ -15,6 +15,7 @@ Examples:
   ferry-installer verify k8s.tar.zst --key release.pub
   ferry-installer unpack k8s.tar.zst --key release.pub --store /var/lib/ferry/store
   ferry-installer serve --store /var/lib/ferry/store
+  ferry-installer init-cluster --nodes 4        # writes a commented cluster.toml
   ferry-installer completions bash > /etc/bash_completion.d/ferry-installer
   ferry-installer man --out /usr/local/share/man/man1
 
@@ -80,6 +81,26 @@ Examples:
     Inspect(ferry_cli::inspect::InspectArgs),
     /// Serve the store as a registry that docker, containerd, podman, skopeo and helm pull from.
     Serve(registry::ServeArgs),
+    /// Write a commented example cluster inventory (cluster.toml) to edit.
+    #[command(after_help = "\
+Examples:
+  ferry-installer init-cluster                  # one node with every role
+  ferry-installer init-cluster --nodes 5        # 3 control planes behind a VIP, 2 workers
+  ferry-installer init-cluster --nodes 3 -o site-a.toml
+
+Every field is explained in the file. It is checked (names, addresses, roles,
+networks, VIP) whenever it is read.")]
+    InitCluster {
+        /// How many nodes the example has.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=10000))]
+        nodes: u16,
+        /// Where to write it.
+        #[arg(short, long, default_value = "cluster.toml")]
+        output: PathBuf,
+        /// Replace the file if it exists.
+        #[arg(long)]
+        force: bool,
+    },
     /// Print a shell completion script.
     #[command(after_help = "\
 Examples:
@@ -114,9 +135,36 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         } => bundle::unpack(&bundle, &key, &store, quiet),
         Command::Inspect(args) => ferry_cli::inspect::run(&args),
         Command::Serve(args) => registry::serve(args),
+        Command::InitCluster {
+            nodes,
+            output,
+            force,
+        } => init_cluster(nodes.into(), &output, force),
         Command::Completions { shell } => ferry_cli::generate::completions(Cli::command(), shell),
         Command::Man { out } => ferry_cli::generate::man(Cli::command(), out.as_deref()),
     }
+}
+
+/// `init-cluster`: the example inventory, checked by the same parser `plan` uses.
+fn init_cluster(nodes: usize, output: &std::path::Path, force: bool) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    if output.exists() && !force {
+        anyhow::bail!(
+            "{} exists: edit it, or pass --force to replace it",
+            output.display()
+        );
+    }
+    let text = ferry_installer::install::example::example(nodes);
+    ferry_installer::install::inventory::Inventory::parse(output, &text)
+        .context("the example inventory does not check out (a bug)")?;
+    let tmp = output.with_extension("toml.tmp");
+    std::fs::write(&tmp, &text).with_context(|| format!("cannot write {}", tmp.display()))?;
+    std::fs::rename(&tmp, output).with_context(|| format!("cannot write {}", output.display()))?;
+    println!(
+        "wrote {} ({nodes} node(s)): edit the names, addresses and SSH access",
+        output.display()
+    );
+    Ok(())
 }
 
 fn main() -> ExitCode {

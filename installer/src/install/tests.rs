@@ -1,0 +1,121 @@
+//! The inventory: the example init-cluster writes parses for any size, and every
+//! kind of bad input is refused with one line naming the node and the field.
+
+use std::path::Path;
+
+use super::example::example;
+use super::inventory::{HaMode, Inventory, RegistryPlace, Role};
+
+fn parse(text: &str) -> Result<Inventory, String> {
+    Inventory::parse(Path::new("cluster.toml"), text).map_err(|e| e.to_string())
+}
+
+#[test]
+fn the_example_parses_for_every_size() {
+    for n in [1, 2, 3, 4, 10, 100] {
+        let inv = parse(&example(n)).unwrap_or_else(|e| panic!("{n} nodes: {e}"));
+        assert_eq!(inv.nodes.len(), n);
+        let etcd = inv.nodes.iter().filter(|x| x.has(Role::Etcd)).count();
+        assert!(etcd % 2 == 1, "{n} nodes: {etcd} etcd members");
+        assert_eq!(
+            inv.ha.mode == HaMode::HaproxyKeepalived,
+            n >= 3,
+            "{n} nodes"
+        );
+    }
+    let one = parse(&example(1)).unwrap();
+    assert_eq!(
+        one.nodes[0].roles,
+        [Role::ControlPlane, Role::Etcd, Role::Worker]
+    );
+    assert_eq!(
+        one.registry,
+        RegistryPlace::Node {
+            node: "node1".into(),
+            port: 5000
+        }
+    );
+    assert_eq!(one.kubernetes.service_cidr.to_string(), "10.233.0.0/18");
+    assert_eq!(one.arches(), ["amd64"]);
+}
+
+#[test]
+fn bad_inventories_are_refused_naming_the_node_and_field() {
+    let ha = example(4);
+    let cases: Vec<(String, &str)> = vec![
+        (
+            ha.replace("name = \"worker1\"", "name = \"master1\""),
+            "node master1: name is used by two nodes",
+        ),
+        (
+            ha.replace("address = \"192.168.10.14\"", "address = \"192.168.10.11\""),
+            "node worker1: address 192.168.10.11 is also node master1's",
+        ),
+        (
+            ha.replacen("roles = [\"control-plane\", \"etcd\"]", "roles = [\"control-plane\"]", 1),
+            "2 nodes have the etcd role: etcd needs an odd number",
+        ),
+        (
+            ha.replace("vip = \"192.168.10.10\"", "vip = \"192.168.10.12\"")
+                .replace("192.168.10.10:6443", "192.168.10.12:6443"),
+            "ha: vip 192.168.10.12 is node master2's address",
+        ),
+        (
+            ha.replace("vip = \"192.168.10.10\"", "vip = \"10.233.64.7\"")
+                .replace("192.168.10.10:6443", "10.233.64.7:6443"),
+            "ha: vip 10.233.64.7 falls inside 10.233.64.0/18",
+        ),
+        (
+            ha.replace("service_cidr = \"10.233.0.0/18\"", "service_cidr = \"10.233.0.0/16\""),
+            "kubernetes: pod_cidr 10.233.64.0/18 and service_cidr 10.233.0.0/16 overlap",
+        ),
+        (
+            ha.replace("\"control-plane\", ", ""),
+            "no node has the control-plane role",
+        ),
+        (
+            ha.replace("arch = \"amd64\"\nssh = { user = \"root\", port = 22 }\n\n[[nodes]]\nname = \"master2\"", "arch = \"s390x\"\nssh = { user = \"root\", port = 22 }\n\n[[nodes]]\nname = \"master2\""),
+            "node master1: arch \"s390x\" must be amd64 or arm64",
+        ),
+        (
+            ha.replace("node = \"master1\"", "node = \"master9\""),
+            "registry: node \"master9\" is not one of the nodes",
+        ),
+        (
+            ha.replace("node = \"master1\"", "url = \"https://harbor.site.lan\"\nnode = \"master1\""),
+            "registry: give either node",
+        ),
+        (
+            ha.replace("vip = \"192.168.10.10\"\n", ""),
+            "ha: mode haproxy-keepalived needs vip",
+        ),
+        (
+            ha.replace("192.168.10.10:6443", "192.168.10.11:6443"),
+            "kubernetes: control_plane_endpoint 192.168.10.11:6443 should name the VIP",
+        ),
+        (
+            ha.replace("192.168.10.10:6443", "192.168.10.10"),
+            "kubernetes: control_plane_endpoint \"192.168.10.10\" must be host:port",
+        ),
+        (
+            ha.replace("name = \"worker1\"", "name = \"Worker_1\""),
+            "node \"Worker_1\": name must be lowercase",
+        ),
+        (
+            ha.replace("address = \"192.168.10.14\"", "address = \"10.233.1.1\""),
+            "node worker1: address 10.233.1.1 falls inside 10.233.0.0/18",
+        ),
+    ];
+    for (text, want) in cases {
+        let e = parse(&text).expect_err(want);
+        assert!(e.starts_with("cluster.toml"), "{e}");
+        assert!(e.contains(want), "want {want:?}, got {e:?}");
+        assert!(!e.contains('\n'), "{e}");
+    }
+    // A typo in a field name is refused with its line.
+    let e = parse(&ha.replace("proxy_mode", "proxy_mod")).unwrap_err();
+    assert!(
+        e.starts_with("cluster.toml:") && e.contains("proxy_mod"),
+        "{e}"
+    );
+}
