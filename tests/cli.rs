@@ -38,6 +38,7 @@ fn expected(bin: &str) -> &'static [&'static str] {
             "inspect",
             "serve",
             "init-cluster",
+            "plan",
             "completions",
             "man",
         ],

@@ -166,6 +166,24 @@ impl Store {
         self.private("bundles").join(format!("{}.json", id.hex()))
     }
 
+    /// The manifests of every bundle unpacked here, as recorded, in file name order.
+    pub fn bundle_records(&self) -> Result<Vec<Vec<u8>>, StoreError> {
+        let dir = self.private("bundles");
+        let mut paths: Vec<PathBuf> = match fs::read_dir(&dir) {
+            Ok(entries) => entries
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|x| x == "json"))
+                .collect(),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(io_err(&dir)(e)),
+        };
+        paths.sort();
+        paths
+            .iter()
+            .map(|p| fs::read(p).map_err(io_err(p)))
+            .collect()
+    }
+
     /// Records that the bundle `id` (its manifest bytes) is unpacked here.
     pub fn record_bundle(&self, id: &Digest, manifest: &[u8]) -> Result<(), StoreError> {
         let record = self.bundle_record(id);

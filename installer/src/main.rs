@@ -16,6 +16,7 @@ Examples:
   ferry-installer unpack k8s.tar.zst --key release.pub --store /var/lib/ferry/store
   ferry-installer serve --store /var/lib/ferry/store
   ferry-installer init-cluster --nodes 4        # writes a commented cluster.toml
+  ferry-installer plan cluster.toml --store /var/lib/ferry/store --out plan/
   ferry-installer completions bash > /etc/bash_completion.d/ferry-installer
   ferry-installer man --out /usr/local/share/man/man1
 
@@ -81,6 +82,29 @@ Examples:
     Inspect(ferry_cli::inspect::InspectArgs),
     /// Serve the store as a registry that docker, containerd, podman, skopeo and helm pull from.
     Serve(registry::ServeArgs),
+    /// Render every node's files from the inventory and the store, into a tree per node.
+    #[command(after_help = "\
+Examples:
+  ferry-installer plan cluster.toml --store /var/lib/ferry/store --out plan/
+  diff -r plan.old/ plan/                       # what a change of inventory or bundle does
+
+Writes OUT/<node>/ as the node's filesystem will hold it (etc/containerd/...,
+etc/sysctl.d/...) and OUT/<node>/steps, the commands install runs there, in order.
+Nothing touches a host. The same inventory, store and site PKI give the same bytes;
+the site CA is made in --pki the first time and kept.")]
+    Plan {
+        /// The cluster inventory (see init-cluster).
+        inventory: PathBuf,
+        /// The site store holding the unpacked bundle.
+        #[arg(long)]
+        store: PathBuf,
+        /// Where to write the plan (replaced once the new one is complete).
+        #[arg(long)]
+        out: PathBuf,
+        /// The site PKI directory (the registry's CA).
+        #[arg(long, default_value = ferry_installer::pki::DEFAULT_DIR, value_name = "DIR")]
+        pki: PathBuf,
+    },
     /// Write a commented example cluster inventory (cluster.toml) to edit.
     #[command(after_help = "\
 Examples:
@@ -135,6 +159,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         } => bundle::unpack(&bundle, &key, &store, quiet),
         Command::Inspect(args) => ferry_cli::inspect::run(&args),
         Command::Serve(args) => registry::serve(args),
+        Command::Plan {
+            inventory,
+            store,
+            out,
+            pki,
+        } => plan(&inventory, &store, &out, &pki),
         Command::InitCluster {
             nodes,
             output,
@@ -143,6 +173,37 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Completions { shell } => ferry_cli::generate::completions(Cli::command(), shell),
         Command::Man { out } => ferry_cli::generate::man(Cli::command(), out.as_deref()),
     }
+}
+
+/// `plan`: every node's tree, from the inventory, the store and the site PKI.
+fn plan(
+    inventory: &std::path::Path,
+    store: &std::path::Path,
+    out: &std::path::Path,
+    pki: &std::path::Path,
+) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    use ferry_installer::install::{inventory::Inventory, inventory::RegistryPlace, plan};
+    let inv = Inventory::load(inventory)?;
+    let store = ferry::store::Store::open(store)?;
+    let ca_pem = match &inv.registry {
+        RegistryPlace::Node { .. } => ferry_installer::pki::Pki::new(pki)
+            .ensure_ca()
+            .context("making the site CA")?,
+        RegistryPlace::External { ca: Some(ca), .. } => std::fs::read_to_string(ca)
+            .with_context(|| format!("registry: cannot read ca {}", ca.display()))?,
+        RegistryPlace::External { ca: None, url } => {
+            anyhow::bail!("registry: url {url} needs ca, the CA file its certificate chains to")
+        }
+    };
+    let plans = plan::plan(&inv, &store, &ca_pem)?;
+    plan::write(out, &plans)?;
+    println!(
+        "planned {} node(s) into {}: review, then install",
+        plans.len(),
+        out.display()
+    );
+    Ok(())
 }
 
 /// `init-cluster`: the example inventory, checked by the same parser `plan` uses.

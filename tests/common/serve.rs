@@ -26,7 +26,10 @@ impl Serve {
             N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
         ));
         // The site PKI in the session, never the machine's /var/lib/ferry/pki.
-        let mut all = vec!["serve", "--addr", "127.0.0.1:0", "--pki", "pki"];
+        let mut all = vec!["serve", "--pki", "pki"];
+        if !args.contains(&"--addr") {
+            all.extend(["--addr", "127.0.0.1:0"]);
+        }
         all.extend_from_slice(args);
         let mut child = Command::new(super::bin_path("ferry-installer"))
             .args(&all)

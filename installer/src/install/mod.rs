@@ -1,9 +1,12 @@
 //! Installing Kubernetes from a bundle: the cluster inventory ([`inventory`]) and
-//! its commented example ([`example`]). Rendering each node's files, the plan and
-//! applying it over SSH come next, beside these.
+//! its commented example ([`example`]), the pure renderers of each node's files
+//! ([`render`]) and the plan that writes them per node ([`plan`]). Applying it over
+//! SSH comes next, beside these.
 
 pub mod example;
 pub mod inventory;
+pub mod plan;
+pub mod render;
 
 #[cfg(test)]
 mod tests;

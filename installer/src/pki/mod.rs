@@ -110,6 +110,20 @@ impl Pki {
             .with_context(|| format!("creating {}", self.dir.display()))
     }
 
+    /// The site CA's certificate (PEM), made with its key if the site has none yet.
+    pub fn ensure_ca(&self) -> anyhow::Result<String> {
+        self.create_dir()?;
+        let ca_pem = self.ca_cert();
+        let ca_key = self.dir.join("ca.key");
+        if !(ca_pem.exists() && ca_key.exists()) {
+            let key = KeyPair::generate()?;
+            let cert = ca_params()?.self_signed(&key)?;
+            write_file(&ca_key, &key.serialize_pem(), true)?;
+            write_file(&ca_pem, &cert.pem(), false)?;
+        }
+        fs::read_to_string(&ca_pem).with_context(|| format!("reading {}", ca_pem.display()))
+    }
+
     /// Makes (or reuses) the site CA and a registry certificate for `sans`. Returns
     /// whether anything was newly made.
     pub fn ensure_registry_cert(&self, sans: &[String]) -> anyhow::Result<bool> {

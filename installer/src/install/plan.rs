@@ -1,0 +1,176 @@
+//! `ferry-installer plan`: every node's files, rendered from the inventory and the
+//! store's bundle into `OUT/<node>/` as the node's filesystem would hold them,
+//! with `OUT/<node>/steps`, the commands `install` runs there, in order. The same
+//! inventory, store and site PKI give the same bytes.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+use anyhow::{anyhow, bail, Context as _};
+use ferry::archive::BundleManifest;
+use ferry::store::Store;
+use ferry::Reference;
+
+use super::inventory::{Inventory, RegistryPlace};
+use super::render::{self, containerd::Containerd, Tree};
+
+/// One node's plan.
+pub struct NodePlan {
+    pub files: Tree,
+    pub steps: Vec<String>,
+}
+
+/// What the plan takes from the store: the bundle's platforms and images.
+struct Bundle {
+    arches: BTreeSet<String>,
+    images: Vec<Reference>,
+}
+
+fn bundle(store: &Store) -> anyhow::Result<Bundle> {
+    let records = store.bundle_records()?;
+    if records.is_empty() {
+        bail!(
+            "{} holds no unpacked bundle: ferry-installer unpack BUNDLE --store {} first",
+            store.root().display(),
+            store.root().display()
+        );
+    }
+    let mut arches = BTreeSet::new();
+    for bytes in &records {
+        let m = BundleManifest::parse(bytes).map_err(|e| anyhow!("a bundle record: {e}"))?;
+        arches.extend(m.platforms.iter().map(|p| p.architecture.clone()));
+    }
+    let mut images = Vec::new();
+    for name in store.images()?.keys() {
+        if name.starts_with("files/") || name.starts_with("charts/") {
+            continue;
+        }
+        if let Ok(r) = name.parse::<Reference>() {
+            images.push(r);
+        }
+    }
+    Ok(Bundle { arches, images })
+}
+
+/// Plans every node. `ca_pem` is the CA the site registry's certificate chains to.
+pub fn plan(
+    inventory: &Inventory,
+    store: &Store,
+    ca_pem: &str,
+) -> anyhow::Result<BTreeMap<String, NodePlan>> {
+    let bundle = bundle(store)?;
+    for n in &inventory.nodes {
+        if !bundle.arches.contains(&n.arch) {
+            bail!(
+                "node {}: arch {} is not in the bundle (it has {})",
+                n.name,
+                n.arch,
+                bundle.arches.iter().cloned().collect::<Vec<_>>().join(", ")
+            );
+        }
+    }
+    let registry = match &inventory.registry {
+        RegistryPlace::Node { node, port } => {
+            let n = inventory
+                .nodes
+                .iter()
+                .find(|n| &n.name == node)
+                .expect("checked when the inventory was read");
+            match n.address {
+                std::net::IpAddr::V6(a) => format!("https://[{a}]:{port}"),
+                a => format!("https://{a}:{port}"),
+            }
+        }
+        RegistryPlace::External { url, .. } => {
+            if url.splitn(4, '/').nth(3).is_some_and(|p| !p.is_empty()) {
+                bail!("registry: url {url} has a path; only a registry's root is supported yet");
+            }
+            url.clone()
+        }
+    };
+    let hosts: Vec<String> = bundle
+        .images
+        .iter()
+        .map(|r| r.registry().to_string())
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let sandbox = bundle
+        .images
+        .iter()
+        .find(|r| r.registry() == "registry.k8s.io" && r.repository() == "pause")
+        .ok_or_else(|| {
+            anyhow!("the bundle has no registry.k8s.io/pause image (the sandbox image)")
+        })?
+        .to_string();
+
+    let mut common = Tree::new();
+    render::containerd::render(
+        &Containerd {
+            registry: &registry,
+            ca_pem,
+            hosts: &hosts,
+            sandbox_image: &sandbox,
+        },
+        &mut common,
+    );
+    render::host::render(&mut common);
+    let mut steps = render::host::steps();
+    steps.push("systemctl enable --now containerd".into());
+    steps.push("systemctl restart containerd".into());
+
+    Ok(inventory
+        .nodes
+        .iter()
+        .map(|n| {
+            (
+                n.name.clone(),
+                NodePlan {
+                    files: common.clone(),
+                    steps: steps.clone(),
+                },
+            )
+        })
+        .collect())
+}
+
+/// Writes the plans into `out` (`out/<node>/...` and `out/<node>/steps`), replacing
+/// an earlier plan there only once the new one is complete.
+pub fn write(out: &Path, plans: &BTreeMap<String, NodePlan>) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let parent = out
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+    let tmp = parent.join(format!(
+        ".{}.tmp-{}",
+        out.file_name().and_then(|n| n.to_str()).unwrap_or("plan"),
+        std::process::id()
+    ));
+    let _ = std::fs::remove_dir_all(&tmp);
+    let result = (|| -> anyhow::Result<()> {
+        for (node, plan) in plans {
+            let root = tmp.join(node);
+            for (path, (bytes, mode)) in &plan.files {
+                let file = root.join(path);
+                std::fs::create_dir_all(file.parent().expect("files live in directories"))?;
+                std::fs::write(&file, bytes)
+                    .with_context(|| format!("writing {}", file.display()))?;
+                std::fs::set_permissions(&file, std::fs::Permissions::from_mode(*mode))?;
+            }
+            std::fs::create_dir_all(&root)?;
+            std::fs::write(root.join("steps"), plan.steps.join("\n") + "\n")?;
+        }
+        Ok(())
+    })();
+    if let Err(e) = result {
+        let _ = std::fs::remove_dir_all(&tmp);
+        return Err(e);
+    }
+    if out.exists() {
+        std::fs::remove_dir_all(out).with_context(|| format!("replacing {}", out.display()))?;
+    }
+    std::fs::rename(&tmp, out).with_context(|| format!("writing {}", out.display()))?;
+    Ok(())
+}

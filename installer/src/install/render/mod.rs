@@ -1,0 +1,16 @@
+//! Rendering: pure functions from the inventory and the bundle's contents to the
+//! files a node gets, one module per kind of file. Nothing here touches a host;
+//! `plan` writes what these return.
+
+pub mod containerd;
+pub mod host;
+
+use std::collections::BTreeMap;
+
+/// A node's files: path under the node's root (no leading `/`) -> bytes and mode.
+pub type Tree = BTreeMap<String, (Vec<u8>, u32)>;
+
+/// Adds a text file with mode 0644.
+pub fn put(tree: &mut Tree, path: &str, text: String) {
+    tree.insert(path.to_string(), (text.into_bytes(), 0o644));
+}

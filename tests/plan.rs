@@ -1,0 +1,239 @@
+//! `ferry-installer plan` end to end: a bundle unpacked into a site store and a
+//! cluster inventory give every node its tree, the same bytes every time; a node
+//! architecture the bundle lacks is refused; and a real containerd started with a
+//! node's **rendered** config.toml and certs.d (bound at /etc/containerd in a mount
+//! namespace) pulls every image of the bundle by its upstream name from a running
+//! `ferry-installer serve`, over TLS with the rendered site CA.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::Command;
+
+use common::serve::Serve;
+use common::{mirrors, spec, Rule, Session};
+use ferry_testkit::image::{self, layer, platform_image, Flavor, Image};
+use ferry_testkit::registry::{free_port, Registry};
+
+/// Every file under `dir`, by relative path.
+fn tree(dir: &Path) -> BTreeMap<String, Vec<u8>> {
+    fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, Vec<u8>>) {
+        for e in std::fs::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                walk(root, &p, out);
+            } else {
+                let rel = p.strip_prefix(root).unwrap().display().to_string();
+                out.insert(rel, std::fs::read(&p).unwrap());
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    walk(dir, dir, &mut out);
+    out
+}
+
+struct World {
+    s: Session,
+    images: Vec<(String, Image)>,
+    port: u16,
+}
+
+/// registry.k8s.io/pause and docker.io/library/busybox for linux/amd64, built into
+/// a bundle and unpacked into `site`; a 4-node inventory on loopback addresses whose
+/// site registry is master1 (127.0.0.1) on a free port.
+fn world() -> World {
+    let s = Session::new();
+    let reg = Registry::start();
+    let pi = |n: u64| platform_image(Flavor::Oci, "linux", "amd64", None, vec![layer(n, 40_000)]);
+    let images = vec![
+        (
+            "registry.k8s.io/pause:3.10".to_string(),
+            Image::multi(
+                Flavor::Docker,
+                vec![platform_image(
+                    Flavor::Docker,
+                    "linux",
+                    "amd64",
+                    None,
+                    vec![layer(1, 30_000)],
+                )],
+            ),
+        ),
+        (
+            "docker.io/library/busybox:1.36".to_string(),
+            Image::single(pi(2)),
+        ),
+    ];
+    image::push(&reg.url(), "pause", "3.10", &images[0].1);
+    image::push(&reg.url(), "library/busybox", "1.36", &images[1].1);
+    s.write(
+        "mirrors.toml",
+        &mirrors(&[
+            Rule {
+                host: "registry.k8s.io",
+                endpoints: vec![(reg.url(), None, false)],
+            },
+            Rule {
+                host: "docker.io",
+                endpoints: vec![(reg.url(), None, false)],
+            },
+        ]),
+    );
+    let refs: Vec<&str> = images.iter().map(|(r, _)| r.as_str()).collect();
+    s.write("spec.toml", &spec(&["linux/amd64"], &refs));
+    s.bundler(&[
+        "lock",
+        "spec.toml",
+        "--mirrors",
+        "mirrors.toml",
+        "-o",
+        "spec.lock",
+    ])
+    .success();
+    s.bundler(&["keygen", "--no-password", "--name", "k"])
+        .success();
+    s.bundler(&common::build_args("spec.toml", "spec.lock", "b.tar.zst"))
+        .success();
+    s.installer(&["unpack", "b.tar.zst", "--key", "k.pub", "--store", "site"])
+        .success();
+    drop(reg);
+
+    let port = free_port();
+    s.installer(&["init-cluster", "--nodes", "4"]).success();
+    let inv = s
+        .read("cluster.toml")
+        .replace("192.168.10.11\"", "127.0.0.1\"")
+        .replace("192.168.10.12\"", "127.0.0.2\"")
+        .replace("192.168.10.13\"", "127.0.0.3\"")
+        .replace("192.168.10.14\"", "127.0.0.4\"")
+        .replace("port = 5000", &format!("port = {port}"));
+    s.write("cluster.toml", &inv);
+    World { s, images, port }
+}
+
+fn plan(s: &Session, out: &str) -> common::Run {
+    s.installer(&[
+        "plan",
+        "cluster.toml",
+        "--store",
+        "site",
+        "--out",
+        out,
+        "--pki",
+        "pki",
+    ])
+}
+
+#[test]
+fn every_node_gets_its_tree_the_same_bytes_every_time() {
+    let w = world();
+    let s = &w.s;
+    let run = plan(s, "plan").success();
+    assert!(run.stdout.contains("planned 4 node(s)"), "{}", run.stdout);
+    let first = tree(&s.path("plan"));
+    for node in ["master1", "master2", "master3", "worker1"] {
+        for file in [
+            "etc/containerd/config.toml",
+            "etc/containerd/certs.d/registry.k8s.io/hosts.toml",
+            "etc/containerd/certs.d/docker.io/hosts.toml",
+            "etc/containerd/certs.d/ferry-site-ca.crt",
+            "etc/crictl.yaml",
+            "etc/sysctl.d/99-ferry-kubernetes.conf",
+            "etc/modules-load.d/ferry-kubernetes.conf",
+            "steps",
+        ] {
+            assert!(
+                first.contains_key(&format!("{node}/{file}")),
+                "{node}/{file}"
+            );
+        }
+    }
+    let hosts =
+        String::from_utf8(first["master2/etc/containerd/certs.d/docker.io/hosts.toml"].clone())
+            .unwrap();
+    assert!(
+        hosts.contains(&format!("server = \"https://127.0.0.1:{}\"", w.port)),
+        "{hosts}"
+    );
+    // A second plan is byte-identical, and never mints a new CA.
+    let ca = std::fs::read(s.path("pki/ca.pem")).unwrap();
+    plan(s, "plan").success();
+    assert_eq!(tree(&s.path("plan")), first);
+    assert_eq!(std::fs::read(s.path("pki/ca.pem")).unwrap(), ca);
+}
+
+#[test]
+fn a_node_arch_the_bundle_lacks_is_refused_naming_the_node() {
+    let w = world();
+    let inv = w.s.read("cluster.toml");
+    let i = inv.find("name = \"worker1\"").unwrap();
+    let fixed = format!(
+        "{}{}",
+        &inv[..i],
+        inv[i..].replacen("arch = \"amd64\"", "arch = \"arm64\"", 1)
+    );
+    w.s.write("cluster.toml", &fixed);
+    let line = plan(&w.s, "plan").failure().error_line().to_string();
+    assert!(
+        line.contains("node worker1: arch arm64 is not in the bundle (it has amd64)"),
+        "{line}"
+    );
+    assert!(!w.s.path("plan").exists(), "a refused plan left files");
+}
+
+#[test]
+fn containerd_with_the_rendered_config_pulls_every_image_by_its_upstream_name() {
+    let w = world();
+    let s = &w.s;
+    plan(s, "plan").success();
+    let _srv = Serve::start(
+        s,
+        &[
+            "--store",
+            "site",
+            "--addr",
+            &format!("127.0.0.1:{}", w.port),
+        ],
+    );
+    let node = s.path("node");
+    std::fs::create_dir_all(&node).unwrap();
+    let mut script = format!(
+        "set -e\nmount --bind '{plan}' /etc/containerd\ncontainerd --config /etc/containerd/config.toml --root '{n}/root' --state '{n}/state' --address '{n}/c.sock' >'{n}/containerd.log' 2>&1 &\nC=$!\ntrap 'kill $C' EXIT\nfor i in $(seq 100); do ctr --address '{n}/c.sock' version >/dev/null 2>&1 && break; sleep 0.1; done\n",
+        plan = s.path("plan/master1/etc/containerd").display(),
+        n = node.display()
+    );
+    for (r, _) in &w.images {
+        script.push_str(&format!(
+            "ctr --address '{n}/c.sock' images pull --hosts-dir /etc/containerd/certs.d --snapshotter native --platform linux/amd64 {r} >/dev/null\n",
+            n = node.display()
+        ));
+    }
+    script.push_str(&format!(
+        "ctr --address '{}/c.sock' images ls\n",
+        node.display()
+    ));
+    // Only this process sees the rendered tree at /etc/containerd.
+    let out = Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c", &script])
+        .output()
+        .unwrap();
+    let ls = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "pull failed:\n{ls}\n{}\ncontainerd:\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        std::fs::read_to_string(node.join("containerd.log")).unwrap_or_default()
+    );
+    for (r, img) in &w.images {
+        let line = ls
+            .lines()
+            .find(|l| l.starts_with(r.as_str()))
+            .unwrap_or_else(|| panic!("{r} not pulled:\n{ls}"));
+        assert!(
+            line.contains(img.digest()),
+            "{r}: the digest differs:\n{line}"
+        );
+    }
+}
