@@ -104,6 +104,10 @@ the site CA is made in --pki the first time and kept.")]
         /// The site PKI directory (the registry's CA).
         #[arg(long, default_value = ferry_installer::pki::DEFAULT_DIR, value_name = "DIR")]
         pki: PathBuf,
+        /// The cluster's state (its CAs and keys, made once, 0600) [default: NAME.state
+        /// beside the inventory].
+        #[arg(long, value_name = "DIR")]
+        state: Option<PathBuf>,
     },
     /// Write a commented example cluster inventory (cluster.toml) to edit.
     #[command(after_help = "\
@@ -164,7 +168,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             store,
             out,
             pki,
-        } => plan(&inventory, &store, &out, &pki),
+            state,
+        } => plan(&inventory, &store, &out, &pki, state),
         Command::InitCluster {
             nodes,
             output,
@@ -181,6 +186,7 @@ fn plan(
     store: &std::path::Path,
     out: &std::path::Path,
     pki: &std::path::Path,
+    state: Option<PathBuf>,
 ) -> anyhow::Result<()> {
     use anyhow::Context as _;
     use ferry_installer::install::{inventory::Inventory, inventory::RegistryPlace, plan};
@@ -196,7 +202,13 @@ fn plan(
             anyhow::bail!("registry: url {url} needs ca, the CA file its certificate chains to")
         }
     };
-    let plans = plan::plan(&inv, &store, &ca_pem)?;
+    let state = state.unwrap_or_else(|| {
+        inventory
+            .parent()
+            .unwrap_or(std::path::Path::new("."))
+            .join(format!("{}.state", inv.name))
+    });
+    let plans = plan::plan(&inv, &store, &ca_pem, &state)?;
     plan::write(out, &plans)?;
     println!(
         "planned {} node(s) into {}: review, then install",

@@ -11,8 +11,9 @@ use ferry::archive::BundleManifest;
 use ferry::store::Store;
 use ferry::Reference;
 
-use super::inventory::{Inventory, RegistryPlace};
+use super::inventory::{Inventory, Node, RegistryPlace, Role};
 use super::render::{self, containerd::Containerd, Tree};
+use crate::pki::cluster::{ClusterPki, EtcdMember};
 
 /// One node's plan.
 pub struct NodePlan {
@@ -52,11 +53,57 @@ fn bundle(store: &Store) -> anyhow::Result<Bundle> {
     Ok(Bundle { arches, images })
 }
 
-/// Plans every node. `ca_pem` is the CA the site registry's certificate chains to.
+/// The cluster PKI files a node gets, in kubeadm's layout under
+/// `etc/kubernetes/pki`: the CAs and service-account keys on control planes (kubeadm
+/// makes the rest from them), with the apiserver's etcd client certificate; the
+/// etcd CA and the member's own server, peer and healthcheck certificates on etcd
+/// nodes. Keys are 0600.
+fn pki_files(pki: &ClusterPki, node: &Node, tree: &mut Tree) -> anyhow::Result<()> {
+    let mut add = |to: &str, from: &str| -> anyhow::Result<()> {
+        let mode = if to.ends_with(".key") { 0o600 } else { 0o644 };
+        tree.insert(format!("etc/kubernetes/pki/{to}"), (pki.read(from)?, mode));
+        Ok(())
+    };
+    if node.has(Role::ControlPlane) {
+        for f in [
+            "ca.crt",
+            "ca.key",
+            "front-proxy-ca.crt",
+            "front-proxy-ca.key",
+            "sa.key",
+            "sa.pub",
+            "etcd/ca.crt",
+            "apiserver-etcd-client.crt",
+            "apiserver-etcd-client.key",
+        ] {
+            add(f, f)?;
+        }
+    }
+    if node.has(Role::Etcd) {
+        for f in [
+            "etcd/ca.crt",
+            "etcd/healthcheck-client.crt",
+            "etcd/healthcheck-client.key",
+        ] {
+            add(f, f)?;
+        }
+        for f in ["server.crt", "server.key", "peer.crt", "peer.key"] {
+            add(
+                &format!("etcd/{f}"),
+                &format!("nodes/{}/etcd/{f}", node.name),
+            )?;
+        }
+    }
+    Ok(())
+}
+
+/// Plans every node. `ca_pem` is the CA the site registry's certificate chains to;
+/// `state` the cluster's state directory (its PKI is made there once).
 pub fn plan(
     inventory: &Inventory,
     store: &Store,
     ca_pem: &str,
+    state: &Path,
 ) -> anyhow::Result<BTreeMap<String, NodePlan>> {
     let bundle = bundle(store)?;
     for n in &inventory.nodes {
@@ -119,19 +166,29 @@ pub fn plan(
     steps.push("systemctl enable --now containerd".into());
     steps.push("systemctl restart containerd".into());
 
-    Ok(inventory
+    let members: Vec<EtcdMember<'_>> = inventory
         .nodes
         .iter()
-        .map(|n| {
-            (
-                n.name.clone(),
-                NodePlan {
-                    files: common.clone(),
-                    steps: steps.clone(),
-                },
-            )
+        .filter(|n| n.has(Role::Etcd))
+        .map(|n| EtcdMember {
+            name: &n.name,
+            address: n.address,
         })
-        .collect())
+        .collect();
+    let pki = ClusterPki::ensure(state, &members).context("making the cluster PKI")?;
+    let mut plans = BTreeMap::new();
+    for n in &inventory.nodes {
+        let mut files = common.clone();
+        pki_files(&pki, n, &mut files).with_context(|| format!("node {}", n.name))?;
+        plans.insert(
+            n.name.clone(),
+            NodePlan {
+                files,
+                steps: steps.clone(),
+            },
+        );
+    }
+    Ok(plans)
 }
 
 /// Writes the plans into `out` (`out/<node>/...` and `out/<node>/steps`), replacing

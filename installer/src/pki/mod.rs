@@ -16,6 +16,8 @@
 //! new `--san`, a new address on the host), so restarting with different names
 //! never breaks nodes that already trust the CA.
 
+pub mod cluster;
+
 use std::fs;
 use std::io::Write;
 use std::net::IpAddr;
@@ -57,7 +59,7 @@ fn ca_params() -> anyhow::Result<CertificateParams> {
     Ok(p)
 }
 
-fn this_year() -> i32 {
+pub(crate) fn this_year() -> i32 {
     let secs = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
@@ -65,7 +67,7 @@ fn this_year() -> i32 {
     1970 + (secs / 31_556_952) as i32
 }
 
-fn write_file(path: &Path, text: &str, private: bool) -> anyhow::Result<()> {
+pub(crate) fn write_file(path: &Path, text: &str, private: bool) -> anyhow::Result<()> {
     let tmp = path.with_extension("tmp");
     let mut f = fs::OpenOptions::new()
         .write(true)
