@@ -176,15 +176,31 @@ pub fn plan(
         })
         .collect();
     let pki = ClusterPki::ensure(state, &members).context("making the cluster PKI")?;
+    let etcd_members: Vec<render::etcd::Member<'_>> = members
+        .iter()
+        .map(|m| render::etcd::Member {
+            name: m.name,
+            address: m.address,
+        })
+        .collect();
     let mut plans = BTreeMap::new();
     for n in &inventory.nodes {
         let mut files = common.clone();
+        let mut node_steps = steps.clone();
         pki_files(&pki, n, &mut files).with_context(|| format!("node {}", n.name))?;
+        if n.has(Role::Etcd) {
+            let me = etcd_members
+                .iter()
+                .find(|m| m.name == n.name)
+                .expect("every etcd node is a member");
+            render::etcd::render(me, &etcd_members, &inventory.name, &mut files);
+            node_steps.extend(render::etcd::steps());
+        }
         plans.insert(
             n.name.clone(),
             NodePlan {
                 files,
-                steps: steps.clone(),
+                steps: node_steps,
             },
         );
     }

@@ -3,6 +3,7 @@
 //! `plan` writes what these return.
 
 pub mod containerd;
+pub mod etcd;
 pub mod host;
 
 use std::collections::BTreeMap;
