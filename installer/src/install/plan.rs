@@ -11,7 +11,7 @@ use ferry::archive::BundleManifest;
 use ferry::store::Store;
 use ferry::Reference;
 
-use super::inventory::{Inventory, Node, RegistryPlace, Role};
+use super::inventory::{HaMode, Inventory, Node, RegistryPlace, Role};
 use super::render::{self, containerd::Containerd, Tree};
 use crate::pki::cluster::{ClusterPki, EtcdMember};
 
@@ -183,11 +183,47 @@ pub fn plan(
             address: m.address,
         })
         .collect();
+    let backends: Vec<render::ha::Backend<'_>> = inventory
+        .nodes
+        .iter()
+        .filter(|n| n.has(Role::ControlPlane))
+        .map(|n| render::ha::Backend {
+            name: &n.name,
+            address: n.address,
+        })
+        .collect();
+    let endpoint_port: u16 = inventory
+        .kubernetes
+        .control_plane_endpoint
+        .rsplit_once(':')
+        .and_then(|(_, p)| p.parse().ok())
+        .expect("checked when the inventory was read");
     let mut plans = BTreeMap::new();
     for n in &inventory.nodes {
         let mut files = common.clone();
         let mut node_steps = steps.clone();
         pki_files(&pki, n, &mut files).with_context(|| format!("node {}", n.name))?;
+        if let (true, Some(vip), Some(interface)) = (
+            n.has(Role::ControlPlane) && inventory.ha.mode == HaMode::HaproxyKeepalived,
+            inventory.ha.vip,
+            inventory.ha.interface.as_deref(),
+        ) {
+            let rank = backends
+                .iter()
+                .position(|b| b.name == n.name)
+                .expect("every control plane is a backend");
+            render::ha::render(
+                &n.name,
+                rank,
+                vip,
+                endpoint_port,
+                interface,
+                inventory.ha.virtual_router_id,
+                &backends,
+                &mut files,
+            );
+            node_steps.extend(render::ha::steps());
+        }
         if n.has(Role::Etcd) {
             let me = etcd_members
                 .iter()

@@ -4,6 +4,7 @@
 
 pub mod containerd;
 pub mod etcd;
+pub mod ha;
 pub mod host;
 
 use std::collections::BTreeMap;
