@@ -86,6 +86,27 @@ print("---values---")
 print(asyncio.run(show.values(sys.argv[1])))
 "#;
 
+/// What Helm's own code (helm-sdkpy `Show`) prints of the chart at `oci_url`: its
+/// Chart.yaml, then its values.
+fn helm_show(s: &Session, oci_url: &str) -> String {
+    let kubeconfig = s.write(
+        "kubeconfig",
+        "apiVersion: v1\nkind: Config\nclusters: []\ncontexts: []\nusers: []\n",
+    );
+    let out = Command::new("python3")
+        .args(["-c", HELM_SHOW])
+        .arg(oci_url)
+        .arg(&kubeconfig)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "helm show {oci_url}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 #[test]
 fn a_chart_from_a_classic_repository_is_served_as_helm_oci_and_helm_shows_it() {
     let w = world();
@@ -199,22 +220,7 @@ fn a_chart_from_a_classic_repository_is_served_as_helm_oci_and_helm_shows_it() {
     );
 
     // Helm's own code resolves the chart from the site registry.
-    let kubeconfig = s.write(
-        "kubeconfig",
-        "apiVersion: v1\nkind: Config\nclusters: []\ncontexts: []\nusers: []\n",
-    );
-    let out = Command::new("python3")
-        .args(["-c", HELM_SHOW])
-        .arg(format!("oci://{}/charts/mychart:0.1.0", srv.addr()))
-        .arg(&kubeconfig)
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "helm show: {}\n{text}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text = helm_show(s, &format!("oci://{}/charts/mychart:0.1.0", srv.addr()));
     assert!(
         text.contains("name: mychart") && text.contains("version: 0.1.0"),
         "{text}"
@@ -336,21 +342,6 @@ fn a_chart_from_an_oci_registry_keeps_its_upstream_manifest_and_name() {
         assert!(out.status.success(), "{path}");
         assert_eq!(out.stdout, manifest.data, "{path}");
     }
-    let kubeconfig = s.write(
-        "kubeconfig",
-        "apiVersion: v1\nkind: Config\nclusters: []\ncontexts: []\nusers: []\n",
-    );
-    let out = Command::new("python3")
-        .args(["-c", HELM_SHOW])
-        .arg(format!("oci://{}/charts/ocichart:0.2.0", srv.addr()))
-        .arg(&kubeconfig)
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "helm show: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text = helm_show(&s, &format!("oci://{}/charts/ocichart:0.2.0", srv.addr()));
     assert!(text.contains("name: ocichart"), "{text}");
 }

@@ -238,6 +238,37 @@ fn containerd_with_the_rendered_config_pulls_every_image_by_its_upstream_name() 
     }
 }
 
+/// A self-signed certificate and key, `NAME.crt` and `NAME.key` in the session.
+fn self_signed(s: &Session, name: &str, cn: &str) {
+    let made = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+        ])
+        .args([
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            &format!("/CN={cn}"),
+            "-keyout",
+        ])
+        .arg(s.path(&format!("{name}.key")))
+        .arg("-out")
+        .arg(s.path(&format!("{name}.crt")))
+        .output()
+        .unwrap();
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+}
+
 /// `openssl x509` text of a certificate: subject, extended key usage and SANs.
 fn x509(cert: &Path) -> String {
     let out = Command::new("openssl")
@@ -483,27 +514,7 @@ fn the_rendered_etcd_members_form_a_cluster_over_mutual_tls_and_snapshot_it() {
     let got = ctl(&ac, &ak, &["get", "/ferry/test", "--print-value-only"]);
     assert_eq!(String::from_utf8_lossy(&got.stdout).trim(), "hello");
     // A certificate from another CA is refused.
-    let made = Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-days",
-            "1",
-            "-subj",
-            "/CN=intruder",
-            "-keyout",
-        ])
-        .arg(s.path("intruder.key"))
-        .arg("-out")
-        .arg(s.path("intruder.crt"))
-        .output()
-        .unwrap();
-    assert!(made.status.success());
+    self_signed(s, "intruder", "intruder");
     let refused = ctl(
         &s.path("intruder.crt"),
         &s.path("intruder.key"),
@@ -630,27 +641,7 @@ fn haproxy_and_keepalived_take_their_configs_and_haproxy_outlives_a_lost_apiserv
     );
 
     // Three stand-in apiservers behind master1's rendered haproxy.
-    let made = Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-days",
-            "1",
-            "-subj",
-            "/CN=kube-apiserver",
-            "-keyout",
-        ])
-        .arg(s.path("api.key"))
-        .arg("-out")
-        .arg(s.path("api.crt"))
-        .output()
-        .unwrap();
-    assert!(made.status.success());
+    self_signed(s, "api", "kube-apiserver");
     let mut apis = Members(Vec::new());
     for (name, addr) in [
         ("master1", "127.0.0.1"),

@@ -123,10 +123,7 @@ pub fn plan(
                 .iter()
                 .find(|n| &n.name == node)
                 .expect("checked when the inventory was read");
-            match n.address {
-                std::net::IpAddr::V6(a) => format!("https://[{a}]:{port}"),
-                a => format!("https://{a}:{port}"),
-            }
+            format!("https://{}:{port}", render::host(n.address))
         }
         RegistryPlace::External { url, .. } => {
             if url.splitn(4, '/').nth(3).is_some_and(|p| !p.is_empty()) {

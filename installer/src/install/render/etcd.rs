@@ -7,7 +7,7 @@
 
 use std::net::IpAddr;
 
-use super::{put, Tree};
+use super::{host, put, Tree};
 
 /// Where the snapshots go.
 pub const BACKUP_DIR: &str = "/var/lib/etcd-backup";
@@ -18,13 +18,6 @@ pub const KEEP: usize = 7;
 pub struct Member<'a> {
     pub name: &'a str,
     pub address: IpAddr,
-}
-
-fn host(a: IpAddr) -> String {
-    match a {
-        IpAddr::V6(v6) => format!("[{v6}]"),
-        v4 => v4.to_string(),
-    }
 }
 
 /// The unit of `me`, one of `members`; `token` names the cluster.

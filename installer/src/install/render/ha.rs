@@ -6,19 +6,12 @@
 
 use std::net::IpAddr;
 
-use super::{put, Tree};
+use super::{host, put, Tree};
 
 /// A control plane behind the VIP.
 pub struct Backend<'a> {
     pub name: &'a str,
     pub address: IpAddr,
-}
-
-fn host(a: IpAddr) -> String {
-    match a {
-        IpAddr::V6(v6) => format!("[{v6}]"),
-        v4 => v4.to_string(),
-    }
 }
 
 fn haproxy(vip: IpAddr, port: u16, backends: &[Backend<'_>]) -> String {
