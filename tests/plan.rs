@@ -705,3 +705,44 @@ fn haproxy_and_keepalived_take_their_configs_and_haproxy_outlives_a_lost_apiserv
     }
     drop(haproxy);
 }
+
+#[test]
+fn systemd_analyze_verify_accepts_every_rendered_unit() {
+    let w = world();
+    let s = &w.s;
+    plan(s, "plan").success();
+    let units = s.path("plan/master1/etc/systemd/system");
+    let names = [
+        "etcd.service",
+        "ferry-etcd-snapshot.service",
+        "ferry-etcd-snapshot.timer",
+        "kubelet.service",
+        "ferry-registry.service",
+    ];
+    for n in names {
+        assert!(units.join(n).is_file(), "{n}");
+    }
+    assert!(s
+        .path("plan/worker1/etc/systemd/system/kubelet.service.d/10-kubeadm.conf")
+        .is_file());
+    assert!(!s
+        .path("plan/worker1/etc/systemd/system/ferry-registry.service")
+        .exists());
+    // verify wants each ExecStart to be executable: stand-ins in a private
+    // /usr/local/bin (a tmpfs in this mount namespace only).
+    let script = format!(
+        "set -e\nmount -t tmpfs tmpfs /usr/local/bin\nfor b in etcd etcdctl kubelet ferry-installer ferry-etcd-snapshot; do printf '#!/bin/sh\\n' >/usr/local/bin/$b; chmod 755 /usr/local/bin/$b; done\ncd '{}'\nsystemd-analyze verify {}\n",
+        units.display(),
+        names.join(" ")
+    );
+    let out = Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c", &script])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "systemd-analyze verify:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -159,6 +159,7 @@ pub fn plan(
         &mut common,
     );
     render::host::render(&mut common);
+    render::services::kubelet(&mut common);
     let mut steps = render::host::steps();
     steps.push("systemctl enable --now containerd".into());
     steps.push("systemctl restart containerd".into());
@@ -200,6 +201,13 @@ pub fn plan(
         let mut files = common.clone();
         let mut node_steps = steps.clone();
         pki_files(&pki, n, &mut files).with_context(|| format!("node {}", n.name))?;
+        if let RegistryPlace::Node { node, port } = &inventory.registry {
+            if node == &n.name {
+                render::services::registry(&n.name, n.address, *port, &mut files);
+                node_steps.insert(0, "systemctl daemon-reload".into());
+                node_steps.insert(1, "systemctl enable --now ferry-registry".into());
+            }
+        }
         if let (true, Some(vip), Some(interface)) = (
             n.has(Role::ControlPlane) && inventory.ha.mode == HaMode::HaproxyKeepalived,
             inventory.ha.vip,
