@@ -174,6 +174,45 @@ pub fn plan(
         })
         .collect();
     let pki = ClusterPki::ensure(state, &members).context("making the cluster PKI")?;
+    let version = bundle
+        .images
+        .iter()
+        .find(|r| r.registry() == "registry.k8s.io" && r.repository() == "kube-apiserver")
+        .and_then(|r| r.tag().map(str::to_string))
+        .ok_or_else(|| {
+            anyhow!(
+                "the bundle has no registry.k8s.io/kube-apiserver image: which Kubernetes is it?"
+            )
+        })?;
+    let token = pki.bootstrap_token()?;
+    let ca_hash = pki.ca_cert_hash()?;
+    let etcd_addresses: Vec<std::net::IpAddr> = members.iter().map(|m| m.address).collect();
+    let mut cert_sans: Vec<String> = inventory.ha.vip.iter().map(|v| v.to_string()).collect();
+    for n in inventory.nodes.iter().filter(|n| n.has(Role::ControlPlane)) {
+        cert_sans.push(n.name.clone());
+        cert_sans.push(n.address.to_string());
+    }
+    let k = &inventory.kubernetes;
+    let (pod_cidr, service_cidr) = (k.pod_cidr.to_string(), k.service_cidr.to_string());
+    let cluster = render::kubeadm::Cluster {
+        name: &inventory.name,
+        version: &version,
+        endpoint: &k.control_plane_endpoint,
+        pod_cidr: &pod_cidr,
+        service_cidr: &service_cidr,
+        dns_domain: &k.dns_domain,
+        ipvs: k.proxy_mode == super::inventory::ProxyMode::Ipvs,
+        token: &token,
+        ca_hash: &ca_hash,
+        etcd: &etcd_addresses,
+        cert_sans: &cert_sans,
+    };
+    let first_control_plane = inventory
+        .nodes
+        .iter()
+        .find(|n| n.has(Role::ControlPlane))
+        .map(|n| n.name.clone())
+        .expect("checked when the inventory was read");
     let etcd_members: Vec<render::etcd::Member<'_>> = members
         .iter()
         .map(|m| render::etcd::Member {
@@ -228,6 +267,15 @@ pub fn plan(
                 &mut files,
             );
             node_steps.extend(render::ha::steps());
+        }
+        let me = render::kubeadm::Me {
+            name: &n.name,
+            address: n.address,
+        };
+        if n.name == first_control_plane {
+            render::kubeadm::init(&cluster, &me, &mut files);
+        } else {
+            render::kubeadm::join(&cluster, &me, n.has(Role::ControlPlane), &mut files);
         }
         if n.has(Role::Etcd) {
             let me = etcd_members

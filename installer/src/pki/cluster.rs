@@ -216,11 +216,54 @@ impl ClusterPki {
         Ok(())
     }
 
+    /// `sha256:<hex>` of the cluster CA's public key (its SubjectPublicKeyInfo): what
+    /// `kubeadm join` pins the CA by (`caCertHashes`).
+    pub fn ca_cert_hash(&self) -> anyhow::Result<String> {
+        use sha2::{Digest as _, Sha256};
+        let path = self.dir.join("ca.key");
+        let pem =
+            fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+        let key = KeyPair::from_pem(&pem).with_context(|| format!("reading {}", path.display()))?;
+        Ok(format!(
+            "sha256:{}",
+            hex_lower(&Sha256::digest(key.public_key_der()))
+        ))
+    }
+
+    /// The bootstrap token nodes join with (`[a-z0-9]{6}.[a-z0-9]{16}`), made once
+    /// in `STATE/bootstrap-token` (0600).
+    pub fn bootstrap_token(&self) -> anyhow::Result<String> {
+        let path = self
+            .dir
+            .parent()
+            .unwrap_or(&self.dir)
+            .join("bootstrap-token");
+        if let Ok(t) = fs::read_to_string(&path) {
+            return Ok(t.trim().to_string());
+        }
+        const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
+        let bytes: Vec<u8> = (0..2)
+            .flat_map(|_| *uuid::Uuid::new_v4().as_bytes())
+            .collect();
+        let chars: String = bytes
+            .iter()
+            .take(22)
+            .map(|b| ALPHABET[(*b as usize) % ALPHABET.len()] as char)
+            .collect();
+        let token = format!("{}.{}", &chars[..6], &chars[6..22]);
+        write_file(&path, &format!("{token}\n"), true)?;
+        Ok(token)
+    }
+
     /// A file of the PKI by its path under `STATE/pki`.
     pub fn read(&self, rel: &str) -> anyhow::Result<Vec<u8>> {
         let p = self.dir.join(rel);
         fs::read(&p).with_context(|| format!("reading {}", p.display()))
     }
+}
+
+fn hex_lower(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// What a leaf certificate is made for.

@@ -6,6 +6,7 @@ pub mod containerd;
 pub mod etcd;
 pub mod ha;
 pub mod host;
+pub mod kubeadm;
 pub mod services;
 
 use std::collections::BTreeMap;

@@ -1,0 +1,179 @@
+//! kubeadm's configuration (API `kubeadm.k8s.io/v1beta4`, the one 1.31 uses): on the
+//! first control plane InitConfiguration + ClusterConfiguration, with the
+//! KubeletConfiguration and KubeProxyConfiguration every node shares; on the other
+//! nodes a JoinConfiguration (with `controlPlane` on control planes) that finds the
+//! cluster by the bootstrap token and the CA's public-key hash. etcd is external
+//! (the members `plan` renders); images keep their upstream names
+//! (`imageRepository: registry.k8s.io`, which containerd's hosts.toml sends to the
+//! site registry); keys are ECDSA P-256, as the CAs `plan` makes.
+
+use std::net::IpAddr;
+
+use super::{host, put, Tree};
+
+/// NodeLocal DNSCache's link-local address, the kubelet's cluster DNS.
+pub const NODE_LOCAL_DNS: &str = "169.254.20.10";
+
+/// What every node's kubeadm configuration shares.
+pub struct Cluster<'a> {
+    pub name: &'a str,
+    /// `v1.31.14`.
+    pub version: &'a str,
+    pub endpoint: &'a str,
+    pub pod_cidr: &'a str,
+    pub service_cidr: &'a str,
+    pub dns_domain: &'a str,
+    pub ipvs: bool,
+    /// `abcdef.0123456789abcdef`.
+    pub token: &'a str,
+    /// `sha256:<hex>` of the cluster CA's public key.
+    pub ca_hash: &'a str,
+    pub etcd: &'a [IpAddr],
+    /// The VIP (if any) and every control plane's name and address.
+    pub cert_sans: &'a [String],
+}
+
+/// One node.
+pub struct Me<'a> {
+    pub name: &'a str,
+    pub address: IpAddr,
+}
+
+fn components(c: &Cluster<'_>) -> String {
+    format!(
+        r#"---
+apiVersion: kubelet.config.k8s.io/v1beta1
+kind: KubeletConfiguration
+cgroupDriver: systemd
+serializeImagePulls: false
+serverTLSBootstrap: true
+clusterDNS:
+  - {NODE_LOCAL_DNS}
+clusterDomain: {domain}
+evictionHard:
+  memory.available: 300Mi
+  nodefs.available: "10%"
+  imagefs.available: "15%"
+  nodefs.inodesFree: "5%"
+kubeReserved:
+  cpu: 500m
+  memory: 1000Mi
+  pid: "1000"
+systemReserved:
+  cpu: 500m
+  memory: 1000Mi
+  pid: "1000"
+---
+apiVersion: kubeproxy.config.k8s.io/v1alpha1
+kind: KubeProxyConfiguration
+mode: {mode}
+ipvs:
+  strictARP: true
+clusterCIDR: {pods}
+"#,
+        domain = c.dns_domain,
+        mode = if c.ipvs { "ipvs" } else { "iptables" },
+        pods = c.pod_cidr
+    )
+}
+
+fn node_registration(me: &Me<'_>) -> String {
+    format!(
+        "nodeRegistration:\n  name: {}\n  criSocket: unix:///run/containerd/containerd.sock\n  kubeletExtraArgs:\n    - name: node-ip\n      value: \"{}\"\n",
+        me.name, me.address
+    )
+}
+
+/// The first control plane's `kubeadm init` configuration.
+pub fn init(c: &Cluster<'_>, me: &Me<'_>, tree: &mut Tree) {
+    let endpoints: Vec<String> = c
+        .etcd
+        .iter()
+        .map(|a| format!("    - https://{}:2379", host(*a)))
+        .collect();
+    let sans: Vec<String> = c
+        .cert_sans
+        .iter()
+        .map(|s| format!("    - \"{s}\""))
+        .collect();
+    let text = format!(
+        r#"# Written by ferry-installer plan: kubeadm init --config this-file
+apiVersion: kubeadm.k8s.io/v1beta4
+kind: InitConfiguration
+bootstrapTokens:
+  - token: "{token}"
+    ttl: 24h0m0s
+    usages: [signing, authentication]
+    groups: [system:bootstrappers:kubeadm:default-node-token]
+localAPIEndpoint:
+  advertiseAddress: {addr}
+  bindPort: 6443
+{reg}---
+apiVersion: kubeadm.k8s.io/v1beta4
+kind: ClusterConfiguration
+clusterName: {name}
+kubernetesVersion: {version}
+controlPlaneEndpoint: "{endpoint}"
+imageRepository: registry.k8s.io
+encryptionAlgorithm: ECDSA-P256
+certificatesDir: /etc/kubernetes/pki
+networking:
+  podSubnet: {pods}
+  serviceSubnet: {services}
+  dnsDomain: {domain}
+etcd:
+  external:
+    endpoints:
+{endpoints}
+    caFile: /etc/kubernetes/pki/etcd/ca.crt
+    certFile: /etc/kubernetes/pki/apiserver-etcd-client.crt
+    keyFile: /etc/kubernetes/pki/apiserver-etcd-client.key
+apiServer:
+  certSANs:
+{sans}
+{components}"#,
+        token = c.token,
+        addr = me.address,
+        reg = node_registration(me),
+        name = c.name,
+        version = c.version,
+        endpoint = c.endpoint,
+        pods = c.pod_cidr,
+        services = c.service_cidr,
+        domain = c.dns_domain,
+        endpoints = endpoints.join("\n"),
+        sans = sans.join("\n"),
+        components = components(c)
+    );
+    put(tree, "etc/kubernetes/ferry/kubeadm-init.yaml", text);
+}
+
+/// Another node's `kubeadm join` configuration; `control_plane` for a control plane.
+/// (The kubelet and kube-proxy configurations come from the cluster on join.)
+pub fn join(c: &Cluster<'_>, me: &Me<'_>, control_plane: bool, tree: &mut Tree) {
+    let cp = if control_plane {
+        format!(
+            "controlPlane:\n  localAPIEndpoint:\n    advertiseAddress: {}\n    bindPort: 6443\n",
+            me.address
+        )
+    } else {
+        String::new()
+    };
+    let text = format!(
+        r#"# Written by ferry-installer plan: kubeadm join --config this-file
+apiVersion: kubeadm.k8s.io/v1beta4
+kind: JoinConfiguration
+discovery:
+  bootstrapToken:
+    apiServerEndpoint: "{endpoint}"
+    token: "{token}"
+    caCertHashes:
+      - "{hash}"
+{reg}{cp}"#,
+        endpoint = c.endpoint,
+        token = c.token,
+        hash = c.ca_hash,
+        reg = node_registration(me),
+    );
+    put(tree, "etc/kubernetes/ferry/kubeadm-join.yaml", text);
+}
