@@ -7,7 +7,11 @@
 pub fn example(nodes: usize) -> String {
     let nodes = nodes.max(1);
     let ha = nodes >= 3;
-    let address = |i: usize| format!("192.168.10.{}", 11 + i);
+    // 192.168.10.11 on, 250 addresses a /24, so any size gives valid addresses.
+    let address = |i: usize| {
+        let k = 10 + i;
+        format!("192.168.{}.{}", 10 + k / 250, 1 + k % 250)
+    };
     let endpoint = if ha {
         "192.168.10.10:6443".to_string()
     } else {

@@ -12,7 +12,7 @@ fn parse(text: &str) -> Result<Inventory, String> {
 
 #[test]
 fn the_example_parses_for_every_size() {
-    for n in [1, 2, 3, 4, 10, 100] {
+    for n in [1, 2, 3, 4, 10, 100, 1000, 5000] {
         let inv = parse(&example(n)).unwrap_or_else(|e| panic!("{n} nodes: {e}"));
         assert_eq!(inv.nodes.len(), n);
         let etcd = inv.nodes.iter().filter(|x| x.has(Role::Etcd)).count();
@@ -37,6 +37,11 @@ fn the_example_parses_for_every_size() {
     );
     assert_eq!(one.kubernetes.service_cidr.to_string(), "10.233.0.0/18");
     assert_eq!(one.arches(), ["amd64"]);
+    // Regression: from 245 nodes on, the example gave addresses past .255.
+    let big = parse(&example(1000)).unwrap();
+    assert_eq!(big.nodes[0].address.to_string(), "192.168.10.11");
+    assert_eq!(big.nodes[239].address.to_string(), "192.168.10.250");
+    assert_eq!(big.nodes[240].address.to_string(), "192.168.11.1");
 }
 
 #[test]
