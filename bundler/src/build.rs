@@ -33,8 +33,9 @@ pub struct BuildOptions<'a> {
 }
 
 /// Every image an addon manifest or a chart's default values of the lock name that
-/// the spec does not carry, as `file NAME VERSION names IMAGE`.
-fn missing_images(o: &BuildOptions<'_>) -> anyhow::Result<Vec<String>> {
+/// the spec does not carry, as `file NAME VERSION names IMAGE`. `tgzs` are the
+/// charts' .tgz bytes, in the lock's order.
+fn missing_images(o: &BuildOptions<'_>, tgzs: &[Vec<u8>]) -> anyhow::Result<Vec<String>> {
     let mut missing = Vec::new();
     let mut check = |what: String, image: String| {
         let carried = image
@@ -45,9 +46,8 @@ fn missing_images(o: &BuildOptions<'_>) -> anyhow::Result<Vec<String>> {
             missing.push(line);
         }
     };
-    for c in &o.lock.charts {
-        let tgz = crate::charts::tgz(o.store, c)?;
-        for image in crate::charts::images(&tgz, &c.name)? {
+    for (c, tgz) in o.lock.charts.iter().zip(tgzs) {
+        for image in crate::charts::images(tgz, &c.name)? {
             check(
                 format!("chart {} {} (its values)", c.name, c.version),
                 image,
@@ -139,6 +139,7 @@ pub fn build(o: BuildOptions<'_>) -> anyhow::Result<Vec<PathBuf>> {
         blobs.extend(mine);
     }
     let mut charts = Vec::new();
+    let mut tgzs = Vec::new();
     for chart in &o.lock.charts {
         let tgz = crate::charts::tgz(o.store, chart)?;
         let (top, platforms) = if chart.is_oci() {
@@ -161,8 +162,9 @@ pub fn build(o: BuildOptions<'_>) -> anyhow::Result<Vec<PathBuf>> {
         });
         index.push((name, top));
         blobs.extend(mine);
+        tgzs.push(tgz);
     }
-    let missing = missing_images(&o)?;
+    let missing = missing_images(&o, &tgzs)?;
     if !missing.is_empty() {
         if !o.allow_missing_images {
             bail!(

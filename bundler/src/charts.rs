@@ -39,23 +39,20 @@ async fn fetch(client: &Client, endpoint: &Endpoint) -> Result<Vec<u8>, String> 
     Ok(body)
 }
 
-/// The first endpoint's answer for `url` that `check` accepts.
-async fn fetch_checked(
+/// What `check` makes of the first endpoint's answer for `url` that it accepts.
+async fn fetch_checked<T>(
     client: &Client,
     rules: &MirrorRules,
     url: &str,
     what: &str,
     report: &Report,
-    check: impl Fn(&[u8]) -> Result<(), String>,
-) -> anyhow::Result<Vec<u8>> {
+    check: impl Fn(Vec<u8>) -> Result<T, String>,
+) -> anyhow::Result<T> {
     let mut failures = Vec::new();
     for endpoint in rules.file_endpoints(url) {
         client.note_insecure(&endpoint, report);
-        match fetch(client, &endpoint)
-            .await
-            .and_then(|b| check(&b).map(|()| b))
-        {
-            Ok(bytes) => return Ok(bytes),
+        match fetch(client, &endpoint).await.and_then(&check) {
+            Ok(checked) => return Ok(checked),
             Err(e) => {
                 report.warn(&format!("{what}: {endpoint} failed: {e}"));
                 failures.push(format!("{endpoint}: {e}"));
@@ -78,21 +75,18 @@ pub async fn resolve_chart(
         ChartSource::Repo(r) => r,
         ChartSource::Oci(o) => return resolve_oci_chart(client, rules, chart, o, report).await,
     };
-    let index = fetch_checked(
+    let docs = fetch_checked(
         client,
         rules,
         &format!("{repo}/index.yaml"),
         &format!("{what}: index.yaml"),
         report,
         |b| {
-            YamlLoader::load_from_str(&String::from_utf8_lossy(b))
-                .map(|_| ())
+            YamlLoader::load_from_str(&String::from_utf8_lossy(&b))
                 .map_err(|e| format!("not YAML: {e}"))
         },
     )
     .await?;
-    let docs = YamlLoader::load_from_str(&String::from_utf8_lossy(&index))
-        .map_err(|e| anyhow!("{what}: {repo}/index.yaml: {e}"))?;
     let entries = docs
         .first()
         .and_then(|d| d["entries"][chart.name.as_str()].as_vec())
@@ -124,17 +118,16 @@ pub async fn resolve_chart(
         .map(|d| format!("sha256:{}", d.trim_start_matches("sha256:")).parse())
         .transpose()
         .map_err(|e| anyhow!("{what}: {repo}/index.yaml digest: {e}"))?;
-    let tgz = fetch_checked(client, rules, &url, &what, report, |b| match &pinned {
-        Some(d) if &Digest::of(b) != d => Err(format!(
-            "served sha256 {}, the index gives {d}",
-            Digest::of(b)
-        )),
-        _ => Ok(()),
+    let (tgz, sha256) = fetch_checked(client, rules, &url, &what, report, |b| {
+        let actual = Digest::of(&b);
+        match &pinned {
+            Some(d) if &actual != d => Err(format!("served sha256 {actual}, the index gives {d}")),
+            _ => Ok((b, actual)),
+        }
     })
     .await?;
     // Its metadata must be readable, or the site could not use it.
     metadata(&tgz, &chart.name).with_context(|| what.clone())?;
-    let sha256 = Digest::of(&tgz);
     report.info(&format!("locked {what} -> {sha256}"));
     Ok(LockedChart {
         name: chart.name.clone(),
