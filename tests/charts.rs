@@ -53,14 +53,7 @@ fn world() -> World {
 }
 
 fn lock(w: &World) -> common::Run {
-    w.s.bundler(&[
-        "lock",
-        "spec.toml",
-        "--mirrors",
-        "mirrors.toml",
-        "-o",
-        "spec.lock",
-    ])
+    w.s.bundler(&common::LOCK)
 }
 
 fn curl_json(url: &str, accept: &str) -> serde_json::Value {
@@ -304,15 +297,7 @@ fn a_chart_from_an_oci_registry_keeps_its_upstream_manifest_and_name() {
             reg.url()
         ),
     );
-    s.bundler(&[
-        "lock",
-        "spec.toml",
-        "--mirrors",
-        "mirrors.toml",
-        "-o",
-        "spec.lock",
-    ])
-    .success();
+    s.bundler(&common::LOCK).success();
     assert!(
         s.read("spec.lock").contains(&manifest.digest),
         "pinned by the manifest digest"

@@ -94,14 +94,7 @@ platforms = []
 }
 
 fn lock(w: &World) -> common::Run {
-    w.s.bundler(&[
-        "lock",
-        "spec.toml",
-        "--mirrors",
-        "mirrors.toml",
-        "-o",
-        "spec.lock",
-    ])
+    w.s.bundler(&common::LOCK)
 }
 
 fn curl(args: &[&str]) -> Vec<u8> {
@@ -329,17 +322,7 @@ fn a_dropped_download_resumes_at_the_byte_it_stopped() {
     let w = world();
     lock(&w).success();
     w.files.fault(AMD, Fault::DropAfter(1 << 20));
-    w.s.bundler(&[
-        "pull",
-        "spec.toml",
-        "--lock",
-        "spec.lock",
-        "--mirrors",
-        "mirrors.toml",
-        "--store",
-        "store",
-    ])
-    .success();
+    w.s.bundler(&common::LOCKED_PULL).success();
     let requests = w.files.requests();
     assert!(
         requests.contains(&format!("GET {AMD} range=bytes={}-", 1 << 20)),
@@ -367,17 +350,7 @@ fn a_mirror_serving_another_file_is_skipped_for_the_next() {
     let run = lock(&w).success();
     assert!(run.stderr.contains("trying the next"), "{}", run.stderr);
     assert!(w.s.read("spec.lock").contains(&sha(&w.amd)));
-    w.s.bundler(&[
-        "pull",
-        "spec.toml",
-        "--lock",
-        "spec.lock",
-        "--mirrors",
-        "mirrors.toml",
-        "--store",
-        "store",
-    ])
-    .success();
+    w.s.bundler(&common::LOCKED_PULL).success();
     let blob = w.s.path(&format!("store/blobs/sha256/{}", sha(&w.amd)));
     assert_eq!(std::fs::read(blob).unwrap(), w.amd);
 }

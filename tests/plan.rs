@@ -89,15 +89,7 @@ fn world() -> World {
     );
     let refs: Vec<&str> = images.iter().map(|(r, _)| r.as_str()).collect();
     s.write("spec.toml", &spec(&["linux/amd64"], &refs));
-    s.bundler(&[
-        "lock",
-        "spec.toml",
-        "--mirrors",
-        "mirrors.toml",
-        "-o",
-        "spec.lock",
-    ])
-    .success();
+    s.bundler(&common::LOCK).success();
     s.bundler(&["keygen", "--no-password", "--name", "k"])
         .success();
     s.bundler(&common::build_args("spec.toml", "spec.lock", "b.tar.zst"))

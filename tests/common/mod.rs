@@ -304,6 +304,16 @@ pub fn mirrors(rules: &[Rule]) -> String {
     out
 }
 
+/// `ferry-bundler lock` of `spec.toml` through `mirrors.toml` into `spec.lock`.
+pub const LOCK: [&str; 6] = [
+    "lock",
+    "spec.toml",
+    "--mirrors",
+    "mirrors.toml",
+    "-o",
+    "spec.lock",
+];
+
 /// `ferry-bundler pull` of the locked `spec.toml` from `mirrors.toml` into `store`.
 pub const LOCKED_PULL: [&str; 8] = [
     "pull",
