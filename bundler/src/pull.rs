@@ -173,7 +173,6 @@ async fn put_manifest(
     blocking(move || store.put_blob(&digest, &bytes)).await
 }
 
-/// Brings the top-level and platform manifests of one image into the store.
 /// Brings an OCI chart's manifest into the store, with the blobs it needs: it is
 /// kept under its upstream name and digest, and named `charts/<name>:<version>` too.
 async fn fetch_oci_chart(
@@ -189,7 +188,7 @@ async fn fetch_oci_chart(
         .map_err(|e| anyhow!("chart {} {}: {e}", chart.name, chart.version))?;
     let endpoints = rules.endpoints(&reference);
     let top = chart.manifest();
-    get_manifest(
+    let bytes = get_manifest(
         client,
         store,
         &endpoints,
@@ -199,7 +198,7 @@ async fn fetch_oci_chart(
         report,
     )
     .await?;
-    let blobs = store.platform_blobs(&top)?;
+    let blobs = ferry::store::platform_blobs(&top, &bytes)?;
     let sources: Vec<Source> = endpoints.into_iter().map(Source::Blob).collect();
     Ok(ImagePlan {
         name: reference.to_string(),
@@ -210,6 +209,7 @@ async fn fetch_oci_chart(
     })
 }
 
+/// Brings the top-level and platform manifests of one image into the store.
 async fn fetch_manifests(
     client: &Client,
     rules: &MirrorRules,
@@ -232,10 +232,9 @@ async fn fetch_manifests(
     .await?;
     let mut blobs = Vec::new();
     for p in locked.unique_platforms() {
-        get_manifest(client, store, &endpoints, &name, None, &p.digest, report).await?;
+        let bytes = get_manifest(client, store, &endpoints, &name, None, &p.digest, report).await?;
         blobs.extend(
-            store
-                .platform_blobs(&p.descriptor())
+            ferry::store::platform_blobs(&p.descriptor(), &bytes)
                 .map_err(|e| anyhow!("image {name} ({}): {e}", p.platform))?,
         );
     }

@@ -204,20 +204,7 @@ impl Store {
 
     /// The config and layers of the platform manifest `manifest`, read from the store.
     pub fn platform_blobs(&self, manifest: &Descriptor) -> Result<Vec<Descriptor>, StoreError> {
-        let bytes = self.read_blob(&manifest.digest)?;
-        let parse_error = |error| StoreError::Manifest {
-            digest: manifest.digest.clone(),
-            error,
-        };
-        let media_type = manifest.media_type.to_string();
-        match Manifest::parse(&bytes, Some(&media_type)).map_err(parse_error)? {
-            Manifest::Image { config, layers, .. } => {
-                Ok(std::iter::once(config).chain(layers).collect())
-            }
-            Manifest::Index { .. } => Err(parse_error(ManifestError::Malformed(
-                "a platform manifest is an index (nested indexes are not supported)".into(),
-            ))),
-        }
+        platform_blobs(manifest, &self.read_blob(&manifest.digest)?)
     }
 
     /// Every blob an image needs for some of its platforms: the top-level manifest,
@@ -383,6 +370,24 @@ impl Store {
         self.write_atomic(&self.root.join("index.json"), &bytes)?;
         drop(lock);
         Ok(())
+    }
+}
+
+/// The config and layers of the platform manifest `manifest`, whose bytes the caller
+/// holds (see [`Store::platform_blobs`]).
+pub fn platform_blobs(manifest: &Descriptor, bytes: &[u8]) -> Result<Vec<Descriptor>, StoreError> {
+    let parse_error = |error| StoreError::Manifest {
+        digest: manifest.digest.clone(),
+        error,
+    };
+    let media_type = manifest.media_type.to_string();
+    match Manifest::parse(bytes, Some(&media_type)).map_err(parse_error)? {
+        Manifest::Image { config, layers, .. } => {
+            Ok(std::iter::once(config).chain(layers).collect())
+        }
+        Manifest::Index { .. } => Err(parse_error(ManifestError::Malformed(
+            "a platform manifest is an index (nested indexes are not supported)".into(),
+        ))),
     }
 }
 
