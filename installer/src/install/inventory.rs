@@ -40,6 +40,14 @@ pub struct Kubernetes {
     pub cni: Cni,
 }
 
+impl Kubernetes {
+    /// `control_plane_endpoint` as host and port (`None` when it is not host:port).
+    pub fn endpoint(&self) -> Option<(&str, u16)> {
+        let (h, p) = self.control_plane_endpoint.rsplit_once(':')?;
+        Some((h, p.parse().ok()?)).filter(|(h, _)| !h.is_empty())
+    }
+}
+
 // kubespray's defaults (roles/kubespray_defaults/defaults/main/main.yml:
 // kube_pods_subnet, kube_service_addresses, dns_domain).
 fn default_pod_cidr() -> IpNet {
@@ -261,17 +269,12 @@ impl Inventory {
                 k.pod_cidr, k.service_cidr
             )));
         }
-        let (endpoint_host, endpoint_port) = k
-            .control_plane_endpoint
-            .rsplit_once(':')
-            .filter(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok())
-            .ok_or_else(|| {
-                invalid(format!(
-                    "kubernetes: control_plane_endpoint {:?} must be host:port, e.g. 192.168.10.10:6443",
-                    k.control_plane_endpoint
-                ))
-            })?;
-        let _ = endpoint_port;
+        let (endpoint_host, _) = k.endpoint().ok_or_else(|| {
+            invalid(format!(
+                "kubernetes: control_plane_endpoint {:?} must be host:port, e.g. 192.168.10.10:6443",
+                k.control_plane_endpoint
+            ))
+        })?;
 
         let mut nodes: Vec<Node> = Vec::new();
         let mut addresses = HashSet::new();

@@ -164,10 +164,18 @@ pub fn plan(
     steps.push("systemctl enable --now containerd".into());
     steps.push("systemctl restart containerd".into());
 
-    let members: Vec<EtcdMember<'_>> = inventory
+    let etcd_nodes: Vec<&Node> = inventory
         .nodes
         .iter()
         .filter(|n| n.has(Role::Etcd))
+        .collect();
+    let control_planes: Vec<&Node> = inventory
+        .nodes
+        .iter()
+        .filter(|n| n.has(Role::ControlPlane))
+        .collect();
+    let members: Vec<EtcdMember<'_>> = etcd_nodes
+        .iter()
         .map(|n| EtcdMember {
             name: &n.name,
             address: n.address,
@@ -186,9 +194,9 @@ pub fn plan(
         })?;
     let token = pki.bootstrap_token()?;
     let ca_hash = pki.ca_cert_hash()?;
-    let etcd_addresses: Vec<std::net::IpAddr> = members.iter().map(|m| m.address).collect();
+    let etcd_addresses: Vec<std::net::IpAddr> = etcd_nodes.iter().map(|n| n.address).collect();
     let mut cert_sans: Vec<String> = inventory.ha.vip.iter().map(|v| v.to_string()).collect();
-    for n in inventory.nodes.iter().filter(|n| n.has(Role::ControlPlane)) {
+    for n in &control_planes {
         cert_sans.push(n.name.clone());
         cert_sans.push(n.address.to_string());
     }
@@ -207,34 +215,7 @@ pub fn plan(
         etcd: &etcd_addresses,
         cert_sans: &cert_sans,
     };
-    let first_control_plane = inventory
-        .nodes
-        .iter()
-        .find(|n| n.has(Role::ControlPlane))
-        .map(|n| n.name.clone())
-        .expect("checked when the inventory was read");
-    let etcd_members: Vec<render::etcd::Member<'_>> = members
-        .iter()
-        .map(|m| render::etcd::Member {
-            name: m.name,
-            address: m.address,
-        })
-        .collect();
-    let backends: Vec<render::ha::Backend<'_>> = inventory
-        .nodes
-        .iter()
-        .filter(|n| n.has(Role::ControlPlane))
-        .map(|n| render::ha::Backend {
-            name: &n.name,
-            address: n.address,
-        })
-        .collect();
-    let endpoint_port: u16 = inventory
-        .kubernetes
-        .control_plane_endpoint
-        .rsplit_once(':')
-        .and_then(|(_, p)| p.parse().ok())
-        .expect("checked when the inventory was read");
+    let (_, endpoint_port) = k.endpoint().expect("checked when the inventory was read");
     let mut plans = BTreeMap::new();
     for n in &inventory.nodes {
         let mut files = common.clone();
@@ -252,7 +233,7 @@ pub fn plan(
             inventory.ha.vip,
             inventory.ha.interface.as_deref(),
         ) {
-            let rank = backends
+            let rank = control_planes
                 .iter()
                 .position(|b| b.name == n.name)
                 .expect("every control plane is a backend");
@@ -263,26 +244,19 @@ pub fn plan(
                 endpoint_port,
                 interface,
                 inventory.ha.virtual_router_id,
-                &backends,
+                &control_planes,
                 &mut files,
             );
             node_steps.extend(render::ha::steps());
         }
-        let me = render::kubeadm::Me {
-            name: &n.name,
-            address: n.address,
-        };
-        if n.name == first_control_plane {
-            render::kubeadm::init(&cluster, &me, &mut files);
+        // The inventory has a control plane: checked when it was read.
+        if n.name == control_planes[0].name {
+            render::kubeadm::init(&cluster, n, &mut files);
         } else {
-            render::kubeadm::join(&cluster, &me, n.has(Role::ControlPlane), &mut files);
+            render::kubeadm::join(&cluster, n, &mut files);
         }
         if n.has(Role::Etcd) {
-            let me = etcd_members
-                .iter()
-                .find(|m| m.name == n.name)
-                .expect("every etcd node is a member");
-            render::etcd::render(me, &etcd_members, &inventory.name, &mut files);
+            render::etcd::render(n, &etcd_nodes, &inventory.name, &mut files);
             node_steps.extend(render::etcd::steps());
         }
         plans.insert(

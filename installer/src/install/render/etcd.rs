@@ -5,23 +5,16 @@
 //! (a stored copy at 03bcfa7f): heartbeat 250 ms, election timeout 5000 ms,
 //! compaction retention 8 h, basic metrics, data in /var/lib/etcd.
 
-use std::net::IpAddr;
-
 use super::{host, put, Tree};
+use crate::install::inventory::Node;
 
 /// Where the snapshots go.
 pub const BACKUP_DIR: &str = "/var/lib/etcd-backup";
 /// How many snapshots are kept.
 pub const KEEP: usize = 7;
 
-/// One member of the cluster.
-pub struct Member<'a> {
-    pub name: &'a str,
-    pub address: IpAddr,
-}
-
 /// The unit of `me`, one of `members`; `token` names the cluster.
-fn unit(me: &Member<'_>, members: &[Member<'_>], token: &str) -> String {
+fn unit(me: &Node, members: &[&Node], token: &str) -> String {
     let a = host(me.address);
     let initial: Vec<String> = members
         .iter()
@@ -72,7 +65,7 @@ WantedBy=multi-user.target
     )
 }
 
-fn snapshot_script(me: &Member<'_>) -> String {
+fn snapshot_script(me: &Node) -> String {
     format!(
         r#"#!/bin/sh
 # Written by ferry-installer plan: one etcd snapshot of {name}, checked, and the
@@ -122,7 +115,7 @@ WantedBy=timers.target
 ";
 
 /// The files of etcd member `me`.
-pub fn render(me: &Member<'_>, members: &[Member<'_>], token: &str, tree: &mut Tree) {
+pub fn render(me: &Node, members: &[&Node], token: &str, tree: &mut Tree) {
     put(
         tree,
         "etc/systemd/system/etcd.service",

@@ -7,14 +7,9 @@
 use std::net::IpAddr;
 
 use super::{host, put, Tree};
+use crate::install::inventory::Node;
 
-/// A control plane behind the VIP.
-pub struct Backend<'a> {
-    pub name: &'a str,
-    pub address: IpAddr,
-}
-
-fn haproxy(vip: IpAddr, port: u16, backends: &[Backend<'_>]) -> String {
+fn haproxy(vip: IpAddr, port: u16, backends: &[&Node]) -> String {
     let mut out = format!(
         r#"# Written by ferry-installer plan: the Kubernetes API on the VIP, balanced
 # across every control plane's apiserver.
@@ -94,7 +89,7 @@ pub fn render(
     port: u16,
     interface: &str,
     router_id: u8,
-    backends: &[Backend<'_>],
+    backends: &[&Node],
     tree: &mut Tree,
 ) {
     put(

@@ -10,6 +10,7 @@
 use std::net::IpAddr;
 
 use super::{host, put, Tree};
+use crate::install::inventory::Node;
 
 /// NodeLocal DNSCache's link-local address, the kubelet's cluster DNS.
 pub const NODE_LOCAL_DNS: &str = "169.254.20.10";
@@ -31,12 +32,6 @@ pub struct Cluster<'a> {
     pub etcd: &'a [IpAddr],
     /// The VIP (if any) and every control plane's name and address.
     pub cert_sans: &'a [String],
-}
-
-/// One node.
-pub struct Me<'a> {
-    pub name: &'a str,
-    pub address: IpAddr,
 }
 
 fn components(c: &Cluster<'_>) -> String {
@@ -77,7 +72,7 @@ clusterCIDR: {pods}
     )
 }
 
-fn node_registration(me: &Me<'_>) -> String {
+fn node_registration(me: &Node) -> String {
     format!(
         "nodeRegistration:\n  name: {}\n  criSocket: unix:///run/containerd/containerd.sock\n  kubeletExtraArgs:\n    - name: node-ip\n      value: \"{}\"\n",
         me.name, me.address
@@ -85,7 +80,7 @@ fn node_registration(me: &Me<'_>) -> String {
 }
 
 /// The first control plane's `kubeadm init` configuration.
-pub fn init(c: &Cluster<'_>, me: &Me<'_>, tree: &mut Tree) {
+pub fn init(c: &Cluster<'_>, me: &Node, tree: &mut Tree) {
     let endpoints: Vec<String> = c
         .etcd
         .iter()
@@ -148,9 +143,10 @@ apiServer:
     put(tree, "etc/kubernetes/ferry/kubeadm-init.yaml", text);
 }
 
-/// Another node's `kubeadm join` configuration; `control_plane` for a control plane.
+/// Another node's `kubeadm join` configuration (`controlPlane` on a control plane).
 /// (The kubelet and kube-proxy configurations come from the cluster on join.)
-pub fn join(c: &Cluster<'_>, me: &Me<'_>, control_plane: bool, tree: &mut Tree) {
+pub fn join(c: &Cluster<'_>, me: &Node, tree: &mut Tree) {
+    let control_plane = me.has(crate::install::inventory::Role::ControlPlane);
     let cp = if control_plane {
         format!(
             "controlPlane:\n  localAPIEndpoint:\n    advertiseAddress: {}\n    bindPort: 6443\n",
