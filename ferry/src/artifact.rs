@@ -88,6 +88,27 @@ pub fn file_ref_name(name: &str, version: &str) -> String {
     format!("files/{name}:{version}")
 }
 
+/// A file's bytes as its manifest names them: the one layer's digest and size, and
+/// the file name it is titled with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileLayer {
+    pub digest: Digest,
+    pub size: u64,
+    pub title: String,
+}
+
+/// The layer of a file's platform manifest (as [`file_artifact`] makes them), or
+/// `None` if `manifest` is not one.
+pub fn file_layer(manifest: &[u8]) -> Option<FileLayer> {
+    let doc: Value = serde_json::from_slice(manifest).ok()?;
+    let layer = &doc["layers"][0];
+    Some(FileLayer {
+        digest: layer["digest"].as_str()?.parse().ok()?,
+        size: layer["size"].as_u64()?,
+        title: layer["annotations"][TITLE].as_str()?.to_string(),
+    })
+}
+
 /// A made artifact: its top descriptor, the descriptor of each platform manifest,
 /// and every manifest and config blob (the file's own bytes are not among them).
 #[derive(Debug, Clone)]
@@ -254,6 +275,10 @@ mod tests {
         }
         let v: Value = serde_json::from_slice(m).unwrap();
         assert_eq!(v["artifactType"], FILE_ARTIFACT_TYPE);
+        let layer = file_layer(m).unwrap();
+        assert_eq!((layer.digest, layer.size), (Digest::of(b"amd"), 3));
+        assert_eq!(layer.title, "kubelet");
+        assert_eq!(file_layer(index), None);
         assert_eq!(v["layers"][0]["annotations"][TITLE], "kubelet");
         // The same lock gives the same bytes.
         assert_eq!(file_artifact(&[&amd, &arm]).top, a.top);

@@ -208,8 +208,9 @@ fn plan(
             .unwrap_or(std::path::Path::new("."))
             .join(format!("{}.state", inv.name))
     });
-    let plans = plan::plan(&inv, &store, &ca_pem, &state)?;
-    plan::write(out, &plans)?;
+    let contents = ferry_installer::install::contents::Contents::read(&store)?;
+    let plans = plan::plan(&inv, &contents, &ca_pem, &state)?;
+    plan::write(out, &contents, &plans)?;
     println!(
         "planned {} node(s) into {}: review, then install",
         plans.len(),

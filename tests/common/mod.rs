@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod cluster;
 pub mod serve;
 pub mod store;
 
@@ -73,6 +74,33 @@ fn bin(name: &str) -> PathBuf {
         profile_dir
     });
     dir.join(name)
+}
+
+/// Makes `target/ferry-e2e/<name>` with `make` once per test run and returns it:
+/// the first test process of a nextest run makes it under a lock and stamps it
+/// with the run's id; the others of that run find the stamp and reuse it.
+/// Outside nextest it is made once per test process. Users of it only read it.
+pub fn once_per_run(name: &str, make: impl FnOnce(&Path)) -> PathBuf {
+    let profile_dir = bin("ferry-installer")
+        .parent()
+        .expect("the profile directory")
+        .to_path_buf();
+    let root = profile_dir.parent().expect("target").join("ferry-e2e");
+    std::fs::create_dir_all(&root).expect("creating target/ferry-e2e");
+    let dir = root.join(name);
+    let lock = std::fs::File::create(root.join(format!("{name}.lock"))).expect("a lock file");
+    lock.lock().expect("taking the lock");
+    let run = std::env::var("NEXTEST_RUN_ID")
+        .unwrap_or_else(|_| format!("process-{}", std::process::id()));
+    let stamp = root.join(format!("{name}.made-for"));
+    if std::fs::read_to_string(&stamp).ok().as_deref() != Some(run.as_str()) {
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("creating the shared directory");
+        make(&dir);
+        std::fs::write(&stamp, &run).expect("stamping it");
+    }
+    drop(lock);
+    dir
 }
 
 /// `build SPEC --lock LOCK -o OUT` with the mirror rules, store and key the file

@@ -3,9 +3,11 @@
 //! ([`render`]) and the plan that writes them per node ([`plan`]). Applying it over
 //! SSH comes next, beside these.
 
+pub mod contents;
 pub mod example;
 pub mod inventory;
 pub mod plan;
+pub mod programs;
 pub mod render;
 
 #[cfg(test)]

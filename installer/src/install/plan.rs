@@ -7,9 +7,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 use anyhow::{anyhow, bail, Context as _};
-use ferry::archive::BundleManifest;
-use ferry::store::Store;
-use ferry::Reference;
+
+use super::contents::Contents;
+use super::programs::{self, Programs};
 
 use super::inventory::{HaMode, Inventory, Node, RegistryPlace, Role};
 use super::render::{self, containerd::Containerd, Tree};
@@ -18,39 +18,9 @@ use crate::pki::cluster::{ClusterPki, EtcdMember};
 /// One node's plan.
 pub struct NodePlan {
     pub files: Tree,
+    /// Its programs, hard-linked from one unpacked copy when written.
+    pub programs: Programs,
     pub steps: Vec<String>,
-}
-
-/// What the plan takes from the store: the bundle's platforms and images.
-struct Bundle {
-    arches: BTreeSet<String>,
-    images: Vec<Reference>,
-}
-
-fn bundle(store: &Store) -> anyhow::Result<Bundle> {
-    let records = store.bundle_records()?;
-    if records.is_empty() {
-        bail!(
-            "{} holds no unpacked bundle: ferry-installer unpack BUNDLE --store {} first",
-            store.root().display(),
-            store.root().display()
-        );
-    }
-    let mut arches = BTreeSet::new();
-    for bytes in &records {
-        let m = BundleManifest::parse(bytes).map_err(|e| anyhow!("a bundle record: {e}"))?;
-        arches.extend(m.platforms.iter().map(|p| p.architecture.clone()));
-    }
-    let mut images = Vec::new();
-    for name in store.images()?.keys() {
-        if name.starts_with("files/") || name.starts_with("charts/") {
-            continue;
-        }
-        if let Ok(r) = name.parse::<Reference>() {
-            images.push(r);
-        }
-    }
-    Ok(Bundle { arches, images })
 }
 
 /// The cluster PKI files a node gets, in kubeadm's layout under
@@ -101,11 +71,10 @@ fn pki_files(pki: &ClusterPki, node: &Node, tree: &mut Tree) -> anyhow::Result<(
 /// `state` the cluster's state directory (its PKI is made there once).
 pub fn plan(
     inventory: &Inventory,
-    store: &Store,
+    bundle: &Contents,
     ca_pem: &str,
     state: &Path,
 ) -> anyhow::Result<BTreeMap<String, NodePlan>> {
-    let bundle = bundle(store)?;
     for n in &inventory.nodes {
         if !bundle.arches.contains(&n.arch) {
             bail!(
@@ -159,8 +128,10 @@ pub fn plan(
         &mut common,
     );
     render::host::render(&mut common);
+    render::services::containerd(&mut common);
     render::services::kubelet(&mut common);
     let mut steps = render::host::steps();
+    steps.push("systemctl daemon-reload".into());
     steps.push("systemctl enable --now containerd".into());
     steps.push("systemctl restart containerd".into());
 
@@ -221,6 +192,9 @@ pub fn plan(
         let mut files = common.clone();
         let mut node_steps = steps.clone();
         pki_files(&pki, n, &mut files).with_context(|| format!("node {}", n.name))?;
+        let runs_registry =
+            matches!(&inventory.registry, RegistryPlace::Node { node, .. } if node == &n.name);
+        let programs = programs::for_node(bundle, n, runs_registry)?;
         if let RegistryPlace::Node { node, port } = &inventory.registry {
             if node == &n.name {
                 render::services::registry(&n.name, n.address, *port, &mut files);
@@ -263,6 +237,7 @@ pub fn plan(
             n.name.clone(),
             NodePlan {
                 files,
+                programs,
                 steps: node_steps,
             },
         );
@@ -271,8 +246,13 @@ pub fn plan(
 }
 
 /// Writes the plans into `out` (`out/<node>/...` and `out/<node>/steps`), replacing
-/// an earlier plan there only once the new one is complete.
-pub fn write(out: &Path, plans: &BTreeMap<String, NodePlan>) -> anyhow::Result<()> {
+/// an earlier plan there only once the new one is complete. Programs are unpacked
+/// from `bundle` once and hard-linked into every node that runs them.
+pub fn write(
+    out: &Path,
+    bundle: &Contents,
+    plans: &BTreeMap<String, NodePlan>,
+) -> anyhow::Result<()> {
     use std::os::unix::fs::PermissionsExt as _;
     let parent = out
         .parent()
@@ -298,6 +278,13 @@ pub fn write(out: &Path, plans: &BTreeMap<String, NodePlan>) -> anyhow::Result<(
             std::fs::create_dir_all(&root)?;
             std::fs::write(root.join("steps"), plan.steps.join("\n") + "\n")?;
         }
+        let cache = tmp.join(".programs");
+        let programs = plans
+            .iter()
+            .map(|(node, plan)| (node.clone(), &plan.programs))
+            .collect();
+        programs::install(bundle, &programs, &tmp, &cache)?;
+        std::fs::remove_dir_all(&cache).with_context(|| format!("removing {}", cache.display()))?;
         Ok(())
     })();
     if let Err(e) = result {

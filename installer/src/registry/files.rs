@@ -8,9 +8,7 @@
 use std::sync::Arc;
 
 use axum::http::request::Parts;
-use ferry::artifact::TITLE;
 use ferry::{Digest, Reference};
-use serde_json::Value;
 
 use super::error::{ApiError, ApiResult, Code};
 use super::router::{Ctx, Query, State};
@@ -65,17 +63,14 @@ fn find(state: &State, path: &str) -> Result<Digest, ApiError> {
                 .clone()
         }
     };
-    let doc: Value = serde_json::from_slice(&manifest.bytes).unwrap_or(Value::Null);
-    let layer = &doc["layers"][0];
-    if layer["annotations"][TITLE].as_str() != Some(file_name) {
+    let layer = ferry::artifact::file_layer(&manifest.bytes)
+        .ok_or_else(|| ApiError::internal(format!("file {name} {version}: no layer")))?;
+    if layer.title != file_name {
         return Err(unknown(format!(
             "file {name} {version} is not called {file_name:?}"
         )));
     }
-    layer["digest"]
-        .as_str()
-        .and_then(|d| d.parse().ok())
-        .ok_or_else(|| ApiError::internal(format!("file {name} {version}: no layer digest")))
+    Ok(layer.digest)
 }
 
 /// Serves the file at `path` (after `/files/`).

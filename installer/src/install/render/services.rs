@@ -1,4 +1,7 @@
-//! systemd units every node or the registry node gets: the kubelet's unit and
+//! systemd units every node or the registry node gets: containerd's own unit (the
+//! `containerd.service` of containerd/containerd at v1.7.27, verbatim: it runs
+//! /usr/local/bin/containerd, where the release archive's binaries go), the
+//! kubelet's unit and
 //! kubeadm's drop-in (the ones kubernetes/release ships in its DEB packages,
 //! `cmd/kubepkg/templates/latest/deb/kubelet/lib/systemd/system/kubelet.service` and
 //! `deb/kubeadm/10-kubeadm.conf`, as the kubeadm documentation quotes them, with
@@ -8,6 +11,51 @@
 use std::net::IpAddr;
 
 use super::{put, Tree};
+
+/// containerd/containerd v1.7.27 `containerd.service` (commit 05044ec0a9a7), verbatim.
+const CONTAINERD: &str = r#"# Copyright The containerd Authors.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+[Unit]
+Description=containerd container runtime
+Documentation=https://containerd.io
+After=network.target local-fs.target dbus.service
+
+[Service]
+#uncomment to enable the experimental sbservice (sandboxed) version of containerd/cri integration
+#Environment="ENABLE_CRI_SANDBOXES=sandboxed"
+ExecStartPre=-/sbin/modprobe overlay
+ExecStart=/usr/local/bin/containerd
+
+Type=notify
+Delegate=yes
+KillMode=process
+Restart=always
+RestartSec=5
+# Having non-zero Limit*s causes performance problems due to accounting overhead
+# in the kernel. We recommend using cgroups to do container-local accounting.
+LimitNPROC=infinity
+LimitCORE=infinity
+LimitNOFILE=infinity
+# Comment TasksMax if your systemd version does not supports it.
+# Only systemd 226 and above support this version.
+TasksMax=infinity
+OOMScoreAdjust=-999
+
+[Install]
+WantedBy=multi-user.target
+"#;
 
 const KUBELET: &str = "\
 # Written by ferry-installer plan (kubernetes/release's kubelet.service).
@@ -41,6 +89,15 @@ EnvironmentFile=-/etc/default/kubelet
 ExecStart=
 ExecStart=/usr/local/bin/kubelet $KUBELET_KUBECONFIG_ARGS $KUBELET_CONFIG_ARGS $KUBELET_KUBEADM_ARGS $KUBELET_EXTRA_ARGS
 ";
+
+/// containerd's unit.
+pub fn containerd(tree: &mut Tree) {
+    put(
+        tree,
+        "etc/systemd/system/containerd.service",
+        CONTAINERD.into(),
+    );
+}
 
 /// The kubelet's unit and kubeadm's drop-in.
 pub fn kubelet(tree: &mut Tree) {

@@ -1,0 +1,151 @@
+//! What a plan takes from the store: the platforms, images, files and charts of
+//! the bundles unpacked into it, and a file's or chart's bytes by name. Everything
+//! a node gets comes through here, so the plan names the one thing a store lacks.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use anyhow::{anyhow, bail, Context as _};
+use ferry::archive::BundleManifest;
+use ferry::artifact::{file_layer, file_ref_name, FileLayer};
+use ferry::manifest::Manifest;
+use ferry::store::Store;
+use ferry::Reference;
+
+/// The store's bundles, as the plan sees them.
+pub struct Contents<'s> {
+    store: &'s Store,
+    /// Every architecture some bundle carries.
+    pub arches: BTreeSet<String>,
+    /// Every image, by its upstream name.
+    pub images: Vec<Reference>,
+    /// File name -> the versions the bundles carry.
+    files: BTreeMap<String, BTreeSet<String>>,
+    /// Chart name -> the versions the bundles carry.
+    charts: BTreeMap<String, BTreeSet<String>>,
+}
+
+impl<'s> Contents<'s> {
+    /// Reads the bundle records and `index.json` of `store`.
+    pub fn read(store: &'s Store) -> anyhow::Result<Contents<'s>> {
+        let records = store.bundle_records()?;
+        if records.is_empty() {
+            bail!(
+                "{} holds no unpacked bundle: ferry-installer unpack BUNDLE --store {} first",
+                store.root().display(),
+                store.root().display()
+            );
+        }
+        let mut contents = Contents {
+            store,
+            arches: BTreeSet::new(),
+            images: Vec::new(),
+            files: BTreeMap::new(),
+            charts: BTreeMap::new(),
+        };
+        for bytes in &records {
+            let m = BundleManifest::parse(bytes).map_err(|e| anyhow!("a bundle record: {e}"))?;
+            contents
+                .arches
+                .extend(m.platforms.iter().map(|p| p.architecture.clone()));
+            for f in m.files {
+                contents.files.entry(f.name).or_default().insert(f.version);
+            }
+            for c in m.charts {
+                contents.charts.entry(c.name).or_default().insert(c.version);
+            }
+        }
+        for name in store.images()?.keys() {
+            if name.starts_with("files/") || name.starts_with("charts/") {
+                continue;
+            }
+            if let Ok(r) = name.parse::<Reference>() {
+                contents.images.push(r);
+            }
+        }
+        Ok(contents)
+    }
+
+    /// The one version of a file or chart the bundles carry.
+    fn version<'a>(
+        what: &str,
+        name: &str,
+        versions: &'a BTreeMap<String, BTreeSet<String>>,
+    ) -> anyhow::Result<&'a str> {
+        let all = versions.get(name).ok_or_else(|| {
+            anyhow!("the bundle has no {what} {name}: add it to the release spec's [[{what}s]]")
+        })?;
+        if all.len() > 1 {
+            bail!(
+                "the store holds {what} {name} in versions {}: plan from a store with one release",
+                all.iter().cloned().collect::<Vec<_>>().join(", ")
+            );
+        }
+        Ok(all.iter().next().expect("a recorded file has a version"))
+    }
+
+    /// Whether the bundles carry a file of this name.
+    pub fn has_file(&self, name: &str) -> bool {
+        self.files.contains_key(name)
+    }
+
+    /// The layer of file `name` for `arch` (`None`: a platform-independent file),
+    /// with the version it is.
+    pub fn file(&self, name: &str, arch: Option<&str>) -> anyhow::Result<(String, FileLayer)> {
+        let version = Self::version("file", name, &self.files)?;
+        let reference = file_ref_name(name, version);
+        let what = match arch {
+            Some(a) => format!("file {name} {version} (linux/{a})"),
+            None => format!("file {name} {version}"),
+        };
+        let top = self
+            .store
+            .images()?
+            .remove(&reference)
+            .ok_or_else(|| anyhow!("{what}: not in the store's index.json"))?;
+        let bytes = self
+            .store
+            .read_blob(&top.digest)
+            .with_context(|| what.clone())?;
+        let manifest = match Manifest::parse(&bytes, Some(top.media_type.as_ref())) {
+            Ok(Manifest::Index { entries, .. }) => {
+                let arch = arch.ok_or_else(|| anyhow!("{what} is per platform"))?;
+                let entry = entries
+                    .iter()
+                    .find(|e| {
+                        e.platform
+                            .as_ref()
+                            .is_some_and(|p| p.os == "linux" && p.architecture == arch)
+                    })
+                    .ok_or_else(|| anyhow!("{what}: the bundle has it for no linux/{arch}"))?;
+                self.store
+                    .read_blob(&entry.descriptor.digest)
+                    .with_context(|| what.clone())?
+            }
+            _ => bytes,
+        };
+        let layer = file_layer(&manifest).ok_or_else(|| anyhow!("{what}: not a file artifact"))?;
+        Ok((version.to_string(), layer))
+    }
+
+    /// The text of a platform-independent file (an addon manifest).
+    pub fn file_text(&self, name: &str) -> anyhow::Result<(FileLayer, String)> {
+        let (version, layer) = self.file(name, None)?;
+        let bytes = self
+            .store
+            .read_blob(&layer.digest)
+            .with_context(|| format!("file {name} {version}"))?;
+        let text = String::from_utf8(bytes)
+            .map_err(|_| anyhow!("file {name} {version} is not UTF-8 text"))?;
+        Ok((layer, text))
+    }
+
+    /// The version of chart `name` the bundle carries.
+    pub fn chart_version(&self, name: &str) -> anyhow::Result<&str> {
+        Self::version("chart", name, &self.charts)
+    }
+
+    /// The path of a blob in the store.
+    pub fn blob_path(&self, digest: &ferry::Digest) -> std::path::PathBuf {
+        self.store.blob_path(digest)
+    }
+}

@@ -1,0 +1,268 @@
+//! `ferry-installer plan` end to end, against real programs wherever they run
+//! here: a release unpacked into a site store and a cluster inventory give every
+//! node its tree (the same bytes every time, programs hard-linked from one
+//! checked copy); what the bundle or inventory lacks is refused by name; and the
+//! rendered trees are taken by the real containerd, etcd, openssl, haproxy,
+//! keepalived and systemd (one module each).
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod containerd;
+mod etcd;
+mod ha;
+mod pki;
+mod units;
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::MetadataExt as _;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::serve::Serve;
+use common::Session;
+use ferry_testkit::image::Image;
+use ferry_testkit::registry::free_port;
+
+/// Every file under `dir`, by relative path: its sha256 (hex).
+fn tree(dir: &Path) -> BTreeMap<String, String> {
+    fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, String>) {
+        for e in std::fs::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                walk(root, &p, out);
+            } else {
+                let rel = p.strip_prefix(root).unwrap().display().to_string();
+                let bytes = std::fs::read(&p).unwrap();
+                out.insert(rel, ferry::Digest::of(&bytes).hex().to_string());
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    walk(dir, dir, &mut out);
+    out
+}
+
+struct World {
+    s: Session,
+    images: Vec<(String, Image)>,
+    /// The site store (shared by every test of the run: read it only).
+    site: PathBuf,
+    port: u16,
+}
+
+/// The release of `common::cluster` and a 4-node inventory on loopback addresses
+/// whose site registry is master1 (127.0.0.1) on a free port.
+fn world() -> World {
+    let site = common::cluster::site();
+    let s = Session::new();
+    let port = free_port();
+    s.installer(&["init-cluster", "--nodes", "4"]).success();
+    let inv = s
+        .read("cluster.toml")
+        .replace("192.168.10.11\"", "127.0.0.1\"")
+        .replace("192.168.10.12\"", "127.0.0.2\"")
+        .replace("192.168.10.13\"", "127.0.0.3\"")
+        .replace("192.168.10.14\"", "127.0.0.4\"")
+        .replace("port = 5000", &format!("port = {port}"));
+    s.write("cluster.toml", &inv);
+    World {
+        s,
+        images: common::cluster::images(),
+        site,
+        port,
+    }
+}
+
+impl World {
+    fn plan(&self, out: &str) -> common::Run {
+        self.s.installer(&[
+            "plan",
+            "cluster.toml",
+            "--store",
+            self.site.to_str().unwrap(),
+            "--out",
+            out,
+            "--pki",
+            "pki",
+        ])
+    }
+}
+
+/// A self-signed certificate and key, `NAME.crt` and `NAME.key` in the session.
+fn self_signed(s: &Session, name: &str, cn: &str) {
+    let made = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+        ])
+        .args([
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            &format!("/CN={cn}"),
+            "-keyout",
+        ])
+        .arg(s.path(&format!("{name}.key")))
+        .arg("-out")
+        .arg(s.path(&format!("{name}.crt")))
+        .output()
+        .unwrap();
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+}
+
+/// Child processes, killed on drop.
+struct Members(Vec<std::process::Child>);
+
+impl Drop for Members {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+#[test]
+fn every_node_gets_its_tree_the_same_bytes_every_time() {
+    let w = world();
+    let s = &w.s;
+    let run = w.plan("plan").success();
+    assert!(run.stdout.contains("planned 4 node(s)"), "{}", run.stdout);
+    let first = tree(&s.path("plan"));
+    for node in ["master1", "master2", "master3", "worker1"] {
+        for file in [
+            "etc/containerd/config.toml",
+            "etc/containerd/certs.d/registry.k8s.io/hosts.toml",
+            "etc/containerd/certs.d/docker.io/hosts.toml",
+            "etc/containerd/certs.d/ferry-site-ca.crt",
+            "etc/crictl.yaml",
+            "etc/sysctl.d/99-ferry-kubernetes.conf",
+            "etc/modules-load.d/ferry-kubernetes.conf",
+            "steps",
+        ] {
+            assert!(
+                first.contains_key(&format!("{node}/{file}")),
+                "{node}/{file}"
+            );
+        }
+    }
+    let hosts = s.read("plan/master2/etc/containerd/certs.d/docker.io/hosts.toml");
+    assert!(
+        hosts.contains(&format!("server = \"https://127.0.0.1:{}\"", w.port)),
+        "{hosts}"
+    );
+    // A second plan is byte-identical, and never mints a new CA.
+    let ca = std::fs::read(s.path("pki/ca.pem")).unwrap();
+    w.plan("plan").success();
+    assert_eq!(tree(&s.path("plan")), first);
+    assert_eq!(std::fs::read(s.path("pki/ca.pem")).unwrap(), ca);
+}
+
+#[test]
+fn a_node_arch_the_bundle_lacks_is_refused_naming_the_node() {
+    let w = world();
+    let inv = w.s.read("cluster.toml");
+    let i = inv.find("name = \"worker1\"").unwrap();
+    let fixed = format!(
+        "{}{}",
+        &inv[..i],
+        inv[i..].replacen("arch = \"amd64\"", "arch = \"arm64\"", 1)
+    );
+    w.s.write("cluster.toml", &fixed);
+    let line = w.plan("plan").failure().error_line().to_string();
+    assert!(
+        line.contains("node worker1: arch arm64 is not in the bundle (it has amd64)"),
+        "{line}"
+    );
+    assert!(!w.s.path("plan").exists(), "a refused plan left files");
+}
+
+#[test]
+fn every_node_gets_its_programs_from_the_release_hard_linked_from_one_copy() {
+    let w = world();
+    w.plan("plan").success();
+    let every = [
+        "usr/local/bin/kubelet",
+        "usr/local/bin/kubeadm",
+        "usr/local/bin/runc",
+        "usr/local/bin/containerd",
+        "usr/local/bin/containerd-shim-runc-v2",
+        "usr/local/bin/ctr",
+        "usr/local/bin/crictl",
+        "opt/cni/bin/bridge",
+        "opt/cni/bin/host-local",
+        "opt/cni/bin/loopback",
+        "opt/cni/bin/portmap",
+    ];
+    let control_plane = ["usr/local/bin/kubectl", "usr/local/bin/helm"];
+    let etcd = [
+        "usr/local/bin/etcd",
+        "usr/local/bin/etcdctl",
+        "usr/local/bin/etcdutl",
+    ];
+    let node = |n: &str, f: &str| w.s.path(&format!("plan/{n}/{f}"));
+    for n in ["master1", "master2", "master3", "worker1"] {
+        for f in every {
+            let meta = std::fs::metadata(node(n, f)).unwrap_or_else(|e| panic!("{n}/{f}: {e}"));
+            assert_eq!(meta.mode() & 0o777, 0o755, "{n}/{f}");
+            // One copy on disk for every node: a hard link each.
+            assert_eq!(
+                meta.ino(),
+                std::fs::metadata(node("master1", f)).unwrap().ino()
+            );
+            assert_eq!(meta.nlink(), 4, "{n}/{f}");
+        }
+        let cp = n != "worker1";
+        for f in control_plane.iter().chain(&etcd) {
+            assert_eq!(node(n, f).exists(), cp, "{n}/{f}");
+        }
+    }
+    // The bytes are the programs the release packed, unpacked from its archives.
+    for (tree, original) in [
+        ("usr/local/bin/containerd", "/usr/bin/containerd".into()),
+        ("usr/local/bin/runc", "/usr/sbin/runc".into()),
+        ("opt/cni/bin/portmap", "/usr/lib/cni/portmap".into()),
+        ("usr/local/bin/etcd", common::cluster::etcd_bin("etcd")),
+    ] {
+        assert!(
+            std::fs::read(
+                node("worker1", tree)
+                    .to_str()
+                    .unwrap()
+                    .replace("worker1", "master1")
+            )
+            .unwrap()
+                == std::fs::read(&original).unwrap(),
+            "{tree} differs from {}",
+            original.display()
+        );
+    }
+    assert_eq!(
+        std::fs::read(node("master1", "usr/local/bin/kubelet")).unwrap(),
+        common::cluster::stand_in("kubelet")
+    );
+    // The registry node runs this very ferry-installer; no other node gets it.
+    assert_eq!(
+        std::fs::read(node("master1", "usr/local/bin/ferry-installer")).unwrap(),
+        std::fs::read(common::bin_path("ferry-installer")).unwrap()
+    );
+    assert!(!node("master2", "usr/local/bin/ferry-installer").exists());
+    // Nothing of the unpacking is left beside the plan.
+    let beside: Vec<_> = std::fs::read_dir(w.s.path("."))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".plan"))
+        .collect();
+    assert!(beside.is_empty(), "{beside:?}");
+    assert!(!w.s.path("plan/.programs").exists());
+}

@@ -1,0 +1,120 @@
+use super::*;
+
+#[test]
+fn systemd_analyze_verify_accepts_every_rendered_unit() {
+    let w = world();
+    let s = &w.s;
+    w.plan("plan").success();
+    let units = s.path("plan/master1/etc/systemd/system");
+    let names = [
+        "containerd.service",
+        "etcd.service",
+        "ferry-etcd-snapshot.service",
+        "ferry-etcd-snapshot.timer",
+        "kubelet.service",
+        "ferry-registry.service",
+    ];
+    for n in names {
+        assert!(units.join(n).is_file(), "{n}");
+    }
+    assert!(s
+        .path("plan/worker1/etc/systemd/system/kubelet.service.d/10-kubeadm.conf")
+        .is_file());
+    assert!(!s
+        .path("plan/worker1/etc/systemd/system/ferry-registry.service")
+        .exists());
+    // verify wants each ExecStart to be executable: the node's own planned
+    // /usr/local/bin, bound there in this mount namespace only.
+    let script = format!(
+        "set -e\nmount --bind '{}' /usr/local/bin\ncd '{}'\nsystemd-analyze verify {}\n",
+        s.path("plan/master1/usr/local/bin").display(),
+        units.display(),
+        names.join(" ")
+    );
+    let out = Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c", &script])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "systemd-analyze verify:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn kubeadm_configs_pin_the_rendered_ca_and_share_one_bootstrap_token() {
+    let w = world();
+    let s = &w.s;
+    w.plan("plan").success();
+    let init = s.read("plan/master1/etc/kubernetes/ferry/kubeadm-init.yaml");
+    let join_cp = s.read("plan/master2/etc/kubernetes/ferry/kubeadm-join.yaml");
+    let join_worker = s.read("plan/worker1/etc/kubernetes/ferry/kubeadm-join.yaml");
+    assert!(!s
+        .path("plan/master1/etc/kubernetes/ferry/kubeadm-join.yaml")
+        .exists());
+    // What openssl says the CA's public-key hash is, as kubeadm computes it.
+    let hash = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "openssl x509 -pubkey -noout -in '{}' | openssl pkey -pubin -outform der | sha256sum | cut -d' ' -f1",
+            s.path("plan/master1/etc/kubernetes/pki/ca.crt").display()
+        ))
+        .output()
+        .unwrap();
+    let hash = format!("sha256:{}", String::from_utf8_lossy(&hash.stdout).trim());
+    assert_eq!(hash.len(), 71, "{hash}");
+    for join in [&join_cp, &join_worker] {
+        assert!(join.contains(&format!("- \"{hash}\"")), "{join}");
+    }
+    assert!(join_cp.contains("controlPlane:") && !join_worker.contains("controlPlane:"));
+    // One token, of kubeadm's form, in the init config and every join.
+    let token = s.read("ferry.state/bootstrap-token").trim().to_string();
+    let (a, b) = token.split_once('.').unwrap();
+    assert!(a.len() == 6 && b.len() == 16, "{token}");
+    assert!(token
+        .chars()
+        .all(|c| c == '.' || c.is_ascii_lowercase() || c.is_ascii_digit()));
+    for text in [&init, &join_cp, &join_worker] {
+        assert!(text.contains(&format!("token: \"{token}\"")), "{text}");
+    }
+    for needle in [
+        "kubernetesVersion: v1.31.14",
+        "controlPlaneEndpoint: \"192.168.10.10:6443\"",
+        "imageRepository: registry.k8s.io",
+        "encryptionAlgorithm: ECDSA-P256",
+        "- https://127.0.0.2:2379",
+        "certFile: /etc/kubernetes/pki/apiserver-etcd-client.crt",
+        "- \"192.168.10.10\"",
+        "cgroupDriver: systemd",
+        "serverTLSBootstrap: true",
+        "- 169.254.20.10",
+        "memory.available: 300Mi",
+        "mode: ipvs",
+        "strictARP: true",
+    ] {
+        assert!(init.contains(needle), "{needle}:\n{init}");
+    }
+    // Every document parses as YAML and names its kind.
+    let out = Command::new("python3")
+        .args([
+            "-c",
+            "import sys, yaml\nfor p in sys.argv[1:]:\n  print(p, [d['kind'] for d in yaml.safe_load_all(open(p))])",
+        ])
+        .arg(s.path("plan/master1/etc/kubernetes/ferry/kubeadm-init.yaml"))
+        .arg(s.path("plan/worker1/etc/kubernetes/ferry/kubeadm-join.yaml"))
+        .output()
+        .unwrap();
+    let kinds = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        kinds.contains("['InitConfiguration', 'ClusterConfiguration', 'KubeletConfiguration', 'KubeProxyConfiguration']"),
+        "{kinds}"
+    );
+    assert!(kinds.contains("['JoinConfiguration']"), "{kinds}");
+}
