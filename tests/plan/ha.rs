@@ -65,14 +65,48 @@ fn haproxy_and_keepalived_take_their_configs_and_haproxy_outlives_a_lost_apiserv
         "{text}"
     );
 
-    // Three stand-in apiservers behind master1's rendered haproxy.
+    // haproxy holds VIP:6443 on every control plane, so each apiserver binds its
+    // node's address only: a kubeadm patch each control plane's config names.
+    let mut binds = Vec::new();
+    for (node, config) in [
+        ("master1", "kubeadm-init.yaml"),
+        ("master2", "kubeadm-join.yaml"),
+        ("master3", "kubeadm-join.yaml"),
+    ] {
+        let config = s.read(&format!("plan/{node}/etc/kubernetes/ferry/{config}"));
+        assert!(
+            config.contains("patches:\n  directory: /etc/kubernetes/ferry/patches\n"),
+            "{node}: {config}"
+        );
+        let patch: serde_json::Value = serde_json::from_str(&s.read(&format!(
+            "plan/{node}/etc/kubernetes/ferry/patches/kube-apiserver0+json.json"
+        )))
+        .unwrap();
+        assert_eq!(patch[0]["op"], "add");
+        assert_eq!(patch[0]["path"], "/spec/containers/0/command/-");
+        let flag = patch[0]["value"].as_str().unwrap();
+        let addr = flag.strip_prefix("--bind-address=").unwrap().to_string();
+        binds.push((node, addr));
+    }
+    assert!(!s.path("plan/worker1/etc/kubernetes/ferry/patches").exists());
+    assert!(!s
+        .read("plan/worker1/etc/kubernetes/ferry/kubeadm-join.yaml")
+        .contains("patches:"));
+
+    // Three stand-in apiservers, each on the address its patch binds, behind
+    // master1's rendered haproxy on the VIP, the same port, the same host.
     self_signed(s, "api", "kube-apiserver");
     let mut apis = Members(Vec::new());
-    for (name, addr) in [
-        ("master1", "127.0.0.1"),
-        ("master2", "127.0.0.2"),
-        ("master3", "127.0.0.3"),
-    ] {
+    assert_eq!(
+        binds,
+        [
+            ("master1", "127.0.0.1".to_string()),
+            ("master2", "127.0.0.2".to_string()),
+            ("master3", "127.0.0.3".to_string())
+        ]
+    );
+    for (name, addr) in &binds {
+        let (name, addr) = (*name, addr.as_str());
         apis.0.push(
             Command::new("python3")
                 .args(["-c", STAND_IN, name, addr])

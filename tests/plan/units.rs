@@ -118,3 +118,102 @@ fn kubeadm_configs_pin_the_rendered_ca_and_share_one_bootstrap_token() {
     );
     assert!(kinds.contains("['JoinConfiguration']"), "{kinds}");
 }
+
+/// Checks every key of the YAML documents in the files named on its command line
+/// against the key schemas of kubeadm 1.31's configuration types (tests/data/
+/// kubeadm-1.31, from the v1.31 Go types: see SOURCES.md there); prints one line
+/// per unknown key and exits 1 if there is any.
+const KEY_CHECK: &str = r#"
+import json, sys, yaml
+data = sys.argv[1]
+schemas = {}
+for f in ["kubeadm-v1beta4-keys.json", "kubelet-v1beta1-keys.json", "kubeproxy-v1alpha1-keys.json"]:
+    schemas.update(json.load(open(f"{data}/{f}")))
+bad = []
+def walk(value, schema, path):
+    if isinstance(schema, str):
+        if isinstance(value, dict) and not schema.startswith("map["):
+            bad.append(f"{path}: a map where the type is {schema}")
+        return
+    if isinstance(schema, list):
+        if not isinstance(value, list):
+            bad.append(f"{path}: not a list"); return
+        for i, v in enumerate(value):
+            walk(v, schema[0], f"{path}[{i}]")
+        return
+    if not isinstance(value, dict):
+        bad.append(f"{path}: not a map"); return
+    for k, v in value.items():
+        if k not in schema:
+            bad.append(f"{path}.{k}: no such key")
+        else:
+            walk(v, schema[k], f"{path}.{k}")
+for name in sys.argv[2:]:
+    for doc in yaml.safe_load_all(open(name)):
+        if doc is None:
+            continue
+        kind = doc.get("kind")
+        if kind not in schemas:
+            bad.append(f"{name}: kind {kind} is not a kubeadm 1.31 configuration"); continue
+        walk(doc, schemas[kind], f"{name}: {kind}")
+print("\n".join(bad))
+sys.exit(1 if bad else 0)
+"#;
+
+fn key_check(files: &[PathBuf]) -> std::process::Output {
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/kubeadm-1.31");
+    Command::new("python3")
+        .arg("-c")
+        .arg(KEY_CHECK)
+        .arg(data)
+        .args(files)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn every_kubeadm_kubelet_and_kube_proxy_key_exists_in_kubeadm_1_31() {
+    let w = world();
+    let s = &w.s;
+    w.plan("plan").success();
+    let files: Vec<PathBuf> = ["master1", "master2", "worker1"]
+        .iter()
+        .flat_map(|n| {
+            ["kubeadm-init.yaml", "kubeadm-join.yaml"]
+                .iter()
+                .map(move |f| s.path(&format!("plan/{n}/etc/kubernetes/ferry/{f}")))
+        })
+        .filter(|p| p.exists())
+        .collect();
+    assert_eq!(files.len(), 3, "{files:?}");
+    let out = key_check(&files);
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The check can fail: a key 1.31 does not have (kubelet's crashLoopBackOff came
+    // in 1.32), a misspelt nested one, and a list where a map belongs.
+    let init = std::fs::read_to_string(&files[0]).unwrap();
+    let wrong = s.write(
+        "wrong.yaml",
+        &init
+            .replace(
+                "cgroupDriver: systemd",
+                "cgroupDriver: systemd\ncrashLoopBackOff: {}",
+            )
+            .replace("advertiseAddress:", "advertizeAddress:"),
+    );
+    let out = key_check(&[wrong]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "{text}");
+    assert!(
+        text.contains("KubeletConfiguration.crashLoopBackOff: no such key"),
+        "{text}"
+    );
+    assert!(
+        text.contains("localAPIEndpoint.advertizeAddress: no such key"),
+        "{text}"
+    );
+}

@@ -185,6 +185,7 @@ pub fn plan(
         ca_hash: &ca_hash,
         etcd: &etcd_addresses,
         cert_sans: &cert_sans,
+        bind_node_address: inventory.ha.mode == HaMode::HaproxyKeepalived,
     };
     let (_, endpoint_port) = k.endpoint().expect("checked when the inventory was read");
     let mut plans = BTreeMap::new();

@@ -32,6 +32,30 @@ pub struct Cluster<'a> {
     pub etcd: &'a [IpAddr],
     /// The VIP (if any) and every control plane's name and address.
     pub cert_sans: &'a [String],
+    /// Whether each apiserver binds only its node's address: haproxy holds the
+    /// endpoint (VIP:port) on the same hosts, so the wildcard is not free.
+    pub bind_node_address: bool,
+}
+
+/// Where the kubeadm patches of a control plane live.
+const PATCHES: &str = "etc/kubernetes/ferry/patches";
+
+/// The `patches` stanza of a control plane's Init/JoinConfiguration (indented by
+/// `indent`), and the patch it names: kubeadm's own way to give one node's static
+/// pod a flag (`kube-apiserver0+json.json`, a JSON patch on its manifest).
+fn bind_patch(c: &Cluster<'_>, me: &Node, indent: &str, tree: &mut Tree) -> String {
+    if !c.bind_node_address {
+        return String::new();
+    }
+    put(
+        tree,
+        &format!("{PATCHES}/kube-apiserver0+json.json"),
+        format!(
+            "[{{\"op\": \"add\", \"path\": \"/spec/containers/0/command/-\", \"value\": \"--bind-address={}\"}}]\n",
+            me.address
+        ),
+    );
+    format!("{indent}patches:\n{indent}  directory: /{PATCHES}\n")
 }
 
 fn components(c: &Cluster<'_>) -> String {
@@ -103,7 +127,7 @@ bootstrapTokens:
 localAPIEndpoint:
   advertiseAddress: {addr}
   bindPort: 6443
-{reg}---
+{reg}{patches}---
 apiVersion: kubeadm.k8s.io/v1beta4
 kind: ClusterConfiguration
 clusterName: {name}
@@ -130,6 +154,7 @@ apiServer:
         token = c.token,
         addr = me.address,
         reg = node_registration(me),
+        patches = bind_patch(c, me, "", tree),
         name = c.name,
         version = c.version,
         endpoint = c.endpoint,
@@ -149,8 +174,9 @@ pub fn join(c: &Cluster<'_>, me: &Node, tree: &mut Tree) {
     let control_plane = me.has(crate::install::inventory::Role::ControlPlane);
     let cp = if control_plane {
         format!(
-            "controlPlane:\n  localAPIEndpoint:\n    advertiseAddress: {}\n    bindPort: 6443\n",
-            me.address
+            "controlPlane:\n  localAPIEndpoint:\n    advertiseAddress: {}\n    bindPort: 6443\n{}",
+            me.address,
+            bind_patch(c, me, "", tree)
         )
     } else {
         String::new()
