@@ -20,10 +20,13 @@ build_release ferry-bundler ferry-installer ferry-testkit
 work_dir ferry-bench-plan
 start_registry
 
-echo "== a bundle with registry.k8s.io/pause and kube-apiserver, and the release's programs"
+echo "== a bundle with the release's programs, addons and their images"
 mkdir -p "$WORK/rootfs"
 echo "stand-in" >"$WORK/rootfs/README"
-for image in pause:3.10 kube-apiserver:v1.31.14; do
+ADDON_IMAGES="calico/cni:v3.29.7 calico/node:v3.29.7 calico/kube-controllers:v3.29.7
+  dns/k8s-dns-node-cache:1.26.4 metrics-server/metrics-server:v0.7.0
+  postfinance/kubelet-csr-approver:v1.2.10"
+for image in pause:3.10 kube-apiserver:v1.31.14 $ADDON_IMAGES; do
   "$BIN/ferry-push-rootfs" --registry "http://127.0.0.1:$REG_PORT" --repo "${image%%:*}" \
     --tag "${image#*:}" --rootfs "$WORK/rootfs" >/dev/null
 done
@@ -48,6 +51,20 @@ tar -C "$WORK/pack/helm" -czf "$SRV/helm-v3.16.4-linux-amd64.tar.gz" linux-amd64
 tar -C "$WORK/pack/crictl" -czf "$SRV/crictl-v1.31.1-linux-amd64.tar.gz" crictl
 tar -C "$WORK/pack/cni" -czf "$SRV/cni-plugins-linux-amd64-v1.4.1.tgz" .
 rm -rf "$WORK/pack"
+# The addons, as upstream publishes them (tests/data/addons).
+cp tests/data/addons/{calico,nodelocaldns,metrics-server-components}.yaml "$SRV/"
+CHART=kubelet-csr-approver-1.2.10.tgz
+cp "tests/data/addons/$CHART" "$SRV/"
+cat >"$SRV/index.yaml" <<YAML
+apiVersion: v1
+entries:
+  kubelet-csr-approver:
+    - apiVersion: v2
+      name: kubelet-csr-approver
+      version: 1.2.10
+      digest: $(sha256sum "$SRV/$CHART" | cut -d' ' -f1)
+      urls: [$CHART]
+YAML
 FPORT=$(free_port)
 python3 -m http.server --bind 127.0.0.1 --directory "$SRV" "$FPORT" >/dev/null 2>&1 &
 PIDS+=("$!")
@@ -58,7 +75,16 @@ file() { printf '\n[[files]]\nname = "%s"\nversion = "%s"\nurl = "https://files.
 name = "bench-plan"
 version = "1"
 platforms = ["linux/amd64"]
-images = ["registry.k8s.io/pause:3.10", "registry.k8s.io/kube-apiserver:v1.31.14"]
+images = ["registry.k8s.io/pause:3.10", "registry.k8s.io/kube-apiserver:v1.31.14",
+  "docker.io/calico/cni:v3.29.7", "docker.io/calico/node:v3.29.7",
+  "docker.io/calico/kube-controllers:v3.29.7", "registry.k8s.io/dns/k8s-dns-node-cache:1.26.4",
+  "registry.k8s.io/metrics-server/metrics-server:v0.7.0",
+  "ghcr.io/postfinance/kubelet-csr-approver:v1.2.10"]
+
+[[charts]]
+name = "kubelet-csr-approver"
+version = "1.2.10"
+repo = "https://files.bench.example"
 TOML
   file kubelet 1.31.14 kubelet
   file kubeadm 1.31.14 kubeadm
@@ -69,10 +95,24 @@ TOML
   file helm 3.16.4 'helm-v{version}-{os}-{arch}.tar.gz'
   file crictl 1.31.1 'crictl-v{version}-{os}-{arch}.tar.gz'
   file cni-plugins 1.4.1 'cni-plugins-{os}-{arch}-v{version}.tgz'
+  for f in calico.yaml nodelocaldns.yaml metrics-server-components.yaml; do
+    file "$f" 1 "$f"
+    echo 'platforms = []'
+  done
 } >"$WORK/spec.toml"
 cat >"$WORK/mirrors.toml" <<TOML
 [[registry]]
 host = "registry.k8s.io"
+skip_upstream = true
+endpoints = [{ url = "http://127.0.0.1:$REG_PORT" }]
+
+[[registry]]
+host = "docker.io"
+skip_upstream = true
+endpoints = [{ url = "http://127.0.0.1:$REG_PORT" }]
+
+[[registry]]
+host = "ghcr.io"
 skip_upstream = true
 endpoints = [{ url = "http://127.0.0.1:$REG_PORT" }]
 

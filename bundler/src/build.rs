@@ -56,12 +56,12 @@ fn missing_images(o: &BuildOptions<'_>, tgzs: &[Vec<u8>]) -> anyhow::Result<Vec<
     }
     for f in &o.lock.files {
         let file_name = ferry::file_spec::file_name(&f.url);
-        if !crate::addons::is_manifest(file_name) {
+        if !ferry::addons::is_manifest(file_name) {
             continue;
         }
         let bytes = o.store.read_blob(&f.sha256)?;
         let text = String::from_utf8_lossy(&bytes);
-        let images = crate::addons::images(&text).map_err(|e| {
+        let images = ferry::addons::images(&text).map_err(|e| {
             anyhow!(
                 "file {} {} ({file_name}) is not YAML: {e}",
                 f.name,

@@ -5,7 +5,6 @@
 //! oci://SITE/charts/NAME --version V` works against the site registry.
 
 use std::collections::BTreeMap;
-use std::io::Read as _;
 
 use anyhow::{anyhow, bail, Context as _};
 use ferry::artifact::{self, Artifact};
@@ -270,40 +269,18 @@ fn texts(y: &Yaml) -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// The text of the member `path` of a chart's .tgz, if it has one.
-fn member(tgz: &[u8], path: &str) -> anyhow::Result<Option<String>> {
-    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(tgz));
-    for entry in archive.entries().context("the .tgz is not a gzip tar")? {
-        let mut entry = entry.context("the .tgz is not a gzip tar")?;
-        if entry.path_bytes().as_ref() == path.as_bytes() {
-            let mut text = String::new();
-            entry
-                .read_to_string(&mut text)
-                .with_context(|| format!("reading {path}"))?;
-            return Ok(Some(text));
-        }
-    }
-    Ok(None)
-}
-
-/// The images the chart's default values name (see `addons::values_images`).
+/// The images the chart's default values name (see `ferry::addons::chart_images`).
 pub fn images(tgz: &[u8], name: &str) -> anyhow::Result<Vec<String>> {
-    let chart = member(tgz, &format!("{name}/Chart.yaml"))?.unwrap_or_default();
-    let app_version = YamlLoader::load_from_str(&chart)
-        .ok()
-        .and_then(|d| d.first().and_then(|y| text(&y["appVersion"])));
-    match member(tgz, &format!("{name}/values.yaml"))? {
-        Some(values) => crate::addons::values_images(&values, app_version.as_deref())
-            .map_err(|e| anyhow!("{name}/values.yaml: {e}")),
-        None => Ok(Vec::new()),
-    }
+    ferry::addons::chart_images(tgz, name).map_err(|e| anyhow!(e))
 }
 
 /// The chart's metadata from `<name>/Chart.yaml` in the .tgz: the config JSON of
 /// its artifact and the annotations `helm push` puts on its manifest.
 pub fn metadata(tgz: &[u8], name: &str) -> anyhow::Result<(Vec<u8>, BTreeMap<String, String>)> {
     let wanted = format!("{name}/Chart.yaml");
-    let source = member(tgz, &wanted)?.ok_or_else(|| anyhow!("the .tgz has no {wanted}"))?;
+    let source = ferry::addons::chart_member(tgz, &wanted)
+        .map_err(|e| anyhow!(e))?
+        .ok_or_else(|| anyhow!("the .tgz has no {wanted}"))?;
     let docs = YamlLoader::load_from_str(&source).map_err(|e| anyhow!("{wanted}: {e}"))?;
     let y = docs.first().ok_or_else(|| anyhow!("{wanted} is empty"))?;
     let annotations: BTreeMap<String, String> = y["annotations"]

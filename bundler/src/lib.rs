@@ -4,7 +4,6 @@
 //! ([`keys`]) and building the bundle ([`build`]). The only Ferry code that talks to
 //! the internet.
 
-pub mod addons;
 pub mod auth;
 pub mod build;
 pub mod charts;

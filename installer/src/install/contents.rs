@@ -139,9 +139,29 @@ impl<'s> Contents<'s> {
         Ok((layer, text))
     }
 
-    /// The version of chart `name` the bundle carries.
-    pub fn chart_version(&self, name: &str) -> anyhow::Result<&str> {
-        Self::version("chart", name, &self.charts)
+    /// The version of chart `name` the bundle carries, and its .tgz.
+    pub fn chart(&self, name: &str) -> anyhow::Result<(String, Vec<u8>)> {
+        let version = Self::version("chart", name, &self.charts)?;
+        let what = format!("chart {name} {version}");
+        let top = self
+            .store
+            .images()?
+            .remove(&ferry::artifact::chart_ref_name(name, version))
+            .ok_or_else(|| anyhow!("{what}: not in the store's index.json"))?;
+        let manifest = self
+            .store
+            .read_blob(&top.digest)
+            .with_context(|| what.clone())?;
+        let layer = match Manifest::parse(&manifest, Some(top.media_type.as_ref())) {
+            Ok(Manifest::Image { layers, .. }) => layers.into_iter().next(),
+            _ => None,
+        }
+        .ok_or_else(|| anyhow!("{what}: not a chart artifact"))?;
+        let tgz = self
+            .store
+            .read_blob(&layer.digest)
+            .with_context(|| what.clone())?;
+        Ok((version.to_string(), tgz))
     }
 
     /// The path of a blob in the store.

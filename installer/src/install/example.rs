@@ -40,6 +40,9 @@ dns_domain = "cluster.local"
 proxy_mode = "ipvs"
 # The CNI: "calico".
 cni = "calico"
+# The pods' MTU (Calico's veth_mtu): 0 lets Calico detect it from the nodes' own
+# interfaces (its default); set it when an overlay or tunnel eats into the MTU.
+cni_mtu = 0
 
 [registry]
 # The site registry (ferry-installer serve over the unpacked bundle) runs on this

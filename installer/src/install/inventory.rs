@@ -38,6 +38,9 @@ pub struct Kubernetes {
     pub proxy_mode: ProxyMode,
     #[serde(default)]
     pub cni: Cni,
+    /// The pods' MTU; 0: the CNI detects it.
+    #[serde(default)]
+    pub cni_mtu: u32,
 }
 
 impl Kubernetes {

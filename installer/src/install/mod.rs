@@ -3,6 +3,7 @@
 //! ([`render`]) and the plan that writes them per node ([`plan`]). Applying it over
 //! SSH comes next, beside these.
 
+pub mod addons;
 pub mod contents;
 pub mod example;
 pub mod inventory;

@@ -188,6 +188,7 @@ pub fn plan(
         bind_node_address: inventory.ha.mode == HaMode::HaproxyKeepalived,
     };
     let (_, endpoint_port) = k.endpoint().expect("checked when the inventory was read");
+    let (addon_files, addon_steps) = super::addons::render(bundle, inventory, &registry)?;
     let mut plans = BTreeMap::new();
     for n in &inventory.nodes {
         let mut files = common.clone();
@@ -224,15 +225,19 @@ pub fn plan(
             );
             node_steps.extend(render::ha::steps());
         }
-        // The inventory has a control plane: checked when it was read.
-        if n.name == control_planes[0].name {
-            render::kubeadm::init(&cluster, n, &mut files);
-        } else {
-            render::kubeadm::join(&cluster, n, &mut files);
-        }
         if n.has(Role::Etcd) {
             render::etcd::render(n, &etcd_nodes, &inventory.name, &mut files);
             node_steps.extend(render::etcd::steps());
+        }
+        // The inventory has a control plane: checked when it was read.
+        if n.name == control_planes[0].name {
+            render::kubeadm::init(&cluster, n, &mut files);
+            node_steps.push(render::kubeadm::INIT.into());
+            files.extend(addon_files.clone());
+            node_steps.extend(addon_steps.iter().cloned());
+        } else {
+            render::kubeadm::join(&cluster, n, &mut files);
+            node_steps.push(render::kubeadm::JOIN.into());
         }
         plans.insert(
             n.name.clone(),

@@ -9,11 +9,9 @@
 
 use std::net::IpAddr;
 
+use super::addons::NODE_LOCAL_DNS;
 use super::{host, put, Tree};
 use crate::install::inventory::Node;
-
-/// NodeLocal DNSCache's link-local address, the kubelet's cluster DNS.
-pub const NODE_LOCAL_DNS: &str = "169.254.20.10";
 
 /// What every node's kubeadm configuration shares.
 pub struct Cluster<'a> {
@@ -36,6 +34,11 @@ pub struct Cluster<'a> {
     /// endpoint (VIP:port) on the same hosts, so the wildcard is not free.
     pub bind_node_address: bool,
 }
+
+/// The step that makes the first control plane.
+pub const INIT: &str = "kubeadm init --config /etc/kubernetes/ferry/kubeadm-init.yaml";
+/// The step that joins any other node.
+pub const JOIN: &str = "kubeadm join --config /etc/kubernetes/ferry/kubeadm-join.yaml";
 
 /// Where the kubeadm patches of a control plane live.
 const PATCHES: &str = "etc/kubernetes/ferry/patches";

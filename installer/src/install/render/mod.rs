@@ -2,6 +2,7 @@
 //! files a node gets, one module per kind of file. Nothing here touches a host;
 //! `plan` writes what these return.
 
+pub mod addons;
 pub mod containerd;
 pub mod etcd;
 pub mod ha;

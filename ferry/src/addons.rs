@@ -1,7 +1,10 @@
-//! The images an addon manifest runs: a Kubernetes YAML a spec carries as a file
-//! (calico.yaml, nodelocaldns.yaml, components.yaml), parsed, not grepped, so a
-//! bundle that lacks one of them is refused at build time rather than discovered
+//! The images an addon runs: a Kubernetes YAML a spec carries as a file
+//! (calico.yaml, nodelocaldns.yaml, components.yaml) or a Helm chart's default
+//! values, parsed, not grepped, so a bundle that lacks one of them is refused at
+//! build time, and a plan that would run one is refused, rather than discovered
 //! missing on a site.
+
+use std::io::Read as _;
 
 use yaml_rust2::{Yaml, YamlLoader};
 
@@ -31,6 +34,37 @@ pub fn values_images(values: &str, app_version: Option<&str>) -> Result<Vec<Stri
         walk_values(doc, app_version, &mut out);
     }
     Ok(out)
+}
+
+/// The text of the member `path` of a chart's .tgz, if it has one.
+pub fn chart_member(tgz: &[u8], path: &str) -> Result<Option<String>, String> {
+    let bad = |e: std::io::Error| format!("the .tgz is not a gzip tar: {e}");
+    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(tgz));
+    for entry in archive.entries().map_err(bad)? {
+        let mut entry = entry.map_err(bad)?;
+        if entry.path_bytes().as_ref() == path.as_bytes() {
+            let mut text = String::new();
+            entry
+                .read_to_string(&mut text)
+                .map_err(|e| format!("reading {path}: {e}"))?;
+            return Ok(Some(text));
+        }
+    }
+    Ok(None)
+}
+
+/// The images chart `name`'s default values name (see [`values_images`]), as its
+/// .tgz holds them.
+pub fn chart_images(tgz: &[u8], name: &str) -> Result<Vec<String>, String> {
+    let chart = chart_member(tgz, &format!("{name}/Chart.yaml"))?.unwrap_or_default();
+    let app_version = YamlLoader::load_from_str(&chart)
+        .ok()
+        .and_then(|d| d.first().and_then(|y| scalar(&y["appVersion"])));
+    match chart_member(tgz, &format!("{name}/values.yaml"))? {
+        Some(values) => values_images(&values, app_version.as_deref())
+            .map_err(|e| format!("{name}/values.yaml: {e}")),
+        None => Ok(Vec::new()),
+    }
 }
 
 fn scalar(y: &Yaml) -> Option<String> {

@@ -1,0 +1,146 @@
+use super::*;
+
+/// `kubernetes-validate --strict` (PyPI) of `files` against Kubernetes 1.31's schemas.
+fn validate(files: &[PathBuf]) -> std::process::Output {
+    Command::new("kubernetes-validate")
+        .args(["--strict", "--quiet", "-k", "1.31.0"])
+        .args(files)
+        .output()
+        .expect("kubernetes-validate (pip install kubernetes-validate) is missing")
+}
+
+#[test]
+fn addons_are_rendered_from_the_bundle_and_validate_against_kubernetes_1_31() {
+    let w = world();
+    let s = &w.s;
+    s.write(
+        "cluster.toml",
+        &s.read("cluster.toml")
+            .replace("cni_mtu = 0", "cni_mtu = 1450"),
+    );
+    w.plan("plan").success();
+    let dir = "etc/kubernetes/addons";
+    let names = [
+        "calico.yaml",
+        "nodelocaldns.yaml",
+        "metrics-server.yaml",
+        "kubelet-csr-approver.values.yaml",
+    ];
+    for n in names {
+        assert!(s.path(&format!("plan/master1/{dir}/{n}")).is_file(), "{n}");
+        assert!(!s.path(&format!("plan/master2/{dir}/{n}")).exists(), "{n}");
+    }
+    let manifests: Vec<PathBuf> = names[..3]
+        .iter()
+        .map(|n| s.path(&format!("plan/master1/{dir}/{n}")))
+        .collect();
+    let out = validate(&manifests);
+    assert!(
+        out.status.success(),
+        "kubernetes-validate:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The validator can fail: a field no Deployment has.
+    let broken = s.write(
+        "broken.yaml",
+        &s.read(&format!("plan/master1/{dir}/metrics-server.yaml"))
+            .replace("serviceAccountName:", "serviceAcountName:"),
+    );
+    assert!(!validate(&[broken]).status.success());
+
+    // What was edited, read back by a YAML parser that is not ours (PyYAML).
+    let facts = Command::new("python3")
+        .arg("-c")
+        .arg(
+            r#"
+import sys, yaml
+d = sys.argv[1]
+docs = [x for x in yaml.safe_load_all(open(f"{d}/calico.yaml")) if x]
+cm = next(x for x in docs if x["kind"] == "ConfigMap" and x["metadata"]["name"] == "calico-config")
+ds = next(x for x in docs if x["kind"] == "DaemonSet" and x["metadata"]["name"] == "calico-node")
+node = next(c for c in ds["spec"]["template"]["spec"]["containers"] if c["name"] == "calico-node")
+env = {e["name"]: e.get("value") for e in node["env"]}
+print("veth_mtu", cm["data"]["veth_mtu"])
+print("pool", env["CALICO_IPV4POOL_CIDR"])
+print("ipip", env["CALICO_IPV4POOL_IPIP"])
+dns = [x for x in yaml.safe_load_all(open(f"{d}/nodelocaldns.yaml")) if x]
+core = next(x for x in dns if x["kind"] == "ConfigMap")["data"]["Corefile"]
+print("corefile", core.replace("\n", "|"))
+v = yaml.safe_load(open(f"{d}/kubelet-csr-approver.values.yaml"))
+print("regex", v["providerRegex"])
+print("prefixes", ",".join(v["providerIpPrefixes"]))
+print("bypass", v["bypassDnsResolution"])
+"#,
+        )
+        .arg(s.path(&format!("plan/master1/{dir}")))
+        .output()
+        .unwrap();
+    let facts = String::from_utf8_lossy(&facts.stdout);
+    for want in [
+        "veth_mtu 1450\n",
+        "pool 10.233.64.0/18\n",
+        // Upstream's own setting, kept.
+        "ipip Always\n",
+        "regex ^(master1|master2|master3|worker1)$\n",
+        "prefixes 127.0.0.1/32,127.0.0.2/32,127.0.0.3/32,127.0.0.4/32\n",
+        "bypass True\n",
+    ] {
+        assert!(facts.contains(want), "{want:?} in\n{facts}");
+    }
+    // kube-proxy is in IPVS mode: node-local-dns binds the link-local address only
+    // and forwards cluster names to kube-dns (the 10th service address).
+    let core = facts.lines().find(|l| l.starts_with("corefile")).unwrap();
+    assert!(core.contains("cluster.local:53 {"), "{core}");
+    assert!(core.contains("bind 169.254.20.10|"), "{core}");
+    assert!(core.contains("forward . 10.233.0.10 {"), "{core}");
+    assert!(
+        !core
+            .replace("__PILLAR__UPSTREAM__SERVERS__", "")
+            .contains("__PILLAR__"),
+        "{core}"
+    );
+
+    // master1 makes the cluster, then applies the addons; the others join.
+    let steps = s.read("plan/master1/steps");
+    let init = steps.find("kubeadm init --config").expect(&steps);
+    let calico = steps
+        .find("apply --server-side -f /etc/kubernetes/addons/calico.yaml")
+        .expect(&steps);
+    assert!(init < calico, "{steps}");
+    assert!(
+        steps.contains(&format!(
+            "helm upgrade --install kubelet-csr-approver oci://127.0.0.1:{}/charts/kubelet-csr-approver --version 1.2.10 ",
+            w.port
+        )),
+        "{steps}"
+    );
+    let join = s.read("plan/worker1/steps");
+    assert!(join.contains("kubeadm join --config"), "{join}");
+    assert!(!join.contains("addons"), "{join}");
+}
+
+#[test]
+fn an_image_an_addon_runs_that_the_bundle_lacks_is_refused_by_name() {
+    let w = world();
+    let lacking = common::cluster::site_lacking();
+    let run = w.s.installer(&[
+        "plan",
+        "cluster.toml",
+        "--store",
+        lacking.to_str().unwrap(),
+        "--out",
+        "plan",
+        "--pki",
+        "pki",
+    ]);
+    let line = run.failure().error_line().to_string();
+    assert!(
+        line.contains(&format!(
+            "the addons run images the bundle lacks: {} (in calico.yaml)",
+            common::cluster::LEFT_OUT
+        )),
+        "{line}"
+    );
+    assert!(!w.s.path("plan").exists(), "a refused plan left files");
+}
