@@ -24,6 +24,7 @@ pub mod args;
 pub mod charts;
 pub mod files;
 pub mod image;
+pub mod nodes;
 pub mod proxy;
 pub mod registry;
 mod rng;

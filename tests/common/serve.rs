@@ -19,7 +19,17 @@ impl Serve {
         Self::try_start(s, args).unwrap_or_else(|e| panic!("{e}"))
     }
 
+    /// `serve` inside a test node's network namespace (`ip netns exec`, which
+    /// execs it: killing the child kills serve).
+    pub fn start_in(s: &Session, netns: &str, args: &[&str]) -> Serve {
+        Self::spawn(s, &["ip", "netns", "exec", netns], args).unwrap_or_else(|e| panic!("{e}"))
+    }
+
     pub fn try_start(s: &Session, args: &[&str]) -> Result<Serve, String> {
+        Self::spawn(s, &[], args)
+    }
+
+    fn spawn(s: &Session, wrapper: &[&str], args: &[&str]) -> Result<Serve, String> {
         static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let log = s.path(&format!(
             "serve-{}.log",
@@ -31,7 +41,16 @@ impl Serve {
             all.extend(["--addr", "127.0.0.1:0"]);
         }
         all.extend_from_slice(args);
-        let mut child = Command::new(super::bin_path("ferry-installer"))
+        let bin = super::bin_path("ferry-installer");
+        let mut cmd = match wrapper {
+            [first, rest @ ..] => {
+                let mut c = Command::new(first);
+                c.args(rest).arg(&bin);
+                c
+            }
+            [] => Command::new(&bin),
+        };
+        let mut child = cmd
             .args(&all)
             .current_dir(s.dir.path())
             .stdin(Stdio::null())

@@ -83,8 +83,14 @@ print("bypass", v["bypassDnsResolution"])
         // Upstream's own setting, kept.
         "ipip Always\n",
         "regex ^(master1|master2|master3|worker1)$\n",
-        "prefixes 127.0.0.1/32,127.0.0.2/32,127.0.0.3/32,127.0.0.4/32\n",
         "bypass True\n",
+        &format!(
+            "prefixes {}/32,{}/32,{}/32,{}/32\n",
+            w.addr("master1"),
+            w.addr("master2"),
+            w.addr("master3"),
+            w.addr("worker1")
+        ),
     ] {
         assert!(facts.contains(want), "{want:?} in\n{facts}");
     }
@@ -110,7 +116,8 @@ print("bypass", v["bypassDnsResolution"])
     assert!(init < calico, "{steps}");
     assert!(
         steps.contains(&format!(
-            "helm upgrade --install kubelet-csr-approver oci://127.0.0.1:{}/charts/kubelet-csr-approver --version 1.2.10 ",
+            "helm upgrade --install kubelet-csr-approver oci://{}:{}/charts/kubelet-csr-approver --version 1.2.10 ",
+            w.addr("master1"),
             w.port
         )),
         "{steps}"

@@ -17,30 +17,22 @@ fn the_rendered_etcd_members_form_a_cluster_over_mutual_tls_and_snapshot_it() {
     w.plan("plan").success();
     // The programs the plan unpacked from the release's etcd archive.
     let etcdctl = s.path("plan/master1/usr/local/bin/etcdctl");
-    // Each member runs its rendered ExecStart, with the node's tree where the node
-    // would hold it (paths under the plan instead of / ).
+    // Each member runs its rendered ExecStart verbatim in its own node, where its
+    // tree is at the real paths (/usr/local/bin/etcd, /etc/kubernetes/pki/etcd,
+    // an empty /var/lib for its data).
     let mut members = Members(Vec::new());
     for node in ["master1", "master2", "master3"] {
         let unit = s.read(&format!("plan/{node}/etc/systemd/system/etcd.service"));
-        let root = s.path(&format!("plan/{node}"));
-        let args: Vec<String> = exec_start(&unit)
-            .into_iter()
-            .map(|a| {
-                a.replace(
-                    "/etc/kubernetes",
-                    &format!("{}/etc/kubernetes", root.display()),
-                )
-                .replace(
-                    "/var/lib/etcd",
-                    &s.path(&format!("etcd-data/{node}")).display().to_string(),
-                )
-            })
-            .collect();
+        let args = exec_start(&unit);
         assert_eq!(args[0], "/usr/local/bin/etcd", "{unit}");
         let log = std::fs::File::create(s.path(&format!("etcd-{node}.log"))).unwrap();
         members.0.push(
-            Command::new(root.join("usr/local/bin/etcd"))
-                .args(&args[1..])
+            w.nodes
+                .node(node)
+                .command(
+                    Some(&s.path(&format!("plan/{node}"))),
+                    &format!("exec {}", args.join(" ")),
+                )
                 .stdout(std::process::Stdio::null())
                 .stderr(log)
                 .spawn()
@@ -51,7 +43,12 @@ fn the_rendered_etcd_members_form_a_cluster_over_mutual_tls_and_snapshot_it() {
     let ctl = |cert: &Path, key: &Path, args: &[&str]| {
         Command::new(&etcdctl)
             .env("ETCDCTL_API", "3")
-            .arg("--endpoints=https://127.0.0.1:2379,https://127.0.0.2:2379,https://127.0.0.3:2379")
+            .arg(format!(
+                "--endpoints=https://{}:2379,https://{}:2379,https://{}:2379",
+                w.addr("master1"),
+                w.addr("master2"),
+                w.addr("master3")
+            ))
             .arg(format!("--cacert={}", pki("etcd/ca.crt").display()))
             .arg(format!("--cert={}", cert.display()))
             .arg(format!("--key={}", key.display()))
@@ -118,11 +115,17 @@ fn the_rendered_etcd_members_form_a_cluster_over_mutual_tls_and_snapshot_it() {
             .status()
             .unwrap();
     }
-    let run = Command::new("sh")
-        .arg(s.path("plan/master1/usr/local/bin/ferry-etcd-snapshot"))
-        .env("BACKUP_DIR", &backup)
-        .env("PKI", pki("etcd"))
-        .env("ETCDCTL", &etcdctl)
+    // On master1, as its timer would run it, with the node's own etcdctl and PKI.
+    let run = w
+        .nodes
+        .node("master1")
+        .command(
+            Some(&s.path("plan/master1")),
+            &format!(
+                "BACKUP_DIR='{}' exec /usr/local/bin/ferry-etcd-snapshot",
+                backup.display()
+            ),
+        )
         .output()
         .unwrap();
     assert!(

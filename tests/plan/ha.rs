@@ -1,6 +1,7 @@
 use super::*;
 
-/// A stand-in apiserver: HTTPS on ADDR:6443 answering every GET with its name.
+/// A stand-in apiserver (not kube-apiserver): HTTPS on ADDR:6443 answering every
+/// GET with its name.
 const STAND_IN: &str = r#"
 import http.server, ssl, sys
 name, addr, cert, key = sys.argv[1:5]
@@ -21,15 +22,9 @@ srv.serve_forever()
 "#;
 
 #[test]
-fn haproxy_and_keepalived_take_their_configs_and_haproxy_outlives_a_lost_apiserver() {
+fn haproxy_and_keepalived_hold_the_vip_and_outlive_a_lost_apiserver_and_a_lost_node() {
     let w = world();
     let s = &w.s;
-    // The VIP on loopback, so a real haproxy can hold it here.
-    s.write(
-        "cluster.toml",
-        &s.read("cluster.toml")
-            .replace("192.168.10.10", "127.0.0.100"),
-    );
     w.plan("plan").success();
     assert!(!s.path("plan/worker1/etc/haproxy").exists());
     for node in ["master1", "master2", "master3"] {
@@ -61,7 +56,7 @@ fn haproxy_and_keepalived_take_their_configs_and_haproxy_outlives_a_lost_apiserv
     }
     let text = s.read("plan/master2/etc/keepalived/keepalived.conf");
     assert!(
-        text.contains("127.0.0.100") && text.contains("virtual_router_id 51"),
+        text.contains(&w.vip()) && text.contains("virtual_router_id 51"),
         "{text}"
     );
 
@@ -93,74 +88,143 @@ fn haproxy_and_keepalived_take_their_configs_and_haproxy_outlives_a_lost_apiserv
         .read("plan/worker1/etc/kubernetes/ferry/kubeadm-join.yaml")
         .contains("patches:"));
 
-    // Three stand-in apiservers, each on the address its patch binds, behind
-    // master1's rendered haproxy on the VIP, the same port, the same host.
-    self_signed(s, "api", "kube-apiserver");
-    let mut apis = Members(Vec::new());
+    // On each control plane, in its own network namespace with its tree in place:
+    // a stand-in apiserver on the address its patch binds, and the real haproxy
+    // and keepalived with their rendered configs. keepalived must put the VIP on
+    // master1 (the highest priority), and a client on worker1 reach every
+    // apiserver through it.
     assert_eq!(
         binds,
         [
-            ("master1", "127.0.0.1".to_string()),
-            ("master2", "127.0.0.2".to_string()),
-            ("master3", "127.0.0.3".to_string())
+            ("master1", w.addr("master1")),
+            ("master2", w.addr("master2")),
+            ("master3", w.addr("master3"))
         ]
     );
-    for (name, addr) in &binds {
-        let (name, addr) = (*name, addr.as_str());
-        apis.0.push(
-            Command::new("python3")
-                .args(["-c", STAND_IN, name, addr])
-                .arg(s.path("api.crt"))
-                .arg(s.path("api.key"))
-                .spawn()
-                .unwrap(),
-        );
+    self_signed(s, "api", "kube-apiserver");
+    s.write("stand-in.py", STAND_IN);
+    let start = |node: &str, what: &str, script: String| {
+        w.nodes
+            .node(node)
+            .command(Some(&s.path(&format!("plan/{node}"))), &script)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(s.path(&format!("{what}-{node}.log"))).unwrap())
+            .spawn()
+            .unwrap()
+    };
+    let (mut apis, mut haproxies, mut keepaliveds) = (
+        Members(Vec::new()),
+        Members(Vec::new()),
+        Members(Vec::new()),
+    );
+    for (node, addr) in &binds {
+        apis.0.push(start(
+            node,
+            "api",
+            format!(
+                "exec python3 '{}' {node} {addr} '{}' '{}'",
+                s.path("stand-in.py").display(),
+                s.path("api.crt").display(),
+                s.path("api.key").display()
+            ),
+        ));
+        haproxies.0.push(start(
+            node,
+            "haproxy",
+            "sysctl -q -p /etc/sysctl.d/99-ferry-ha.conf && exec haproxy -db -f /etc/haproxy/haproxy.cfg".into(),
+        ));
+        keepaliveds.0.push(start(
+            node,
+            "keepalived",
+            "exec keepalived --dont-fork --log-console --log-detail -f /etc/keepalived/keepalived.conf".into(),
+        ));
     }
-    let haproxy = Members(vec![Command::new("haproxy")
-        .arg("-db")
-        .arg("-f")
-        .arg(s.path("plan/master1/etc/haproxy/haproxy.cfg"))
-        .stdout(std::process::Stdio::null())
-        .stderr(std::fs::File::create(s.path("haproxy.log")).unwrap())
-        .spawn()
-        .unwrap()]);
+    let vip = w.vip();
+    let holds_vip = |node: &str| {
+        let out = Command::new("ip")
+            .args([
+                "-n",
+                &w.nodes.node(node).netns,
+                "-br",
+                "addr",
+                "show",
+                "eth0",
+            ])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).contains(&format!(" {vip}/"))
+    };
     let ask = || -> Option<String> {
-        let out = Command::new("curl")
-            .args(["-sk", "--max-time", "3", "https://127.0.0.100:6443/readyz"])
+        let out = Command::new("ip")
+            .args(["netns", "exec", &w.nodes.node("worker1").netns])
+            .args(["curl", "-sk", "--max-time", "3"])
+            .arg(format!("https://{vip}:6443/readyz"))
             .output()
             .ok()?;
         out.status
             .success()
             .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
     };
-    // Every backend answers once haproxy has checked them all.
+    let logs = || {
+        [
+            "haproxy-master1",
+            "keepalived-master1",
+            "keepalived-master2",
+        ]
+        .map(|l| {
+            format!(
+                "{l}:\n{}",
+                std::fs::read_to_string(s.path(&format!("{l}.log"))).unwrap_or_default()
+            )
+        })
+        .join("\n")
+    };
+    // Every backend answers through the VIP once keepalived holds it and haproxy
+    // has checked them all.
     let mut seen = std::collections::BTreeSet::new();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(40);
     while seen.len() < 3 {
         assert!(
             std::time::Instant::now() < deadline,
             "backends seen: {seen:?}\n{}",
-            s.read("haproxy.log")
+            logs()
         );
         if let Some(name) = ask() {
             seen.insert(name);
         }
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
+    assert!(holds_vip("master1"), "{}", logs());
+    assert!(!holds_vip("master2") && !holds_vip("master3"));
     // One apiserver goes away: after its checks fail, every request still gets an answer.
-    let mut apis = apis;
     let mut gone = apis.0.remove(1);
     gone.kill().unwrap();
     gone.wait().unwrap();
     std::thread::sleep(std::time::Duration::from_secs(6));
     for _ in 0..12 {
-        let name = ask().unwrap_or_else(|| {
-            panic!(
-                "a request failed with master2 down:\n{}",
-                s.read("haproxy.log")
-            )
-        });
+        let name =
+            ask().unwrap_or_else(|| panic!("a request failed with master2 down:\n{}", logs()));
         assert_ne!(name, "master2");
     }
-    drop(haproxy);
+    // master1's keepalived stops: the VIP moves to master2 (the next priority),
+    // whose haproxy keeps answering.
+    let mut first = keepaliveds.0.remove(0);
+    Command::new("kill")
+        .args(["-TERM", &first.id().to_string()])
+        .status()
+        .unwrap();
+    first.wait().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !holds_vip("master2") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the VIP did not move:\n{}",
+            logs()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    assert!(!holds_vip("master1"));
+    let name = ask().unwrap_or_else(|| panic!("no answer once the VIP moved:\n{}", logs()));
+    assert_ne!(name, "master2");
+    drop((apis, haproxies, keepaliveds));
 }

@@ -3,7 +3,9 @@
 //! node its tree (the same bytes every time, programs hard-linked from one
 //! checked copy); what the bundle or inventory lacks is refused by name; and the
 //! rendered trees are taken by the real containerd, etcd, openssl, haproxy,
-//! keepalived and systemd (one module each).
+//! keepalived, systemd and kubernetes-validate (one module each). The nodes are
+//! network namespaces on one bridge with no route out (`ferry_testkit::nodes`);
+//! a node's programs run with its tree at the real paths.
 
 #[path = "../common/mod.rs"]
 mod common;
@@ -23,7 +25,7 @@ use std::process::Command;
 use common::serve::Serve;
 use common::Session;
 use ferry_testkit::image::Image;
-use ferry_testkit::registry::free_port;
+use ferry_testkit::nodes::Nodes;
 
 /// Every file under `dir`, by relative path: its sha256 (hex).
 fn tree(dir: &Path) -> BTreeMap<String, String> {
@@ -49,33 +51,56 @@ struct World {
     images: Vec<(String, Image)>,
     /// The site store (shared by every test of the run: read it only).
     site: PathBuf,
+    /// The site registry's port on master1.
     port: u16,
+    /// master1, master2, master3 (control planes and etcd) and worker1, each a
+    /// network namespace of its own.
+    nodes: Nodes,
 }
 
-/// The release of `common::cluster` and a 4-node inventory on loopback addresses
-/// whose site registry is master1 (127.0.0.1) on a free port.
+/// The release of `common::cluster` and the example 4-node inventory
+/// (`init-cluster --nodes 4`) on test nodes: their addresses, the VIP a spare one
+/// on their network; the site registry on master1.
 fn world() -> World {
     let site = common::cluster::site();
     let s = Session::new();
-    let port = free_port();
+    let nodes = Nodes::new(&["master1", "master2", "master3", "worker1"]);
     s.installer(&["init-cluster", "--nodes", "4"]).success();
-    let inv = s
+    let mut inv = s
         .read("cluster.toml")
-        .replace("192.168.10.11\"", "127.0.0.1\"")
-        .replace("192.168.10.12\"", "127.0.0.2\"")
-        .replace("192.168.10.13\"", "127.0.0.3\"")
-        .replace("192.168.10.14\"", "127.0.0.4\"")
-        .replace("port = 5000", &format!("port = {port}"));
+        .replace("192.168.10.10\"", &format!("{}\"", nodes.spare_address()))
+        .replace("192.168.10.10:", &format!("{}:", nodes.spare_address()));
+    for (i, n) in ["master1", "master2", "master3", "worker1"]
+        .iter()
+        .enumerate()
+    {
+        inv = inv.replace(
+            &format!("192.168.10.1{}\"", i + 1),
+            &format!("{}\"", nodes.node(n).address),
+        );
+    }
+    assert!(!inv.contains("192.168.10."), "{inv}");
     s.write("cluster.toml", &inv);
     World {
         s,
         images: common::cluster::images(),
         site,
-        port,
+        port: 5000,
+        nodes,
     }
 }
 
 impl World {
+    /// A node's address.
+    fn addr(&self, node: &str) -> String {
+        self.nodes.node(node).address.to_string()
+    }
+
+    /// The VIP.
+    fn vip(&self) -> String {
+        self.nodes.spare_address().to_string()
+    }
+
     fn plan(&self, out: &str) -> common::Run {
         self.s.installer(&[
             "plan",
@@ -159,7 +184,11 @@ fn every_node_gets_its_tree_the_same_bytes_every_time() {
     }
     let hosts = s.read("plan/master2/etc/containerd/certs.d/docker.io/hosts.toml");
     assert!(
-        hosts.contains(&format!("server = \"https://127.0.0.1:{}\"", w.port)),
+        hosts.contains(&format!(
+            "server = \"https://{}:{}\"",
+            w.addr("master1"),
+            w.port
+        )),
         "{hosts}"
     );
     // A second plan is byte-identical, and never mints a new CA.

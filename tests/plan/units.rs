@@ -80,21 +80,21 @@ fn kubeadm_configs_pin_the_rendered_ca_and_share_one_bootstrap_token() {
         assert!(text.contains(&format!("token: \"{token}\"")), "{text}");
     }
     for needle in [
-        "kubernetesVersion: v1.31.14",
-        "controlPlaneEndpoint: \"192.168.10.10:6443\"",
-        "imageRepository: registry.k8s.io",
-        "encryptionAlgorithm: ECDSA-P256",
-        "- https://127.0.0.2:2379",
-        "certFile: /etc/kubernetes/pki/apiserver-etcd-client.crt",
-        "- \"192.168.10.10\"",
-        "cgroupDriver: systemd",
-        "serverTLSBootstrap: true",
-        "- 169.254.20.10",
-        "memory.available: 300Mi",
-        "mode: ipvs",
-        "strictARP: true",
+        "kubernetesVersion: v1.31.14".to_string(),
+        format!("controlPlaneEndpoint: \"{}:6443\"", w.vip()),
+        "imageRepository: registry.k8s.io".to_string(),
+        "encryptionAlgorithm: ECDSA-P256".to_string(),
+        format!("- https://{}:2379", w.addr("master2")),
+        "certFile: /etc/kubernetes/pki/apiserver-etcd-client.crt".to_string(),
+        format!("- \"{}\"", w.vip()),
+        "cgroupDriver: systemd".to_string(),
+        "serverTLSBootstrap: true".to_string(),
+        "- 169.254.20.10".to_string(),
+        "memory.available: 300Mi".to_string(),
+        "mode: ipvs".to_string(),
+        "strictARP: true".to_string(),
     ] {
-        assert!(init.contains(needle), "{needle}:\n{init}");
+        assert!(init.contains(needle.as_str()), "{needle}:\n{init}");
     }
     // Every document parses as YAML and names its kind.
     let out = Command::new("python3")
