@@ -1,6 +1,6 @@
 use super::*;
 
-/// containerd on worker1, installed as the plan has it (its programs at
+/// containerd on every node, installed as the plan has it (its programs at
 /// /usr/local/bin, its config.toml, certs.d and the site CA under /etc), pulls
 /// every image of the bundle by its upstream name from the site registry that
 /// `ferry-installer serve` runs on master1, across the nodes' network, over TLS.
@@ -25,39 +25,65 @@ fn containerd_with_the_rendered_config_pulls_every_image_by_its_upstream_name() 
             &master1,
         ],
     );
-    let log = s.path("containerd.log");
-    let mut script = format!(
-        "set -e\ntest \"$(command -v containerd)\" = /usr/local/bin/containerd\n/usr/local/bin/containerd --config /etc/containerd/config.toml >'{log}' 2>&1 &\nC=$!\ntrap 'kill $C' EXIT\nfor i in $(seq 100); do /usr/local/bin/ctr version >/dev/null 2>&1 && break; sleep 0.1; done\n",
-        log = log.display()
-    );
-    for (r, _) in &w.images {
-        script.push_str(&format!(
-            "/usr/local/bin/ctr -n k8s.io images pull --hosts-dir /etc/containerd/certs.d --snapshotter native --platform linux/amd64 {r} >/dev/null\n"
-        ));
-    }
-    script.push_str("/usr/local/bin/ctr -n k8s.io images ls\n");
-    let out = w
-        .nodes
-        .node("worker1")
-        .command(Some(&s.path("plan/worker1")), &script)
-        .output()
-        .unwrap();
-    let ls = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "pull failed:\n{ls}\n{}\ncontainerd:\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        std::fs::read_to_string(&log).unwrap_or_default()
-    );
-    for (r, img) in &w.images {
-        let line = ls
-            .lines()
-            .find(|l| l.starts_with(r.as_str()))
-            .unwrap_or_else(|| panic!("{r} not pulled:\n{ls}"));
+    // Every node at once, each its own containerd in its own namespace.
+    let nodes = ["master1", "master2", "master3", "worker1"];
+    let runs: Vec<_> = nodes
+        .iter()
+        .map(|node| {
+            let log = s.path(&format!("containerd-{node}.log"));
+            let mut script = format!(
+                "set -e\ntest \"$(command -v containerd)\" = /usr/local/bin/containerd\n/usr/local/bin/containerd --config /etc/containerd/config.toml config dump\n/usr/local/bin/containerd --config /etc/containerd/config.toml >'{log}' 2>&1 &\nC=$!\ntrap 'kill $C' EXIT\nfor i in $(seq 100); do /usr/local/bin/ctr version >/dev/null 2>&1 && break; sleep 0.1; done\n",
+                log = log.display()
+            );
+            for (r, _) in &w.images {
+                script.push_str(&format!(
+                    "/usr/local/bin/ctr -n k8s.io images pull --hosts-dir /etc/containerd/certs.d --snapshotter native --platform linux/amd64 {r} >/dev/null\n"
+                ));
+            }
+            script.push_str("echo '== images'\n/usr/local/bin/ctr -n k8s.io images ls\n");
+            let child = w
+                .nodes
+                .node(node)
+                .command(Some(&s.path(&format!("plan/{node}"))), &script)
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            (node, log, child)
+        })
+        .collect();
+    for (node, log, child) in runs {
+        let out = child.wait_with_output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
         assert!(
-            line.contains(img.digest()),
-            "{r}: the digest differs:\n{line}"
+            out.status.success(),
+            "{node}: pull failed:\n{text}\n{}\ncontainerd:\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            std::fs::read_to_string(&log).unwrap_or_default()
         );
+        let (dump, ls) = text.split_once("== images\n").unwrap();
+        // Debian's containerd 1.6 reads the config rendered for the release's 1.7:
+        // every key it has is one 1.6 knows too, and `config dump` shows it took them.
+        for key in [
+            "sandbox_image = \"registry.k8s.io/pause:3.10\"",
+            "config_path = \"/etc/containerd/certs.d\"",
+            "SystemdCgroup = true",
+        ] {
+            assert!(
+                dump.contains(key),
+                "{node}: containerd did not take {key}:\n{dump}"
+            );
+        }
+        for (r, img) in &w.images {
+            let line = ls
+                .lines()
+                .find(|l| l.starts_with(r.as_str()))
+                .unwrap_or_else(|| panic!("{node}: {r} not pulled:\n{ls}"));
+            assert!(
+                line.contains(img.digest()),
+                "{node}: {r}: the digest differs:\n{line}"
+            );
+        }
     }
     // Nothing but the nodes' own network is reachable from a node.
     let out = w
