@@ -199,24 +199,44 @@ fn plan(
     use ferry_installer::install::{inventory::Inventory, inventory::RegistryPlace, plan};
     let inv = Inventory::load(inventory)?;
     let store = ferry::store::Store::open(store)?;
-    let ca_pem = match &inv.registry {
-        RegistryPlace::Node { .. } => ferry_installer::pki::Pki::new(pki)
-            .ensure_ca()
-            .context("making the site CA")?,
-        RegistryPlace::External { ca: Some(ca), .. } => std::fs::read_to_string(ca)
-            .with_context(|| format!("registry: cannot read ca {}", ca.display()))?,
-        RegistryPlace::External { ca: None, url } => {
-            anyhow::bail!("registry: url {url} needs ca, the CA file its certificate chains to")
-        }
-    };
     let state = state.unwrap_or_else(|| {
         inventory
             .parent()
             .unwrap_or(std::path::Path::new("."))
             .join(format!("{}.state", inv.name))
     });
+    let mut registry_tls = None;
+    let ca_pem = match &inv.registry {
+        RegistryPlace::Node { node, .. } => {
+            let site = ferry_installer::pki::Pki::new(pki);
+            let ca = site.ensure_ca().context("making the site CA")?;
+            let n = inv
+                .nodes
+                .iter()
+                .find(|n| &n.name == node)
+                .expect("checked when the inventory was read");
+            // The registry node gets a certificate, never the CA key.
+            let dir = state.join("registry");
+            site.ensure_server_cert(&dir, &[n.name.clone(), n.address.to_string()])
+                .context("making the site registry's certificate")?;
+            let read = |f: &str| {
+                std::fs::read(dir.join(f))
+                    .with_context(|| format!("reading {}", dir.join(f).display()))
+            };
+            registry_tls = Some(plan::RegistryTls {
+                cert: read("registry.pem")?,
+                key: read("registry.key")?,
+            });
+            ca
+        }
+        RegistryPlace::External { ca: Some(ca), .. } => std::fs::read_to_string(ca)
+            .with_context(|| format!("registry: cannot read ca {}", ca.display()))?,
+        RegistryPlace::External { ca: None, url } => {
+            anyhow::bail!("registry: url {url} needs ca, the CA file its certificate chains to")
+        }
+    };
     let contents = ferry_installer::install::contents::Contents::read(&store)?;
-    let plans = plan::plan(&inv, &contents, &ca_pem, &state)?;
+    let plans = plan::plan(&inv, &contents, &ca_pem, registry_tls.as_ref(), &state)?;
     plan::write(out, &contents, &plans)?;
     println!(
         "planned {} node(s) into {}: review, then install",

@@ -135,8 +135,9 @@ impl Node {
     /// private mount view where `tree` (a rendered node root, if given) is where
     /// the node would hold it: its etc/ copied over an overlay of the host's /etc
     /// (one of its own per command: commands see the tree, not each other's writes),
-    /// its opt/ on an empty /opt, its usr/local at /usr/local; /var/lib and /run
-    /// are empty tmpfs (containerd's snapshotter will not run on an overlay).
+    /// its opt/ on an empty /opt, its var/lib on an empty /var/lib (containerd's
+    /// snapshotter will not run on an overlay), its usr/local at /usr/local; /run
+    /// is an empty tmpfs.
     pub fn command(&self, tree: Option<&Path>, script: &str) -> Command {
         // Every command has its own overlay layers: overlayfs refuses two mounts
         // that share an upper directory.
@@ -153,7 +154,7 @@ impl Node {
         if let Some(tree) = tree {
             let t = tree.display();
             prelude.push_str(&format!(
-                "[ ! -d '{t}/etc' ] || cp -a '{t}/etc/.' /etc/\n[ ! -d '{t}/opt' ] || cp -a '{t}/opt/.' /opt/\n[ ! -d '{t}/usr/local' ] || mount --bind '{t}/usr/local' /usr/local\n"
+                "[ ! -d '{t}/etc' ] || cp -a '{t}/etc/.' /etc/\n[ ! -d '{t}/opt' ] || cp -a '{t}/opt/.' /opt/\n[ ! -d '{t}/var/lib' ] || cp -a '{t}/var/lib/.' /var/lib/\n[ ! -d '{t}/usr/local' ] || mount --bind '{t}/usr/local' /usr/local\n"
             ));
         }
         prelude.push_str("set +e\n");

@@ -3,28 +3,45 @@ use super::*;
 /// containerd on every node, installed as the plan has it (its programs at
 /// /usr/local/bin, its config.toml, certs.d and the site CA under /etc), pulls
 /// every image of the bundle by its upstream name from the site registry that
-/// `ferry-installer serve` runs on master1, across the nodes' network, over TLS.
+/// master1 runs by its rendered unit, across the nodes' network, over TLS with the
+/// certificate the plan issued it from the site CA.
 /// The node has no route anywhere else.
 #[test]
 fn containerd_with_the_rendered_config_pulls_every_image_by_its_upstream_name() {
     let w = world();
     let s = &w.s;
     w.plan("plan").success();
-    let master1 = w.addr("master1");
-    let _srv = Serve::start_in(
-        s,
-        &w.nodes.node("master1").netns,
-        &[
-            "--store",
-            w.site.to_str().unwrap(),
-            "--addr",
-            &format!("{master1}:{}", w.port),
-            "--san",
-            "master1",
-            "--san",
-            &master1,
-        ],
-    );
+    // The site registry as master1 runs it: its rendered unit's ExecStart, with
+    // the certificate the plan gave it, over the release's store.
+    let unit = s.read("plan/master1/etc/systemd/system/ferry-registry.service");
+    let exec = unit
+        .lines()
+        .find_map(|l| l.strip_prefix("ExecStart="))
+        .unwrap();
+    let log = s.path("registry.log");
+    let _registry = Members(vec![w
+        .nodes
+        .node("master1")
+        .command(
+            Some(&s.path("plan/master1")),
+            &format!(
+                "mkdir -p /var/lib/ferry/store && mount --bind '{}' /var/lib/ferry/store && exec {exec}",
+                w.site.display()
+            ),
+        )
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap()]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !s.read("registry.log").contains("listening on") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the registry did not start:\n{}",
+            s.read("registry.log")
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
     // Every node at once, each its own containerd in its own namespace.
     let nodes = ["master1", "master2", "master3", "worker1"];
     let runs: Vec<_> = nodes

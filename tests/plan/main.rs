@@ -22,7 +22,6 @@ use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::serve::Serve;
 use common::Session;
 use ferry_testkit::image::Image;
 use ferry_testkit::nodes::Nodes;
@@ -191,6 +190,32 @@ fn every_node_gets_its_tree_the_same_bytes_every_time() {
         )),
         "{hosts}"
     );
+    // The registry node gets the site CA and a certificate of its own, never the
+    // CA's key; no other node gets them.
+    for f in ["ca.pem", "registry.pem", "registry.key"] {
+        assert!(
+            first.contains_key(&format!("master1/var/lib/ferry/pki/{f}")),
+            "{f}"
+        );
+        assert!(
+            !first.contains_key(&format!("master2/var/lib/ferry/pki/{f}")),
+            "{f}"
+        );
+    }
+    assert!(!first
+        .keys()
+        .any(|k| k.ends_with("ca.key") && k.contains("var/lib/ferry")));
+    let key = std::fs::metadata(s.path("plan/master1/var/lib/ferry/pki/registry.key")).unwrap();
+    assert_eq!(key.mode() & 0o777, 0o600);
+    // Steps come in phases, in the order install runs them.
+    let steps = s.read("plan/master1/steps");
+    let at = |p: &str| steps.find(p).unwrap_or_else(|| panic!("{p} in {steps}"));
+    assert!(at("[prepare]\n") < at("[etcd]\n"));
+    assert!(at("[etcd]\n") < at("[init]\n"));
+    assert!(at("[init]\n") < at("[addons]\n"));
+    assert!(s
+        .read("plan/worker1/steps")
+        .contains("[join]\ntest -f /etc/kubernetes/kubelet.conf || kubeadm join"));
     // A second plan is byte-identical, and never mints a new CA.
     let ca = std::fs::read(s.path("pki/ca.pem")).unwrap();
     w.plan("plan").success();

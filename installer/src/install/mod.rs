@@ -10,6 +10,7 @@ pub mod inventory;
 pub mod plan;
 pub mod programs;
 pub mod render;
+pub mod steps;
 
 #[cfg(test)]
 mod tests;

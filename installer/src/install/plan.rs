@@ -1,6 +1,7 @@
 //! `ferry-installer plan`: every node's files, rendered from the inventory and the
 //! store's bundle into `OUT/<node>/` as the node's filesystem would hold them,
-//! with `OUT/<node>/steps`, the commands `install` runs there, in order. The same
+//! with `OUT/<node>/steps`, the commands `install` runs there, by phase (see
+//! [`super::steps`]). The same
 //! inventory, store and site PKI give the same bytes.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -10,6 +11,7 @@ use anyhow::{anyhow, bail, Context as _};
 
 use super::contents::Contents;
 use super::programs::{self, Programs};
+use super::steps::{Phase, Steps};
 
 use super::inventory::{HaMode, Inventory, Node, RegistryPlace, Role};
 use super::render::{self, containerd::Containerd, Tree};
@@ -20,7 +22,7 @@ pub struct NodePlan {
     pub files: Tree,
     /// Its programs, hard-linked from one unpacked copy when written.
     pub programs: Programs,
-    pub steps: Vec<String>,
+    pub steps: Steps,
 }
 
 /// The cluster PKI files a node gets, in kubeadm's layout under
@@ -67,12 +69,19 @@ fn pki_files(pki: &ClusterPki, node: &Node, tree: &mut Tree) -> anyhow::Result<(
     Ok(())
 }
 
+/// The site registry's certificate and key, for the node that runs it.
+pub struct RegistryTls {
+    pub cert: Vec<u8>,
+    pub key: Vec<u8>,
+}
+
 /// Plans every node. `ca_pem` is the CA the site registry's certificate chains to;
 /// `state` the cluster's state directory (its PKI is made there once).
 pub fn plan(
     inventory: &Inventory,
     bundle: &Contents,
     ca_pem: &str,
+    registry_tls: Option<&RegistryTls>,
     state: &Path,
 ) -> anyhow::Result<BTreeMap<String, NodePlan>> {
     for n in &inventory.nodes {
@@ -130,10 +139,11 @@ pub fn plan(
     render::host::render(&mut common);
     render::services::containerd(&mut common);
     render::services::kubelet(&mut common);
-    let mut steps = render::host::steps();
-    steps.push("systemctl daemon-reload".into());
-    steps.push("systemctl enable --now containerd".into());
-    steps.push("systemctl restart containerd".into());
+    let mut steps = Steps::default();
+    steps.extend(Phase::Prepare, render::host::steps());
+    steps.push(Phase::Prepare, "systemctl daemon-reload");
+    steps.push(Phase::Prepare, "systemctl enable --now containerd");
+    steps.push(Phase::Prepare, "systemctl restart containerd");
 
     let etcd_nodes: Vec<&Node> = inventory
         .nodes
@@ -199,9 +209,27 @@ pub fn plan(
         let programs = programs::for_node(bundle, n, runs_registry)?;
         if let RegistryPlace::Node { node, port } = &inventory.registry {
             if node == &n.name {
-                render::services::registry(&n.name, n.address, *port, &mut files);
-                node_steps.insert(0, "systemctl daemon-reload".into());
-                node_steps.insert(1, "systemctl enable --now ferry-registry".into());
+                let tls = registry_tls.ok_or_else(|| {
+                    anyhow!(
+                        "node {}: runs the site registry, but it has no certificate",
+                        n.name
+                    )
+                })?;
+                render::services::registry(n.address, *port, &mut files);
+                files.insert(
+                    format!("{}/ca.pem", render::services::REGISTRY_PKI),
+                    (ca_pem.as_bytes().to_vec(), 0o644),
+                );
+                files.insert(
+                    format!("{}/registry.pem", render::services::REGISTRY_PKI),
+                    (tls.cert.clone(), 0o644),
+                );
+                files.insert(
+                    format!("{}/registry.key", render::services::REGISTRY_PKI),
+                    (tls.key.clone(), 0o600),
+                );
+                node_steps.push(Phase::Prepare, "systemctl enable --now ferry-registry");
+                node_steps.push(Phase::Prepare, "systemctl restart ferry-registry");
             }
         }
         if let (true, Some(vip), Some(interface)) = (
@@ -223,21 +251,21 @@ pub fn plan(
                 &control_planes,
                 &mut files,
             );
-            node_steps.extend(render::ha::steps());
+            node_steps.extend(Phase::Prepare, render::ha::steps());
         }
         if n.has(Role::Etcd) {
             render::etcd::render(n, &etcd_nodes, &inventory.name, &mut files);
-            node_steps.extend(render::etcd::steps());
+            node_steps.extend(Phase::Etcd, render::etcd::steps());
         }
         // The inventory has a control plane: checked when it was read.
         if n.name == control_planes[0].name {
             render::kubeadm::init(&cluster, n, &mut files);
-            node_steps.push(render::kubeadm::INIT.into());
+            node_steps.push(Phase::Init, render::kubeadm::INIT);
             files.extend(addon_files.clone());
-            node_steps.extend(addon_steps.iter().cloned());
+            node_steps.extend(Phase::Addons, addon_steps.iter().cloned());
         } else {
             render::kubeadm::join(&cluster, n, &mut files);
-            node_steps.push(render::kubeadm::JOIN.into());
+            node_steps.push(Phase::Join, render::kubeadm::JOIN);
         }
         plans.insert(
             n.name.clone(),
@@ -282,7 +310,7 @@ pub fn write(
                 std::fs::set_permissions(&file, std::fs::Permissions::from_mode(*mode))?;
             }
             std::fs::create_dir_all(&root)?;
-            std::fs::write(root.join("steps"), plan.steps.join("\n") + "\n")?;
+            std::fs::write(root.join("steps"), plan.steps.render())?;
         }
         let cache = tmp.join(".programs");
         let programs = plans

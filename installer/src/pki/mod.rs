@@ -129,7 +129,20 @@ impl Pki {
     /// Makes (or reuses) the site CA and a registry certificate for `sans`. Returns
     /// whether anything was newly made.
     pub fn ensure_registry_cert(&self, sans: &[String]) -> anyhow::Result<bool> {
+        self.ensure_server_cert(&self.dir.clone(), sans)
+    }
+
+    /// Makes (or reuses) the site CA, and a registry certificate for `sans` signed
+    /// by it in `out` (`registry.pem`, `registry.key`, 0600, and `registry.sans`):
+    /// for a registry on another host, which then needs no CA key. Returns whether
+    /// anything was newly made.
+    pub fn ensure_server_cert(&self, out: &Path, sans: &[String]) -> anyhow::Result<bool> {
         self.create_dir()?;
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(out)
+            .with_context(|| format!("creating {}", out.display()))?;
         let dir = &self.dir;
         let ca_pem = self.ca_cert();
         let ca_key_path = dir.join("ca.key");
@@ -146,8 +159,8 @@ impl Pki {
             made = true;
             key
         };
-        let (server_pem, server_key) = self.registry_cert();
-        let sans_file = dir.join("registry.sans");
+        let (server_pem, server_key) = (out.join("registry.pem"), out.join("registry.key"));
+        let sans_file = out.join("registry.sans");
         let want = sans.join("\n") + "\n";
         let have = fs::read_to_string(&sans_file).unwrap_or_default();
         if made || have != want || !server_pem.exists() || !server_key.exists() {

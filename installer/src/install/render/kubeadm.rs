@@ -35,10 +35,12 @@ pub struct Cluster<'a> {
     pub bind_node_address: bool,
 }
 
-/// The step that makes the first control plane.
-pub const INIT: &str = "kubeadm init --config /etc/kubernetes/ferry/kubeadm-init.yaml";
-/// The step that joins any other node.
-pub const JOIN: &str = "kubeadm join --config /etc/kubernetes/ferry/kubeadm-join.yaml";
+/// The step that makes the first control plane (done once: kubeadm init leaves
+/// admin.conf).
+pub const INIT: &str = "test -f /etc/kubernetes/admin.conf || kubeadm init --config /etc/kubernetes/ferry/kubeadm-init.yaml";
+/// The step that joins any other node (done once: a joined kubelet has
+/// kubelet.conf).
+pub const JOIN: &str = "test -f /etc/kubernetes/kubelet.conf || kubeadm join --config /etc/kubernetes/ferry/kubeadm-join.yaml";
 
 /// Where the kubeadm patches of a control plane live.
 const PATCHES: &str = "etc/kubernetes/ferry/patches";

@@ -109,8 +109,12 @@ pub fn kubelet(tree: &mut Tree) {
     );
 }
 
-/// `ferry-registry.service` on the registry node `name` at `address`:`port`.
-pub fn registry(name: &str, address: IpAddr, port: u16, tree: &mut Tree) {
+/// Where the registry node keeps the site CA and its certificate and key.
+pub const REGISTRY_PKI: &str = "var/lib/ferry/pki";
+
+/// `ferry-registry.service` on the registry node, listening on `port` of every
+/// address (its certificate names the node's `name` and `address`, see plan).
+pub fn registry(address: IpAddr, port: u16, tree: &mut Tree) {
     put(
         tree,
         "etc/systemd/system/ferry-registry.service",
@@ -122,7 +126,7 @@ After=network-online.target
 Wants=network-online.target
 
 [Service]
-ExecStart=/usr/local/bin/ferry-installer serve --store /var/lib/ferry/store --pki /var/lib/ferry/pki --addr {bind}:{port} --san {name} --san {address}
+ExecStart=/usr/local/bin/ferry-installer serve --store /var/lib/ferry/store --tls /{REGISTRY_PKI}/registry.pem,/{REGISTRY_PKI}/registry.key --addr {bind}:{port}
 Restart=on-failure
 RestartSec=5s
 LimitNOFILE=65536
