@@ -116,6 +116,53 @@ they run. What it lacks is named, and nothing is written.")]
         #[arg(long, value_name = "DIR")]
         state: Option<PathBuf>,
     },
+    /// Install the cluster: verify and unpack the bundle, plan, apply to every node.
+    #[command(after_help = "\
+Examples:
+  ferry-installer install cluster.toml --bundle k8s-1.31.tar.zst --key release.pub
+  ferry-installer install cluster.toml --dry-run     # what would change, per node
+  ferry-installer install cluster.toml               # again: continues, or changes nothing
+
+Nodes whose address is this host's are installed here; the others over the system
+OpenSSH client (your ~/.ssh/config, agent and known_hosts apply; --ssh-config FILE
+for another config). Files are sent only where their sha256 or mode differs; steps
+run in phases across the cluster (prepare, etcd, init, join, addons; see each
+node's PLAN/<node>/steps). The plan is written to STATE/plan, the logs to
+STATE/logs/<node>.log.")]
+    Install {
+        /// The cluster inventory (see init-cluster).
+        inventory: PathBuf,
+        /// The bundle to verify and unpack into --store first.
+        #[arg(long, requires = "key", value_name = "FILE")]
+        bundle: Option<PathBuf>,
+        /// The release's public key (minisign format), for --bundle.
+        #[arg(long, value_name = "FILE")]
+        key: Option<PathBuf>,
+        /// The site store (the registry node gets a copy).
+        #[arg(long, default_value = "/var/lib/ferry/store", value_name = "DIR")]
+        store: PathBuf,
+        /// The site PKI directory (the registry's CA).
+        #[arg(long, default_value = ferry_installer::pki::DEFAULT_DIR, value_name = "DIR")]
+        pki: PathBuf,
+        /// The cluster's state [default: NAME.state beside the inventory].
+        #[arg(long, value_name = "DIR")]
+        state: Option<PathBuf>,
+        /// An OpenSSH client configuration to use (ssh -F).
+        #[arg(long, value_name = "FILE")]
+        ssh_config: Option<PathBuf>,
+        /// Trust and record a node's host key on first contact (else an unknown key is refused).
+        #[arg(long)]
+        accept_new_host_keys: bool,
+        /// Print, per node, the files that would change and the steps that would run.
+        #[arg(long)]
+        dry_run: bool,
+        /// Nodes worked on at once.
+        #[arg(long, default_value_t = 10)]
+        jobs: usize,
+        /// No progress output.
+        #[arg(long, short)]
+        quiet: bool,
+    },
     /// Write a commented example cluster inventory (cluster.toml) to edit.
     #[command(after_help = "\
 Examples:
@@ -177,6 +224,38 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             pki,
             state,
         } => plan(&inventory, &store, &out, &pki, state),
+        Command::Install {
+            inventory,
+            bundle,
+            key,
+            store,
+            pki,
+            state,
+            ssh_config,
+            accept_new_host_keys,
+            dry_run,
+            jobs,
+            quiet,
+        } => install(
+            &inventory,
+            &ferry_installer::install::commands::InstallArgs {
+                bundle: bundle.zip(key),
+                store,
+                pki,
+                state,
+                quiet,
+                options: ferry_installer::install::apply::Options {
+                    dry_run,
+                    jobs,
+                    ssh: ferry_installer::install::transport::SshOptions {
+                        config: ssh_config,
+                        accept_new_host_keys,
+                        control_dir: std::env::temp_dir()
+                            .join(format!("ferry-ssh-{}", std::process::id())),
+                    },
+                },
+            },
+        ),
         Command::InitCluster {
             nodes,
             output,
@@ -195,53 +274,50 @@ fn plan(
     pki: &std::path::Path,
     state: Option<PathBuf>,
 ) -> anyhow::Result<()> {
-    use anyhow::Context as _;
-    use ferry_installer::install::{inventory::Inventory, inventory::RegistryPlace, plan};
-    let inv = Inventory::load(inventory)?;
-    let store = ferry::store::Store::open(store)?;
-    let state = state.unwrap_or_else(|| {
-        inventory
-            .parent()
-            .unwrap_or(std::path::Path::new("."))
-            .join(format!("{}.state", inv.name))
-    });
-    let mut registry_tls = None;
-    let ca_pem = match &inv.registry {
-        RegistryPlace::Node { node, .. } => {
-            let site = ferry_installer::pki::Pki::new(pki);
-            let ca = site.ensure_ca().context("making the site CA")?;
-            let n = inv
-                .nodes
-                .iter()
-                .find(|n| &n.name == node)
-                .expect("checked when the inventory was read");
-            // The registry node gets a certificate, never the CA key.
-            let dir = state.join("registry");
-            site.ensure_server_cert(&dir, &[n.name.clone(), n.address.to_string()])
-                .context("making the site registry's certificate")?;
-            let read = |f: &str| {
-                std::fs::read(dir.join(f))
-                    .with_context(|| format!("reading {}", dir.join(f).display()))
-            };
-            registry_tls = Some(plan::RegistryTls {
-                cert: read("registry.pem")?,
-                key: read("registry.key")?,
-            });
-            ca
-        }
-        RegistryPlace::External { ca: Some(ca), .. } => std::fs::read_to_string(ca)
-            .with_context(|| format!("registry: cannot read ca {}", ca.display()))?,
-        RegistryPlace::External { ca: None, url } => {
-            anyhow::bail!("registry: url {url} needs ca, the CA file its certificate chains to")
-        }
-    };
-    let contents = ferry_installer::install::contents::Contents::read(&store)?;
-    let plans = plan::plan(&inv, &contents, &ca_pem, registry_tls.as_ref(), &state)?;
-    plan::write(out, &contents, &plans)?;
+    let planned = ferry_installer::install::commands::plan(inventory, store, out, pki, state)?;
     println!(
         "planned {} node(s) into {}: review, then install",
-        plans.len(),
+        planned.nodes,
         out.display()
+    );
+    Ok(())
+}
+
+/// `install`: unpack, plan, apply, then say how to reach the cluster.
+fn install(
+    inventory: &std::path::Path,
+    args: &ferry_installer::install::commands::InstallArgs,
+) -> anyhow::Result<()> {
+    let (planned, summary) = ferry_installer::install::commands::install(inventory, args)?;
+    let _ = std::fs::remove_dir_all(&args.options.ssh.control_dir);
+    if args.options.dry_run {
+        println!("dry run: nothing was changed");
+        return Ok(());
+    }
+    if summary.changed_nodes.is_empty() {
+        println!(
+            "nothing to do: all {} node(s) already hold this plan",
+            summary.unchanged_nodes.len()
+        );
+    } else {
+        println!(
+            "installed {} node(s) ({} unchanged): {} file(s) and {} blob(s) sent, {} step(s) run",
+            summary.changed_nodes.len(),
+            summary.unchanged_nodes.len(),
+            summary.files_sent,
+            summary.blobs_sent,
+            summary.steps_run
+        );
+    }
+    let first = planned
+        .inventory
+        .nodes
+        .iter()
+        .find(|n| n.has(ferry_installer::install::inventory::Role::ControlPlane))
+        .expect("checked when the inventory was read");
+    println!(
+        "the admin kubeconfig is /etc/kubernetes/admin.conf on {} ({}):\n  scp root@{}:/etc/kubernetes/admin.conf ~/.kube/config && kubectl get nodes",
+        first.name, first.address, first.address
     );
     Ok(())
 }

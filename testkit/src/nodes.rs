@@ -42,6 +42,18 @@ fn ip(args: &[&str]) -> Result<(), String> {
     }
 }
 
+/// A number that differs between processes and calls.
+fn unique() -> u32 {
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    std::process::id()
+        .wrapping_mul(2_654_435_761)
+        .wrapping_add(nanos)
+        .wrapping_add(N.fetch_add(1, std::sync::atomic::Ordering::Relaxed) << 20)
+}
+
 impl Nodes {
     /// Makes a node per name, addressed 10.213.N.11, .12, ... in order.
     pub fn new(names: &[&str]) -> Nodes {
@@ -61,7 +73,9 @@ impl Nodes {
         ip(&["link", "set", &bridge, "up"]).unwrap();
         for (i, name) in names.iter().enumerate() {
             let netns = format!("ferry-{net}-{name}");
-            let veth = format!("ftb{net}n{i}");
+            // A torn-down namespace can keep its veth for a while after the test:
+            // host-side names are unique to this process and moment.
+            let veth = format!("fv{:08x}{i:02}", unique());
             let address = Ipv4Addr::new(10, 213, net, 11 + i as u8);
             ip(&["netns", "add", &netns]).unwrap();
             // Pushed now, so drop removes it even if a step below fails.
@@ -147,10 +161,49 @@ impl Node {
                 .to_string(),
         );
         let s = layers.display();
-        let mut prelude = format!(
+        let prelude = format!(
             "set -e\nhostname '{name}'\nmkdir -p '{s}/etc-upper' '{s}/etc-work'\nmount -t overlay overlay -o lowerdir=/etc,upperdir='{s}/etc-upper',workdir='{s}/etc-work' /etc\nmount -t tmpfs tmpfs /opt\nmount -t tmpfs tmpfs /var/lib\nmount -t tmpfs tmpfs /run\n",
             name = self.name
         );
+        self.shell(prelude, tree, script)
+    }
+
+    /// `sshd` serving this node, for install tests: the node starts empty (the
+    /// host's /etc under an overlay; empty /opt, /var/lib, /run, /root and
+    /// /usr/local) with the programs of `standins` first on PATH (in
+    /// /usr/local/sbin), and every session in that one view, so what one session
+    /// writes the next sees. `env` is set in every session (sshd `SetEnv`).
+    pub fn sshd(
+        &self,
+        host_key: &Path,
+        authorized_keys: &Path,
+        standins: &Path,
+        env: &[(&str, &str)],
+    ) -> std::process::Child {
+        let config = self.state.join("sshd_config");
+        let mut text = format!(
+            "ListenAddress {}\nPort 22\nHostKey {}\nAuthorizedKeysFile {}\nPermitRootLogin prohibit-password\nPasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\nPidFile /run/sshd.pid\nSubsystem sftp internal-sftp\nMaxSessions 100\nMaxStartups 100\n",
+            self.address,
+            host_key.display(),
+            authorized_keys.display()
+        );
+        for (k, v) in env {
+            text.push_str(&format!("SetEnv {k}={v}\n"));
+        }
+        std::fs::write(&config, text).expect("writing sshd_config");
+        let script = format!(
+            "mount -t tmpfs tmpfs /usr/local && mkdir -p /usr/local/sbin /usr/local/bin && cp -a '{}/.' /usr/local/sbin/ && mount -t tmpfs tmpfs /root && mkdir -p /run/sshd && exec /usr/sbin/sshd -D -e -f '{}'",
+            standins.display(),
+            config.display()
+        );
+        self.command(None, &format!("set -e\n{script}"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(self.state.join("sshd.log")).expect("the sshd log"))
+            .spawn()
+            .expect("starting sshd")
+    }
+
+    fn shell(&self, mut prelude: String, tree: Option<&Path>, script: &str) -> Command {
         if let Some(tree) = tree {
             let t = tree.display();
             prelude.push_str(&format!(

