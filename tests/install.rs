@@ -326,3 +326,86 @@ fn install_over_ssh_makes_the_cluster_in_order_and_a_rerun_changes_nothing() {
     );
     assert_eq!(c.calls().len(), before);
 }
+
+/// No node holds anything of the plan.
+fn untouched(c: &Cluster) {
+    for n in NODES {
+        c.ok(
+            n,
+            "test ! -e /etc/kubernetes && test ! -e /etc/containerd/certs.d && test ! -e /usr/local/bin/kubeadm && test ! -e /var/lib/ferry",
+        );
+    }
+}
+
+#[test]
+fn a_failure_on_one_node_names_the_node_step_and_output_and_a_rerun_finishes() {
+    let c = cluster();
+    c.ok("worker2", "echo kubeadm > /etc/ferry-test-fail");
+    let run = c.install(&[]).failure();
+    let line = run.error_line();
+    for want in [
+        "node worker2: [join]: `test -f /etc/kubernetes/kubelet.conf || kubeadm join --config /etc/kubernetes/ferry/kubeadm-join.yaml` exited with 1",
+        "kubeadm: injected failure",
+        "ferry.state/logs; rerun the same command to continue",
+    ] {
+        assert!(line.contains(want), "{want:?} in {line}");
+    }
+    let log = c.s.read("ferry.state/logs/worker2.log");
+    assert!(log.contains("kubeadm: injected failure\n[exit 1]"), "{log}");
+    // The fault goes; the rerun finishes, and does not make the cluster again.
+    c.ok("worker2", "rm /etc/ferry-test-fail");
+    let run = c.install(&[]).success();
+    assert!(run.stdout.contains("installed 5 node(s)"), "{}", run.stdout);
+    let calls = c.calls();
+    let count = |p: &str| calls.iter().filter(|l| l.starts_with(p)).count();
+    assert_eq!(count("master1 kubeadm init"), 1, "{calls:#?}");
+    assert_eq!(count("master2 kubeadm join"), 1, "{calls:#?}");
+    // The failed attempt and the one that worked.
+    assert_eq!(count("worker2 kubeadm join"), 2, "{calls:#?}");
+    c.ok("worker2", "test -f /etc/kubernetes/kubelet.conf");
+}
+
+#[test]
+fn an_unknown_host_key_or_a_failed_preflight_is_refused_before_anything_changes() {
+    let c = cluster();
+    // worker1's host key is not known: refused, on no node anything changed.
+    let known = c.s.read("known_hosts");
+    let w1 = format!("{} ", c.addr("worker1"));
+    c.s.write(
+        "known_hosts",
+        &known
+            .lines()
+            .filter(|l| !l.starts_with(&w1))
+            .map(|l| format!("{l}\n"))
+            .collect::<String>(),
+    );
+    let line = c.install(&[]).failure().error_line().to_string();
+    assert!(line.contains("node worker1"), "{line}");
+    assert!(line.contains("Host key verification failed"), "{line}");
+    assert!(line.contains("nothing was changed on any node"), "{line}");
+    c.s.write("known_hosts", &known);
+    untouched(&c);
+
+    // worker2's kubelet port is taken.
+    let mut listener = Command::new("ip")
+        .args(["netns", "exec", &c.nodes.node("worker2").netns, "python3", "-c"])
+        .arg(format!(
+            "import socket, time\ns = socket.socket()\ns.bind(('{}', 10250))\ns.listen()\ntime.sleep(120)",
+            c.addr("worker2")
+        ))
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while c.ok("worker2", "ss -Hltn 'sport = :10250'").is_empty() {
+        assert!(Instant::now() < deadline, "the listener did not start");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let line = c.install(&[]).failure().error_line().to_string();
+    let _ = listener.kill();
+    let _ = listener.wait();
+    assert!(
+        line.contains("preflight: worker2: port 10250 (for the kubelet) is taken; nothing was changed on any node"),
+        "{line}"
+    );
+    untouched(&c);
+}

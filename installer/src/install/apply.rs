@@ -20,6 +20,8 @@ use super::transport::{quote, Input, SshOptions, Transport};
 
 /// Where a node records the plan it last completed.
 const MARKER: &str = "/var/lib/ferry/installed";
+/// Where a node records that an install began there (its services may run).
+const BEGUN: &str = "/var/lib/ferry/begun";
 /// Where the registry node keeps the store.
 const REMOTE_STORE: &str = "/var/lib/ferry/store";
 
@@ -173,12 +175,12 @@ impl Target<'_> {
         Ok(stdout)
     }
 
-    /// The files whose digest or mode differs on the node, and whether the node
-    /// last completed this very plan.
-    fn compare(&self) -> anyhow::Result<(Vec<&Planned>, bool)> {
+    /// The files whose digest or mode differs on the node, the plan it last
+    /// completed (empty: none), and whether an install ever began there.
+    fn compare(&self) -> anyhow::Result<(Vec<&Planned>, String, bool)> {
         let list: String = self.files.iter().map(|f| format!("{}\n", f.path)).collect();
         let script = format!(
-            "while IFS= read -r f; do if [ -f \"$f\" ]; then printf '%s %s %s\\n' \"$(sha256sum < \"$f\" | cut -c1-64)\" \"$(stat -c %a \"$f\")\" \"$f\"; fi; done; printf 'installed %s\\n' \"$(cat {MARKER} 2>/dev/null)\""
+            "while IFS= read -r f; do if [ -f \"$f\" ]; then printf '%s %s %s\\n' \"$(sha256sum < \"$f\" | cut -c1-64)\" \"$(stat -c %a \"$f\")\" \"$f\"; fi; done; printf 'installed %s\\n' \"$(cat {MARKER} 2>/dev/null)\"; [ ! -e {BEGUN} ] || echo begun"
         );
         let out = self.run(
             "reading what it holds",
@@ -186,10 +188,15 @@ impl Target<'_> {
             Input::Bytes(list.as_bytes()),
         )?;
         let mut have: HashMap<&str, (&str, u32)> = HashMap::new();
-        let mut marker = "";
+        let mut marker = String::new();
+        let mut begun = false;
         for line in out.lines() {
+            if line == "begun" {
+                begun = true;
+                continue;
+            }
             if let Some(m) = line.strip_prefix("installed ") {
-                marker = m.trim();
+                marker = m.trim().to_string();
                 continue;
             }
             let mut parts = line.splitn(3, ' ');
@@ -203,7 +210,7 @@ impl Target<'_> {
             .iter()
             .filter(|f| have.get(f.path.as_str()) != Some(&(f.digest.hex(), f.mode)))
             .collect();
-        Ok((differ, marker == self.plan.to_string()))
+        Ok((differ, marker, begun))
     }
 
     /// Sends one file: to a temporary name, then renamed into place.
@@ -350,22 +357,68 @@ pub fn apply(
         RegistryPlace::External { .. } => None,
     };
 
-    // Files first, on every node.
-    let summary = Mutex::new(Summary::default());
-    let changed = Mutex::new(BTreeMap::new());
+    // First look at every node, changing nothing anywhere: what differs, and
+    // whether a node not installed yet offers what the plan needs.
+    let inspected = Mutex::new(BTreeMap::new());
+    let problems = Mutex::new(Vec::new());
     let errors = parallel(&targets, opts.jobs, |t| {
-        let (differ, done) = t.compare()?;
-        let is_registry = registry_node == Some(t.node.name.as_str());
-        changed
+        let (differ, marker, begun) = t.compare()?;
+        // A node where an install began runs our services: its ports are ours.
+        if !begun {
+            let out = t.run(
+                "preflight",
+                &super::preflight::script(inventory, t.node),
+                Input::None,
+            )?;
+            let mut all = problems.lock().expect("lock");
+            for line in out.lines() {
+                if let Some(p) = line.strip_prefix("problem: ") {
+                    all.push(format!("{}: {p}", t.node.name));
+                }
+            }
+        }
+        let done = marker == t.plan.to_string();
+        let differ: Vec<usize> = differ
+            .iter()
+            .map(|f| {
+                t.files
+                    .iter()
+                    .position(|g| std::ptr::eq(g, *f))
+                    .expect("a planned file")
+            })
+            .collect();
+        inspected
             .lock()
             .expect("lock")
-            .insert(t.node.name.clone(), !(differ.is_empty() && done));
+            .insert(t.node.name.clone(), (differ, done));
+        Ok(())
+    });
+    fail(errors, "nothing was changed on any node")?;
+    let mut problems = problems.into_inner().expect("lock");
+    if !problems.is_empty() {
+        problems.sort();
+        bail!(
+            "preflight: {}; nothing was changed on any node",
+            problems.join("; ")
+        );
+    }
+    let inspected = inspected.into_inner().expect("lock");
+    for t in &mut targets {
+        let (differ, done) = &inspected[&t.node.name];
+        t.changed = !(differ.is_empty() && *done);
+    }
+
+    // Then the files, and the store to the registry node.
+    let summary = Mutex::new(Summary::default());
+    let errors = parallel(&targets, opts.jobs, |t| {
+        let (differ, _) = &inspected[&t.node.name];
+        let differ: Vec<&Planned> = differ.iter().map(|i| &t.files[*i]).collect();
         if opts.dry_run {
             let mut out = format!("{}: {} file(s) would change", t.node.name, differ.len());
             for f in &differ {
                 out.push_str(&format!("\n  {}", f.path));
             }
-            if differ.is_empty() && done {
+            if !t.changed {
                 out.push_str(", nothing would run");
             } else {
                 for phase in Phase::ALL {
@@ -377,7 +430,12 @@ pub fn apply(
             println!("{out}");
             return Ok(());
         }
-        if is_registry {
+        t.run(
+            "recording that the install began",
+            &format!("mkdir -p \"$(dirname {BEGUN})\" && touch {BEGUN}"),
+            Input::None,
+        )?;
+        if registry_node == Some(t.node.name.as_str()) {
             let sent = sync_store(t, store)?;
             summary.lock().expect("lock").blobs_sent += sent;
         }
@@ -389,10 +447,6 @@ pub fn apply(
         Ok(())
     });
     fail(errors, &rerun)?;
-    let changed = changed.into_inner().expect("lock");
-    for t in &mut targets {
-        t.changed = changed[&t.node.name];
-    }
     if opts.dry_run {
         return Ok(summary.into_inner().expect("lock"));
     }

@@ -10,6 +10,7 @@ pub mod contents;
 pub mod example;
 pub mod inventory;
 pub mod plan;
+pub mod preflight;
 pub mod programs;
 pub mod render;
 pub mod steps;

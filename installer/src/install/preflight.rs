@@ -1,0 +1,116 @@
+//! Preflight: what a node must offer before anything is changed anywhere, checked
+//! on every node that has not been installed yet: the architecture the plan is
+//! for, the OS programs the plan and kubeadm need (kubeadm 1.31's own preflight
+//! refuses a node without conntrack; kube-proxy in IPVS mode needs ipset and
+//! ipvsadm; HA control planes need haproxy and keepalived), the ports the
+//! node's services will take, and room in /var/lib. Swap is not a problem here:
+//! the plan turns it off. Every problem is printed, one per line, as `problem: ...`.
+
+use super::inventory::{HaMode, Inventory, Node, ProxyMode, RegistryPlace, Role};
+
+/// Free space /var/lib needs, in KiB (images, etcd's data, the store's copy).
+const MIN_FREE_KIB: u64 = 2 * 1024 * 1024;
+
+/// The ports `node` will listen on, by what takes them.
+fn ports(inventory: &Inventory, node: &Node) -> Vec<(u16, &'static str)> {
+    let mut out = vec![(10250, "the kubelet")];
+    if node.has(Role::ControlPlane) {
+        out.extend([
+            (6443, "kube-apiserver"),
+            (10257, "kube-controller-manager"),
+            (10259, "kube-scheduler"),
+        ]);
+    }
+    if node.has(Role::Etcd) {
+        out.extend([(2379, "etcd (clients)"), (2380, "etcd (peers)")]);
+    }
+    if let RegistryPlace::Node { node: r, port } = &inventory.registry {
+        if r == &node.name {
+            out.push((*port, "the site registry"));
+        }
+    }
+    out
+}
+
+/// The OS programs `node` needs.
+fn programs(inventory: &Inventory, node: &Node) -> Vec<&'static str> {
+    let mut out = vec![
+        "conntrack",
+        "iptables",
+        "mount",
+        "nsenter",
+        "socat",
+        "sha256sum",
+    ];
+    if inventory.kubernetes.proxy_mode == ProxyMode::Ipvs {
+        out.extend(["ipset", "ipvsadm"]);
+    }
+    if node.has(Role::ControlPlane) && inventory.ha.mode == HaMode::HaproxyKeepalived {
+        out.extend(["haproxy", "keepalived"]);
+    }
+    out
+}
+
+/// The script that checks `node`; it prints `problem: ...` lines and nothing else.
+pub fn script(inventory: &Inventory, node: &Node) -> String {
+    let machine = match node.arch.as_str() {
+        "amd64" => "x86_64",
+        "arm64" => "aarch64",
+        other => other,
+    };
+    let mut s = format!(
+        "m=$(uname -m); [ \"$m\" = {machine} ] || echo \"problem: the machine is $m, the plan is for {arch}\"\n",
+        arch = node.arch
+    );
+    for p in programs(inventory, node) {
+        s.push_str(&format!(
+            "command -v {p} >/dev/null 2>&1 || echo 'problem: {p} is not installed (the OS package {p})'\n"
+        ));
+    }
+    for (port, what) in ports(inventory, node) {
+        s.push_str(&format!(
+            "[ -z \"$(ss -Hltn 'sport = :{port}' 2>/dev/null)\" ] || echo 'problem: port {port} (for {what}) is taken'\n"
+        ));
+    }
+    s.push_str(&format!(
+        "free=$(df -Pk /var/lib | awk 'NR==2 {{print $4}}'); [ \"${{free:-0}}\" -ge {MIN_FREE_KIB} ] || echo \"problem: /var/lib has $((${{free:-0}} / 1024)) MiB free, at least {} MiB are needed\"\n",
+        MIN_FREE_KIB / 1024
+    ));
+    s.push_str("true\n");
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_busy_port_and_a_missing_program_are_each_a_problem_line() {
+        let text = crate::install::example::example(4);
+        let inv = Inventory::parse(std::path::Path::new("c.toml"), &text).unwrap();
+        let master = &inv.nodes[0];
+        let checks = script(&inv, master);
+        for want in [
+            "6443",
+            "2380",
+            "haproxy",
+            "keepalived",
+            "ipvsadm",
+            "/var/lib",
+        ] {
+            assert!(checks.contains(want), "{want} in {checks}");
+        }
+        let worker = &inv.nodes[3];
+        assert!(!script(&inv, worker).contains("haproxy"));
+        // It runs, and says nothing of a program that is there.
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(checks.replace("command -v haproxy", "command -v no-such-program-here"))
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success());
+        assert!(text.contains("problem: haproxy is not installed"), "{text}");
+        assert!(text.lines().all(|l| l.starts_with("problem: ")), "{text}");
+    }
+}
