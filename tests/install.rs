@@ -409,3 +409,44 @@ fn an_unknown_host_key_or_a_failed_preflight_is_refused_before_anything_changes(
     );
     untouched(&c);
 }
+
+#[test]
+fn a_node_added_to_the_inventory_is_joined_and_the_others_are_left_as_they_are() {
+    let c = cluster();
+    let full = c.s.read("cluster.toml");
+    let last = full.rfind("\n[[nodes]]").unwrap();
+    assert!(full[last..].contains("name = \"worker2\""));
+    c.s.write("cluster.toml", &full[..last + 1]);
+    let run = c.install(&[]).success();
+    assert!(run.stdout.contains("installed 4 node(s)"), "{}", run.stdout);
+    c.ok("worker2", "test ! -e /usr/local/bin/kubeadm");
+    let before = c.calls();
+
+    c.s.write("cluster.toml", &full);
+    let run = c.install(&[]).success();
+    // worker2 joins; master1 re-applies the addon whose values name every node;
+    // nobody else runs a thing.
+    assert!(
+        run.stdout.contains("installed 2 node(s) (3 unchanged)"),
+        "{}",
+        run.stdout
+    );
+    let after = c.calls();
+    let new: Vec<&String> = after[before.len()..].iter().collect();
+    assert!(
+        new.iter().any(|l| l.starts_with("worker2 kubeadm join")),
+        "{new:#?}"
+    );
+    assert!(!new.iter().any(|l| l.contains("kubeadm init")), "{new:#?}");
+    for n in ["master2", "master3", "worker1"] {
+        assert!(
+            !new.iter().any(|l| l.starts_with(&format!("{n} "))),
+            "{n}: {new:#?}"
+        );
+    }
+    let values = c.ok(
+        "master1",
+        "cat /etc/kubernetes/addons/kubelet-csr-approver.values.yaml",
+    );
+    assert!(values.contains("worker2"), "{values}");
+}
