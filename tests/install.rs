@@ -450,3 +450,65 @@ fn a_node_added_to_the_inventory_is_joined_and_the_others_are_left_as_they_are()
     );
     assert!(values.contains("worker2"), "{values}");
 }
+
+#[test]
+fn reset_removes_what_install_put_on_a_node_and_nothing_else() {
+    let c = cluster();
+    c.install(&[]).success();
+    c.ok(
+        "worker1",
+        "echo mine > /etc/operator-notes && mkdir -p /opt/tools && echo x > /opt/tools/x",
+    );
+    // Without --yes and with no terminal to ask on, nothing happens.
+    let line =
+        c.s.installer(&[
+            "reset",
+            "cluster.toml",
+            "worker1",
+            "--ssh-config",
+            "ssh.conf",
+        ])
+        .failure()
+        .error_line()
+        .to_string();
+    assert!(line.contains("pass --yes"), "{line}");
+    c.ok("worker1", "test -x /usr/local/bin/kubelet");
+
+    c.s.installer(&[
+        "reset",
+        "cluster.toml",
+        "worker1",
+        "--yes",
+        "--ssh-config",
+        "ssh.conf",
+    ])
+    .success();
+    let planned = planned(&c.s.path("ferry.state/plan/worker1"));
+    for line in &planned {
+        let path = line.rsplit(' ').next().unwrap();
+        c.ok("worker1", &format!("test ! -e {path}"));
+    }
+    c.ok(
+        "worker1",
+        "test ! -e /etc/kubernetes && test ! -e /var/lib/ferry && test ! -e /var/lib/containerd && ! systemctl is-active containerd",
+    );
+    // What was not the plan's stays, and the other nodes are as they were.
+    assert_eq!(
+        c.ok("worker1", "cat /etc/operator-notes /opt/tools/x"),
+        "mine\nx\n"
+    );
+    c.ok(
+        "worker2",
+        "test -x /usr/local/bin/kubelet && test -f /etc/kubernetes/kubelet.conf",
+    );
+    assert!(c.calls().iter().any(|l| l == "worker1 kubeadm reset -f"));
+
+    // The next install puts it back.
+    let run = c.install(&[]).success();
+    assert!(
+        run.stdout.contains("installed 1 node(s) (4 unchanged)"),
+        "{}",
+        run.stdout
+    );
+    c.ok("worker1", "test -f /etc/kubernetes/kubelet.conf");
+}

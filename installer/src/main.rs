@@ -163,6 +163,32 @@ STATE/logs/<node>.log.")]
         #[arg(long, short)]
         quiet: bool,
     },
+    /// Undo an install on some nodes: kubeadm reset, stop the services, remove what the plan put there.
+    #[command(after_help = "\
+Examples:
+  ferry-installer reset cluster.toml worker3            # asks first
+  ferry-installer reset cluster.toml worker3 worker4 --yes
+
+Removes every file the last install's plan (STATE/plan/<node>) put on the node,
+and /etc/kubernetes, /var/lib/etcd, /var/lib/kubelet, /var/lib/containerd and
+/var/lib/ferry; nothing else. Remove the node from the inventory afterwards, or
+run install again to put it back.")]
+    Reset {
+        /// The cluster inventory.
+        inventory: PathBuf,
+        /// The nodes to reset.
+        #[arg(required = true)]
+        nodes: Vec<String>,
+        /// Do not ask.
+        #[arg(long)]
+        yes: bool,
+        /// The cluster's state [default: NAME.state beside the inventory].
+        #[arg(long, value_name = "DIR")]
+        state: Option<PathBuf>,
+        /// An OpenSSH client configuration to use (ssh -F).
+        #[arg(long, value_name = "FILE")]
+        ssh_config: Option<PathBuf>,
+    },
     /// Write a commented example cluster inventory (cluster.toml) to edit.
     #[command(after_help = "\
 Examples:
@@ -256,6 +282,47 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 },
             },
         ),
+        Command::Reset {
+            inventory,
+            nodes,
+            yes,
+            state,
+            ssh_config,
+        } => {
+            use std::io::{BufRead as _, IsTerminal as _, Write as _};
+            if !yes {
+                if !std::io::stdin().is_terminal() {
+                    anyhow::bail!(
+                        "reset removes the cluster from {}: pass --yes to go ahead",
+                        nodes.join(", ")
+                    );
+                }
+                eprint!(
+                    "reset {}: kubeadm reset, stop the services, remove what install put there? [y/N] ",
+                    nodes.join(", ")
+                );
+                std::io::stderr().flush()?;
+                let mut answer = String::new();
+                std::io::stdin().lock().read_line(&mut answer)?;
+                if !matches!(answer.trim(), "y" | "Y" | "yes") {
+                    anyhow::bail!("reset: not confirmed; nothing was changed");
+                }
+            }
+            let control_dir =
+                std::env::temp_dir().join(format!("ferry-ssh-{}", std::process::id()));
+            let result = ferry_installer::install::commands::reset(
+                &inventory,
+                &nodes,
+                state,
+                &ferry_installer::install::transport::SshOptions {
+                    config: ssh_config,
+                    accept_new_host_keys: false,
+                    control_dir: control_dir.clone(),
+                },
+            );
+            let _ = std::fs::remove_dir_all(&control_dir);
+            result
+        }
         Command::InitCluster {
             nodes,
             output,

@@ -108,3 +108,15 @@ pub fn install(inventory: &Path, args: &InstallArgs) -> anyhow::Result<(Planned,
     )?;
     Ok((planned, summary))
 }
+
+/// Resets `nodes` of the inventory, from the plan the last install wrote.
+pub fn reset(
+    inventory: &Path,
+    nodes: &[String],
+    state: Option<PathBuf>,
+    ssh: &super::transport::SshOptions,
+) -> anyhow::Result<()> {
+    let inv = Inventory::load(inventory)?;
+    let state = state_dir(inventory, &inv, state);
+    super::reset::reset(&inv, nodes, &state.join("plan"), ssh)
+}

@@ -13,6 +13,7 @@ pub mod plan;
 pub mod preflight;
 pub mod programs;
 pub mod render;
+pub mod reset;
 pub mod steps;
 pub mod transport;
 
