@@ -512,3 +512,51 @@ fn reset_removes_what_install_put_on_a_node_and_nothing_else() {
     );
     c.ok("worker1", "test -f /etc/kubernetes/kubelet.conf");
 }
+
+#[test]
+fn a_single_node_installs_itself_without_ssh() {
+    let site = common::cluster::site();
+    let s = Session::new();
+    let nodes = Nodes::new(&["node1"]);
+    let node = nodes.node("node1");
+    s.installer(&["init-cluster", "--nodes", "1"]).success();
+    s.write(
+        "cluster.toml",
+        &s.read("cluster.toml")
+            .replace("192.168.10.11", &node.address.to_string()),
+    );
+    // ferry-installer runs on the node itself, which starts empty; there is no sshd
+    // anywhere, so anything but the local transport would fail.
+    let images: Vec<String> = common::cluster::images()
+        .into_iter()
+        .map(|(r, _)| r)
+        .collect();
+    let pulls: Vec<String> = images
+        .iter()
+        .map(|r| format!("ctr -n k8s.io images pull --hosts-dir /etc/containerd/certs.d --snapshotter native --platform linux/amd64 {r} >/dev/null || exit 1"))
+        .collect();
+    let pki = "/etc/kubernetes/pki/etcd";
+    let script = format!(
+        "cd '{dir}'\n'{bin}' install cluster.toml --store '{site}' --pki pki || exit 1\n{pulls}\nfor i in $(seq 50); do ETCDCTL_API=3 etcdctl --endpoints=https://{addr}:2379 --cacert={pki}/ca.crt --cert={pki}/healthcheck-client.crt --key={pki}/healthcheck-client.key endpoint health && break; sleep 0.3; done\n'{bin}' install cluster.toml --store '{site}' --pki pki\n",
+        dir = s.dir.path().display(),
+        bin = common::bin_path("ferry-installer").display(),
+        site = site.display(),
+        pulls = pulls.join("\n"),
+        addr = node.address,
+    );
+    let out = node
+        .empty(&common::cluster::standins().join("node"), &script)
+        .env("FERRY_STANDIN_LOG", s.path("standins.log"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains("installed 1 node(s)"), "{stdout}");
+    assert!(stdout.contains("is healthy"), "{stdout}\n{stderr}");
+    assert!(stdout.contains("nothing to do: all 1 node(s)"), "{stdout}");
+    assert!(!stderr.contains("ssh"), "{stderr}");
+    let calls = s.read("standins.log");
+    assert!(calls.contains("node1 kubeadm init --config"), "{calls}");
+    assert!(!calls.contains("kubeadm join"), "{calls}");
+}

@@ -191,16 +191,30 @@ impl Node {
             text.push_str(&format!("SetEnv {k}={v}\n"));
         }
         std::fs::write(&config, text).expect("writing sshd_config");
-        let script = format!(
-            "mount -t tmpfs tmpfs /usr/local && mkdir -p /usr/local/sbin /usr/local/bin && cp -a '{}/.' /usr/local/sbin/ && mount -t tmpfs tmpfs /root && mkdir -p /run/sshd && exec /usr/sbin/sshd -D -e -f '{}'",
-            standins.display(),
-            config.display()
-        );
-        self.command(None, &format!("set -e\n{script}"))
-            .stdout(std::process::Stdio::null())
-            .stderr(std::fs::File::create(self.state.join("sshd.log")).expect("the sshd log"))
-            .spawn()
-            .expect("starting sshd")
+        self.empty(
+            standins,
+            &format!(
+                "mkdir -p /run/sshd && exec /usr/sbin/sshd -D -e -f '{}'",
+                config.display()
+            ),
+        )
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(self.state.join("sshd.log")).expect("the sshd log"))
+        .spawn()
+        .expect("starting sshd")
+    }
+
+    /// `sh -c script` in this node as it is before anything is installed (the
+    /// view `sshd` gives its sessions: empty /usr/local, /opt, /var/lib, /run and
+    /// /root; the host's /etc under an overlay; `standins` in /usr/local/sbin).
+    pub fn empty(&self, standins: &Path, script: &str) -> Command {
+        self.command(
+            None,
+            &format!(
+                "set -e\nmount -t tmpfs tmpfs /usr/local\nmkdir -p /usr/local/sbin /usr/local/bin\ncp -a '{}/.' /usr/local/sbin/\nmount -t tmpfs tmpfs /root\nset +e\n{script}",
+                standins.display()
+            ),
+        )
     }
 
     fn shell(&self, mut prelude: String, tree: Option<&Path>, script: &str) -> Command {
