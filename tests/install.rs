@@ -234,7 +234,7 @@ fn install_over_ssh_makes_the_cluster_in_order_and_a_rerun_changes_nothing() {
     let calls = c.calls();
     let kubeadm: Vec<&str> = calls
         .iter()
-        .filter(|l| l.contains(" kubeadm "))
+        .filter(|l| l.contains(" kubeadm init") || l.contains(" kubeadm join"))
         .map(|l| l.split(" --config").next().unwrap())
         .collect();
     assert_eq!(kubeadm.len(), 5, "{calls:#?}");
@@ -261,6 +261,20 @@ fn install_over_ssh_makes_the_cluster_in_order_and_a_rerun_changes_nothing() {
     assert!(calls
         .iter()
         .any(|l| l.starts_with("master1 helm upgrade --install kubelet-csr-approver")));
+    // The bootstrap token is made valid again before anyone joins, and install
+    // waits for every node and addon last.
+    let at = |p: &str| {
+        calls
+            .iter()
+            .position(|l| l.starts_with(p))
+            .unwrap_or_else(|| panic!("{p}: {calls:#?}"))
+    };
+    assert!(at("master1 kubeadm init") < at("master1 kubeadm token create"));
+    assert!(at("master1 kubeadm token create") < at("master2 kubeadm join"));
+    let wait = at(
+        "master1 kubectl --kubeconfig /etc/kubernetes/admin.conf wait --for=condition=Ready nodes --all",
+    );
+    assert!(wait > first_addon, "{calls:#?}");
 
     // The real programs the units started: containerd on every node pulls every
     // image by its upstream name from the registry master1 runs.

@@ -39,7 +39,7 @@ fn kube_dns(service_cidr: &ipnet::IpNet) -> anyhow::Result<IpAddr> {
 }
 
 /// The addons' files (under the first control plane's root) and the steps that
-/// apply them there. `registry` is the site registry's `https://host:port`.
+/// apply them there and wait until every node is Ready and every addon runs. `registry` is the site registry's `https://host:port`.
 pub fn render(
     bundle: &Contents,
     inventory: &Inventory,
@@ -96,6 +96,18 @@ pub fn render(
     steps.push(format!(
         "helm upgrade --install {CSR_APPROVER} oci://{host}/charts/{CSR_APPROVER} --version {version} --namespace kube-system --values /{values_path} --ca-file /{} --kubeconfig /etc/kubernetes/admin.conf",
         render::containerd::CA_PATH
+    ));
+    // Done when every node is Ready and every addon runs everywhere it should
+    // (the kube-system workloads: CoreDNS, Calico, NodeLocal DNSCache,
+    // metrics-server, kubelet-csr-approver).
+    steps.push(format!(
+        "{KUBECTL} wait --for=condition=Ready nodes --all --timeout=15m"
+    ));
+    steps.push(format!(
+        "{KUBECTL} -n kube-system rollout status daemonset --timeout=15m"
+    ));
+    steps.push(format!(
+        "{KUBECTL} -n kube-system rollout status deployment --timeout=15m"
     ));
 
     let have: BTreeSet<String> = bundle.images.iter().map(|r| r.to_string()).collect();

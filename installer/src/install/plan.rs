@@ -261,6 +261,8 @@ pub fn plan(
         if n.name == control_planes[0].name {
             render::kubeadm::init(&cluster, n, &mut files);
             node_steps.push(Phase::Init, render::kubeadm::INIT);
+            // Nodes that join later need the token alive (it lives 24h from init).
+            node_steps.push(Phase::Join, render::kubeadm::token_refresh(&token));
             files.extend(addon_files.clone());
             node_steps.extend(Phase::Addons, addon_steps.iter().cloned());
         } else {

@@ -42,6 +42,16 @@ pub const INIT: &str = "test -f /etc/kubernetes/admin.conf || kubeadm init --con
 /// kubelet.conf).
 pub const JOIN: &str = "test -f /etc/kubernetes/kubelet.conf || kubeadm join --config /etc/kubernetes/ferry/kubeadm-join.yaml";
 
+/// The step on the first control plane that makes the bootstrap token valid
+/// for joins again (it lives 24 hours from `kubeadm init`): the same token (the
+/// join configurations name it), deleted if it still exists and created anew.
+pub fn token_refresh(token: &str) -> String {
+    let id = token.split('.').next().unwrap_or(token);
+    format!(
+        "kubeadm token delete {id} --kubeconfig /etc/kubernetes/admin.conf >/dev/null 2>&1; kubeadm token create {token} --ttl 24h0m0s --kubeconfig /etc/kubernetes/admin.conf"
+    )
+}
+
 /// Where the kubeadm patches of a control plane live.
 const PATCHES: &str = "etc/kubernetes/ferry/patches";
 
