@@ -177,10 +177,10 @@ impl Target<'_> {
 
     /// The files whose digest or mode differs on the node, the plan it last
     /// completed (empty: none), and whether an install ever began there.
-    fn compare(&self) -> anyhow::Result<(Vec<&Planned>, String, bool)> {
+    fn compare(&self) -> anyhow::Result<(Vec<&Planned>, String, bool, i64)> {
         let list: String = self.files.iter().map(|f| format!("{}\n", f.path)).collect();
         let script = format!(
-            "while IFS= read -r f; do if [ -f \"$f\" ]; then printf '%s %s %s\\n' \"$(sha256sum < \"$f\" | cut -c1-64)\" \"$(stat -c %a \"$f\")\" \"$f\"; fi; done; printf 'installed %s\\n' \"$(cat {MARKER} 2>/dev/null)\"; [ ! -e {BEGUN} ] || echo begun"
+            "while IFS= read -r f; do if [ -f \"$f\" ]; then printf '%s %s %s\\n' \"$(sha256sum < \"$f\" | cut -c1-64)\" \"$(stat -c %a \"$f\")\" \"$f\"; fi; done; printf 'installed %s\\n' \"$(cat {MARKER} 2>/dev/null)\"; [ ! -e {BEGUN} ] || echo begun; echo \"clock $(date +%s)\""
         );
         let out = self.run(
             "reading what it holds",
@@ -190,7 +190,12 @@ impl Target<'_> {
         let mut have: HashMap<&str, (&str, u32)> = HashMap::new();
         let mut marker = String::new();
         let mut begun = false;
+        let mut clock = 0;
         for line in out.lines() {
+            if let Some(t) = line.strip_prefix("clock ") {
+                clock = t.trim().parse().unwrap_or(0);
+                continue;
+            }
             if line == "begun" {
                 begun = true;
                 continue;
@@ -210,7 +215,7 @@ impl Target<'_> {
             .iter()
             .filter(|f| have.get(f.path.as_str()) != Some(&(f.digest.hex(), f.mode)))
             .collect();
-        Ok((differ, marker, begun))
+        Ok((differ, marker, begun, clock))
     }
 
     /// Sends one file: to a temporary name, then renamed into place.
@@ -361,8 +366,13 @@ pub fn apply(
     // whether a node not installed yet offers what the plan needs.
     let inspected = Mutex::new(BTreeMap::new());
     let problems = Mutex::new(Vec::new());
+    let clocks = Mutex::new(Vec::new());
     let errors = parallel(&targets, opts.jobs, |t| {
-        let (differ, marker, begun) = t.compare()?;
+        let (differ, marker, begun, clock) = t.compare()?;
+        clocks
+            .lock()
+            .expect("lock")
+            .push((t.node.name.clone(), clock));
         // A node where an install began runs our services: its ports are ours.
         if !begun {
             let out = t.run(
@@ -395,6 +405,7 @@ pub fn apply(
     });
     fail(errors, "nothing was changed on any node")?;
     let mut problems = problems.into_inner().expect("lock");
+    problems.extend(super::preflight::skew(&clocks.into_inner().expect("lock")));
     if !problems.is_empty() {
         problems.sort();
         bail!(

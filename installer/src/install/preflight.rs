@@ -3,8 +3,9 @@
 //! for, the OS programs the plan and kubeadm need (kubeadm 1.31's own preflight
 //! refuses a node without conntrack; kube-proxy in IPVS mode needs ipset and
 //! ipvsadm; HA control planes need haproxy and keepalived), the ports the
-//! node's services will take, and room in /var/lib. Swap is not a problem here:
-//! the plan turns it off. Every problem is printed, one per line, as `problem: ...`.
+//! node's services will take, and room in /var/lib; and, across the nodes, their
+//! clocks ([`skew`]). Swap is not a problem here: the plan turns it off. Every
+//! problem is printed, one per line, as `problem: ...`.
 
 use super::inventory::{HaMode, Inventory, Node, ProxyMode, RegistryPlace, Role};
 
@@ -59,7 +60,7 @@ pub fn script(inventory: &Inventory, node: &Node) -> String {
         other => other,
     };
     let mut s = format!(
-        "m=$(uname -m); [ \"$m\" = {machine} ] || echo \"problem: the machine is $m, the plan is for {arch}\"\n",
+        "[ \"$(uname -s)\" = Linux ] || echo \"problem: the OS is $(uname -s), not Linux\"\nm=$(uname -m); [ \"$m\" = {machine} ] || echo \"problem: the machine is $m, the plan is for {arch}\"\n",
         arch = node.arch
     );
     for p in programs(inventory, node) {
@@ -80,9 +81,41 @@ pub fn script(inventory: &Inventory, node: &Node) -> String {
     s
 }
 
+/// The most the nodes' clocks may differ by, in seconds (etcd and certificates
+/// suffer beyond it).
+pub const MAX_SKEW: i64 = 30;
+
+/// The problem with the nodes' clocks (`name`, seconds since the epoch), if any.
+pub fn skew(clocks: &[(String, i64)]) -> Option<String> {
+    let min = clocks.iter().min_by_key(|(_, t)| *t)?;
+    let max = clocks.iter().max_by_key(|(_, t)| *t)?;
+    (max.1 - min.1 > MAX_SKEW).then(|| {
+        format!(
+            "the clocks of {} and {} differ by {} s (more than {MAX_SKEW} s): sync them (chrony, NTP)",
+            min.0,
+            max.0,
+            max.1 - min.1
+        )
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn clocks_further_apart_than_the_limit_are_a_problem() {
+        let c = |v: &[(&str, i64)]| {
+            v.iter()
+                .map(|(n, t)| (n.to_string(), *t))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(skew(&c(&[("a", 100), ("b", 120)])), None);
+        assert_eq!(
+            skew(&c(&[("a", 100), ("b", 200), ("c", 150)])).unwrap(),
+            "the clocks of a and b differ by 100 s (more than 30 s): sync them (chrony, NTP)"
+        );
+    }
 
     #[test]
     fn a_busy_port_and_a_missing_program_are_each_a_problem_line() {
