@@ -82,19 +82,7 @@ fn cluster() -> Cluster {
             s.path("known_hosts").display()
         ),
     );
-    s.installer(&["init-cluster", "--nodes", "5"]).success();
-    let mut inv = s
-        .read("cluster.toml")
-        .replace("192.168.10.10\"", &format!("{}\"", nodes.spare_address()))
-        .replace("192.168.10.10:", &format!("{}:", nodes.spare_address()));
-    for (i, n) in NODES.iter().enumerate() {
-        inv = inv.replace(
-            &format!("192.168.10.1{}\"", i + 1),
-            &format!("{}\"", nodes.node(n).address),
-        );
-    }
-    assert!(!inv.contains("192.168.10."), "{inv}");
-    s.write("cluster.toml", &inv);
+    common::cluster::inventory_on(&s, &nodes, &NODES);
     let c = Cluster {
         s,
         nodes,
@@ -533,12 +521,7 @@ fn a_single_node_installs_itself_without_ssh() {
     let s = Session::new();
     let nodes = Nodes::new(&["node1"]);
     let node = nodes.node("node1");
-    s.installer(&["init-cluster", "--nodes", "1"]).success();
-    s.write(
-        "cluster.toml",
-        &s.read("cluster.toml")
-            .replace("192.168.10.11", &node.address.to_string()),
-    );
+    common::cluster::inventory_on(&s, &nodes, &["node1"]);
     // ferry-installer runs on the node itself, which starts empty; there is no sshd
     // anywhere, so anything but the local transport would fail.
     let images: Vec<String> = common::cluster::images()

@@ -350,3 +350,23 @@ fn release() -> PathBuf {
         writeln!(f, "made by tests/common/cluster.rs once per test run").unwrap();
     })
 }
+
+/// `init-cluster --nodes N` in `s` for the test nodes `names`, in order: their
+/// addresses for the example's, and a spare address of their network for its VIP.
+pub fn inventory_on(s: &Session, nodes: &ferry_testkit::nodes::Nodes, names: &[&str]) {
+    s.installer(&["init-cluster", "--nodes", &names.len().to_string()])
+        .success();
+    let vip = nodes.spare_address();
+    let mut inv = s
+        .read("cluster.toml")
+        .replace("192.168.10.10\"", &format!("{vip}\""))
+        .replace("192.168.10.10:", &format!("{vip}:"));
+    for (i, n) in names.iter().enumerate() {
+        let address = nodes.node(n).address;
+        inv = inv
+            .replace(&format!("192.168.10.1{}\"", i + 1), &format!("{address}\""))
+            .replace(&format!("192.168.10.1{}:", i + 1), &format!("{address}:"));
+    }
+    assert!(!inv.contains("192.168.10."), "{inv}");
+    s.write("cluster.toml", &inv);
+}

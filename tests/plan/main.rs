@@ -64,22 +64,7 @@ fn world() -> World {
     let site = common::cluster::site();
     let s = Session::new();
     let nodes = Nodes::new(&["master1", "master2", "master3", "worker1"]);
-    s.installer(&["init-cluster", "--nodes", "4"]).success();
-    let mut inv = s
-        .read("cluster.toml")
-        .replace("192.168.10.10\"", &format!("{}\"", nodes.spare_address()))
-        .replace("192.168.10.10:", &format!("{}:", nodes.spare_address()));
-    for (i, n) in ["master1", "master2", "master3", "worker1"]
-        .iter()
-        .enumerate()
-    {
-        inv = inv.replace(
-            &format!("192.168.10.1{}\"", i + 1),
-            &format!("{}\"", nodes.node(n).address),
-        );
-    }
-    assert!(!inv.contains("192.168.10."), "{inv}");
-    s.write("cluster.toml", &inv);
+    common::cluster::inventory_on(&s, &nodes, &["master1", "master2", "master3", "worker1"]);
     World {
         s,
         images: common::cluster::images(),
