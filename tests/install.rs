@@ -516,13 +516,14 @@ fn reset_removes_what_install_put_on_a_node_and_nothing_else() {
 }
 
 #[test]
-fn a_single_node_installs_itself_without_ssh() {
-    let site = common::cluster::site();
+fn a_single_node_installs_itself_from_the_bundle_without_ssh() {
+    let (bundle, key) = common::cluster::bundle();
     let s = Session::new();
     let nodes = Nodes::new(&["node1"]);
     let node = nodes.node("node1");
     common::cluster::inventory_on(&s, &nodes, &["node1"]);
-    // ferry-installer runs on the node itself, which starts empty; there is no sshd
+    // ferry-installer runs on the node itself, which starts empty, with the signed
+    // bundle (verified and unpacked into a store of its own); there is no sshd
     // anywhere, so anything but the local transport would fail.
     let images: Vec<String> = common::cluster::images()
         .into_iter()
@@ -534,10 +535,11 @@ fn a_single_node_installs_itself_without_ssh() {
         .collect();
     let pki = "/etc/kubernetes/pki/etcd";
     let script = format!(
-        "cd '{dir}'\n'{bin}' install cluster.toml --store '{site}' --pki pki || exit 1\n{pulls}\nfor i in $(seq 50); do ETCDCTL_API=3 etcdctl --endpoints=https://{addr}:2379 --cacert={pki}/ca.crt --cert={pki}/healthcheck-client.crt --key={pki}/healthcheck-client.key endpoint health && break; sleep 0.3; done\n'{bin}' install cluster.toml --store '{site}' --pki pki\n",
+        "cd '{dir}'\n'{bin}' install cluster.toml --bundle '{bundle}' --key '{key}' --store store --pki pki || exit 1\n{pulls}\nfor i in $(seq 50); do ETCDCTL_API=3 etcdctl --endpoints=https://{addr}:2379 --cacert={pki}/ca.crt --cert={pki}/healthcheck-client.crt --key={pki}/healthcheck-client.key endpoint health && break; sleep 0.3; done\n'{bin}' install cluster.toml --store store --pki pki\n",
         dir = s.dir.path().display(),
         bin = common::bin_path("ferry-installer").display(),
-        site = site.display(),
+        bundle = bundle.display(),
+        key = key.display(),
         pulls = pulls.join("\n"),
         addr = node.address,
     );

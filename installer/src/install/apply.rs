@@ -175,9 +175,10 @@ impl Target<'_> {
         Ok(stdout)
     }
 
-    /// The files whose digest or mode differs on the node, the plan it last
-    /// completed (empty: none), and whether an install ever began there.
-    fn compare(&self) -> anyhow::Result<(Vec<&Planned>, String, bool, i64)> {
+    /// The files (indices into `files`) whose digest or mode differs on the node,
+    /// the plan it last completed (empty: none), whether an install ever began
+    /// there, and its clock.
+    fn compare(&self) -> anyhow::Result<(Vec<usize>, String, bool, i64)> {
         let list: String = self.files.iter().map(|f| format!("{}\n", f.path)).collect();
         let script = format!(
             "while IFS= read -r f; do if [ -f \"$f\" ]; then printf '%s %s %s\\n' \"$(sha256sum < \"$f\" | cut -c1-64)\" \"$(stat -c %a \"$f\")\" \"$f\"; fi; done; printf 'installed %s\\n' \"$(cat {MARKER} 2>/dev/null)\"; [ ! -e {BEGUN} ] || echo begun; echo \"clock $(date +%s)\""
@@ -213,7 +214,9 @@ impl Target<'_> {
         let differ = self
             .files
             .iter()
-            .filter(|f| have.get(f.path.as_str()) != Some(&(f.digest.hex(), f.mode)))
+            .enumerate()
+            .filter(|(_, f)| have.get(f.path.as_str()) != Some(&(f.digest.hex(), f.mode)))
+            .map(|(i, _)| i)
             .collect();
         Ok((differ, marker, begun, clock))
     }
@@ -388,15 +391,6 @@ pub fn apply(
             }
         }
         let done = marker == t.plan.to_string();
-        let differ: Vec<usize> = differ
-            .iter()
-            .map(|f| {
-                t.files
-                    .iter()
-                    .position(|g| std::ptr::eq(g, *f))
-                    .expect("a planned file")
-            })
-            .collect();
         inspected
             .lock()
             .expect("lock")
