@@ -388,7 +388,7 @@ fn an_unknown_host_key_or_a_failed_preflight_is_refused_before_anything_changes(
     c.s.write("known_hosts", &known);
     untouched(&c);
 
-    // worker2's kubelet port is taken.
+    // Preflight: every problem of every node at once. worker2's kubelet port is taken;
     let mut listener = Command::new("ip")
         .args(["netns", "exec", &c.nodes.node("worker2").netns, "python3", "-c"])
         .arg(format!(
@@ -402,13 +402,34 @@ fn an_unknown_host_key_or_a_failed_preflight_is_refused_before_anything_changes(
         assert!(Instant::now() < deadline, "the listener did not start");
         std::thread::sleep(Duration::from_millis(100));
     }
+    // master3 lacks keepalived (hidden in its view), and worker1's network does not
+    // let it reach the registry node.
+    c.ok("master3", "mount --bind /dev/null /usr/sbin/keepalived");
+    let blocked = Command::new("ip")
+        .args(["netns", "exec", &c.nodes.node("worker1").netns])
+        .args([
+            "iptables", "-A", "OUTPUT", "-p", "tcp", "--dport", "22", "-d",
+        ])
+        .arg(c.addr("master1"))
+        .args(["-j", "REJECT"])
+        .status()
+        .unwrap();
+    assert!(blocked.success());
     let line = c.install(&[]).failure().error_line().to_string();
     let _ = listener.kill();
     let _ = listener.wait();
-    assert!(
-        line.contains("preflight: worker2: port 10250 (for the kubelet) is taken; nothing was changed on any node"),
-        "{line}"
-    );
+    for want in [
+        "preflight: ",
+        "master3: keepalived is not installed (the OS package keepalived)",
+        &format!(
+            "worker1: cannot reach the registry node master1 ({} port 22)",
+            c.addr("master1")
+        ),
+        "worker2: port 10250 (for the kubelet) is taken",
+        "; nothing was changed on any node",
+    ] {
+        assert!(line.contains(want), "{want:?} in {line}");
+    }
     untouched(&c);
 }
 

@@ -3,7 +3,8 @@
 //! for, the OS programs the plan and kubeadm need (kubeadm 1.31's own preflight
 //! refuses a node without conntrack; kube-proxy in IPVS mode needs ipset and
 //! ipvsadm; HA control planes need haproxy and keepalived), the ports the
-//! node's services will take, and room in /var/lib; and, across the nodes, their
+//! node's services will take, room in /var/lib, and that the node reaches the
+//! registry node (or the site's registry); and, across the nodes, their
 //! clocks ([`skew`]). Swap is not a problem here: the plan turns it off. Every
 //! problem is printed, one per line, as `problem: ...`.
 
@@ -52,6 +53,26 @@ fn programs(inventory: &Inventory, node: &Node) -> Vec<&'static str> {
     out
 }
 
+/// The host and port of an `https://` URL (443 when it names none).
+fn host_port(url: &str) -> (String, u16) {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let authority = rest.split('/').next().unwrap_or_default();
+    let (host, port) = match authority.strip_prefix('[') {
+        Some(v6) => match v6.split_once(']') {
+            Some((h, p)) => (h, p.strip_prefix(':')),
+            None => (v6, None),
+        },
+        None => match authority.rsplit_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (authority, None),
+        },
+    };
+    (
+        host.to_string(),
+        port.and_then(|p| p.parse().ok()).unwrap_or(443),
+    )
+}
+
 /// The script that checks `node`; it prints `problem: ...` lines and nothing else.
 pub fn script(inventory: &Inventory, node: &Node) -> String {
     let machine = match node.arch.as_str() {
@@ -77,6 +98,29 @@ pub fn script(inventory: &Inventory, node: &Node) -> String {
         "free=$(df -Pk /var/lib | awk 'NR==2 {{print $4}}'); [ \"${{free:-0}}\" -ge {MIN_FREE_KIB} ] || echo \"problem: /var/lib has $((${{free:-0}} / 1024)) MiB free, at least {} MiB are needed\"\n",
         MIN_FREE_KIB / 1024
     ));
+    // The registry's port is not served yet: the registry node's SSH port tells
+    // whether the network lets this node reach it at all.
+    let registry = match &inventory.registry {
+        RegistryPlace::Node { node: r, .. } if r != &node.name => {
+            inventory.nodes.iter().find(|n| &n.name == r).map(|n| {
+                (
+                    format!("the registry node {}", n.name),
+                    n.address.to_string(),
+                    n.ssh.port,
+                )
+            })
+        }
+        RegistryPlace::External { url, .. } => {
+            let (host, port) = host_port(url);
+            Some((format!("the registry {url}"), host, port))
+        }
+        _ => None,
+    };
+    if let Some((what, host, port)) = registry {
+        s.push_str(&format!(
+            "if command -v bash >/dev/null 2>&1; then timeout 5 bash -c 'exec 3<>/dev/tcp/{host}/{port}' 2>/dev/null || echo 'problem: cannot reach {what} ({host} port {port})'; fi\n"
+        ));
+    }
     s.push_str("true\n");
     s
 }
@@ -102,6 +146,23 @@ pub fn skew(clocks: &[(String, i64)]) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_registry_url_gives_its_host_and_port() {
+        assert_eq!(
+            host_port("https://harbor.site/k8s"),
+            ("harbor.site".into(), 443)
+        );
+        assert_eq!(
+            host_port("https://10.0.0.5:5000"),
+            ("10.0.0.5".into(), 5000)
+        );
+        assert_eq!(
+            host_port("https://[fd00::5]:5000/x"),
+            ("fd00::5".into(), 5000)
+        );
+        assert_eq!(host_port("https://[fd00::5]"), ("fd00::5".into(), 443));
+    }
 
     #[test]
     fn clocks_further_apart_than_the_limit_are_a_problem() {
