@@ -178,3 +178,57 @@ impl ferry::progress::Progress for Report {
         self.add(n);
     }
 }
+
+/// One line per node for a run over many nodes (`ferry-installer install`): on a
+/// terminal a spinner per node showing what it is doing now; otherwise one plain
+/// line per event, `node: what`; nothing with `--quiet`.
+pub struct NodeLines {
+    bars: Option<(
+        indicatif::MultiProgress,
+        Mutex<std::collections::BTreeMap<String, ProgressBar>>,
+    )>,
+    quiet: bool,
+}
+
+impl NodeLines {
+    pub fn new(quiet: bool) -> NodeLines {
+        let bars = (!quiet && std::io::stderr().is_terminal()).then(|| {
+            (
+                indicatif::MultiProgress::new(),
+                Mutex::new(std::collections::BTreeMap::new()),
+            )
+        });
+        NodeLines { bars, quiet }
+    }
+
+    /// `node` is now doing `what`.
+    pub fn step(&self, node: &str, what: &str) {
+        match &self.bars {
+            Some((multi, bars)) => {
+                let mut bars = bars.lock().expect("the node lines");
+                let bar = bars.entry(node.to_string()).or_insert_with(|| {
+                    let bar = multi.add(ProgressBar::new_spinner());
+                    bar.set_style(
+                        ProgressStyle::with_template("{spinner} {prefix:12} {wide_msg}")
+                            .expect("a valid template"),
+                    );
+                    bar.set_prefix(node.to_string());
+                    bar.enable_steady_tick(Duration::from_millis(120));
+                    bar
+                });
+                bar.set_message(what.to_string());
+            }
+            None if !self.quiet => eprintln!("{node}: {what}"),
+            None => {}
+        }
+    }
+
+    /// Every node's line stays with its last words.
+    pub fn finish(&self) {
+        if let Some((_, bars)) = &self.bars {
+            for bar in bars.lock().expect("the node lines").values() {
+                bar.finish();
+            }
+        }
+    }
+}

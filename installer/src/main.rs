@@ -262,26 +262,35 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             dry_run,
             jobs,
             quiet,
-        } => install(
-            &inventory,
-            &ferry_installer::install::commands::InstallArgs {
-                bundle: bundle.zip(key),
-                store,
-                pki,
-                state,
-                quiet,
-                options: ferry_installer::install::apply::Options {
-                    dry_run,
-                    jobs,
-                    ssh: ferry_installer::install::transport::SshOptions {
-                        config: ssh_config,
-                        accept_new_host_keys,
-                        control_dir: std::env::temp_dir()
-                            .join(format!("ferry-ssh-{}", std::process::id())),
+        } => {
+            let lines = std::sync::Arc::new(ferry_cli::progress::NodeLines::new(quiet));
+            let result = install(
+                &inventory,
+                &ferry_installer::install::commands::InstallArgs {
+                    bundle: bundle.zip(key),
+                    store,
+                    pki,
+                    state,
+                    quiet,
+                    options: ferry_installer::install::apply::Options {
+                        dry_run,
+                        jobs,
+                        on_step: {
+                            let lines = std::sync::Arc::clone(&lines);
+                            Box::new(move |node: &str, what: &str| lines.step(node, what))
+                        },
+                        ssh: ferry_installer::install::transport::SshOptions {
+                            config: ssh_config,
+                            accept_new_host_keys,
+                            control_dir: std::env::temp_dir()
+                                .join(format!("ferry-ssh-{}", std::process::id())),
+                        },
                     },
                 },
-            },
-        ),
+            );
+            lines.finish();
+            result
+        }
         Command::Reset {
             inventory,
             nodes,

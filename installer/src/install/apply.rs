@@ -25,12 +25,17 @@ const BEGUN: &str = "/var/lib/ferry/begun";
 /// Where the registry node keeps the store.
 const REMOTE_STORE: &str = "/var/lib/ferry/store";
 
+/// What a node is doing now: `(node, what)`.
+pub type OnStep = Box<dyn Fn(&str, &str) + Send + Sync>;
+
 /// How to apply.
 pub struct Options {
     pub dry_run: bool,
     /// Nodes worked on at once.
     pub jobs: usize,
     pub ssh: SshOptions,
+    /// Told each step as it starts (progress).
+    pub on_step: OnStep,
 }
 
 /// One file of a node's plan.
@@ -418,6 +423,9 @@ pub fn apply(
     let errors = parallel(&targets, opts.jobs, |t| {
         let (differ, _) = &inspected[&t.node.name];
         let differ: Vec<&Planned> = differ.iter().map(|i| &t.files[*i]).collect();
+        if !opts.dry_run {
+            (opts.on_step)(&t.node.name, &format!("writing {} file(s)", differ.len()));
+        }
         if opts.dry_run {
             let mut out = format!("{}: {} file(s) would change", t.node.name, differ.len());
             for f in &differ {
@@ -447,7 +455,7 @@ pub fn apply(
         for f in &differ {
             t.send(f)?;
         }
-        eprintln!("{}: {} file(s) written", t.node.name, differ.len());
+        (opts.on_step)(&t.node.name, &format!("{} file(s) written", differ.len()));
         summary.lock().expect("lock").files_sent += differ.len();
         Ok(())
     });
@@ -461,7 +469,7 @@ pub fn apply(
             return Ok(());
         }
         for step in t.steps.of(phase) {
-            eprintln!("{}: [{phase}] {step}", t.node.name);
+            (opts.on_step)(&t.node.name, &format!("[{phase}] {step}"));
             t.run(&format!("[{phase}]"), step, Input::None)?;
             summary.lock().expect("lock").steps_run += 1;
         }
@@ -518,6 +526,7 @@ pub fn apply(
     });
     fail(errors, &rerun)?;
     for t in &targets {
+        (opts.on_step)(&t.node.name, if t.changed { "done" } else { "unchanged" });
         t.transport.close();
         let mut s = summary.lock().expect("lock");
         if t.changed {
