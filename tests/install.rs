@@ -402,9 +402,10 @@ fn an_unknown_host_key_or_a_failed_preflight_is_refused_before_anything_changes(
         assert!(Instant::now() < deadline, "the listener did not start");
         std::thread::sleep(Duration::from_millis(100));
     }
-    // master3 lacks keepalived (hidden in its view), and worker1's network does not
-    // let it reach the registry node.
+    // master2 has swap on, master3 lacks keepalived (hidden in its view), and
+    // worker1's network does not let it reach the registry node.
     c.ok("master3", "mount --bind /dev/null /usr/sbin/keepalived");
+    c.ok("master2", "echo /dev/vdb > /etc/ferry-test-swap");
     let blocked = Command::new("ip")
         .args(["netns", "exec", &c.nodes.node("worker1").netns])
         .args([
@@ -420,6 +421,7 @@ fn an_unknown_host_key_or_a_failed_preflight_is_refused_before_anything_changes(
     let _ = listener.wait();
     for want in [
         "preflight: ",
+        "master2: swap is on (/dev/vdb): the kubelet needs it off",
         "master3: keepalived is not installed (the OS package keepalived)",
         &format!(
             "worker1: cannot reach the registry node master1 ({} port 22)",

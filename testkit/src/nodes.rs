@@ -211,7 +211,7 @@ impl Node {
         self.command(
             None,
             &format!(
-                "set -e\nmount -t tmpfs tmpfs /usr/local\nmkdir -p /usr/local/sbin /usr/local/bin\ncp -a '{}/.' /usr/local/sbin/\nmount -t tmpfs tmpfs /root\nset +e\n{script}",
+                "set -e\nmount -t tmpfs tmpfs /usr/local\nmkdir -p /usr/local/sbin /usr/local/bin\ncp -a '{}/.' /usr/local/sbin/\nmount -t tmpfs tmpfs /root\nexport PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\nset +e\n{script}",
                 standins.display()
             ),
         )

@@ -5,8 +5,9 @@
 //! ipvsadm; HA control planes need haproxy and keepalived), the ports the
 //! node's services will take, room in /var/lib, and that the node reaches the
 //! registry node (or the site's registry); and, across the nodes, their
-//! clocks ([`skew`]). Swap is not a problem here: the plan turns it off. Every
-//! problem is printed, one per line, as `problem: ...`.
+//! clocks ([`skew`]). Swap on is refused, as kubeadm's own preflight does (the
+//! plan also turns it off, for good measure). Every problem is printed, one per
+//! line, as `problem: ...`.
 
 use super::inventory::{HaMode, Inventory, Node, ProxyMode, RegistryPlace, Role};
 
@@ -83,6 +84,10 @@ pub fn script(inventory: &Inventory, node: &Node) -> String {
     let mut s = format!(
         "[ \"$(uname -s)\" = Linux ] || echo \"problem: the OS is $(uname -s), not Linux\"\nm=$(uname -m); [ \"$m\" = {machine} ] || echo \"problem: the machine is $m, the plan is for {arch}\"\n",
         arch = node.arch
+    );
+    // kubeadm's preflight refuses swap, and the kubelet will not start with it.
+    s.push_str(
+        "sw=$(swapon --noheadings --show=NAME 2>/dev/null | tr '\\n' ' ' | sed 's/ *$//'); [ -z \"$sw\" ] || echo \"problem: swap is on ($sw): the kubelet needs it off: swapoff -a, and take it out of /etc/fstab\"\n",
     );
     for p in programs(inventory, node) {
         s.push_str(&format!(
