@@ -114,11 +114,11 @@ impl Transport {
         let mut child = cmd
             .spawn()
             .context("starting ssh (is the OpenSSH client installed?)")?;
-        let mut stdin = child.stdin.take();
-        // Feeding and reading at once: a large file must not fill the pipes both ways.
-        let feeder = std::thread::scope(|scope| -> anyhow::Result<()> {
-            let writer = scope.spawn(|| -> std::io::Result<()> {
-                if let Some(mut w) = stdin.take() {
+        let stdin = child.stdin.take();
+        // Feeding and reading at once: neither side may wait on a full pipe.
+        let (out, fed) = std::thread::scope(|scope| {
+            let writer = scope.spawn(move || -> std::io::Result<()> {
+                if let Some(mut w) = stdin {
                     match input {
                         Input::None => {}
                         Input::Bytes(b) => w.write_all(b)?,
@@ -130,21 +130,17 @@ impl Transport {
                 }
                 Ok(())
             });
-            writer
-                .join()
-                .map_err(|_| anyhow::anyhow!("feeding a node panicked"))?
-                .or_else(|e| {
-                    // The far side may close early (and say why on stderr).
-                    if e.kind() == std::io::ErrorKind::BrokenPipe {
-                        Ok(())
-                    } else {
-                        Err(e)
-                    }
-                })
-                .context("sending to the node")
+            let out = child.wait_with_output();
+            (out, writer.join())
         });
-        let out = child.wait_with_output().context("waiting for the node")?;
-        feeder?;
+        let out = out.context("waiting for the node")?;
+        match fed.map_err(|_| anyhow::anyhow!("feeding a node panicked"))? {
+            // The far side may stop reading early (and say why on stderr).
+            Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+                return Err(e).context("sending to the node")
+            }
+            _ => {}
+        }
         Ok(out)
     }
 
@@ -194,6 +190,13 @@ mod tests {
             String::from_utf8_lossy(&out.stdout),
             "echo 'it''s' \"$HOME\""
         );
+    }
+
+    #[test]
+    fn a_large_input_and_output_at_once_do_not_deadlock() {
+        let input = vec![b'x'; 4 << 20];
+        let out = Transport::Local.run("cat", Input::Bytes(&input)).unwrap();
+        assert_eq!(out.stdout.len(), input.len());
     }
 
     #[test]
