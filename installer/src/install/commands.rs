@@ -92,10 +92,11 @@ pub struct InstallArgs {
 
 /// Verifies and unpacks the bundle (if given), plans into `STATE/plan`, applies.
 pub fn install(inventory: &Path, args: &InstallArgs) -> anyhow::Result<(Planned, Summary)> {
+    // A bad inventory is said before a long unpack.
+    let inv = Inventory::load(inventory)?;
     if let Some((bundle, key)) = &args.bundle {
         crate::bundle::unpack(bundle, key, &args.store, args.quiet)?;
     }
-    let inv = Inventory::load(inventory)?;
     let state = state_dir(inventory, &inv, args.state.clone());
     let out = state.join("plan");
     let planned = plan(inventory, &args.store, &out, &args.pki, Some(state))?;
