@@ -115,6 +115,9 @@ they run. What it lacks is named, and nothing is written.")]
         /// beside the inventory].
         #[arg(long, value_name = "DIR")]
         state: Option<PathBuf>,
+        /// The release to plan (NAME:VERSION, as inspect shows it) when the store holds several.
+        #[arg(long, value_name = "NAME:VERSION")]
+        release: Option<String>,
     },
     /// Install the cluster: verify and unpack the bundle, plan, apply to every node.
     #[command(after_help = "\
@@ -132,9 +135,12 @@ STATE/logs/<node>.log.")]
     Install {
         /// The cluster inventory (see init-cluster).
         inventory: PathBuf,
-        /// The bundle to verify and unpack into --store first.
+        /// The bundle to verify and unpack into --store first: the release installed.
         #[arg(long, requires = "key", value_name = "FILE")]
         bundle: Option<PathBuf>,
+        /// Without --bundle: the release to install (NAME:VERSION) when the store holds several.
+        #[arg(long, value_name = "NAME:VERSION", conflicts_with = "bundle")]
+        release: Option<String>,
         /// The release's public key (minisign format), for --bundle.
         #[arg(long, value_name = "FILE")]
         key: Option<PathBuf>,
@@ -249,10 +255,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             out,
             pki,
             state,
-        } => plan(&inventory, &store, &out, &pki, state),
+            release,
+        } => plan(&inventory, &store, &out, &pki, state, release.as_deref()),
         Command::Install {
             inventory,
             bundle,
+            release,
             key,
             store,
             pki,
@@ -268,6 +276,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 &inventory,
                 &ferry_installer::install::commands::InstallArgs {
                     bundle: bundle.zip(key),
+                    release,
                     store,
                     pki,
                     state,
@@ -349,8 +358,10 @@ fn plan(
     out: &std::path::Path,
     pki: &std::path::Path,
     state: Option<PathBuf>,
+    release: Option<&str>,
 ) -> anyhow::Result<()> {
-    let planned = ferry_installer::install::commands::plan(inventory, store, out, pki, state)?;
+    let planned =
+        ferry_installer::install::commands::plan(inventory, store, out, pki, state, release)?;
     println!(
         "planned {} node(s) into {}: review, then install",
         planned.nodes,

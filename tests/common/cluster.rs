@@ -225,9 +225,15 @@ pub fn site() -> PathBuf {
     release().join("site")
 }
 
-/// The same release without [`LEFT_OUT`], built with `--allow-missing-images`.
+/// The same release without [`LEFT_OUT`] (version 1.0.1), built with
+/// `--allow-missing-images`.
 pub fn site_lacking() -> PathBuf {
     release().join("site-lacking")
+}
+
+/// The bundle of the release without [`LEFT_OUT`] (test:1.0.1; the full one is test:1.0.0).
+pub fn bundle_lacking() -> PathBuf {
+    release().join("lacking.tar.zst")
 }
 
 /// The release's signed bundle and its public key.
@@ -294,7 +300,11 @@ fn release() -> PathBuf {
         // The same release without one image the addons run.
         s.write(
             "lacking.toml",
-            &text.replace(&format!("  \"{LEFT_OUT}\",\n"), ""),
+            &text.replace(&format!("  \"{LEFT_OUT}\",\n"), "").replacen(
+                "version = \"1.0.0\"",
+                "version = \"1.0.1\"",
+                1,
+            ),
         );
         let rule = |host| Rule {
             host,
@@ -343,7 +353,7 @@ fn release() -> PathBuf {
             lacking.to_str().unwrap(),
         ])
         .success();
-        for f in ["b.tar.zst", "k.pub"] {
+        for f in ["b.tar.zst", "lacking.tar.zst", "k.pub"] {
             std::fs::copy(s.path(f), dir.join(f)).unwrap();
         }
         let mut f = std::fs::File::create(dir.join("README")).unwrap();

@@ -151,3 +151,53 @@ fn an_image_an_addon_runs_that_the_bundle_lacks_is_refused_by_name() {
     );
     assert!(!w.s.path("plan").exists(), "a refused plan left files");
 }
+
+#[test]
+fn a_store_with_two_releases_plans_the_one_named() {
+    let w = world();
+    let s = &w.s;
+    let (bundle, key) = common::cluster::bundle();
+    for b in [bundle, common::cluster::bundle_lacking()] {
+        s.installer(&[
+            "unpack",
+            b.to_str().unwrap(),
+            "--key",
+            key.to_str().unwrap(),
+            "--store",
+            "two",
+        ])
+        .success();
+    }
+    let plan = |release: Option<&str>| {
+        let mut args = vec![
+            "plan",
+            "cluster.toml",
+            "--store",
+            "two",
+            "--out",
+            "plan",
+            "--pki",
+            "pki",
+        ];
+        if let Some(r) = release {
+            args.extend(["--release", r]);
+        }
+        s.installer(&args)
+    };
+    let line = plan(None).failure().error_line().to_string();
+    assert!(
+        line.contains(
+            "holds releases test:1.0.0, test:1.0.1: choose one with --release NAME:VERSION"
+        ),
+        "{line}"
+    );
+    plan(Some("test:1.0.0")).success();
+    // The other release is the one without calico/node: planning it says so.
+    let line = plan(Some("test:1.0.1")).failure().error_line().to_string();
+    assert!(line.contains(common::cluster::LEFT_OUT), "{line}");
+    let line = plan(Some("test:2.0.0")).failure().error_line().to_string();
+    assert!(
+        line.contains("holds no release test:2.0.0 (it holds test:1.0.0, test:1.0.1)"),
+        "{line}"
+    );
+}

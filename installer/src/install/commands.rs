@@ -35,6 +35,7 @@ pub fn plan(
     out: &Path,
     pki: &Path,
     state: Option<PathBuf>,
+    release: Option<&str>,
 ) -> anyhow::Result<Planned> {
     let inv = Inventory::load(inventory)?;
     let store = ferry::store::Store::open(store)?;
@@ -69,7 +70,7 @@ pub fn plan(
             anyhow::bail!("registry: url {url} needs ca, the CA file its certificate chains to")
         }
     };
-    let contents = Contents::read(&store)?;
+    let contents = Contents::read(&store, release)?;
     let plans = plan::plan(&inv, &contents, &ca_pem, registry_tls.as_ref(), &state)?;
     plan::write(out, &contents, &plans)?;
     Ok(Planned {
@@ -81,8 +82,11 @@ pub fn plan(
 
 /// What `install` is given besides the inventory.
 pub struct InstallArgs {
-    /// A bundle to verify and unpack into `store` first, with its public key.
+    /// A bundle to verify and unpack into `store` first, with its public key: the
+    /// release installed.
     pub bundle: Option<(PathBuf, PathBuf)>,
+    /// The release to install (`NAME:VERSION`) when the store holds several.
+    pub release: Option<String>,
     pub store: PathBuf,
     pub pki: PathBuf,
     pub state: Option<PathBuf>,
@@ -94,12 +98,24 @@ pub struct InstallArgs {
 pub fn install(inventory: &Path, args: &InstallArgs) -> anyhow::Result<(Planned, Summary)> {
     // A bad inventory is said before a long unpack.
     let inv = Inventory::load(inventory)?;
+    let mut release = args.release.clone();
     if let Some((bundle, key)) = &args.bundle {
         crate::bundle::unpack(bundle, key, &args.store, args.quiet)?;
+        // Verified just now, by unpack.
+        let (head, _) = ferry::archive::read_head_of(bundle, None)
+            .with_context(|| format!("reading {}", bundle.display()))?;
+        release = Some(format!("{}:{}", head.manifest.name, head.manifest.version));
     }
     let state = state_dir(inventory, &inv, args.state.clone());
     let out = state.join("plan");
-    let planned = plan(inventory, &args.store, &out, &args.pki, Some(state))?;
+    let planned = plan(
+        inventory,
+        &args.store,
+        &out,
+        &args.pki,
+        Some(state),
+        release.as_deref(),
+    )?;
     let summary = apply::apply(
         &planned.inventory,
         &out,

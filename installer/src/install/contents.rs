@@ -25,8 +25,9 @@ pub struct Contents<'s> {
 }
 
 impl<'s> Contents<'s> {
-    /// Reads the bundle records and `index.json` of `store`.
-    pub fn read(store: &'s Store) -> anyhow::Result<Contents<'s>> {
+    /// Reads the bundle records of `store`: those of `release` (`NAME:VERSION`, as
+    /// `inspect` shows a bundle), or of the one release the store holds.
+    pub fn read(store: &'s Store, release: Option<&str>) -> anyhow::Result<Contents<'s>> {
         let records = store.bundle_records()?;
         if records.is_empty() {
             bail!(
@@ -35,6 +36,29 @@ impl<'s> Contents<'s> {
                 store.root().display()
             );
         }
+        let mut manifests = Vec::new();
+        for bytes in &records {
+            manifests
+                .push(BundleManifest::parse(bytes).map_err(|e| anyhow!("a bundle record: {e}"))?);
+        }
+        let releases: BTreeSet<String> = manifests
+            .iter()
+            .map(|m| format!("{}:{}", m.name, m.version))
+            .collect();
+        let chosen = match release {
+            Some(r) if releases.contains(r) => r.to_string(),
+            Some(r) => bail!(
+                "{} holds no release {r} (it holds {})",
+                store.root().display(),
+                releases.iter().cloned().collect::<Vec<_>>().join(", ")
+            ),
+            None if releases.len() == 1 => releases.into_iter().next().expect("one"),
+            None => bail!(
+                "{} holds releases {}: choose one with --release NAME:VERSION",
+                store.root().display(),
+                releases.iter().cloned().collect::<Vec<_>>().join(", ")
+            ),
+        };
         let mut contents = Contents {
             store,
             arches: BTreeSet::new(),
@@ -42,8 +66,10 @@ impl<'s> Contents<'s> {
             files: BTreeMap::new(),
             charts: BTreeMap::new(),
         };
-        for bytes in &records {
-            let m = BundleManifest::parse(bytes).map_err(|e| anyhow!("a bundle record: {e}"))?;
+        for m in manifests
+            .into_iter()
+            .filter(|m| format!("{}:{}", m.name, m.version) == chosen)
+        {
             contents
                 .arches
                 .extend(m.platforms.iter().map(|p| p.architecture.clone()));
@@ -53,15 +79,18 @@ impl<'s> Contents<'s> {
             for c in m.charts {
                 contents.charts.entry(c.name).or_default().insert(c.version);
             }
-        }
-        for name in store.images()?.keys() {
-            if name.starts_with("files/") || name.starts_with("charts/") {
-                continue;
+            for i in m.images {
+                if i.name.starts_with("files/") || i.name.starts_with("charts/") {
+                    continue;
+                }
+                if let Ok(r) = i.name.parse::<Reference>() {
+                    if !contents.images.contains(&r) {
+                        contents.images.push(r);
+                    }
+                }
             }
-            if let Ok(r) = name.parse::<Reference>() {
-                contents.images.push(r);
-            }
         }
+        contents.images.sort_by_key(|r| r.to_string());
         Ok(contents)
     }
 
