@@ -6,7 +6,9 @@
 //! type; a Docker manifest list goes to a client that cannot read lists as its
 //! linux/amd64 manifest. (registry:2 would convert a Docker schema 2 manifest to
 //! signed schema 1 for a client that accepts neither; Ferry serves upstream bytes
-//! only, so that case is 404 MANIFEST_UNKNOWN with a detail saying why.)
+//! only, so that case is 404 MANIFEST_UNKNOWN with a detail saying why.) A client
+//! that sends no `Accept` at all gets the manifest as stored, as distribution v3
+//! answers; a reference that is not a valid tag is 404 MANIFEST_UNKNOWN.
 //!
 //! Pushes check the document, that every blob it references is in the store, and
 //! the digest when pushed by digest; then the manifest is stored as a blob and,
@@ -26,6 +28,8 @@ use super::{names, uploads};
 /// What the client's `Accept` headers allow (registry:2's reading: no q-values).
 #[derive(Default)]
 struct Accepts {
+    /// Whether the client sent any `Accept` at all.
+    any: bool,
     docker_manifest: bool,
     docker_list: bool,
     oci_manifest: bool,
@@ -35,6 +39,7 @@ struct Accepts {
 fn accepts(headers: &HeaderMap) -> Accepts {
     let mut a = Accepts::default();
     for v in headers.get_all(header::ACCEPT) {
+        a.any = true;
         for t in v.to_str().unwrap_or_default().split(',') {
             match t.split(';').next().unwrap_or_default().trim() {
                 media::DOCKER_MANIFEST => a.docker_manifest = true,
@@ -59,6 +64,11 @@ fn negotiate<'a>(
     entry: &'a std::sync::Arc<ManifestEntry>,
     a: &Accepts,
 ) -> Result<&'a std::sync::Arc<ManifestEntry>, ApiError> {
+    // A client that states no preference gets the manifest as stored, with its
+    // own media type (as distribution v3 answers).
+    if !a.any {
+        return Ok(entry);
+    }
     let t = entry.media_type.as_str();
     if t == media::OCI_MANIFEST && !a.oci_manifest {
         return Err(unknown(format!(
@@ -114,9 +124,10 @@ pub fn get(ctx: &Ctx, reference: &str) -> ApiResult {
         cat.manifest(&ctx.repo, &d)
             .ok_or_else(|| unknown(format!("unknown manifest {d}")))?
     } else {
+        // No manifest has such a tag: 404, as registry:2 and the conformance
+        // suite expect, not 400.
         if !names::valid_tag(reference) {
-            return Err(ApiError::new(Code::ManifestInvalid)
-                .detail(format!("{reference:?} is not a valid tag")));
+            return Err(unknown(format!("{reference:?} is not a valid tag")));
         }
         let repo = cat
             .repos
@@ -293,7 +304,7 @@ pub async fn put(ctx: &Ctx, reference: &str, body: Body) -> ApiResult {
     let d = HeaderValue::from_str(&digest.to_string()).expect("digest header");
     h.insert(
         header::LOCATION,
-        HeaderValue::from_str(&format!("/v2/{}/manifests/{digest}", ctx.repo))
+        HeaderValue::from_str(&format!("/v2/{}/manifests/{digest}", ctx.raw_name))
             .expect("a valid name is a header value"),
     );
     h.insert("docker-content-digest", d);

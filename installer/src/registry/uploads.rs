@@ -196,6 +196,8 @@ async fn append(ctx: &Ctx, s: &mut Session, body: Body) -> Result<(), ApiError> 
     Ok(())
 }
 
+/// Where an upload continues: under the name the client used (`library/x`, not
+/// the `docker.io/library/x` it resolves to), as registry:2 answers.
 fn location(repo: &str, id: &str) -> HeaderValue {
     HeaderValue::from_str(&format!("/v2/{repo}/blobs/uploads/{id}"))
         .expect("a valid name is a header value")
@@ -272,7 +274,7 @@ async fn commit(ctx: &Ctx, id: &str, s: &mut Session, want: &Digest) -> ApiResul
     .map_err(ApiError::internal)?
     .map_err(|e| ApiError::internal(format!("committing {want}: {e}")))?;
     uploads.sessions.lock().expect("sessions").remove(id);
-    Ok(created(&ctx.repo, want))
+    Ok(created(&ctx.raw_name, want))
 }
 
 pub async fn start(ctx: &Ctx, body: Body) -> ApiResult {
@@ -280,7 +282,7 @@ pub async fn start(ctx: &Ctx, body: Body) -> ApiResult {
         // Cross-repository mount: the store is one pool, so any present blob mounts.
         if let Ok(d) = m.parse::<Digest>() {
             if ctx.state.store.has_blob(&d) {
-                return Ok(created(&ctx.repo, &d));
+                return Ok(created(&ctx.raw_name, &d));
             }
         }
     }
@@ -296,7 +298,7 @@ pub async fn start(ctx: &Ctx, body: Body) -> ApiResult {
             }
             commit(ctx, &id, &mut g, &d).await
         }
-        None => Ok(progress(&ctx.repo, &id, 0, StatusCode::ACCEPTED)),
+        None => Ok(progress(&ctx.raw_name, &id, 0, StatusCode::ACCEPTED)),
     }
 }
 
@@ -319,7 +321,7 @@ pub async fn patch(ctx: &Ctx, id: &str, body: Body) -> ApiResult {
                     "the upload has {} bytes; a chunk must start there",
                     g.size
                 ))
-                .with_header(header::LOCATION, location(&ctx.repo, id))
+                .with_header(header::LOCATION, location(&ctx.raw_name, id))
                 .with_header(
                     header::RANGE,
                     HeaderValue::from_str(&format!("0-{}", g.size.saturating_sub(1)))
@@ -331,7 +333,7 @@ pub async fn patch(ctx: &Ctx, id: &str, body: Body) -> ApiResult {
         ctx.state.uploads.remove(id, &g.path);
         return Err(e);
     }
-    Ok(progress(&ctx.repo, id, g.size, StatusCode::ACCEPTED))
+    Ok(progress(&ctx.raw_name, id, g.size, StatusCode::ACCEPTED))
 }
 
 pub async fn finish(ctx: &Ctx, id: &str, body: Body) -> ApiResult {
@@ -352,7 +354,7 @@ pub async fn finish(ctx: &Ctx, id: &str, body: Body) -> ApiResult {
 pub async fn status(ctx: &Ctx, id: &str) -> ApiResult {
     let s = ctx.state.uploads.get(id, &ctx.repo)?;
     let g = s.lock().await;
-    Ok(progress(&ctx.repo, id, g.size, StatusCode::NO_CONTENT))
+    Ok(progress(&ctx.raw_name, id, g.size, StatusCode::NO_CONTENT))
 }
 
 pub async fn cancel(ctx: &Ctx, id: &str) -> ApiResult {
