@@ -673,3 +673,82 @@ fn split_bundles_find_their_parts_and_name_the_missing_one() {
     unpack(&s, "k8s.tar.zst.001", "site").success();
     assert_eq!(index_names(&s.path("site")).len(), 3);
 }
+
+/// A tmpfs of `size` mounted at `dir`, unmounted on drop.
+struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    fn mount(dir: std::path::PathBuf, size: &str) -> Tmpfs {
+        std::fs::create_dir_all(&dir).unwrap();
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(&dir)
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "mounting a tmpfs (needs root)");
+        Tmpfs(dir)
+    }
+
+    fn grow(&self, size: &str) {
+        let ok = std::process::Command::new("mount")
+            .args(["-o", &format!("remount,size={size}")])
+            .arg(&self.0)
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok);
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn an_unpack_the_disk_cannot_hold_is_a_local_failure_said_up_front_not_a_bad_bundle() {
+    let s = Session::new();
+    let (bundle, key) = common::cluster::bundle();
+    let small = Tmpfs::mount(s.path("small"), "32m");
+    let run = s
+        .installer(&[
+            "unpack",
+            bundle.to_str().unwrap(),
+            "--key",
+            key.to_str().unwrap(),
+            "--store",
+            "small/store",
+        ])
+        .failure();
+    // Exit 1 (this host's failure), not 3 (a refused bundle).
+    assert_eq!(run.status.code(), Some(1), "{}", run.stderr);
+    let line = run.error_line();
+    assert!(line.contains("small/store: the bundle adds"), "{line}");
+    assert!(
+        line.contains("MiB free: make room or unpack elsewhere"),
+        "{line}"
+    );
+    // Nothing of the bundle was written.
+    let blobs = s.path("small/store/blobs/sha256");
+    assert!(!blobs.exists() || std::fs::read_dir(&blobs).unwrap().count() == 0);
+    // verify of the same bundle is fine, and with room the unpack is too.
+    s.installer(&[
+        "verify",
+        bundle.to_str().unwrap(),
+        "--key",
+        key.to_str().unwrap(),
+    ])
+    .success();
+    small.grow("1g");
+    s.installer(&[
+        "unpack",
+        bundle.to_str().unwrap(),
+        "--key",
+        key.to_str().unwrap(),
+        "--store",
+        "small/store",
+    ])
+    .success();
+}

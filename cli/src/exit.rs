@@ -29,7 +29,7 @@ impl Refused {
     pub fn classify(bundle: &std::path::Path, e: ferry::archive::ArchiveError) -> anyhow::Error {
         use ferry::archive::ArchiveError;
         match e {
-            ArchiveError::Io { .. } | ArchiveError::Store(_) => {
+            ArchiveError::Io { .. } | ArchiveError::Store(_) | ArchiveError::NoSpace { .. } => {
                 anyhow::Error::new(e).context(format!("bundle {}", bundle.display()))
             }
             reason => anyhow::Error::new(Refused {

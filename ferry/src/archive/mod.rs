@@ -139,6 +139,12 @@ pub enum ArchiveError {
     BadManifest(String),
     #[error("the bundle is truncated or corrupt: {0}")]
     Corrupt(String),
+    #[error("{}: the bundle adds {} MiB, the disk has {} MiB free: make room or unpack elsewhere", store.display(), need.div_ceil(1 << 20), free >> 20)]
+    NoSpace {
+        store: PathBuf,
+        need: u64,
+        free: u64,
+    },
     #[error("entry {path} was altered: sha256 {actual}, the manifest says {expected}")]
     Altered {
         path: String,

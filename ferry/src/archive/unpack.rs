@@ -88,24 +88,37 @@ fn kind_name(t: tar::EntryType) -> String {
 }
 
 /// Copies an entry's bytes into `out` while hashing them; returns the digest and length.
+/// Which side of a copy failed: reading the bundle is its fault, writing the
+/// store is this host's (a full disk is not a corrupt bundle).
+enum CopyError {
+    Read(io::Error),
+    Write(io::Error),
+}
+
 fn copy_hashed(
     mut from: impl Read,
     out: &mut dyn Write,
     buf: &mut [u8],
     progress: &dyn Progress,
-) -> io::Result<(Digest, u64)> {
+) -> Result<(Digest, u64), CopyError> {
     let mut hasher = Hasher::new();
     loop {
-        let n = from.read(buf)?;
+        let n = from.read(buf).map_err(CopyError::Read)?;
         if n == 0 {
             break;
         }
         hasher.update(&buf[..n]);
-        out.write_all(&buf[..n])?;
+        out.write_all(&buf[..n]).map_err(CopyError::Write)?;
         progress.advance(n as u64);
     }
     let len = hasher.len();
     Ok((hasher.finish(), len))
+}
+
+/// The bytes free for an unprivileged writer on the filesystem holding `dir`.
+fn free_bytes(dir: &std::path::Path) -> io::Result<u64> {
+    let st = rustix::fs::statvfs(dir)?;
+    Ok(st.f_bavail.saturating_mul(st.f_frsize))
 }
 
 /// Checks a bundle without writing anything. `progress` hears of "verifying" once
@@ -177,6 +190,24 @@ fn run(
         .map(|e| (e.path.as_str(), e))
         .collect();
     let mut seen: HashSet<String> = HashSet::new();
+    if let Some(s) = store {
+        // What this bundle adds, against what the store's disk has: refused up
+        // front with the numbers rather than halfway through.
+        let need: u64 = manifest
+            .entries
+            .iter()
+            .filter(|e| !s.has_blob(&e.sha256))
+            .map(|e| e.size)
+            .sum();
+        let free = free_bytes(s.root()).map_err(ArchiveError::io(s.root()))?;
+        if need > free {
+            return Err(ArchiveError::NoSpace {
+                store: s.root().to_path_buf(),
+                need,
+                free,
+            });
+        }
+    }
     let staging = match store {
         Some(s) => {
             let dir = s.staging_dir(&format!("{}-{}", &head.id.hex()[..16], std::process::id()));
@@ -233,8 +264,15 @@ fn run(
                     let file = File::create(&tmp).map_err(ArchiveError::io(&tmp))?;
                     let mut out = BufWriter::with_capacity(1 << 20, file);
                     let r =
-                        copy_hashed(&mut entry, &mut out, &mut buf, progress).map_err(corrupt)?;
-                    let file = out.into_inner().map_err(|e| corrupt(e.into_error()))?;
+                        copy_hashed(&mut entry, &mut out, &mut buf, progress).map_err(
+                            |e| match e {
+                                CopyError::Read(e) => corrupt(e),
+                                CopyError::Write(e) => ArchiveError::io(&tmp)(e),
+                            },
+                        )?;
+                    let file = out
+                        .into_inner()
+                        .map_err(|e| ArchiveError::io(&tmp)(e.into_error()))?;
                     if syncer.as_ref().is_some_and(|s| !s.send(file, &tmp)) {
                         let stopped = syncer.take().expect("checked above").finish();
                         return Err(stopped.err().unwrap_or_else(|| {
@@ -246,8 +284,11 @@ fn run(
                     r
                 }
                 _ => {
-                    let r = copy_hashed(&mut entry, &mut io::sink(), &mut buf, progress)
-                        .map_err(corrupt)?;
+                    let r = copy_hashed(&mut entry, &mut io::sink(), &mut buf, progress).map_err(
+                        |e| match e {
+                            CopyError::Read(e) | CopyError::Write(e) => corrupt(e),
+                        },
+                    )?;
                     outcome_present = (outcome_present.0 + 1, outcome_present.1 + r.1);
                     r
                 }
