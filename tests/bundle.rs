@@ -752,3 +752,81 @@ fn an_unpack_the_disk_cannot_hold_is_a_local_failure_said_up_front_not_a_bad_bun
     ])
     .success();
 }
+
+#[test]
+fn an_unpack_killed_midway_leaves_nothing_the_next_one_does_not_reclaim() {
+    let s = Session::new();
+    let (bundle, key) = common::cluster::bundle();
+    let args = [
+        "unpack",
+        bundle.to_str().unwrap(),
+        "--key",
+        key.to_str().unwrap(),
+        "--store",
+        "site",
+    ];
+    let staging = s.path("site/.ferry/staging");
+    // kill -9 once blobs are being staged, at two different points.
+    for wait_files in [1, 4] {
+        let mut child = Command::new(common::bin_path("ferry-installer"))
+            .args(args)
+            .current_dir(s.dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            let staged: usize = std::fs::read_dir(&staging)
+                .map(|d| {
+                    d.filter_map(|e| e.ok())
+                        .filter(|e| e.path().is_dir())
+                        .map(|e| std::fs::read_dir(e.path()).map_or(0, |f| f.count()))
+                        .sum()
+                })
+                .unwrap_or(0);
+            if staged >= wait_files {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline && child.try_wait().unwrap().is_none(),
+                "the unpack ended before it staged {wait_files} file(s)"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert!(
+            std::fs::read_dir(&staging).unwrap().count() > 0,
+            "the killed unpack left no staging to reclaim"
+        );
+    }
+    // The next unpack reclaims what the killed ones left and completes.
+    s.installer(&args).success();
+    let left: Vec<_> = std::fs::read_dir(&staging)
+        .map(|d| d.filter_map(|e| e.ok()).map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "{left:?}");
+    // And the store is exactly what a clean unpack makes.
+    s.installer(&[
+        "unpack",
+        bundle.to_str().unwrap(),
+        "--key",
+        key.to_str().unwrap(),
+        "--store",
+        "clean",
+    ])
+    .success();
+    let blobs = |store: &str| -> BTreeSet<String> {
+        std::fs::read_dir(s.path(&format!("{store}/blobs/sha256")))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect()
+    };
+    assert_eq!(blobs("site"), blobs("clean"));
+    assert_eq!(s.read("site/index.json"), s.read("clean/index.json"));
+    for hex in blobs("site") {
+        let path = s.path(&format!("site/blobs/sha256/{hex}"));
+        assert_eq!(sha256_file(&path), hex, "{hex}");
+    }
+}

@@ -156,6 +156,60 @@ impl Store {
         self.private("staging").join(run)
     }
 
+    /// Makes the staging directory of one unpack, owned by this process for as
+    /// long as the returned value lives: a lock on `<run>.lock` beside it says so
+    /// (taken before the directory exists, so [`Store::reclaim_staging`] never
+    /// takes a live one for stale).
+    pub fn claim_staging(&self, run: &str) -> Result<StagingDir, StoreError> {
+        let dir = self.staging_dir(run);
+        let parent = dir.parent().expect("staging lives in a directory");
+        fs::create_dir_all(parent).map_err(io_err(parent))?;
+        let lock_path = parent.join(format!("{run}.lock"));
+        let lock = fs::File::create(&lock_path).map_err(io_err(&lock_path))?;
+        lock.lock().map_err(io_err(&lock_path))?;
+        fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+        Ok(StagingDir {
+            dir,
+            lock_path,
+            _lock: lock,
+        })
+    }
+
+    /// Removes the staging directories whose owner is gone (their lock is free, or
+    /// they have none): what an unpack killed midway left. Returns how many.
+    pub fn reclaim_staging(&self) -> Result<usize, StoreError> {
+        let parent = self.private("staging");
+        let entries = match fs::read_dir(&parent) {
+            Ok(e) => e,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
+            Err(e) => return Err(io_err(&parent)(e)),
+        };
+        let mut reclaimed = 0;
+        for entry in entries.filter_map(|e| e.ok()) {
+            let dir = entry.path();
+            if !dir.is_dir() {
+                continue;
+            }
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let lock_path = parent.join(format!("{name}.lock"));
+            let held = match fs::OpenOptions::new().write(true).open(&lock_path) {
+                Ok(f) => match f.try_lock() {
+                    Ok(()) => false,
+                    Err(fs::TryLockError::WouldBlock) => true,
+                    Err(fs::TryLockError::Error(e)) => return Err(io_err(&lock_path)(e)),
+                },
+                Err(e) if e.kind() == io::ErrorKind::NotFound => false,
+                Err(e) => return Err(io_err(&lock_path)(e)),
+            };
+            if !held {
+                fs::remove_dir_all(&dir).map_err(io_err(&dir))?;
+                let _ = fs::remove_file(&lock_path);
+                reclaimed += 1;
+            }
+        }
+        Ok(reclaimed)
+    }
+
     /// Where the site registry keeps pushes under way.
     pub fn uploads_dir(&self) -> PathBuf {
         self.private("uploads")
@@ -370,6 +424,27 @@ impl Store {
         self.write_atomic(&self.root.join("index.json"), &bytes)?;
         drop(lock);
         Ok(())
+    }
+}
+
+/// The staging directory of one unpack in progress (see [`Store::claim_staging`]);
+/// removed with its lock when dropped.
+pub struct StagingDir {
+    dir: PathBuf,
+    lock_path: PathBuf,
+    _lock: fs::File,
+}
+
+impl StagingDir {
+    pub fn path(&self) -> &Path {
+        &self.dir
+    }
+}
+
+impl Drop for StagingDir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.dir);
+        let _ = fs::remove_file(&self.lock_path);
     }
 }
 

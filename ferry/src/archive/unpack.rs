@@ -33,14 +33,6 @@ pub struct Outcome {
 }
 
 /// Removes the staging directory however the unpack ends.
-struct Staging(PathBuf);
-
-impl Drop for Staging {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
-}
-
 /// Flushes staged files to disk on a thread of its own, so the disk writes one blob
 /// while the next is decompressed and hashed. Every file is synced before any is
 /// renamed into place.
@@ -191,6 +183,8 @@ fn run(
         .collect();
     let mut seen: HashSet<String> = HashSet::new();
     if let Some(s) = store {
+        // What an unpack killed midway left is reclaimed first; its space counts.
+        s.reclaim_staging().map_err(ArchiveError::Store)?;
         // What this bundle adds, against what the store's disk has: refused up
         // front with the numbers rather than halfway through.
         let need: u64 = manifest
@@ -209,11 +203,10 @@ fn run(
         }
     }
     let staging = match store {
-        Some(s) => {
-            let dir = s.staging_dir(&format!("{}-{}", &head.id.hex()[..16], std::process::id()));
-            fs::create_dir_all(&dir).map_err(ArchiveError::io(&dir))?;
-            Some(Staging(dir))
-        }
+        Some(s) => Some(
+            s.claim_staging(&format!("{}-{}", &head.id.hex()[..16], std::process::id()))
+                .map_err(ArchiveError::Store)?,
+        ),
         None => None,
     };
     let mut staged: Vec<(PathBuf, Digest)> = Vec::new();
@@ -260,7 +253,7 @@ fn run(
             let digest = &want.sha256;
             match (store, &staging) {
                 (Some(s), Some(stage)) if !s.has_blob(digest) => {
-                    let tmp = stage.0.join(digest.hex());
+                    let tmp = stage.path().join(digest.hex());
                     let file = File::create(&tmp).map_err(ArchiveError::io(&tmp))?;
                     let mut out = BufWriter::with_capacity(1 << 20, file);
                     let r =
