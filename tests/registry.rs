@@ -958,7 +958,23 @@ fn uploads_monolithic_chunked_and_mounted_are_verified_and_atomic() {
     let r = raw(a, "PATCH", &loc, &[ALICE], b"half a blob");
     assert_eq!(r.status, 202);
     let uploads = s.path("store/.ferry/uploads");
-    assert_eq!(std::fs::read_dir(&uploads).unwrap().count(), 1);
+    // Each serve keeps its sessions in a directory of its own, under a lock.
+    let sessions = || -> Vec<(String, usize)> {
+        let mut out: Vec<(String, usize)> = std::fs::read_dir(&uploads)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.is_dir())
+            .map(|p| {
+                let n = std::fs::read_dir(&p).unwrap().count();
+                (p.file_name().unwrap().to_string_lossy().into_owned(), n)
+            })
+            .collect();
+        out.sort();
+        out
+    };
+    let crashed = sessions();
+    assert_eq!(crashed.len(), 1, "{crashed:?}");
+    assert_eq!(crashed[0].1, 1, "{crashed:?}");
     drop(srv); // SIGKILL
     assert!(!s
         .path(&format!(
@@ -967,7 +983,12 @@ fn uploads_monolithic_chunked_and_mounted_are_verified_and_atomic() {
         ))
         .exists());
     let srv = Serve::start(&s, &["--store", "store", "--tls", "off"]);
-    assert_eq!(std::fs::read_dir(&uploads).unwrap().count(), 0);
+    // The next serve reclaims what the killed one left, and starts with nothing.
+    let now = sessions();
+    assert_eq!(now.len(), 1, "{now:?}");
+    assert_ne!(now[0].0, crashed[0].0);
+    assert_eq!(now[0].1, 0);
+    assert!(!uploads.join(format!("{}.lock", crashed[0].0)).exists());
     // Without --htpasswd, pushing is refused outright.
     let r = raw(
         srv.addr(),

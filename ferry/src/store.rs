@@ -157,28 +157,50 @@ impl Store {
     }
 
     /// Makes the staging directory of one unpack, owned by this process for as
-    /// long as the returned value lives: a lock on `<run>.lock` beside it says so
-    /// (taken before the directory exists, so [`Store::reclaim_staging`] never
-    /// takes a live one for stale).
-    pub fn claim_staging(&self, run: &str) -> Result<StagingDir, StoreError> {
-        let dir = self.staging_dir(run);
-        let parent = dir.parent().expect("staging lives in a directory");
-        fs::create_dir_all(parent).map_err(io_err(parent))?;
+    /// long as the returned value lives (see [`Store::reclaim_staging`]).
+    pub fn claim_staging(&self, run: &str) -> Result<ClaimedDir, StoreError> {
+        self.claim("staging", run)
+    }
+
+    /// Removes the staging directories whose owner is gone: what an unpack killed
+    /// midway left. Returns how many.
+    pub fn reclaim_staging(&self) -> Result<usize, StoreError> {
+        self.reclaim("staging")
+    }
+
+    /// Makes the upload directory of one `serve`, owned by this process for as
+    /// long as the returned value lives.
+    pub fn claim_uploads(&self, run: &str) -> Result<ClaimedDir, StoreError> {
+        self.claim("uploads", run)
+    }
+
+    /// Removes the upload directories whose `serve` is gone. Returns how many.
+    pub fn reclaim_uploads(&self) -> Result<usize, StoreError> {
+        self.reclaim("uploads")
+    }
+
+    /// `.ferry/<area>/<run>`, owned by this process: a lock on `<run>.lock` beside
+    /// it says so, taken before the directory exists, so [`Store::reclaim`] never
+    /// takes a live one for stale.
+    fn claim(&self, area: &str, run: &str) -> Result<ClaimedDir, StoreError> {
+        let parent = self.private(area);
+        let dir = parent.join(run);
+        fs::create_dir_all(&parent).map_err(io_err(&parent))?;
         let lock_path = parent.join(format!("{run}.lock"));
         let lock = fs::File::create(&lock_path).map_err(io_err(&lock_path))?;
         lock.lock().map_err(io_err(&lock_path))?;
         fs::create_dir_all(&dir).map_err(io_err(&dir))?;
-        Ok(StagingDir {
+        Ok(ClaimedDir {
             dir,
             lock_path,
             _lock: lock,
         })
     }
 
-    /// Removes the staging directories whose owner is gone (their lock is free, or
-    /// they have none): what an unpack killed midway left. Returns how many.
-    pub fn reclaim_staging(&self) -> Result<usize, StoreError> {
-        let parent = self.private("staging");
+    /// Removes the directories of `.ferry/<area>` whose owner is gone (their lock
+    /// is free, or they have none).
+    fn reclaim(&self, area: &str) -> Result<usize, StoreError> {
+        let parent = self.private(area);
         let entries = match fs::read_dir(&parent) {
             Ok(e) => e,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
@@ -427,21 +449,21 @@ impl Store {
     }
 }
 
-/// The staging directory of one unpack in progress (see [`Store::claim_staging`]);
-/// removed with its lock when dropped.
-pub struct StagingDir {
+/// A directory this process owns in the store (an unpack's staging, a serve's
+/// uploads; see [`Store::claim_staging`]); removed with its lock when dropped.
+pub struct ClaimedDir {
     dir: PathBuf,
     lock_path: PathBuf,
     _lock: fs::File,
 }
 
-impl StagingDir {
+impl ClaimedDir {
     pub fn path(&self) -> &Path {
         &self.dir
     }
 }
 
-impl Drop for StagingDir {
+impl Drop for ClaimedDir {
     fn drop(&mut self) {
         let _ = fs::remove_dir_all(&self.dir);
         let _ = fs::remove_file(&self.lock_path);
@@ -540,6 +562,24 @@ fn empty_index() -> ImageIndex {
 mod tests {
     use super::*;
     use crate::media;
+
+    #[test]
+    fn a_claimed_directory_is_kept_while_its_owner_lives_and_reclaimed_after() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::create(dir.path()).unwrap();
+        let live = store.claim_staging("live").unwrap();
+        // Left by an unpack that is gone: a lock nobody holds, and one with none.
+        drop(std::fs::File::create(store.staging_dir("dead").with_extension("lock")).unwrap());
+        std::fs::create_dir_all(store.staging_dir("dead")).unwrap();
+        std::fs::create_dir_all(store.staging_dir("older")).unwrap();
+        assert_eq!(store.reclaim_staging().unwrap(), 2);
+        assert!(live.path().is_dir(), "a live claim was reclaimed");
+        assert!(!store.staging_dir("dead").exists() && !store.staging_dir("older").exists());
+        let path = live.path().to_path_buf();
+        drop(live);
+        assert!(!path.exists());
+        assert_eq!(store.reclaim_staging().unwrap(), 0);
+    }
 
     #[test]
     fn blobs_are_verified_and_index_entries_replaced() {

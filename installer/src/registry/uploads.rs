@@ -43,6 +43,8 @@ type Shared = Arc<tokio::sync::Mutex<Session>>;
 
 /// The upload sessions under way.
 pub struct Uploads {
+    /// This serve's own directory under the store's uploads, held while it runs.
+    _claimed: ferry::store::ClaimedDir,
     dir: PathBuf,
     blob_dir: PathBuf,
     /// id -> (repository it was started for, session)
@@ -50,13 +52,25 @@ pub struct Uploads {
 }
 
 impl Uploads {
-    /// Prepares the store's upload directory, removing what an earlier run left there.
+    /// Claims this serve's upload directory, removing what serves that are gone
+    /// left (and loose files of older versions), but never a live serve's.
     pub fn open(store: &Store) -> std::io::Result<Uploads> {
-        let dir = store.uploads_dir();
-        std::fs::create_dir_all(&dir)?;
-        for e in std::fs::read_dir(&dir)? {
-            let _ = std::fs::remove_file(e?.path());
+        let root = store.uploads_dir();
+        std::fs::create_dir_all(&root)?;
+        for e in std::fs::read_dir(&root)? {
+            let p = e?.path();
+            if p.is_file() && p.extension().is_none_or(|x| x != "lock") {
+                let _ = std::fs::remove_file(p);
+            }
         }
+        let other = |e: ferry::store::StoreError| std::io::Error::other(e.to_string());
+        store.reclaim_uploads().map_err(other)?;
+        // An unpack killed midway left staging behind: its space comes back too.
+        store.reclaim_staging().map_err(other)?;
+        let claimed = store
+            .claim_uploads(&format!("serve-{}", std::process::id()))
+            .map_err(other)?;
+        let dir = claimed.path().to_path_buf();
         let probe = Digest::of(b"");
         let blob_dir = store
             .blob_path(&probe)
@@ -64,6 +78,7 @@ impl Uploads {
             .expect("blobs live in a directory")
             .to_path_buf();
         Ok(Uploads {
+            _claimed: claimed,
             dir,
             blob_dir,
             sessions: Mutex::new(HashMap::new()),
