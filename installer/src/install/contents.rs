@@ -2,7 +2,7 @@
 //! the bundles unpacked into it, and a file's or chart's bytes by name. Everything
 //! a node gets comes through here, so the plan names the one thing a store lacks.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use anyhow::{anyhow, bail, Context as _};
 use ferry::archive::BundleManifest;
@@ -10,6 +10,9 @@ use ferry::artifact::{file_layer, file_ref_name, FileLayer};
 use ferry::manifest::Manifest;
 use ferry::store::Store;
 use ferry::Reference;
+
+/// A file by name and arch (`None`: platform-independent).
+type FileKey = (String, Option<String>);
 
 /// The store's bundles, as the plan sees them.
 pub struct Contents<'s> {
@@ -22,6 +25,11 @@ pub struct Contents<'s> {
     files: BTreeMap<String, BTreeSet<String>>,
     /// Chart name -> the versions the bundles carry.
     charts: BTreeMap<String, BTreeSet<String>>,
+    /// The store's `index.json`, read once.
+    index: BTreeMap<String, ferry::manifest::Descriptor>,
+    /// `(file, arch)` -> what [`Contents::file`] found: every node of an arch asks
+    /// for the same programs.
+    found: std::sync::Mutex<HashMap<FileKey, (String, FileLayer)>>,
 }
 
 impl<'s> Contents<'s> {
@@ -65,6 +73,8 @@ impl<'s> Contents<'s> {
             images: Vec::new(),
             files: BTreeMap::new(),
             charts: BTreeMap::new(),
+            index: store.images()?,
+            found: std::sync::Mutex::new(HashMap::new()),
         };
         for m in manifests
             .into_iter()
@@ -120,6 +130,19 @@ impl<'s> Contents<'s> {
     /// The layer of file `name` for `arch` (`None`: a platform-independent file),
     /// with the version it is.
     pub fn file(&self, name: &str, arch: Option<&str>) -> anyhow::Result<(String, FileLayer)> {
+        let key = (name.to_string(), arch.map(str::to_string));
+        if let Some(found) = self.found.lock().expect("the lookup cache").get(&key) {
+            return Ok(found.clone());
+        }
+        let found = self.look_up(name, arch)?;
+        self.found
+            .lock()
+            .expect("the lookup cache")
+            .insert(key, found.clone());
+        Ok(found)
+    }
+
+    fn look_up(&self, name: &str, arch: Option<&str>) -> anyhow::Result<(String, FileLayer)> {
         let version = Self::version("file", name, &self.files)?;
         let reference = file_ref_name(name, version);
         let what = match arch {
@@ -127,9 +150,8 @@ impl<'s> Contents<'s> {
             None => format!("file {name} {version}"),
         };
         let top = self
-            .store
-            .images()?
-            .remove(&reference)
+            .index
+            .get(&reference)
             .ok_or_else(|| anyhow!("{what}: not in the store's index.json"))?;
         let bytes = self
             .store
@@ -173,9 +195,8 @@ impl<'s> Contents<'s> {
         let version = Self::version("chart", name, &self.charts)?;
         let what = format!("chart {name} {version}");
         let top = self
-            .store
-            .images()?
-            .remove(&ferry::artifact::chart_ref_name(name, version))
+            .index
+            .get(&ferry::artifact::chart_ref_name(name, version))
             .ok_or_else(|| anyhow!("{what}: not in the store's index.json"))?;
         let manifest = self
             .store
