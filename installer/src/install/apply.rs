@@ -70,62 +70,33 @@ pub struct Summary {
     pub steps_run: usize,
 }
 
-/// Every file of a node's plan tree, hashed (hard links once).
+/// Every file of a node's plan, hashed (hard links once).
 fn planned_files(
     root: &Path,
     hashes: &mut HashMap<(u64, u64), Digest>,
 ) -> anyhow::Result<Vec<Planned>> {
     use std::os::unix::fs::MetadataExt as _;
     let mut out = Vec::new();
-    let mut dirs = vec![root.to_path_buf()];
-    while let Some(dir) = dirs.pop() {
-        for e in std::fs::read_dir(&dir).with_context(|| format!("reading {}", dir.display()))? {
-            let p = e?.path();
-            let meta = std::fs::symlink_metadata(&p)?;
-            if meta.is_dir() {
-                dirs.push(p);
-                continue;
+    for (path, local) in super::plan::written_files(root)? {
+        let meta = std::fs::metadata(&local)?;
+        let digest = match hashes.get(&(meta.dev(), meta.ino())) {
+            Some(d) => d.clone(),
+            None => {
+                let mut h = ferry::digest::Hasher::new();
+                std::io::copy(&mut std::fs::File::open(&local)?, &mut h)?;
+                let d = h.finish();
+                hashes.insert((meta.dev(), meta.ino()), d.clone());
+                d
             }
-            let rel = p
-                .strip_prefix(root)
-                .expect("under the root")
-                .to_string_lossy();
-            if rel == "steps" {
-                continue;
-            }
-            let digest = match hashes.get(&(meta.dev(), meta.ino())) {
-                Some(d) => d.clone(),
-                None => {
-                    let mut f = std::fs::File::open(&p)?;
-                    let mut h = ferry::digest::Hasher::new();
-                    std::io::copy(&mut f, &mut HashWriter(&mut h))?;
-                    let d = h.finish();
-                    hashes.insert((meta.dev(), meta.ino()), d.clone());
-                    d
-                }
-            };
-            out.push(Planned {
-                path: format!("/{rel}"),
-                mode: meta.mode() & 0o7777,
-                digest,
-                local: p,
-            });
-        }
+        };
+        out.push(Planned {
+            path,
+            mode: meta.mode() & 0o7777,
+            digest,
+            local,
+        });
     }
-    out.sort_by(|a, b| a.path.cmp(&b.path));
     Ok(out)
-}
-
-struct HashWriter<'a>(&'a mut ferry::digest::Hasher);
-
-impl std::io::Write for HashWriter<'_> {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.update(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
 }
 
 /// The digest of a node's whole plan.

@@ -281,6 +281,28 @@ pub fn plan(
     Ok(plans)
 }
 
+/// The files of one node's written plan (`out/<node>`), without its `steps`: the
+/// absolute path each will have on the node, and where it is here; sorted.
+pub fn written_files(root: &Path) -> anyhow::Result<Vec<(String, std::path::PathBuf)>> {
+    let mut out = Vec::new();
+    let mut dirs = vec![root.to_path_buf()];
+    while let Some(dir) = dirs.pop() {
+        for e in std::fs::read_dir(&dir).with_context(|| format!("reading {}", dir.display()))? {
+            let p = e?.path();
+            if std::fs::symlink_metadata(&p)?.is_dir() {
+                dirs.push(p);
+                continue;
+            }
+            let rel = p.strip_prefix(root).expect("under the root");
+            if rel != Path::new("steps") {
+                out.push((format!("/{}", rel.display()), p));
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
 /// Writes the plans into `out` (`out/<node>/...` and `out/<node>/steps`), replacing
 /// an earlier plan there only once the new one is complete. Programs are unpacked
 /// from `bundle` once and hard-linked into every node that runs them.

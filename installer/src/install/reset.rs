@@ -68,28 +68,16 @@ pub fn reset(
             .find(|n| &n.name == name)
             .ok_or_else(|| anyhow!("node {name} is not in the inventory"))?;
         let root = plan_dir.join(name);
-        let mut files = Vec::new();
-        let mut dirs = vec![root.clone()];
-        while let Some(dir) = dirs.pop() {
-            let entries = std::fs::read_dir(&dir).with_context(|| {
+        let files: Vec<String> = super::plan::written_files(&root)
+            .with_context(|| {
                 format!(
                     "node {name}: no plan in {} (reset removes what install put there)",
                     root.display()
                 )
-            })?;
-            for e in entries {
-                let p = e?.path();
-                if p.is_dir() {
-                    dirs.push(p);
-                } else if p != root.join("steps") {
-                    files.push(format!(
-                        "/{}",
-                        p.strip_prefix(&root).expect("under the root").display()
-                    ));
-                }
-            }
-        }
-        files.sort();
+            })?
+            .into_iter()
+            .map(|(path, _)| path)
+            .collect();
         let transport = Transport::for_node(node, ssh);
         let out = transport
             .run(&script(&files), Input::None)
