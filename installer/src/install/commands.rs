@@ -38,8 +38,20 @@ pub fn plan(
     release: Option<&str>,
 ) -> anyhow::Result<Planned> {
     let inv = Inventory::load(inventory)?;
-    let store = ferry::store::Store::open(store)?;
     let state = state_dir(inventory, &inv, state);
+    plan_loaded(inv, store, out, pki, state, release)
+}
+
+/// [`plan`] of an inventory already read, into `state`.
+fn plan_loaded(
+    inv: Inventory,
+    store: &Path,
+    out: &Path,
+    pki: &Path,
+    state: PathBuf,
+    release: Option<&str>,
+) -> anyhow::Result<Planned> {
+    let store = ferry::store::Store::open(store)?;
     let mut registry_tls = None;
     let ca_pem = match &inv.registry {
         RegistryPlace::Node { node, .. } => {
@@ -108,14 +120,7 @@ pub fn install(inventory: &Path, args: &InstallArgs) -> anyhow::Result<(Planned,
     }
     let state = state_dir(inventory, &inv, args.state.clone());
     let out = state.join("plan");
-    let planned = plan(
-        inventory,
-        &args.store,
-        &out,
-        &args.pki,
-        Some(state),
-        release.as_deref(),
-    )?;
+    let planned = plan_loaded(inv, &args.store, &out, &args.pki, state, release.as_deref())?;
     let summary = apply::apply(
         &planned.inventory,
         &out,
