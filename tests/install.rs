@@ -168,24 +168,15 @@ impl Cluster {
 /// Every file of a node's plan as `sha256 mode /path` lines, sorted.
 fn planned(dir: &Path) -> Vec<String> {
     use std::os::unix::fs::MetadataExt as _;
-    fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) {
-        for e in std::fs::read_dir(dir).unwrap() {
-            let p = e.unwrap().path();
-            if p.is_dir() {
-                walk(root, &p, out);
-                continue;
-            }
-            let rel = p.strip_prefix(root).unwrap().display().to_string();
-            if rel == "steps" {
-                continue;
-            }
+    let mut out: Vec<String> = common::files_under(dir)
+        .into_iter()
+        .filter(|(rel, _)| rel != "steps")
+        .map(|(rel, p)| {
             let mode = std::fs::metadata(&p).unwrap().mode() & 0o7777;
             let digest = ferry::Digest::of(&std::fs::read(&p).unwrap());
-            out.push(format!("{} {:o} /{rel}", digest.hex(), mode));
-        }
-    }
-    let mut out = Vec::new();
-    walk(dir, dir, &mut out);
+            format!("{} {:o} /{rel}", digest.hex(), mode)
+        })
+        .collect();
     out.sort();
     out
 }

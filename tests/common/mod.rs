@@ -35,45 +35,50 @@ fn bin(name: &str) -> PathBuf {
             .and_then(Path::parent)
             .expect("target dir")
             .to_path_buf();
-        let lock_path = profile_dir.join(".ferry-e2e-build.lock");
-        let lock = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .read(true)
-            .write(true)
-            .open(&lock_path)
-            .expect("opening the build lock");
-        lock.lock().expect("taking the build lock");
-        let stamp = profile_dir.join(".ferry-e2e-built-for");
-        let run = std::env::var("NEXTEST_RUN_ID").ok();
-        let built = run
-            .as_deref()
-            .is_some_and(|id| std::fs::read_to_string(&stamp).is_ok_and(|s| s == id));
-        if !built {
-            let release = profile_dir.file_name().is_some_and(|n| n == "release");
-            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-            let mut cmd = Command::new(cargo);
-            cmd.args([
-                "build",
-                "-q",
-                "-p",
-                "ferry-bundler",
-                "-p",
-                "ferry-installer",
-            ]);
-            if release {
-                cmd.arg("--release");
-            }
-            let status = cmd.status().expect("running cargo build");
-            assert!(status.success(), "cargo build of the binaries failed");
-            if let Some(id) = &run {
-                std::fs::write(&stamp, id).expect("recording the build");
-            }
-        }
-        drop(lock);
+        once_in_run(
+            &profile_dir.join(".ferry-e2e-build.lock"),
+            &profile_dir.join(".ferry-e2e-built-for"),
+            || {
+                let release = profile_dir.file_name().is_some_and(|n| n == "release");
+                let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+                let mut cmd = Command::new(cargo);
+                cmd.args([
+                    "build",
+                    "-q",
+                    "-p",
+                    "ferry-bundler",
+                    "-p",
+                    "ferry-installer",
+                ]);
+                if release {
+                    cmd.arg("--release");
+                }
+                let status = cmd.status().expect("running cargo build");
+                assert!(status.success(), "cargo build of the binaries failed");
+            },
+        );
         profile_dir
     });
     dir.join(name)
+}
+
+/// Every file under `dir` (recursively): its path relative to `dir`, and where it
+/// is; sorted.
+pub fn files_under(dir: &Path) -> Vec<(String, PathBuf)> {
+    fn walk(root: &Path, dir: &Path, out: &mut Vec<(String, PathBuf)>) {
+        for e in std::fs::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                walk(root, &p, out);
+            } else {
+                out.push((p.strip_prefix(root).unwrap().display().to_string(), p));
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(dir, dir, &mut out);
+    out.sort();
+    out
 }
 
 /// Makes `target/ferry-e2e/<name>` with `make` once per test run and returns it:
@@ -88,19 +93,36 @@ pub fn once_per_run(name: &str, make: impl FnOnce(&Path)) -> PathBuf {
     let root = profile_dir.parent().expect("target").join("ferry-e2e");
     std::fs::create_dir_all(&root).expect("creating target/ferry-e2e");
     let dir = root.join(name);
-    let lock = std::fs::File::create(root.join(format!("{name}.lock"))).expect("a lock file");
+    once_in_run(
+        &root.join(format!("{name}.lock")),
+        &root.join(format!("{name}.made-for")),
+        || {
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir).expect("creating the shared directory");
+            make(&dir);
+        },
+    );
+    dir
+}
+
+/// Runs `make` under the lock `lock` unless `stamp` says it ran in this test run
+/// already (nextest's `NEXTEST_RUN_ID`; outside nextest, this process), then
+/// stamps it.
+fn once_in_run(lock: &Path, stamp: &Path, make: impl FnOnce()) {
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(lock)
+        .expect("opening the lock");
     lock.lock().expect("taking the lock");
     let run = std::env::var("NEXTEST_RUN_ID")
         .unwrap_or_else(|_| format!("process-{}", std::process::id()));
-    let stamp = root.join(format!("{name}.made-for"));
-    if std::fs::read_to_string(&stamp).ok().as_deref() != Some(run.as_str()) {
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("creating the shared directory");
-        make(&dir);
-        std::fs::write(&stamp, &run).expect("stamping it");
+    if std::fs::read_to_string(stamp).ok().as_deref() != Some(run.as_str()) {
+        make();
+        std::fs::write(stamp, &run).expect("stamping it");
     }
-    drop(lock);
-    dir
 }
 
 /// `build SPEC --lock LOCK -o OUT` with the mirror rules, store and key the file

@@ -28,21 +28,13 @@ use ferry_testkit::nodes::Nodes;
 
 /// Every file under `dir`, by relative path: its sha256 (hex).
 fn tree(dir: &Path) -> BTreeMap<String, String> {
-    fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, String>) {
-        for e in std::fs::read_dir(dir).unwrap() {
-            let p = e.unwrap().path();
-            if p.is_dir() {
-                walk(root, &p, out);
-            } else {
-                let rel = p.strip_prefix(root).unwrap().display().to_string();
-                let bytes = std::fs::read(&p).unwrap();
-                out.insert(rel, ferry::Digest::of(&bytes).hex().to_string());
-            }
-        }
-    }
-    let mut out = BTreeMap::new();
-    walk(dir, dir, &mut out);
-    out
+    common::files_under(dir)
+        .into_iter()
+        .map(|(rel, p)| {
+            let digest = ferry::Digest::of(&std::fs::read(&p).unwrap());
+            (rel, digest.hex().to_string())
+        })
+        .collect()
 }
 
 struct World {
