@@ -256,28 +256,6 @@ fn sync_store(t: &Target<'_>, store: &Path) -> anyhow::Result<usize> {
     Ok(sent)
 }
 
-/// Runs `f` for each item, at most `jobs` at once; every error is kept.
-fn parallel<T: Sync>(
-    items: &[T],
-    jobs: usize,
-    f: impl Fn(&T) -> anyhow::Result<()> + Sync,
-) -> Vec<anyhow::Error> {
-    let next = std::sync::atomic::AtomicUsize::new(0);
-    let errors = Mutex::new(Vec::new());
-    std::thread::scope(|scope| {
-        for _ in 0..jobs.max(1).min(items.len()) {
-            scope.spawn(|| loop {
-                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                let Some(item) = items.get(i) else { return };
-                if let Err(e) = f(item) {
-                    errors.lock().expect("the error list").push(e);
-                }
-            });
-        }
-    });
-    errors.into_inner().expect("the error list")
-}
-
 fn fail(errors: Vec<anyhow::Error>, rerun: &str) -> anyhow::Result<()> {
     match errors.len() {
         0 => Ok(()),
@@ -346,7 +324,7 @@ pub fn apply(
     let inspected = Mutex::new(BTreeMap::new());
     let problems = Mutex::new(Vec::new());
     let clocks = Mutex::new(Vec::new());
-    let errors = parallel(&targets, opts.jobs, |t| {
+    let errors = super::parallel(&targets, opts.jobs, |t| {
         let (differ, marker, begun, clock) = t.compare()?;
         clocks
             .lock()
@@ -391,7 +369,7 @@ pub fn apply(
 
     // Then the files, and the store to the registry node.
     let summary = Mutex::new(Summary::default());
-    let errors = parallel(&targets, opts.jobs, |t| {
+    let errors = super::parallel(&targets, opts.jobs, |t| {
         let (differ, _) = &inspected[&t.node.name];
         let differ: Vec<&Planned> = differ.iter().map(|i| &t.files[*i]).collect();
         if !opts.dry_run {
@@ -454,14 +432,14 @@ pub fn apply(
     };
     // Everything at once, then etcd members together (a member waits for its peers).
     fail(
-        parallel(&with(Phase::Prepare), opts.jobs, |t| {
+        super::parallel(&with(Phase::Prepare), opts.jobs, |t| {
             run_phase(t, Phase::Prepare)
         }),
         &rerun,
     )?;
     let etcd = with(Phase::Etcd);
     fail(
-        parallel(&etcd, etcd.len(), |t| run_phase(t, Phase::Etcd)),
+        super::parallel(&etcd, etcd.len(), |t| run_phase(t, Phase::Etcd)),
         &rerun,
     )?;
     for t in with(Phase::Init) {
@@ -475,14 +453,14 @@ pub fn apply(
         run_phase(t, Phase::Join).map_err(|e| anyhow!("{e:#}; {rerun}"))?;
     }
     fail(
-        parallel(&workers, opts.jobs, |t| run_phase(t, Phase::Join)),
+        super::parallel(&workers, opts.jobs, |t| run_phase(t, Phase::Join)),
         &rerun,
     )?;
     for t in with(Phase::Addons) {
         run_phase(t, Phase::Addons).map_err(|e| anyhow!("{e:#}; {rerun}"))?;
     }
     // Only a complete install is recorded: a rerun after a failure runs again.
-    let errors = parallel(&targets, opts.jobs, |t| {
+    let errors = super::parallel(&targets, opts.jobs, |t| {
         if t.changed {
             t.run(
                 "recording the install",

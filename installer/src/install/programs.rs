@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
-use anyhow::{anyhow, bail, Context as _};
+use anyhow::{bail, Context as _};
 use ferry::Digest;
 
 use super::contents::Contents;
@@ -340,34 +340,19 @@ pub fn install(
     }
     let jobs: Vec<_> = blobs.into_iter().collect();
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
-    let next = std::sync::atomic::AtomicUsize::new(0);
-    std::thread::scope(|scope| -> anyhow::Result<()> {
-        let workers: Vec<_> = (0..threads.min(jobs.len()))
-            .map(|_| {
-                scope.spawn(|| -> anyhow::Result<()> {
-                    loop {
-                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        let Some((digest, (what, gzip_tar, members))) = jobs.get(i) else {
-                            return Ok(());
-                        };
-                        unpack(
-                            contents,
-                            what,
-                            digest,
-                            *gzip_tar,
-                            members,
-                            &cache.join(digest.hex()),
-                        )?;
-                    }
-                })
-            })
-            .collect();
-        for w in workers {
-            w.join()
-                .map_err(|_| anyhow!("unpacking a program panicked"))??;
-        }
-        Ok(())
-    })?;
+    let errors = super::parallel(&jobs, threads, |(digest, (what, gzip_tar, members))| {
+        unpack(
+            contents,
+            what,
+            digest,
+            *gzip_tar,
+            members,
+            &cache.join(digest.hex()),
+        )
+    });
+    if let Some(e) = errors.into_iter().next() {
+        return Err(e);
+    }
     if let Some(exe) = own {
         let mut from = std::fs::File::open(exe)
             .with_context(|| format!("reading this ferry-installer at {}", exe.display()))?;
