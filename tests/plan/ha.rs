@@ -5,7 +5,19 @@ use super::*;
 const STAND_IN: &str = r#"
 import http.server, ssl, sys
 name, addr, cert, key = sys.argv[1:5]
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+ctx.load_cert_chain(cert, key)
 class H(http.server.BaseHTTPRequestHandler):
+    # Each connection shakes hands in its own thread, under a timeout: a peer
+    # that connects and then says nothing (haproxy's forwarded half of a client
+    # lost while the VIP moved) must not stall every later connection, as a
+    # handshake inside accept() on the listening socket would.
+    timeout = 5
+    def setup(self):
+        self.request = ctx.wrap_socket(self.request, server_side=True, do_handshake_on_connect=False)
+        self.request.settimeout(self.timeout)
+        self.request.do_handshake()
+        super().setup()
     def do_GET(self):
         body = name.encode()
         self.send_response(200)
@@ -15,9 +27,6 @@ class H(http.server.BaseHTTPRequestHandler):
     def log_message(self, *a):
         pass
 srv = http.server.ThreadingHTTPServer((addr, 6443), H)
-ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-ctx.load_cert_chain(cert, key)
-srv.socket = ctx.wrap_socket(srv.socket, server_side=True)
 srv.serve_forever()
 "#;
 
