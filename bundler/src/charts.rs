@@ -15,8 +15,8 @@ use ferry_cli::Report;
 use serde::Serialize;
 use yaml_rust2::{Yaml, YamlLoader};
 
-use crate::client::{Client, FetchError};
 use crate::mirrors::{Endpoint, MirrorRules};
+use ferry_client::{Client, FetchError};
 
 /// `index.yaml` larger than this is refused (it is read whole).
 const MAX_INDEX: usize = 64 << 20;
@@ -49,7 +49,9 @@ async fn fetch_checked<T>(
 ) -> anyhow::Result<T> {
     let mut failures = Vec::new();
     for endpoint in rules.file_endpoints(url) {
-        client.note_insecure(&endpoint, report);
+        if let Some(note) = client.insecure_note(&endpoint) {
+            report.info(&note);
+        }
         match fetch(client, &endpoint).await.and_then(&check) {
             Ok(checked) => return Ok(checked),
             Err(e) => {
@@ -157,7 +159,9 @@ async fn resolve_oci_chart(
     let reference: ferry::Reference = text.parse().map_err(|e| anyhow!("{what}: {oci}: {e}"))?;
     let mut failures = Vec::new();
     for endpoint in rules.endpoints(&reference) {
-        client.note_insecure(&endpoint, report);
+        if let Some(note) = client.insecure_note(&endpoint) {
+            report.info(&note);
+        }
         match crate::resolve::fetch_manifest(client, &endpoint, &chart.version, None).await {
             Ok((bytes, _, digest)) => {
                 let doc: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();

@@ -1,13 +1,11 @@
 //! The office side of Ferry, as a library the thin `ferry-bundler` binary calls:
-//! mirror rules ([`mirrors`]), the registry client ([`client`], [`auth`]), resolving
+//! mirror rules ([`mirrors`]), resolving
 //! a spec into a lock ([`resolve`]), pulling into the store ([`pull`]), signing keys
 //! ([`keys`]) and building the bundle ([`build`]). The only Ferry code that talks to
 //! the internet.
 
-pub mod auth;
 pub mod build;
 pub mod charts;
-pub mod client;
 pub mod keys;
 pub mod mirrors;
 pub mod pull;

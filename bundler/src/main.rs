@@ -11,10 +11,10 @@ use ferry::spec::Spec;
 use ferry::store::Store;
 use ferry_bundler::mirrors::MirrorRules;
 
-use ferry_bundler::auth::Credentials;
-use ferry_bundler::client::{Client, ClientOptions};
 use ferry_bundler::{build, keys, pull, resolve};
 use ferry_cli::Report;
+use ferry_client::auth::Credentials;
+use ferry_client::{Client, ClientOptions};
 
 const AFTER_HELP: &str = "\
 Examples:
@@ -221,7 +221,9 @@ impl NetArgs {
         Client::new(ClientOptions {
             ca_certs: self.ca_certs.clone(),
             credentials,
+            user_agent: concat!("ferry-bundler/", env!("CARGO_PKG_VERSION")).into(),
         })
+        .map_err(Into::into)
     }
 }
 

@@ -6,10 +6,11 @@
 //! registries of the tests all go through one mechanism. The upstream host is tried
 //! last unless `skip_upstream = true`.
 
-use std::fmt;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
+
+pub use ferry_client::Endpoint;
 
 use ferry::reference::{Reference, DOCKER_HUB};
 use ferry::toml_file::{self, TomlError};
@@ -67,37 +68,6 @@ pub struct EndpointRule {
     pub prefix: Option<String>,
     #[serde(default)]
     pub flatten: bool,
-}
-
-/// Where to ask for one repository: a base URL and the repository path there.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct Endpoint {
-    /// `scheme://host[:port]`, without a trailing slash.
-    pub base_url: String,
-    /// The repository path on that endpoint, after prefix and flattening.
-    pub repository: String,
-    /// Whether this is the upstream host itself rather than a mirror.
-    pub upstream: bool,
-}
-
-impl Endpoint {
-    /// Plain HTTP: no transport security.
-    pub fn insecure(&self) -> bool {
-        self.base_url.starts_with("http://")
-    }
-
-    /// The host[:port] part of the base URL.
-    pub fn host(&self) -> &str {
-        self.base_url
-            .split_once("://")
-            .map_or(&*self.base_url, |(_, h)| h)
-    }
-}
-
-impl fmt::Display for Endpoint {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.base_url, self.repository)
-    }
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -17,9 +17,9 @@ use ferry::Digest;
 use futures_util::{stream, StreamExt};
 use reqwest::StatusCode;
 
-use crate::client::{Client, FetchError, RetryPolicy, ATTEMPTS};
 use crate::resolve::{fetch_manifest, EndpointError};
 use ferry_cli::{human_bytes, Report};
+use ferry_client::{Client, FetchError, RetryPolicy, ATTEMPTS};
 
 /// An image (or a file artifact) whose manifests are in the store, with the blobs
 /// it still needs and where each can come from.
@@ -108,7 +108,9 @@ async fn get_manifest(
     }
     let mut failures = Vec::new();
     for endpoint in endpoints {
-        client.note_insecure(endpoint, report);
+        if let Some(note) = client.insecure_note(endpoint) {
+            report.info(&note);
+        }
         if let Some(tag) = tag {
             match fetch_manifest(client, endpoint, tag, Some((digest, "lock"))).await {
                 Ok((bytes, _, _)) => {

@@ -12,8 +12,8 @@ use ferry::Digest;
 use ferry::Platform;
 use futures_util::{stream, StreamExt, TryStreamExt};
 
-use crate::client::{Client, FetchError};
 use ferry_cli::Report;
+use ferry_client::{Client, FetchError};
 
 /// Why one endpoint could not answer for an image.
 #[derive(Debug, thiserror::Error)]
@@ -187,7 +187,9 @@ pub async fn resolve_image(
 ) -> anyhow::Result<LockedImage> {
     let mut failures = Vec::new();
     for endpoint in rules.endpoints(&image.reference) {
-        client.note_insecure(&endpoint, report);
+        if let Some(note) = client.insecure_note(&endpoint) {
+            report.info(&note);
+        }
         match resolve_on(client, &endpoint, image).await {
             Ok(Ok(locked)) => return Ok(locked),
             Ok(Err(fatal)) => return Err(fatal.into()),
@@ -214,7 +216,9 @@ pub async fn cross_check(
     let reference = image.reference.manifest_reference();
     let mut seen: Vec<(Endpoint, Digest)> = Vec::new();
     for endpoint in rules.endpoints(&image.reference) {
-        client.note_insecure(&endpoint, report);
+        if let Some(note) = client.insecure_note(&endpoint) {
+            report.info(&note);
+        }
         match fetch_manifest(client, &endpoint, &reference, None).await {
             Ok((_, _, digest)) => seen.push((endpoint, digest)),
             Err(e) => report.warn(&format!(
@@ -292,7 +296,7 @@ pub async fn resolve(
 /// Downloads a file from `endpoint`, hashing it (nothing is kept): its digest and
 /// size. A connection dropped mid-body resumes with `Range` where it stopped.
 async fn hash_file(client: &Client, endpoint: &Endpoint) -> Result<(Digest, u64), FetchError> {
-    let policy = crate::client::RetryPolicy::RESUME;
+    let policy = ferry_client::RetryPolicy::RESUME;
     let mut hasher = ferry::digest::Hasher::new();
     let mut drops = 0;
     loop {
@@ -321,6 +325,7 @@ async fn hash_file(client: &Client, endpoint: &Endpoint) -> Result<(Digest, u64)
             return Err(FetchError::Status {
                 status: reqwest::StatusCode::BAD_GATEWAY,
                 code: Some(format!("the body was cut short {drops} times")),
+                message: None,
             });
         }
         tokio::time::sleep(policy.delay(drops)).await;
@@ -346,7 +351,9 @@ pub async fn resolve_file(
     let pin = file.pin(platform.as_ref());
     let mut failures = Vec::new();
     for endpoint in rules.file_endpoints(&url) {
-        client.note_insecure(&endpoint, report);
+        if let Some(note) = client.insecure_note(&endpoint) {
+            report.info(&note);
+        }
         match hash_file(client, &endpoint).await {
             Ok((actual, size)) => {
                 if let Some(expected) = pin {
