@@ -31,7 +31,7 @@ use reqwest::{RequestBuilder, Response, StatusCode};
 
 use crate::auth::{Challenge, Credentials};
 pub use endpoint::Endpoint;
-pub use push::{BlobSource, Upload};
+pub use push::{BlobSource, Sent, Upload};
 pub use retry::{parse_retry_after, Jitter, RetryPolicy, ATTEMPTS};
 
 #[derive(Debug, thiserror::Error)]

@@ -15,6 +15,7 @@ Examples:
   ferry-installer verify k8s.tar.zst --key release.pub
   ferry-installer unpack k8s.tar.zst --key release.pub --store /var/lib/ferry/store
   ferry-installer serve --store /var/lib/ferry/store
+  ferry-installer push --store /var/lib/ferry/store --to https://harbor.site/k8s --cred admin:PASSWORD
   ferry-installer init-cluster --nodes 4        # writes a commented cluster.toml
   ferry-installer plan cluster.toml --store /var/lib/ferry/store --out plan/
   ferry-installer completions bash > /etc/bash_completion.d/ferry-installer
@@ -82,6 +83,8 @@ Examples:
     Inspect(ferry_cli::inspect::InspectArgs),
     /// Serve the store as a registry that docker, containerd, podman, skopeo and helm pull from.
     Serve(registry::ServeArgs),
+    /// Push the store into a site's registry (Harbor, registry:2), digests unchanged.
+    Push(ferry_installer::push::PushArgs),
     /// Render every node's files from the inventory and the store, into a tree per node.
     #[command(after_help = "\
 Examples:
@@ -249,6 +252,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         } => bundle::unpack(&bundle, &key, &store, quiet),
         Command::Inspect(args) => ferry_cli::inspect::run(&args),
         Command::Serve(args) => registry::serve(args),
+        Command::Push(args) => ferry_installer::push::run(args),
         Command::Plan {
             inventory,
             store,

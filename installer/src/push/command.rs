@@ -1,0 +1,126 @@
+//! `ferry-installer push`: its options, credentials, progress and closing line.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use ferry::store::Store;
+use ferry_cli::{human_bytes, Report};
+use ferry_client::auth::Credentials;
+use ferry_client::{Client, ClientOptions};
+
+use super::{PushOptions, Target, DEFAULT_CHUNK};
+
+const AFTER_HELP: &str = "\
+Examples:
+  ferry-installer push --store /var/lib/ferry/store --to https://harbor.site/k8s --cred admin:Harbor12345
+  ferry-installer push --store store/ --to https://registry.site:5000 --ca-cert site-ca.pem
+  ferry-installer push --store store/ --to https://quay.site/k8s --flatten
+
+Every image, file and chart of the store goes to PREFIX/<upstream name with its
+host>: registry.k8s.io/pause:3.10 pushed --to https://harbor.site/k8s becomes
+harbor.site/k8s/registry.k8s.io/pause:3.10, files/kubelet:v1.31.4 becomes
+harbor.site/k8s/files/kubelet:v1.31.4. --flatten joins the name's components with
+`__` (k8s/registry.k8s.io__pause) for registries that allow only
+project/repository; nodes cannot pull a flattened registry by upstream names.
+
+Manifests are pushed byte for byte (every digest stays the upstream one) and read
+back. Blobs the registry has are not sent; a blob pushed to one repository is
+mounted into the others. Run it again after an interruption: it goes on where it
+stopped. Credentials: --cred, else ~/.docker/config.json (helpers included).";
+
+/// Options of `ferry-installer push`.
+#[derive(clap::Args)]
+#[command(after_help = AFTER_HELP)]
+pub struct PushArgs {
+    /// The store to push (an unpacked bundle).
+    #[arg(long, value_name = "DIR")]
+    pub store: PathBuf,
+
+    /// The registry, with an optional path prefix: https://HOST[:PORT][/PREFIX]
+    /// (http:// for a plain-HTTP registry).
+    #[arg(long, value_name = "URL")]
+    pub to: String,
+
+    /// USER:PASSWORD for the registry (else the docker config's).
+    #[arg(
+        long,
+        value_name = "USER:PASSWORD",
+        env = "FERRY_PUSH_CRED",
+        hide_env_values = true
+    )]
+    pub cred: Option<String>,
+
+    /// A CA certificate (PEM) to trust besides the system's (repeatable).
+    #[arg(long, value_name = "FILE")]
+    pub ca_cert: Vec<PathBuf>,
+
+    /// Repository names without slashes below the prefix (see below).
+    #[arg(long)]
+    pub flatten: bool,
+
+    /// Requests in flight at once.
+    #[arg(long, default_value_t = 8, value_name = "N")]
+    pub jobs: usize,
+
+    /// Blobs larger than this many MiB go in chunks of this size.
+    #[arg(long, default_value_t = DEFAULT_CHUNK >> 20, value_name = "MIB")]
+    pub chunk_mib: u64,
+
+    /// Print nothing but errors.
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+/// Runs `push`.
+pub fn run(args: PushArgs) -> anyhow::Result<()> {
+    let target = Target::parse(&args.to, args.flatten)?;
+    if args.jobs == 0 || args.chunk_mib == 0 {
+        anyhow::bail!("--jobs and --chunk-mib must be at least 1");
+    }
+    let store =
+        Store::open(&args.store).with_context(|| format!("store {}", args.store.display()))?;
+    let mut flags = Vec::new();
+    if let Some(cred) = &args.cred {
+        if !cred.contains(':') {
+            anyhow::bail!("--cred: expected USER:PASSWORD");
+        }
+        flags.push(format!("{}={cred}", target.host()));
+    }
+    let client = Client::new(ClientOptions {
+        ca_certs: args.ca_cert.clone(),
+        credentials: Credentials::load(&flags)?,
+        user_agent: concat!("ferry-installer/", env!("CARGO_PKG_VERSION")).into(),
+    })?;
+    let report = Arc::new(Report::new(args.quiet));
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("ferry-push")
+        .build()
+        .context("starting the async runtime")?;
+    let plan = super::Plan::read(&store, &target)?;
+    report.start(&format!("pushing to {target}"), plan.bytes());
+    let progress = {
+        let report = Arc::clone(&report);
+        Arc::new(move |n| report.add(n))
+    };
+    let options = PushOptions {
+        jobs: args.jobs,
+        chunk: args.chunk_mib << 20,
+    };
+    let result = runtime.block_on(super::push(&store, &plan, &client, options, progress));
+    report.finish();
+    let s = result.with_context(|| format!("push to {target}"))?;
+    report.info(&format!(
+        "pushed {} image(s) to {target}: blobs {} sent ({}), {} already there, {} mounted; manifests {} sent, {} already there; {} read back, all match",
+        s.images,
+        s.blobs_pushed,
+        human_bytes(s.bytes_sent),
+        s.blobs_present,
+        s.blobs_mounted,
+        s.manifests_pushed,
+        s.manifests_present,
+        s.manifests_checked,
+    ));
+    Ok(())
+}

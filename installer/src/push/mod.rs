@@ -1,0 +1,440 @@
+//! `push`: copies a store into a site's existing registry (Harbor, registry:2,
+//! another `ferry-installer serve`), byte for byte, so every digest there is the
+//! upstream one and nodes still pull by upstream names.
+//!
+//! A push runs in four passes over the store's images, each in parallel: blobs
+//! (skipped when the repository has them, mounted when another repository of the
+//! registry got them earlier in the run, else uploaded), platform manifests by
+//! digest, top-level manifests by tag, and a read-back of every manifest whose
+//! digest must match. An interrupted push is resumed by running it again: what
+//! landed is found by `HEAD` and not sent again.
+
+mod command;
+mod target;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use ferry::manifest::{Descriptor, Manifest};
+use ferry::store::{Store, StoreError};
+use ferry::Digest;
+use ferry_client::{BlobSource, Client, Endpoint, FetchError, Upload};
+use futures_util::{StreamExt as _, TryStreamExt as _};
+
+pub use command::{run, PushArgs};
+pub use target::{Target, TargetError, FLATTEN_SEPARATOR};
+
+/// How a push runs.
+#[derive(Debug, Clone, Copy)]
+pub struct PushOptions {
+    /// Requests in flight at once.
+    pub jobs: usize,
+    /// Blobs larger than this go in chunks of this size.
+    pub chunk: u64,
+}
+
+/// The default chunk: large enough that its round trip costs little next to its
+/// bytes, small enough that a cut connection loses little.
+pub const DEFAULT_CHUNK: u64 = 64 << 20;
+
+/// What a push did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Summary {
+    pub images: usize,
+    pub blobs_pushed: usize,
+    pub blobs_present: usize,
+    pub blobs_mounted: usize,
+    pub bytes_sent: u64,
+    pub manifests_pushed: usize,
+    pub manifests_present: usize,
+    pub manifests_checked: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PushError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("{image}: {what}: {source}")]
+    Registry {
+        image: String,
+        what: String,
+        source: FetchError,
+    },
+    #[error(
+        "{image}: the registry holds other bytes for manifest {digest} (they hash to {actual})"
+    )]
+    Mismatch {
+        image: String,
+        digest: Digest,
+        actual: Digest,
+    },
+    #[error("{image}: the registry refused index {digest}, which names platforms the store does not hold ({missing}): push a bundle made with every platform, or serve this store with `ferry-installer serve`")]
+    PartialIndex {
+        image: String,
+        digest: Digest,
+        missing: String,
+    },
+    #[error("{0}: its name is not NAME:TAG")]
+    Name(String),
+}
+
+/// One image (or file, or chart) of the store, as it is pushed.
+struct Image {
+    /// The store's name, `registry.k8s.io/pause:3.10`.
+    label: String,
+    endpoint: Endpoint,
+    tag: String,
+    top: Descriptor,
+    top_bytes: Bytes,
+    /// The platform manifests the store holds, with their bytes.
+    children: Vec<(Descriptor, Bytes)>,
+    /// Entries of the index the store does not hold, as `os/arch` (or digests).
+    missing: Vec<String>,
+    /// Configs and layers of every child, each once.
+    blobs: BTreeMap<Digest, u64>,
+}
+
+/// What a push will send: every image of a store, mapped to its repository.
+pub struct Plan {
+    images: Vec<Image>,
+}
+
+impl Plan {
+    /// Reads every image of the store and what it needs.
+    pub fn read(store: &Store, target: &Target) -> Result<Plan, PushError> {
+        Ok(Plan {
+            images: images(store, target)?,
+        })
+    }
+
+    /// The bytes of every blob, each counted once: the progress total.
+    pub fn bytes(&self) -> u64 {
+        let all: BTreeMap<&Digest, u64> = self
+            .images
+            .iter()
+            .flat_map(|i| i.blobs.iter().map(|(d, s)| (d, *s)))
+            .collect();
+        all.values().sum()
+    }
+}
+
+fn images(store: &Store, target: &Target) -> Result<Vec<Image>, PushError> {
+    let mut out = Vec::new();
+    for (label, top) in store.images()? {
+        let (name, tag) = label
+            .rsplit_once(':')
+            .filter(|(_, tag)| !tag.contains('/'))
+            .ok_or_else(|| PushError::Name(label.clone()))?;
+        let top_bytes = Bytes::from(store.read_blob(&top.digest)?);
+        let manifest_error = |error| StoreError::Manifest {
+            digest: top.digest.clone(),
+            error,
+        };
+        let mut children = Vec::new();
+        let mut missing = Vec::new();
+        match Manifest::parse(&top_bytes, Some(&top.media_type.to_string()))
+            .map_err(manifest_error)?
+        {
+            Manifest::Index { entries, .. } => {
+                for entry in entries {
+                    if store.has_blob(&entry.descriptor.digest) {
+                        let bytes = Bytes::from(store.read_blob(&entry.descriptor.digest)?);
+                        children.push((entry.descriptor, bytes));
+                    } else {
+                        missing.push(entry.platform.map_or_else(
+                            || entry.descriptor.digest.to_string(),
+                            |p| p.to_string(),
+                        ));
+                    }
+                }
+            }
+            Manifest::Image { .. } => {}
+        }
+        let mut blobs = BTreeMap::new();
+        let platforms: Vec<&Descriptor> = if children.is_empty() {
+            vec![&top]
+        } else {
+            children.iter().map(|(d, _)| d).collect()
+        };
+        for p in platforms {
+            let bytes = if p.digest == top.digest {
+                &top_bytes
+            } else {
+                &children.iter().find(|(d, _)| d == p).expect("a child").1
+            };
+            for d in ferry::store::platform_blobs(p, bytes)? {
+                if !store.has_blob(&d.digest) {
+                    return Err(StoreError::Missing {
+                        digest: d.digest,
+                        root: store.root().to_path_buf(),
+                    }
+                    .into());
+                }
+                blobs.insert(d.digest, d.size);
+            }
+        }
+        out.push(Image {
+            endpoint: Endpoint {
+                base_url: target.base_url.clone(),
+                repository: target.repository(name),
+                upstream: false,
+            },
+            tag: tag.to_string(),
+            label: label.clone(),
+            top,
+            top_bytes,
+            children,
+            missing,
+            blobs,
+        });
+    }
+    Ok(out)
+}
+
+/// What happened to one blob in one repository.
+enum BlobOutcome {
+    Present,
+    Pushed,
+    Mounted,
+}
+
+/// Pushes every image of `store` to `target`. `progress` is told of bytes as they
+/// are sent (and of blobs already there, by their size).
+pub async fn push(
+    store: &Store,
+    plan: &Plan,
+    client: &Client,
+    options: PushOptions,
+    progress: Arc<dyn Fn(u64) + Send + Sync>,
+) -> Result<Summary, PushError> {
+    let images = &plan.images;
+    let jobs = options.jobs.max(1);
+    let mut summary = Summary {
+        images: images.len(),
+        ..Summary::default()
+    };
+
+    // Blobs, largest first so the long uploads start early. A blob several
+    // repositories share is uploaded once and mounted into the others.
+    let mut tasks: Vec<(&Image, Digest, u64)> = Vec::new();
+    for image in images {
+        for (digest, size) in &image.blobs {
+            tasks.push((image, digest.clone(), *size));
+        }
+    }
+    tasks.sort_by(|a, b| b.2.cmp(&a.2).then_with(|| a.1.cmp(&b.1)));
+    let homes: HashMap<Digest, Arc<tokio::sync::OnceCell<String>>> = tasks
+        .iter()
+        .map(|(_, d, _)| (d.clone(), Arc::default()))
+        .collect();
+    let sent = Arc::new(AtomicU64::new(0));
+    let counter: ferry_client::Sent = {
+        let (sent, progress) = (Arc::clone(&sent), Arc::clone(&progress));
+        Arc::new(move |n| {
+            sent.fetch_add(n, Ordering::Relaxed);
+            progress(n);
+        })
+    };
+    let outcomes: Vec<BlobOutcome> = futures_util::stream::iter(tasks.iter())
+        .map(|(image, digest, size)| {
+            let (home, counter, progress) = (&homes[digest], &counter, &progress);
+            async move {
+                let fail = |what: String| {
+                    move |source| PushError::Registry {
+                        image: image.label.clone(),
+                        what,
+                        source,
+                    }
+                };
+                let ep = &image.endpoint;
+                if client
+                    .has_blob(ep, digest)
+                    .await
+                    .map_err(fail(format!("blob {digest}")))?
+                {
+                    progress(*size);
+                    return Ok::<_, PushError>(BlobOutcome::Present);
+                }
+                let source = BlobSource {
+                    path: store.blob_path(digest),
+                    digest: digest.clone(),
+                    size: *size,
+                };
+                let from = home
+                    .get_or_try_init(|| async {
+                        let session = client.start_upload(ep).await?;
+                        client
+                            .upload(ep, session, &source, options.chunk, counter)
+                            .await?;
+                        Ok(ep.repository.clone())
+                    })
+                    .await
+                    .map_err(fail(format!("upload of blob {digest}")))?;
+                if from == &ep.repository {
+                    return Ok(BlobOutcome::Pushed);
+                }
+                match client
+                    .mount(ep, digest, from)
+                    .await
+                    .map_err(fail(format!("mount of blob {digest} from {from}")))?
+                {
+                    Upload::Mounted => {
+                        progress(*size);
+                        Ok(BlobOutcome::Mounted)
+                    }
+                    Upload::Session(session) => {
+                        client
+                            .upload(ep, session, &source, options.chunk, counter)
+                            .await
+                            .map_err(fail(format!("upload of blob {digest}")))?;
+                        Ok(BlobOutcome::Pushed)
+                    }
+                }
+            }
+        })
+        .buffer_unordered(jobs)
+        .try_collect()
+        .await?;
+    for outcome in outcomes {
+        match outcome {
+            BlobOutcome::Present => summary.blobs_present += 1,
+            BlobOutcome::Mounted => summary.blobs_mounted += 1,
+            BlobOutcome::Pushed => summary.blobs_pushed += 1,
+        }
+    }
+    summary.bytes_sent = sent.load(Ordering::Relaxed);
+
+    // Platform manifests by digest, then the top-level ones by tag: a registry
+    // checks that what a manifest names is there.
+    let children: Vec<(&Image, &Descriptor, &Bytes)> = images
+        .iter()
+        .flat_map(|i| i.children.iter().map(move |(d, b)| (i, d, b)))
+        .collect();
+    let pushed: Vec<bool> = futures_util::stream::iter(children.iter())
+        .map(|(image, d, bytes)| put_manifest(client, image, d, None, bytes))
+        .buffer_unordered(jobs)
+        .try_collect()
+        .await?;
+    count(&mut summary, &pushed);
+    let pushed: Vec<bool> = futures_util::stream::iter(images.iter())
+        .map(|image| {
+            put_manifest(
+                client,
+                image,
+                &image.top,
+                Some(&image.tag),
+                &image.top_bytes,
+            )
+        })
+        .buffer_unordered(jobs)
+        .try_collect()
+        .await?;
+    count(&mut summary, &pushed);
+
+    // Every manifest read back by digest: the registry must hold the same bytes.
+    let all: Vec<(&Image, &Digest)> = images
+        .iter()
+        .flat_map(|i| {
+            std::iter::once((i, &i.top.digest))
+                .chain(i.children.iter().map(move |(d, _)| (i, &d.digest)))
+        })
+        .collect();
+    let checked: Vec<()> = futures_util::stream::iter(all.iter())
+        .map(|(image, digest)| async move {
+            let bytes = client
+                .read_back(&image.endpoint, digest)
+                .await
+                .map_err(|source| PushError::Registry {
+                    image: image.label.clone(),
+                    what: format!("reading back manifest {digest}"),
+                    source,
+                })?;
+            let actual = Digest::of(&bytes);
+            if &actual != *digest {
+                return Err(PushError::Mismatch {
+                    image: image.label.clone(),
+                    digest: (*digest).clone(),
+                    actual,
+                });
+            }
+            Ok(())
+        })
+        .buffer_unordered(jobs)
+        .try_collect()
+        .await?;
+    summary.manifests_checked = checked.len();
+    Ok(summary)
+}
+
+fn count(summary: &mut Summary, pushed: &[bool]) {
+    for p in pushed {
+        if *p {
+            summary.manifests_pushed += 1;
+        } else {
+            summary.manifests_present += 1;
+        }
+    }
+}
+
+/// Puts one manifest under `tag` (else its digest) unless the registry has it there
+/// already; whether it was sent.
+async fn put_manifest(
+    client: &Client,
+    image: &Image,
+    manifest: &Descriptor,
+    tag: Option<&str>,
+    bytes: &Bytes,
+) -> Result<bool, PushError> {
+    let fail = |what: String| {
+        move |source| PushError::Registry {
+            image: image.label.clone(),
+            what,
+            source,
+        }
+    };
+    let digest = &manifest.digest;
+    let reference = tag.map_or_else(|| digest.to_string(), str::to_string);
+    let there = match tag {
+        None => client
+            .has_manifest(&image.endpoint, digest)
+            .await
+            .map_err(fail(format!("manifest {digest}")))?,
+        Some(tag) => {
+            client
+                .tag_digest(&image.endpoint, tag)
+                .await
+                .map_err(fail(format!("tag {reference}")))?
+                .as_ref()
+                == Some(digest)
+        }
+    };
+    if there {
+        return Ok(false);
+    }
+    let result = client
+        .put_manifest(
+            &image.endpoint,
+            &reference,
+            &manifest.media_type.to_string(),
+            bytes.clone(),
+        )
+        .await;
+    match result {
+        Ok(()) => Ok(true),
+        Err(FetchError::Status {
+            code: Some(code), ..
+        }) if code == "MANIFEST_BLOB_UNKNOWN"
+            && !image.missing.is_empty()
+            && digest == &image.top.digest =>
+        {
+            Err(PushError::PartialIndex {
+                image: image.label.clone(),
+                digest: digest.clone(),
+                missing: image.missing.join(", "),
+            })
+        }
+        Err(source) => Err(fail(format!("manifest {reference}"))(source)),
+    }
+}
