@@ -94,20 +94,19 @@ pub fn plan(
             );
         }
     }
-    let registry = match &inventory.registry {
+    let (registry, pushed_under) = match &inventory.registry {
         RegistryPlace::Node { node, port } => {
             let n = inventory
                 .nodes
                 .iter()
                 .find(|n| &n.name == node)
                 .expect("checked when the inventory was read");
-            format!("https://{}:{port}", render::host(n.address))
+            (format!("https://{}:{port}", render::host(n.address)), None)
         }
         RegistryPlace::External { url, .. } => {
-            if url.splitn(4, '/').nth(3).is_some_and(|p| !p.is_empty()) {
-                bail!("registry: url {url} has a path; only a registry's root is supported yet");
-            }
-            url.clone()
+            let target = crate::push::Target::parse(url, false)
+                .map_err(|e| anyhow!("registry: url: {e}"))?;
+            (target.base_url, Some(target.prefix))
         }
     };
     let hosts: Vec<String> = bundle
@@ -130,6 +129,7 @@ pub fn plan(
     render::containerd::render(
         &Containerd {
             registry: &registry,
+            pushed_under: pushed_under.as_deref(),
             ca_pem,
             hosts: &hosts,
             sandbox_image: &sandbox,
@@ -198,7 +198,12 @@ pub fn plan(
         bind_node_address: inventory.ha.mode == HaMode::HaproxyKeepalived,
     };
     let (_, endpoint_port) = k.endpoint().expect("checked when the inventory was read");
-    let (addon_files, addon_steps) = super::addons::render(bundle, inventory, &registry)?;
+    // Charts are where push put them: under the prefix, if any.
+    let charts_at = match pushed_under.as_deref() {
+        Some(prefix) if !prefix.is_empty() => format!("{registry}/{prefix}"),
+        _ => registry.clone(),
+    };
+    let (addon_files, addon_steps) = super::addons::render(bundle, inventory, &charts_at)?;
     let mut plans = BTreeMap::new();
     for n in &inventory.nodes {
         let mut files = common.clone();

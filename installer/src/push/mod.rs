@@ -134,7 +134,7 @@ fn images(store: &Store, target: &Target) -> Result<Vec<Image>, PushError> {
         };
         let mut children = Vec::new();
         let mut missing = Vec::new();
-        match Manifest::parse(&top_bytes, Some(&top.media_type.to_string()))
+        match Manifest::parse(&top_bytes, Some(top.media_type.as_ref()))
             .map_err(manifest_error)?
         {
             Manifest::Index { entries, .. } => {
@@ -417,7 +417,7 @@ async fn put_manifest(
         .put_manifest(
             &image.endpoint,
             &reference,
-            &manifest.media_type.to_string(),
+            manifest.media_type.as_ref(),
             bytes.clone(),
         )
         .await;
