@@ -653,75 +653,11 @@ fn https_with_a_private_ca() {
     let f = fixture(8);
     push_fixture(&plain.url(), "apps/", &f);
     let s = Session::new();
-    // A private CA and a server certificate for 127.0.0.1, as a site would make them.
-    let ec = [
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-    ];
-    s.tool(
-        "openssl",
-        &[
-            &["req", "-x509"][..],
-            &ec,
-            &[
-                "-keyout",
-                "ca.key",
-                "-out",
-                "ca.pem",
-                "-days",
-                "2",
-                "-subj",
-                "/CN=Ferry Test CA",
-            ],
-        ]
-        .concat(),
-    );
-    s.tool(
-        "openssl",
-        &[
-            &["req"][..],
-            &ec,
-            &[
-                "-keyout",
-                "server.key",
-                "-out",
-                "server.csr",
-                "-subj",
-                "/CN=127.0.0.1",
-            ],
-        ]
-        .concat(),
-    );
-    s.write(
-        "ext.cnf",
-        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
-    );
-    s.tool(
-        "openssl",
-        &[
-            "x509",
-            "-req",
-            "-in",
-            "server.csr",
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-out",
-            "server.pem",
-            "-days",
-            "2",
-            "-extfile",
-            "ext.cnf",
-        ],
-    );
+    common::private_ca(&s);
     let tls = Registry::start_with(&RegistryOptions {
         tls: Some((s.path("server.pem"), s.path("server.key"))),
         storage: Some(plain.storage_dir()),
+        ..RegistryOptions::default()
     });
     assert!(tls.url().starts_with("https://"));
     s.write("spec.toml", &fixture_spec());

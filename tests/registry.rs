@@ -9,9 +9,10 @@ mod common;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::containerd::Containerd;
 use common::serve::Serve;
 use common::store::index_digests;
 use common::{four_kinds, mirrors, spec, Rule, Session, LOCKED_PULL};
@@ -499,86 +500,6 @@ fn every_spelling_of_a_name_reaches_the_same_image_and_headers_match_registry2()
     }
     let r = get(a, "/v2/");
     assert_eq!((r.status, r.text()), (200, "{}".to_string()));
-}
-
-/// A private containerd (its own root, state, socket and config) for one test.
-struct Containerd {
-    child: Child,
-    sock: PathBuf,
-    log: PathBuf,
-}
-
-impl Containerd {
-    fn start(dir: &Path, certs_d: &Path) -> Containerd {
-        std::fs::create_dir_all(dir).unwrap();
-        let sock = dir.join("containerd.sock");
-        let config = dir.join("config.toml");
-        // Only what a node uses for pulls: content store, metadata, the native
-        // snapshotter (no overlay mounts needed). The CRI plugin reads the same
-        // certs.d directory a kubelet's pulls would use.
-        std::fs::write(
-            &config,
-            format!(
-                r#"version = 2
-root = "{root}"
-state = "{state}"
-[grpc]
-  address = "{sock}"
-[ttrpc]
-  address = "{sock}.ttrpc"
-[plugins."io.containerd.grpc.v1.cri".registry]
-  config_path = "{certs}"
-"#,
-                root = dir.join("root").display(),
-                state = dir.join("state").display(),
-                sock = sock.display(),
-                certs = certs_d.display(),
-            ),
-        )
-        .unwrap();
-        let log = dir.join("containerd.log");
-        let child = Command::new("containerd")
-            .arg("--config")
-            .arg(&config)
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .expect("spawning containerd");
-        let c = Containerd { child, sock, log };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Command::new("ctr")
-            .arg("--address")
-            .arg(&c.sock)
-            .arg("version")
-            .output()
-            .map(|o| !o.status.success())
-            .unwrap_or(true)
-        {
-            assert!(
-                Instant::now() < deadline,
-                "containerd did not start:\n{}",
-                std::fs::read_to_string(&c.log).unwrap_or_default()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        c
-    }
-
-    fn ctr(&self, args: &[&str]) -> std::process::Output {
-        Command::new("ctr")
-            .arg("--address")
-            .arg(&self.sock)
-            .args(args)
-            .output()
-            .unwrap()
-    }
-}
-
-impl Drop for Containerd {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 #[test]

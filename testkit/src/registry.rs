@@ -63,6 +63,9 @@ pub struct RegistryOptions {
     /// Serve this storage directory (e.g. another registry's `storage_dir()`) instead
     /// of a fresh one: a way to put TLS in front of content pushed over plain HTTP.
     pub storage: Option<PathBuf>,
+    /// Ask for HTTP Basic credentials from this bcrypt htpasswd file (for pulls and
+    /// pushes alike, as registry:2's htpasswd auth does).
+    pub htpasswd: Option<PathBuf>,
 }
 
 impl Registry {
@@ -106,6 +109,12 @@ impl Registry {
                 "  tls:\n    certificate: {}\n    key: {}\n",
                 cert.display(),
                 key.display()
+            ));
+        }
+        if let Some(users) = &options.htpasswd {
+            config.push_str(&format!(
+                "auth:\n  htpasswd:\n    realm: ferry-testkit\n    path: {}\n",
+                users.display()
             ));
         }
         fs::write(&config_path, config).map_err(|e| format!("writing config: {e}"))?;
@@ -152,10 +161,13 @@ impl Registry {
             if registry.tls && TcpStream::connect(("127.0.0.1", port)).is_ok() {
                 return Ok(registry);
             }
-            if let Ok(resp) = agent.get(&format!("{}/v2/", registry.url())).call() {
-                if resp.status() == 200 {
-                    return Ok(registry);
+            match agent.get(&format!("{}/v2/", registry.url())).call() {
+                Ok(resp) if resp.status() == 200 => return Ok(registry),
+                // With htpasswd, an anonymous GET /v2/ is refused once it is up.
+                Err(ureq::Error::Status(401, _)) if options.htpasswd.is_some() => {
+                    return Ok(registry)
                 }
+                _ => {}
             }
             if Instant::now() > deadline {
                 let logs = registry.raw_logs();

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod cluster;
+pub mod containerd;
 pub mod serve;
 pub mod store;
 
@@ -322,6 +323,18 @@ impl Session {
             .spawn()
             .expect("spawning ferry-bundler")
     }
+
+    /// A started `ferry-installer` the test may kill; its stderr goes to `log`.
+    pub fn spawn_installer(&self, args: &[&str], log: &str) -> std::process::Child {
+        Command::new(bin("ferry-installer"))
+            .args(args)
+            .current_dir(self.dir.path())
+            .env("DOCKER_CONFIG", self.dir.path().join(".docker"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(self.path(log)).unwrap())
+            .spawn()
+            .expect("spawning ferry-installer")
+    }
 }
 
 /// One `[[registry]]` rule of a mirrors.toml, pointing an upstream host at loopback.
@@ -438,4 +451,74 @@ pub fn spec(platforms: &[&str], images: &[&str]) -> String {
             .collect::<Vec<_>>()
             .join("\n"),
     )
+}
+
+/// A private CA (`ca.pem`, `ca.key`) and a server certificate it signs for
+/// 127.0.0.1 (`server.pem`, `server.key`) in the session, as a site makes them.
+pub fn private_ca(s: &Session) {
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    s.tool(
+        "openssl",
+        &[
+            &["req", "-x509"][..],
+            &ec,
+            &[
+                "-keyout",
+                "ca.key",
+                "-out",
+                "ca.pem",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=Ferry Test CA",
+            ],
+        ]
+        .concat(),
+    );
+    s.tool(
+        "openssl",
+        &[
+            &["req"][..],
+            &ec,
+            &[
+                "-keyout",
+                "server.key",
+                "-out",
+                "server.csr",
+                "-subj",
+                "/CN=127.0.0.1",
+            ],
+        ]
+        .concat(),
+    );
+    s.write(
+        "ext.cnf",
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+    );
+    s.tool(
+        "openssl",
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.pem",
+            "-days",
+            "2",
+            "-extfile",
+            "ext.cnf",
+        ],
+    );
 }

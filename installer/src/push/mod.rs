@@ -70,11 +70,18 @@ pub enum PushError {
         digest: Digest,
         actual: Digest,
     },
-    #[error("{image}: the registry refused index {digest}, which names platforms the store does not hold ({missing}): push a bundle made with every platform, or serve this store with `ferry-installer serve`")]
+    /// One image's; gathered into [`PushError::PartialIndexes`].
+    #[error("{image}: the registry refused index {digest}, which names platforms the store does not hold ({missing})")]
     PartialIndex {
         image: String,
         digest: Digest,
         missing: String,
+    },
+    #[error("the registry refused {count} index(es) naming platforms the store does not hold, and pushed the rest: {images}; bundle every platform of these images, or let nodes pull from `ferry-installer serve`")]
+    PartialIndexes {
+        count: usize,
+        images: String,
+        summary: Box<Summary>,
     },
     #[error("{0}: its name is not NAME:TAG")]
     Name(String),
@@ -134,9 +141,7 @@ fn images(store: &Store, target: &Target) -> Result<Vec<Image>, PushError> {
         };
         let mut children = Vec::new();
         let mut missing = Vec::new();
-        match Manifest::parse(&top_bytes, Some(top.media_type.as_ref()))
-            .map_err(manifest_error)?
-        {
+        match Manifest::parse(&top_bytes, Some(top.media_type.as_ref())).map_err(manifest_error)? {
             Manifest::Index { entries, .. } => {
                 for entry in entries {
                     if store.has_blob(&entry.descriptor.digest) {
@@ -318,6 +323,9 @@ pub async fn push(
         .try_collect()
         .await?;
     count(&mut summary, &pushed);
+    // A registry that checks an index's entries (registry:2, Harbor) refuses one
+    // whose platforms the store lacks: the rest is pushed, and those named.
+    let mut refused = Vec::new();
     let pushed: Vec<bool> = futures_util::stream::iter(images.iter())
         .map(|image| {
             put_manifest(
@@ -329,15 +337,26 @@ pub async fn push(
             )
         })
         .buffer_unordered(jobs)
-        .try_collect()
-        .await?;
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .map(|r| match r {
+            Err(PushError::PartialIndex { image, missing, .. }) => {
+                refused.push((image, missing));
+                Ok(false)
+            }
+            other => other,
+        })
+        .collect::<Result<_, _>>()?;
     count(&mut summary, &pushed);
+    summary.manifests_present -= refused.len();
 
     // Every manifest read back by digest: the registry must hold the same bytes.
     let all: Vec<(&Image, &Digest)> = images
         .iter()
         .flat_map(|i| {
-            std::iter::once((i, &i.top.digest))
+            let top = (!refused.iter().any(|(r, _)| r == &i.label)).then_some((i, &i.top.digest));
+            top.into_iter()
                 .chain(i.children.iter().map(move |(d, _)| (i, &d.digest)))
         })
         .collect();
@@ -365,6 +384,18 @@ pub async fn push(
         .try_collect()
         .await?;
     summary.manifests_checked = checked.len();
+    if !refused.is_empty() {
+        refused.sort();
+        let images: Vec<String> = refused
+            .iter()
+            .map(|(image, missing)| format!("{image} (lacks {missing})"))
+            .collect();
+        return Err(PushError::PartialIndexes {
+            count: refused.len(),
+            images: images.join("; "),
+            summary: Box::new(summary),
+        });
+    }
     Ok(summary)
 }
 
