@@ -12,13 +12,11 @@ use std::fs::{self, File};
 use std::io::{self, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 
-use super::{
-    entry_path, read_head_entries, read_small, ArchiveError, Entry, Head, MAX_INDEX_BYTES,
-};
+use super::{entry_path, read_head_entries, ArchiveError, Entry, Head, MAX_INDEX_BYTES};
 use crate::digest::{Digest, Hasher};
 use crate::progress::Progress;
 use crate::signing::PublicKey;
-use crate::store::Store;
+use crate::store::{ClaimedDir, Store};
 
 /// What a verify or unpack did.
 #[derive(Debug)]
@@ -79,7 +77,6 @@ fn kind_name(t: tar::EntryType) -> String {
     }
 }
 
-/// Copies an entry's bytes into `out` while hashing them; returns the digest and length.
 /// Which side of a copy failed: reading the bundle is its fault, writing the
 /// store is this host's (a full disk is not a corrupt bundle).
 enum CopyError {
@@ -87,24 +84,15 @@ enum CopyError {
     Write(io::Error),
 }
 
-fn copy_hashed(
-    mut from: impl Read,
-    out: &mut dyn Write,
-    buf: &mut [u8],
-    progress: &dyn Progress,
-) -> Result<(Digest, u64), CopyError> {
-    let mut hasher = Hasher::new();
+/// Copies an entry's bytes (hashed as they are read) into `out`.
+fn copy(from: &mut impl Read, out: &mut dyn Write, buf: &mut [u8]) -> Result<(), CopyError> {
     loop {
         let n = from.read(buf).map_err(CopyError::Read)?;
         if n == 0 {
-            break;
+            return Ok(());
         }
-        hasher.update(&buf[..n]);
         out.write_all(&buf[..n]).map_err(CopyError::Write)?;
-        progress.advance(n as u64);
     }
-    let len = hasher.len();
-    Ok((hasher.finish(), len))
 }
 
 /// The bytes free for an unprivileged writer on the filesystem holding `dir`.
@@ -133,12 +121,55 @@ pub fn unpack(
     run(input, key, Some(store), progress)
 }
 
-fn run(
+/// What [`stream`] hands a consumer: one verified-as-read entry of the bundle.
+pub struct EntryReader<'a> {
+    /// The entry as the signed manifest names it.
+    pub entry: &'a Entry,
+    inner: &'a mut dyn Read,
+    hasher: &'a mut Hasher,
+    progress: &'a dyn Progress,
+}
+
+impl EntryReader<'_> {
+    /// The whole entry, if it is at most `limit` bytes.
+    pub fn read_all(&mut self, limit: u64) -> Result<Vec<u8>, ArchiveError> {
+        if self.entry.size > limit {
+            return Err(ArchiveError::WrongSize {
+                path: self.entry.path.clone(),
+                expected: limit,
+                actual: self.entry.size,
+            });
+        }
+        let mut bytes = Vec::with_capacity(self.entry.size as usize);
+        self.read_to_end(&mut bytes)
+            .map_err(|e| ArchiveError::Corrupt(format!("reading {}: {e}", self.entry.path)))?;
+        Ok(bytes)
+    }
+}
+
+impl Read for EntryReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.progress.advance(n as u64);
+        Ok(n)
+    }
+}
+
+/// Streams a bundle, checking it as [`verify`] does, and hands every entry to
+/// `each` as it is read. Whatever of an entry `each` leaves unread is read (and
+/// hashed) after it; an entry whose bytes do not match the signed manifest is an
+/// error once it has been read, so `each` must not act on an entry's bytes as
+/// trusted before the whole bundle has checked out. Returns the head once
+/// everything has. `each`'s own errors abort the stream.
+pub fn stream(
     input: impl Read + Send + 'static,
     key: &PublicKey,
-    store: Option<&Store>,
+    what: &str,
     progress: &dyn Progress,
-) -> Result<Outcome, ArchiveError> {
+    before: &mut dyn FnMut(&Head) -> Result<(), ArchiveError>,
+    each: &mut dyn FnMut(EntryReader<'_>) -> Result<(), ArchiveError>,
+) -> Result<Head, ArchiveError> {
     let corrupt = |e: io::Error| ArchiveError::Corrupt(e.to_string());
     let decoder = zstd::stream::read::Decoder::new(input)
         .map_err(|e| ArchiveError::NotABundle(format!("not zstd: {e}")))?;
@@ -148,74 +179,16 @@ fn run(
         .entries()
         .map_err(|e| ArchiveError::NotABundle(e.to_string()))?;
     let head = read_head_entries(&mut entries, Some(key))?;
+    before(&head)?;
     let manifest = &head.manifest;
-
-    if let (Some(store), Some(base)) = (store, &manifest.base) {
-        let missing_base = || ArchiveError::BaseMissing {
-            name: base.name.clone(),
-            version: base.version.clone(),
-            manifest: base.manifest.clone(),
-            store: store.root().to_path_buf(),
-        };
-        if !store.bundle_record(&base.manifest).is_file() {
-            return Err(missing_base());
-        }
-        for e in &manifest.external {
-            let present = fs::metadata(store.root().join(&e.path)).is_ok_and(|m| m.len() == e.size);
-            if !present {
-                return Err(missing_base());
-            }
-        }
-    }
-
-    progress.start(
-        if store.is_some() {
-            "unpacking"
-        } else {
-            "verifying"
-        },
-        manifest.content_size(),
-    );
+    progress.start(what, manifest.content_size());
     let expected: HashMap<&str, &Entry> = manifest
         .entries
         .iter()
         .map(|e| (e.path.as_str(), e))
         .collect();
     let mut seen: HashSet<String> = HashSet::new();
-    if let Some(s) = store {
-        // What an unpack killed midway left is reclaimed first; its space counts.
-        s.reclaim_staging().map_err(ArchiveError::Store)?;
-        // What this bundle adds, against what the store's disk has: refused up
-        // front with the numbers rather than halfway through.
-        let need: u64 = manifest
-            .entries
-            .iter()
-            .filter(|e| !s.has_blob(&e.sha256))
-            .map(|e| e.size)
-            .sum();
-        let free = free_bytes(s.root()).map_err(ArchiveError::io(s.root()))?;
-        if need > free {
-            return Err(ArchiveError::NoSpace {
-                store: s.root().to_path_buf(),
-                need,
-                free,
-            });
-        }
-    }
-    let staging = match store {
-        Some(s) => Some(
-            s.claim_staging(&format!("{}-{}", &head.id.hex()[..16], std::process::id()))
-                .map_err(ArchiveError::Store)?,
-        ),
-        None => None,
-    };
-    let mut staged: Vec<(PathBuf, Digest)> = Vec::new();
-    let mut syncer = store.map(|_| Syncer::start());
-    let mut index_bytes: Option<Vec<u8>> = None;
-    let mut outcome_written = (0usize, 0u64);
-    let mut outcome_present = (0usize, 0u64);
     let mut buf = vec![0u8; 1 << 18];
-
     for entry in entries.by_ref() {
         let mut entry = entry.map_err(corrupt)?;
         let path = entry_path(&entry)?;
@@ -241,52 +214,27 @@ fn run(
                 actual: size,
             });
         }
-        let (actual, len) = if path == "index.json" || path == "oci-layout" {
-            let bytes = read_small(&mut entry, &path, MAX_INDEX_BYTES)?;
-            progress.advance(bytes.len() as u64);
-            let d = Digest::of(&bytes);
-            if path == "index.json" {
-                index_bytes = Some(bytes.clone());
-            }
-            (d, bytes.len() as u64)
-        } else {
-            let digest = &want.sha256;
-            match (store, &staging) {
-                (Some(s), Some(stage)) if !s.has_blob(digest) => {
-                    let tmp = stage.path().join(digest.hex());
-                    let file = File::create(&tmp).map_err(ArchiveError::io(&tmp))?;
-                    let mut out = BufWriter::with_capacity(1 << 20, file);
-                    let r =
-                        copy_hashed(&mut entry, &mut out, &mut buf, progress).map_err(
-                            |e| match e {
-                                CopyError::Read(e) => corrupt(e),
-                                CopyError::Write(e) => ArchiveError::io(&tmp)(e),
-                            },
-                        )?;
-                    let file = out
-                        .into_inner()
-                        .map_err(|e| ArchiveError::io(&tmp)(e.into_error()))?;
-                    if syncer.as_ref().is_some_and(|s| !s.send(file, &tmp)) {
-                        let stopped = syncer.take().expect("checked above").finish();
-                        return Err(stopped.err().unwrap_or_else(|| {
-                            ArchiveError::Corrupt("the sync thread stopped".into())
-                        }));
-                    }
-                    staged.push((tmp, digest.clone()));
-                    outcome_written = (outcome_written.0 + 1, outcome_written.1 + r.1);
-                    r
+        let mut hasher = Hasher::new();
+        {
+            // Never more than the entry holds, whatever `each` asks for.
+            let mut limited = (&mut entry).take(want.size);
+            each(EntryReader {
+                entry: want,
+                inner: &mut limited,
+                hasher: &mut hasher,
+                progress,
+            })?;
+            loop {
+                let n = limited.read(&mut buf).map_err(corrupt)?;
+                if n == 0 {
+                    break;
                 }
-                _ => {
-                    let r = copy_hashed(&mut entry, &mut io::sink(), &mut buf, progress).map_err(
-                        |e| match e {
-                            CopyError::Read(e) | CopyError::Write(e) => corrupt(e),
-                        },
-                    )?;
-                    outcome_present = (outcome_present.0 + 1, outcome_present.1 + r.1);
-                    r
-                }
+                hasher.update(&buf[..n]);
+                progress.advance(n as u64);
             }
-        };
+        }
+        let len = hasher.len();
+        let actual = hasher.finish();
         if len != want.size {
             return Err(ArchiveError::Corrupt(format!("{path} is cut short")));
         }
@@ -317,7 +265,119 @@ fn run(
             ));
         }
     }
+    Ok(head)
+}
 
+/// Before an unpack into `s` writes anything: its base is there (for a delta),
+/// what a killed unpack left is reclaimed, the disk has room; then a staging
+/// directory of its own.
+fn prepare(s: &Store, head: &Head) -> Result<ClaimedDir, ArchiveError> {
+    let manifest = &head.manifest;
+    if let Some(base) = &manifest.base {
+        let missing_base = || ArchiveError::BaseMissing {
+            name: base.name.clone(),
+            version: base.version.clone(),
+            manifest: base.manifest.clone(),
+            store: s.root().to_path_buf(),
+        };
+        if !s.bundle_record(&base.manifest).is_file() {
+            return Err(missing_base());
+        }
+        for e in &manifest.external {
+            let present = fs::metadata(s.root().join(&e.path)).is_ok_and(|m| m.len() == e.size);
+            if !present {
+                return Err(missing_base());
+            }
+        }
+    }
+    // What an unpack killed midway left is reclaimed first; its space counts.
+    s.reclaim_staging().map_err(ArchiveError::Store)?;
+    // What this bundle adds, against what the store's disk has: refused up
+    // front with the numbers rather than halfway through.
+    let need: u64 = manifest
+        .entries
+        .iter()
+        .filter(|e| !s.has_blob(&e.sha256))
+        .map(|e| e.size)
+        .sum();
+    let free = free_bytes(s.root()).map_err(ArchiveError::io(s.root()))?;
+    if need > free {
+        return Err(ArchiveError::NoSpace {
+            store: s.root().to_path_buf(),
+            need,
+            free,
+        });
+    }
+    s.claim_staging(&format!("{}-{}", &head.id.hex()[..16], std::process::id()))
+        .map_err(ArchiveError::Store)
+}
+
+fn run(
+    input: impl Read + Send + 'static,
+    key: &PublicKey,
+    store: Option<&Store>,
+    progress: &dyn Progress,
+) -> Result<Outcome, ArchiveError> {
+    let staging: std::cell::OnceCell<ClaimedDir> = std::cell::OnceCell::new();
+    let mut staged: Vec<(PathBuf, Digest)> = Vec::new();
+    let mut syncer = store.map(|_| Syncer::start());
+    let mut index_bytes: Option<Vec<u8>> = None;
+    let mut outcome_written = (0usize, 0u64);
+    let mut outcome_present = (0usize, 0u64);
+    let mut buf = vec![0u8; 1 << 18];
+    let what = if store.is_some() {
+        "unpacking"
+    } else {
+        "verifying"
+    };
+    let head = stream(
+        input,
+        key,
+        what,
+        progress,
+        &mut |head| {
+            if let Some(s) = store {
+                let _ = staging.set(prepare(s, head)?);
+            }
+            Ok(())
+        },
+        &mut |mut entry| {
+            let path = entry.entry.path.clone();
+            let size = entry.entry.size;
+            if path == "index.json" || path == "oci-layout" {
+                let bytes = entry.read_all(MAX_INDEX_BYTES)?;
+                if path == "index.json" {
+                    index_bytes = Some(bytes);
+                }
+                return Ok(());
+            }
+            let digest = entry.entry.sha256.clone();
+            match (store, staging.get()) {
+                (Some(s), Some(stage)) if !s.has_blob(&digest) => {
+                    let tmp = stage.path().join(digest.hex());
+                    let file = File::create(&tmp).map_err(ArchiveError::io(&tmp))?;
+                    let mut out = BufWriter::with_capacity(1 << 20, file);
+                    copy(&mut entry, &mut out, &mut buf).map_err(|e| match e {
+                        CopyError::Read(e) => ArchiveError::Corrupt(e.to_string()),
+                        CopyError::Write(e) => ArchiveError::io(&tmp)(e),
+                    })?;
+                    let file = out
+                        .into_inner()
+                        .map_err(|e| ArchiveError::io(&tmp)(e.into_error()))?;
+                    if syncer.as_ref().is_some_and(|s| !s.send(file, &tmp)) {
+                        let stopped = syncer.take().expect("checked above").finish();
+                        return Err(stopped.err().unwrap_or_else(|| {
+                            ArchiveError::Corrupt("the sync thread stopped".into())
+                        }));
+                    }
+                    staged.push((tmp, digest));
+                    outcome_written = (outcome_written.0 + 1, outcome_written.1 + size);
+                }
+                _ => outcome_present = (outcome_present.0 + 1, outcome_present.1 + size),
+            }
+            Ok(())
+        },
+    )?;
     if let Some(syncer) = syncer {
         syncer.finish()?;
     }
