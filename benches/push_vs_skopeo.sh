@@ -9,6 +9,8 @@
 # with the CPU's SHA instructions, to show the clients apart from registry:2's
 # own cost (it spends most of the CPU of a push hashing).
 #
+# `push --bundle` of the same content, built into a signed bundle, is timed too.
+#
 # The store is multi-platform (16 images x 2 platforms x 4 layers, one layer shared
 # by all), pulled by ferry-bundler from a seeded registry:2. The images are OCI
 # indexes: skopeo's oci: transport does not find a Docker manifest list in a
@@ -42,6 +44,9 @@ seed_registry --images "$IMAGES" \
 ferry_lock spec
 ferry_pull spec
 stop_registry
+"$BIN/ferry-bundler" keygen --out "$WORK" --name bench --no-password >/dev/null
+"$BIN/ferry-bundler" build "$WORK/spec.toml" --lock "$WORK/spec.lock" --mirrors "$WORK/mirrors.toml" \
+  --store "$WORK/store" --key "$WORK/bench.key" -o "$WORK/bench.tar.zst" --quiet
 NAMES=$(python3 -c '
 import json, sys
 for m in json.load(open(sys.argv[1]))["manifests"]:
@@ -109,6 +114,13 @@ fresh_registry
 skopeo_push skopeo_copy
 COPIED=$(du -sb "$WORK/registry" | cut -f1)
 stop_registry
+echo "== into registry:2: ferry-installer push --bundle (verified, then streamed; never unpacked)"
+fresh_registry
+timed ferry_bundle "$BIN/ferry-installer" push --bundle "$WORK/bench.tar.zst" --key "$WORK/bench.pub" \
+  --to "http://127.0.0.1:$REG_PORT/bench" --quiet
+SECS[ferry_bundle]=$TIMED_SECS
+RSS[ferry_bundle]=$TIMED_RSS
+stop_registry
 echo "== into ferry-installer serve: both again"
 fresh_serve
 ferry_push ferry_to_serve
@@ -121,7 +133,7 @@ BYTES=$(du -sb "$WORK/store/blobs" | cut -f1)
 echo
 echo "registry storage after: ferry $((PUSHED / 1048576)) MiB, skopeo $((COPIED / 1048576)) MiB"
 printf '%-22s %9s %11s %12s\n' "tool" "seconds" "MB/s" "peak RSS"
-for name in skopeo_copy ferry skopeo_to_serve ferry_to_serve; do
+for name in skopeo_copy ferry ferry_bundle skopeo_to_serve ferry_to_serve; do
   printf '%-22s %9.2f %11.0f %9d MiB\n' "$name" "${SECS[$name]}" \
     "$(echo "$BYTES / ${SECS[$name]} / 1000000" | bc -l)" "$(( RSS[$name] / 1024 ))"
 done
@@ -130,3 +142,5 @@ RATIO_SERVE=$(echo "${SECS[skopeo_to_serve]} / ${SECS[ferry_to_serve]}" | bc -l)
 printf '\nferry push is %.2fx faster than skopeo copy into registry:2 (target >= 3x); peak RSS %d MiB (target < 64 MiB)\n' \
   "$RATIO" "$(( RSS[ferry] / 1024 ))"
 printf 'into ferry-installer serve (a registry that is not the bottleneck): %.2fx\n' "$RATIO_SERVE"
+printf 'from the bundle (two passes, no store): %.2fx skopeo copy from a store; peak RSS %d MiB\n' \
+  "$(echo "${SECS[skopeo_copy]} / ${SECS[ferry_bundle]}" | bc -l)" "$(( RSS[ferry_bundle] / 1024 ))"

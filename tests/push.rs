@@ -588,3 +588,70 @@ fn containerd_pulls_by_upstream_names_from_a_pushed_registry_through_the_planned
         "{log}"
     );
 }
+
+#[test]
+fn a_bundle_is_pushed_without_unpacking_and_a_tampered_one_sends_nothing() {
+    let s = Session::new();
+    let (bundle, key) = common::cluster::bundle();
+    let reg = Registry::start();
+    let to = format!("http://{}/k8s", reg.addr());
+    let (b, k) = (bundle.to_str().unwrap(), key.to_str().unwrap());
+
+    // A bundle with one byte changed halfway: refused (exit 3) before anything is sent.
+    let mut bytes = std::fs::read(&bundle).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x55;
+    std::fs::write(s.path("tampered.tar.zst"), &bytes).unwrap();
+    let run = s
+        .installer(&[
+            "push",
+            "--bundle",
+            "tampered.tar.zst",
+            "--key",
+            k,
+            "--to",
+            &to,
+        ])
+        .refused();
+    assert!(
+        run.error_line().contains("tampered.tar.zst"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(
+        reg.count_requests("POST", "/v2/") + reg.count_requests("PUT", "/v2/"),
+        0,
+        "a refused bundle sent something"
+    );
+
+    // The bundle itself: every manifest lands with the bytes the unpacked store
+    // of the same release holds; again, nothing is sent.
+    let run = s
+        .installer(&[
+            "push", "--bundle", b, "--key", k, "--to", &to, "--jobs", "3",
+        ])
+        .success();
+    let first = counts(push_line(&run.stderr));
+    assert!(
+        first["blobs sent"] > 0 && first["blobs mounted"] > 0,
+        "{}",
+        run.stderr
+    );
+    let site = common::cluster::site();
+    assert_byte_exact(
+        &site,
+        &format!("{}/k8s", reg.addr()),
+        &["--tls-verify=false"],
+    );
+    let writes = reg.count_requests("PUT", "/v2/");
+    let run = s
+        .installer(&["push", "--bundle", b, "--key", k, "--to", &to])
+        .success();
+    assert_eq!(
+        counts(push_line(&run.stderr))["blobs sent"],
+        0,
+        "{}",
+        run.stderr
+    );
+    assert_eq!(reg.count_requests("PUT", "/v2/"), writes);
+}

@@ -32,6 +32,8 @@ use reqwest::{RequestBuilder, Response, StatusCode};
 use crate::auth::{Challenge, Credentials};
 pub use endpoint::Endpoint;
 pub use push::{BlobSource, Sent, Upload};
+/// A request body, for [`Client::upload_stream`].
+pub use reqwest::Body;
 pub use retry::{parse_retry_after, Jitter, RetryPolicy, ATTEMPTS};
 
 #[derive(Debug, thiserror::Error)]
@@ -263,14 +265,7 @@ impl Client {
         {
             return Err(FetchError::Unreachable);
         }
-        let mut scope = match access {
-            Access::Pull => format!("repository:{}:pull", endpoint.repository),
-            Access::Push => format!("repository:{}:pull,push", endpoint.repository),
-        };
-        if let Some(from) = mount_from {
-            scope.push_str(&format!(" repository:{from}:pull"));
-        }
-        let key = (endpoint.base_url.clone(), scope);
+        let key = token_key(endpoint, access, mount_from);
         let mut attempt = 0;
         let mut authenticated = false;
         loop {
@@ -338,6 +333,16 @@ impl Client {
             }
             tokio::time::sleep(RetryPolicy::REQUEST.pause(attempt, retry_after)).await;
         }
+    }
+
+    /// The Authorization header already obtained for `access` to the endpoint's
+    /// repository, for a request that cannot be retried (its body is a stream).
+    pub(crate) fn cached_auth(&self, endpoint: &Endpoint, access: Access) -> Option<HeaderValue> {
+        self.tokens
+            .lock()
+            .unwrap()
+            .get(&token_key(endpoint, access, None))
+            .cloned()
     }
 
     /// Answers a challenge: Basic from stored credentials, or a Bearer token from the
@@ -410,6 +415,29 @@ impl Client {
                     .map_err(|e| FetchError::Auth(e.to_string()))
             }
         }
+    }
+}
+
+/// What a token is kept under: the base URL and the scope it was asked for.
+fn token_key(endpoint: &Endpoint, access: Access, mount_from: Option<&str>) -> (String, String) {
+    let mut scope = match access {
+        Access::Pull => format!("repository:{}:pull", endpoint.repository),
+        Access::Push => format!("repository:{}:pull,push", endpoint.repository),
+    };
+    if let Some(from) = mount_from {
+        scope.push_str(&format!(" repository:{from}:pull"));
+    }
+    (endpoint.base_url.clone(), scope)
+}
+
+/// The error a failed response stands for, with the registry's code and message.
+pub(crate) async fn status_error(r: Response) -> FetchError {
+    let status = r.status();
+    let (code, message) = error_code(r).await;
+    FetchError::Status {
+        status,
+        code,
+        message,
     }
 }
 

@@ -265,6 +265,33 @@ impl Client {
         Ok(())
     }
 
+    /// Sends a blob whose bytes come as a stream that cannot be replayed (a
+    /// bundle being read): a new session, then one `PUT` that is not retried. A
+    /// failure fails the blob; a rerun finds what landed.
+    pub async fn upload_stream(
+        &self,
+        endpoint: &Endpoint,
+        digest: &Digest,
+        size: u64,
+        body: Body,
+    ) -> Result<(), FetchError> {
+        let session = self.start_upload(endpoint).await?;
+        let mut request = self
+            .http
+            .put(with_digest(&session, digest))
+            .header(CONTENT_TYPE, "application/octet-stream")
+            .header(CONTENT_LENGTH, size)
+            .body(body);
+        if let Some(auth) = self.cached_auth(endpoint, Access::Push) {
+            request = request.header(reqwest::header::AUTHORIZATION, auth);
+        }
+        let response = request.send().await?;
+        if response.status().is_success() {
+            return Ok(());
+        }
+        Err(crate::status_error(response).await)
+    }
+
     /// Puts a manifest's exact bytes under `reference` (its digest or a tag).
     pub async fn put_manifest(
         &self,

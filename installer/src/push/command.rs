@@ -4,8 +4,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context as _;
+use ferry::signing::PublicKey;
 use ferry::store::Store;
-use ferry_cli::{human_bytes, Report};
+use ferry_cli::{human_bytes, Refused, Report};
 use ferry_client::auth::Credentials;
 use ferry_client::{Client, ClientOptions};
 
@@ -14,6 +15,7 @@ use super::{PushOptions, Target, DEFAULT_CHUNK};
 const AFTER_HELP: &str = "\
 Examples:
   ferry-installer push --store /var/lib/ferry/store --to https://harbor.site/k8s --cred admin:Harbor12345
+  ferry-installer push --bundle k8s-1.31.tar.zst --key release.pub --to https://harbor.site/k8s
   ferry-installer push --store store/ --to https://registry.site:5000 --ca-cert site-ca.pem
   ferry-installer push --store store/ --to https://quay.site/k8s --flatten
 
@@ -27,15 +29,33 @@ project/repository; nodes cannot pull a flattened registry by upstream names.
 Manifests are pushed byte for byte (every digest stays the upstream one) and read
 back. Blobs the registry has are not sent; a blob pushed to one repository is
 mounted into the others. Run it again after an interruption: it goes on where it
-stopped. Credentials: --cred, else ~/.docker/config.json (helpers included).";
+stopped. Credentials: --cred, else ~/.docker/config.json (helpers included).
+
+With --bundle, the bundle is read twice and never unpacked: first its signature
+and every byte are checked (nothing is sent from a bundle that fails), then the
+blobs the registry lacks are sent as the bundle streams by. Exit code 3 when the
+bundle is refused.";
 
 /// Options of `ferry-installer push`.
 #[derive(clap::Args)]
 #[command(after_help = AFTER_HELP)]
 pub struct PushArgs {
     /// The store to push (an unpacked bundle).
-    #[arg(long, value_name = "DIR")]
-    pub store: PathBuf,
+    #[arg(
+        long,
+        value_name = "DIR",
+        required_unless_present = "bundle",
+        conflicts_with = "bundle"
+    )]
+    pub store: Option<PathBuf>,
+
+    /// Or a bundle (or its first part), pushed without unpacking it.
+    #[arg(long, value_name = "FILE", requires = "key")]
+    pub bundle: Option<PathBuf>,
+
+    /// The public key the bundle must be signed with.
+    #[arg(long, value_name = "FILE", requires = "bundle")]
+    pub key: Option<PathBuf>,
 
     /// The registry, with an optional path prefix: https://HOST[:PORT][/PREFIX]
     /// (http:// for a plain-HTTP registry).
@@ -78,8 +98,6 @@ pub fn run(args: PushArgs) -> anyhow::Result<()> {
     if args.jobs == 0 || args.chunk_mib == 0 {
         anyhow::bail!("--jobs and --chunk-mib must be at least 1");
     }
-    let store =
-        Store::open(&args.store).with_context(|| format!("store {}", args.store.display()))?;
     let mut flags = Vec::new();
     if let Some(cred) = &args.cred {
         if !cred.contains(':') {
@@ -98,19 +116,42 @@ pub fn run(args: PushArgs) -> anyhow::Result<()> {
         .thread_name("ferry-push")
         .build()
         .context("starting the async runtime")?;
-    let plan = super::Plan::read(&store, &target)?;
-    report.start(&format!("pushing to {target}"), plan.bytes());
-    let progress = {
-        let report = Arc::clone(&report);
-        Arc::new(move |n| report.add(n))
-    };
     let options = PushOptions {
         jobs: args.jobs,
         chunk: args.chunk_mib << 20,
     };
-    let result = runtime.block_on(super::push(&store, &plan, &client, options, progress));
-    report.finish();
-    let s = result.with_context(|| format!("push to {target}"))?;
+    let s = match (&args.store, &args.bundle, &args.key) {
+        (Some(store), _, _) => {
+            let store = Store::open(store).with_context(|| format!("store {}", store.display()))?;
+            let plan = super::Plan::read(&store, &target)?;
+            report.start(&format!("pushing to {target}"), plan.bytes());
+            let progress = {
+                let report = Arc::clone(&report);
+                Arc::new(move |n| report.add(n))
+            };
+            let result = runtime.block_on(super::push(&store, &plan, &client, options, progress));
+            report.finish();
+            result.with_context(|| format!("push to {target}"))?
+        }
+        (None, Some(bundle), Some(key)) => {
+            let key = PublicKey::load(key)?;
+            let progress: Arc<dyn ferry::progress::Progress + Send + Sync> = report.clone();
+            let result = runtime.block_on(super::push_bundle(
+                bundle,
+                &key,
+                &target,
+                Arc::new(client),
+                options,
+                progress,
+            ));
+            report.finish();
+            match result {
+                Err(super::PushError::Bundle(e)) => return Err(Refused::classify(bundle, e)),
+                other => other.with_context(|| format!("push to {target}"))?,
+            }
+        }
+        _ => unreachable!("clap requires --store, or --bundle with --key"),
+    };
     report.info(&format!(
         "pushed {} image(s) to {target}: blobs {} sent ({}), {} already there, {} mounted; manifests {} sent, {} already there; {} read back, all match",
         s.images,

@@ -9,6 +9,7 @@
 //! digest must match. An interrupted push is resumed by running it again: what
 //! landed is found by `HEAD` and not sent again.
 
+mod bundle;
 mod command;
 mod target;
 
@@ -23,6 +24,7 @@ use ferry::Digest;
 use ferry_client::{BlobSource, Client, Endpoint, FetchError, Upload};
 use futures_util::{StreamExt as _, TryStreamExt as _};
 
+pub use bundle::push_bundle;
 pub use command::{run, PushArgs};
 pub use target::{Target, TargetError, FLATTEN_SEPARATOR};
 
@@ -85,6 +87,12 @@ pub enum PushError {
     },
     #[error("{0}: its name is not NAME:TAG")]
     Name(String),
+    #[error(transparent)]
+    Bundle(#[from] ferry::archive::ArchiveError),
+    #[error("a delta bundle needs its base: unpack it onto the store that holds the base, and push the store")]
+    Delta,
+    #[error("{place} lacks blob {digest}, which its images need")]
+    Missing { digest: Digest, place: String },
 }
 
 /// One image (or file, or chart) of the store, as it is pushed.
@@ -108,11 +116,41 @@ pub struct Plan {
     images: Vec<Image>,
 }
 
+/// What a plan is read from: the images by name, and their manifests' bytes.
+pub(crate) struct Source<'a> {
+    pub index: BTreeMap<String, Descriptor>,
+    /// A blob's bytes, if the source has it (manifests only are asked for).
+    pub manifest: &'a dyn Fn(&Digest) -> Result<Option<Bytes>, PushError>,
+    /// Whether the source has a blob.
+    pub has: &'a dyn Fn(&Digest) -> bool,
+    /// The source, for messages: "store DIR", "bundle FILE".
+    pub name: String,
+}
+
 impl Plan {
     /// Reads every image of the store and what it needs.
     pub fn read(store: &Store, target: &Target) -> Result<Plan, PushError> {
+        let manifest = |d: &Digest| -> Result<Option<Bytes>, PushError> {
+            if !store.has_blob(d) {
+                return Ok(None);
+            }
+            Ok(Some(Bytes::from(store.read_blob(d)?)))
+        };
+        let has = |d: &Digest| store.has_blob(d);
+        Plan::from_source(
+            &Source {
+                index: store.images()?,
+                manifest: &manifest,
+                has: &has,
+                name: format!("store {}", store.root().display()),
+            },
+            target,
+        )
+    }
+
+    pub(crate) fn from_source(source: &Source<'_>, target: &Target) -> Result<Plan, PushError> {
         Ok(Plan {
-            images: images(store, target)?,
+            images: images(source, target)?,
         })
     }
 
@@ -127,14 +165,18 @@ impl Plan {
     }
 }
 
-fn images(store: &Store, target: &Target) -> Result<Vec<Image>, PushError> {
+fn images(source: &Source<'_>, target: &Target) -> Result<Vec<Image>, PushError> {
+    let missing_blob = |digest: &Digest| PushError::Missing {
+        digest: digest.clone(),
+        place: source.name.clone(),
+    };
     let mut out = Vec::new();
-    for (label, top) in store.images()? {
+    for (label, top) in &source.index {
         let (name, tag) = label
             .rsplit_once(':')
             .filter(|(_, tag)| !tag.contains('/'))
             .ok_or_else(|| PushError::Name(label.clone()))?;
-        let top_bytes = Bytes::from(store.read_blob(&top.digest)?);
+        let top_bytes = (source.manifest)(&top.digest)?.ok_or_else(|| missing_blob(&top.digest))?;
         let manifest_error = |error| StoreError::Manifest {
             digest: top.digest.clone(),
             error,
@@ -144,14 +186,12 @@ fn images(store: &Store, target: &Target) -> Result<Vec<Image>, PushError> {
         match Manifest::parse(&top_bytes, Some(top.media_type.as_ref())).map_err(manifest_error)? {
             Manifest::Index { entries, .. } => {
                 for entry in entries {
-                    if store.has_blob(&entry.descriptor.digest) {
-                        let bytes = Bytes::from(store.read_blob(&entry.descriptor.digest)?);
-                        children.push((entry.descriptor, bytes));
-                    } else {
-                        missing.push(entry.platform.map_or_else(
+                    match (source.manifest)(&entry.descriptor.digest)? {
+                        Some(bytes) => children.push((entry.descriptor, bytes)),
+                        None => missing.push(entry.platform.map_or_else(
                             || entry.descriptor.digest.to_string(),
                             |p| p.to_string(),
-                        ));
+                        )),
                     }
                 }
             }
@@ -159,7 +199,7 @@ fn images(store: &Store, target: &Target) -> Result<Vec<Image>, PushError> {
         }
         let mut blobs = BTreeMap::new();
         let platforms: Vec<&Descriptor> = if children.is_empty() {
-            vec![&top]
+            vec![top]
         } else {
             children.iter().map(|(d, _)| d).collect()
         };
@@ -170,12 +210,8 @@ fn images(store: &Store, target: &Target) -> Result<Vec<Image>, PushError> {
                 &children.iter().find(|(d, _)| d == p).expect("a child").1
             };
             for d in ferry::store::platform_blobs(p, bytes)? {
-                if !store.has_blob(&d.digest) {
-                    return Err(StoreError::Missing {
-                        digest: d.digest,
-                        root: store.root().to_path_buf(),
-                    }
-                    .into());
+                if !(source.has)(&d.digest) {
+                    return Err(missing_blob(&d.digest));
                 }
                 blobs.insert(d.digest, d.size);
             }
@@ -188,7 +224,7 @@ fn images(store: &Store, target: &Target) -> Result<Vec<Image>, PushError> {
             },
             tag: tag.to_string(),
             label: label.clone(),
-            top,
+            top: top.clone(),
             top_bytes,
             children,
             missing,
@@ -214,13 +250,38 @@ pub async fn push(
     options: PushOptions,
     progress: Arc<dyn Fn(u64) + Send + Sync>,
 ) -> Result<Summary, PushError> {
-    let images = &plan.images;
-    let jobs = options.jobs.max(1);
     let mut summary = Summary {
-        images: images.len(),
+        images: plan.images.len(),
         ..Summary::default()
     };
+    blobs(
+        plan,
+        client,
+        options,
+        progress,
+        Some(store),
+        &HashMap::new(),
+        &mut summary,
+    )
+    .await?;
+    manifests(plan, client, options.jobs.max(1), &mut summary).await?;
+    Ok(summary)
+}
 
+/// Every blob of every image into its repository: skipped when there, mounted
+/// from the repository that got it first (`homes` may name some already), else
+/// uploaded from `store`; without a store, a blob that cannot be mounted fails.
+async fn blobs(
+    plan: &Plan,
+    client: &Client,
+    options: PushOptions,
+    progress: Arc<dyn Fn(u64) + Send + Sync>,
+    store: Option<&Store>,
+    landed: &HashMap<Digest, String>,
+    summary: &mut Summary,
+) -> Result<(), PushError> {
+    let images = &plan.images;
+    let jobs = options.jobs.max(1);
     // Blobs, largest first so the long uploads start early. A blob several
     // repositories share is uploaded once and mounted into the others.
     let mut tasks: Vec<(&Image, Digest, u64)> = Vec::new();
@@ -232,7 +293,10 @@ pub async fn push(
     tasks.sort_by(|a, b| b.2.cmp(&a.2).then_with(|| a.1.cmp(&b.1)));
     let homes: HashMap<Digest, Arc<tokio::sync::OnceCell<String>>> = tasks
         .iter()
-        .map(|(_, d, _)| (d.clone(), Arc::default()))
+        .map(|(_, d, _)| {
+            let cell = tokio::sync::OnceCell::new_with(landed.get(d).cloned());
+            (d.clone(), Arc::new(cell))
+        })
         .collect();
     let sent = Arc::new(AtomicU64::new(0));
     let counter: ferry_client::Sent = {
@@ -262,16 +326,21 @@ pub async fn push(
                     progress(*size);
                     return Ok::<_, PushError>(BlobOutcome::Present);
                 }
-                let source = BlobSource {
+                let source = store.map(|store| BlobSource {
                     path: store.blob_path(digest),
                     digest: digest.clone(),
                     size: *size,
+                });
+                let unsent = || FetchError::Protocol {
+                    what: format!("blob {digest}"),
+                    reason: "the registry lacks it and would not mount it; push from an unpacked store instead".into(),
                 };
                 let from = home
                     .get_or_try_init(|| async {
+                        let source = source.as_ref().ok_or_else(unsent)?;
                         let session = client.start_upload(ep).await?;
                         client
-                            .upload(ep, session, &source, options.chunk, counter)
+                            .upload(ep, session, source, options.chunk, counter)
                             .await?;
                         Ok(ep.repository.clone())
                     })
@@ -290,8 +359,12 @@ pub async fn push(
                         Ok(BlobOutcome::Mounted)
                     }
                     Upload::Session(session) => {
+                        let source = source
+                            .as_ref()
+                            .ok_or_else(unsent)
+                            .map_err(fail(format!("mount of blob {digest} from {from}")))?;
                         client
-                            .upload(ep, session, &source, options.chunk, counter)
+                            .upload(ep, session, source, options.chunk, counter)
                             .await
                             .map_err(fail(format!("upload of blob {digest}")))?;
                         Ok(BlobOutcome::Pushed)
@@ -310,7 +383,17 @@ pub async fn push(
         }
     }
     summary.bytes_sent = sent.load(Ordering::Relaxed);
+    Ok(())
+}
 
+/// Platform manifests, then top-level ones, then every manifest read back.
+async fn manifests(
+    plan: &Plan,
+    client: &Client,
+    jobs: usize,
+    summary: &mut Summary,
+) -> Result<(), PushError> {
+    let images = &plan.images;
     // Platform manifests by digest, then the top-level ones by tag: a registry
     // checks that what a manifest names is there.
     let children: Vec<(&Image, &Descriptor, &Bytes)> = images
@@ -322,7 +405,7 @@ pub async fn push(
         .buffer_unordered(jobs)
         .try_collect()
         .await?;
-    count(&mut summary, &pushed);
+    count(summary, &pushed);
     // A registry that checks an index's entries (registry:2, Harbor) refuses one
     // whose platforms the store lacks: the rest is pushed, and those named.
     let mut refused = Vec::new();
@@ -348,7 +431,7 @@ pub async fn push(
             other => other,
         })
         .collect::<Result<_, _>>()?;
-    count(&mut summary, &pushed);
+    count(summary, &pushed);
     summary.manifests_present -= refused.len();
 
     // Every manifest read back by digest: the registry must hold the same bytes.
@@ -393,10 +476,10 @@ pub async fn push(
         return Err(PushError::PartialIndexes {
             count: refused.len(),
             images: images.join("; "),
-            summary: Box::new(summary),
+            summary: Box::new(summary.clone()),
         });
     }
-    Ok(summary)
+    Ok(())
 }
 
 fn count(summary: &mut Summary, pushed: &[bool]) {
