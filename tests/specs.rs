@@ -195,7 +195,19 @@ fn the_toml_examples_in_the_readme_parse() {
     let blocks = readme_toml_blocks();
     let (mut specs, mut rules) = (0, 0);
     for block in &blocks {
-        if block.contains("[[registry]]") || block.starts_with("[[files]]") {
+        if block.starts_with("[registry]") {
+            // An inventory's registry section: the example inventory with it instead.
+            let example = ferry_installer::install::example::example(3);
+            let start = example.find("[registry]").unwrap();
+            let end = start + example[start..].find("\n[ha]").unwrap();
+            let inv = format!("{}{block}{}", &example[..start], &example[end..]);
+            ferry_installer::install::inventory::Inventory::parse(Path::new("README.md"), &inv)
+                .unwrap_or_else(|e| panic!("{e}\n{inv}"));
+        } else if block.starts_with("server = ") {
+            // A hosts.toml as plan writes it for a pushed-to registry.
+            let t: toml::Table = toml::from_str(block).unwrap_or_else(|e| panic!("{e}\n{block}"));
+            assert_eq!(t["override_path"].as_bool(), Some(true), "{block}");
+        } else if block.contains("[[registry]]") || block.starts_with("[[files]]") {
             MirrorRules::parse(Path::new("README.md"), block)
                 .unwrap_or_else(|e| panic!("{e}\n{block}"));
             rules += 1;
