@@ -732,6 +732,17 @@ fn uploads_monolithic_chunked_and_mounted_are_verified_and_atomic() {
         &data2[5..11],
     );
     assert_eq!((r.status, r.code()), (416, "RANGE_INVALID".to_string()));
+    // A chunk whose Content-Range announces another length than its body: 416,
+    // before a byte of it is taken.
+    let r = raw(
+        a,
+        "PATCH",
+        &loc,
+        &[ALICE, ("Content-Range", "100000-100099")],
+        &data2[100_000..100_050],
+    );
+    assert_eq!((r.status, r.code()), (416, "RANGE_INVALID".to_string()));
+    assert!(r.text().contains("announces 100 bytes"), "{}", r.text());
     let r = raw(a, "GET", &loc, &[ALICE], b"");
     assert_eq!(
         (r.status, r.header("Range").as_deref()),

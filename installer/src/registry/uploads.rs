@@ -317,36 +317,64 @@ pub async fn start(ctx: &Ctx, body: Body) -> ApiResult {
     }
 }
 
-/// `Content-Range: <start>-<end>` (also accepting a `bytes ` prefix and `/size`).
-fn content_range_start(v: &str) -> Option<u64> {
+/// `Content-Range: <start>-<end>` (also accepting a `bytes ` prefix and `/size`):
+/// the first byte and the length it announces.
+fn content_range(v: &str) -> Option<(u64, u64)> {
     let v = v.trim();
     let v = v.strip_prefix("bytes ").unwrap_or(v);
     let v = v.split('/').next()?;
-    v.split_once('-')?.0.trim().parse().ok()
+    let (start, end) = v.split_once('-')?;
+    let (start, end): (u64, u64) = (start.trim().parse().ok()?, end.trim().parse().ok()?);
+    (end >= start).then_some((start, end - start + 1))
 }
 
 pub async fn patch(ctx: &Ctx, id: &str, body: Body) -> ApiResult {
     let s = ctx.state.uploads.get(id, &ctx.repo)?;
     let mut g = s.lock().await;
+    let bad_range = |g: &Session, why: String| {
+        ApiError::new(Code::RangeInvalid)
+            .detail(why)
+            .with_header(header::LOCATION, location(&ctx.raw_name, id))
+            .with_header(
+                header::RANGE,
+                HeaderValue::from_str(&format!("0-{}", g.size.saturating_sub(1))).expect("header"),
+            )
+    };
+    let mut announced = None;
     if let Some(v) = ctx.headers.get(header::CONTENT_RANGE) {
-        let start = v.to_str().ok().and_then(content_range_start);
-        if start != Some(g.size) {
-            return Err(ApiError::new(Code::RangeInvalid)
-                .detail(format!(
-                    "the upload has {} bytes; a chunk must start there",
-                    g.size
-                ))
-                .with_header(header::LOCATION, location(&ctx.raw_name, id))
-                .with_header(
-                    header::RANGE,
-                    HeaderValue::from_str(&format!("0-{}", g.size.saturating_sub(1)))
-                        .expect("header"),
-                ));
+        let range = v.to_str().ok().and_then(content_range);
+        if range.map(|r| r.0) != Some(g.size) {
+            let why = format!("the upload has {} bytes; a chunk must start there", g.size);
+            return Err(bad_range(&g, why));
         }
+        let len = range.expect("checked above").1;
+        let body_len = ctx
+            .headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if body_len.is_some_and(|b| b != len) {
+            let why = format!(
+                "Content-Range announces {len} bytes, Content-Length {}",
+                body_len.expect("checked")
+            );
+            return Err(bad_range(&g, why));
+        }
+        announced = Some(len);
     }
+    let before = g.size;
     if let Err(e) = append(ctx, &mut g, body).await {
         ctx.state.uploads.remove(id, &g.path);
         return Err(e);
+    }
+    if let Some(len) = announced.filter(|len| g.size - before != *len) {
+        // The bytes are in the upload already: it cannot go on from a known state.
+        ctx.state.uploads.remove(id, &g.path);
+        let why = format!(
+            "Content-Range announces {len} bytes, the body had {}",
+            g.size - before
+        );
+        return Err(bad_range(&g, why));
     }
     Ok(progress(&ctx.raw_name, id, g.size, StatusCode::ACCEPTED))
 }
