@@ -1428,3 +1428,75 @@ fn the_bundler_pulls_from_a_ferry_registry_with_basic_auth_and_the_site_ca() {
         "the pull was not authenticated"
     );
 }
+
+/// Holds N idle TCP connections to ADDR (sending nothing) until its stdin closes;
+/// prints "ready" once they are all open. Python, to raise its own open-file limit.
+const IDLE_HOLDER: &str = r#"
+import resource, socket, sys
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+host, port = sys.argv[1].rsplit(":", 1)
+held = []
+for _ in range(int(sys.argv[2])):
+    s = socket.create_connection((host, int(port)), timeout=10)
+    held.append(s)
+print("ready", flush=True)
+sys.stdin.read()
+"#;
+
+#[test]
+fn two_thousand_idle_connections_do_not_starve_a_client() {
+    let s = Session::new();
+    let f = filled_store(&s);
+    // The default limit, 1024 connections: 2,000 idle ones are more than it holds.
+    let srv = Serve::start(&s, &["--store", "store", "--tls", "off"]);
+    let a = srv.addr().to_string();
+    let a = a.as_str();
+    s.write("idle.py", IDLE_HOLDER);
+    let opened = Instant::now();
+    let mut holder = Command::new("python3")
+        .arg(s.path("idle.py"))
+        .args([a, "2000"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(holder.stdout.as_mut().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    assert_eq!(line.trim(), "ready", "the idle connections did not open");
+    eprintln!("2000 idle connections opened in {:?}", opened.elapsed());
+
+    // A client pulls an image (its manifest and every blob) while they are held.
+    let t = Instant::now();
+    let image = &f.delta;
+    let r = raw(
+        a,
+        "GET",
+        "/v2/registry.k8s.io/delta/manifests/1.0",
+        &[("Accept", ACCEPT_ALL)],
+        b"",
+    );
+    assert_eq!(r.status, 200);
+    for b in image.platforms[0].blobs() {
+        let r = get(a, &blob_url("registry.k8s.io/delta", &b.digest));
+        assert_eq!((r.status, r.body.len()), (200, b.data.len()));
+    }
+    let took = t.elapsed();
+    let metrics = String::from_utf8_lossy(&get(a, "/metrics").body).into_owned();
+    let open = metrics
+        .lines()
+        .find(|l| l.starts_with("ferry_registry_connections "))
+        .unwrap_or_default()
+        .to_string();
+    eprintln!("2000 idle connections held; a pull took {took:?}; {open}");
+    assert!(took < Duration::from_secs(1), "the pull took {took:?}");
+    let t = Instant::now();
+    drop(holder.stdin.take());
+    let _ = holder.wait();
+    assert!(!srv.log().contains("panicked"), "{}", srv.log());
+    eprintln!("closed in {:?}", t.elapsed());
+}

@@ -291,6 +291,7 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 
 /// `ferry-installer serve`: runs the registry until SIGTERM or Ctrl-C.
 pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    server::raise_file_limit();
     let mode = tls_mode(&args.tls)?;
     if args.auth_pull && args.htpasswd.is_none() {
         bail!("--auth-pull needs --htpasswd");
