@@ -557,9 +557,20 @@ fn throttling_errors_and_dropped_connections_are_retried_and_resumed() {
 }
 
 #[test]
-fn an_interrupted_pull_resumes_without_fetching_finished_blobs_again() {
+fn a_pull_killed_at_several_points_resumes_without_fetching_finished_blobs_again() {
+    // kill -9 while the first layer is still partial, after two layers, after five.
+    for kill_after in [0, 2, 5] {
+        interrupted_pull(kill_after);
+    }
+}
+
+/// Pulls eight 1 MiB layers through a 4 MiB/s proxy (about two seconds), kills the
+/// pull (SIGKILL) once `kill_after` layers are in the store (0: once a partial
+/// download exists), pulls again, and checks the store is exact: every blob of
+/// the image and nothing else, each hashing to its name, nothing partial or
+/// temporary left, no finished blob fetched twice.
+fn interrupted_pull(kill_after: usize) {
     let reg = Registry::start();
-    // Eight 1 MiB layers through a 4 MiB/s proxy: the pull takes about two seconds.
     let layers: Vec<Vec<u8>> = (0..8).map(|i| layer(800 + i, 1 << 20)).collect();
     let (img, _proxy, s) = locked_behind_a_slow_proxy(&reg, "big", Flavor::Oci, layers);
 
@@ -575,12 +586,24 @@ fn an_interrupted_pull_resumes_without_fetching_finished_blobs_again() {
             .cloned()
             .collect()
     };
+    let dir_is_empty = |rel: &str| {
+        std::fs::read_dir(s.path(rel))
+            .map(|mut d| d.next().is_none())
+            .unwrap_or(true)
+    };
     let mut child = s.spawn_bundler(&[&LOCKED_PULL[..], &["--jobs", "2"]].concat());
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while committed(&layer_digests).len() < 2 {
+    let ready = || {
+        if kill_after == 0 {
+            !dir_is_empty("store/.ferry/partial")
+        } else {
+            committed(&layer_digests).len() >= kill_after
+        }
+    };
+    while !ready() {
         assert!(
             std::time::Instant::now() < deadline,
-            "no layer arrived in 30 s"
+            "kill point {kill_after} not reached in 30 s"
         );
         assert!(
             child.try_wait().unwrap().is_none(),
@@ -608,15 +631,32 @@ fn an_interrupted_pull_resumes_without_fetching_finished_blobs_again() {
     for d in &layer_digests {
         let gets = reg.count_requests("GET", &format!("/blobs/{d}"));
         if done_before.contains(d) {
-            assert_eq!(gets, 1, "finished blob {d} was fetched again");
+            assert_eq!(
+                gets, 1,
+                "kill after {kill_after}: finished blob {d} was fetched again"
+            );
         } else {
             assert!(gets >= 1);
         }
     }
-    assert!(std::fs::read_dir(s.path("store/.ferry/partial"))
-        .unwrap()
-        .next()
-        .is_none());
+    let expected: BTreeSet<String> = std::iter::once(img.digest().to_string())
+        .chain(img.unique_blobs().iter().map(|b| b.digest.clone()))
+        .collect();
+    assert_eq!(
+        stored_blobs(&s.path("store")),
+        expected,
+        "kill after {kill_after}"
+    );
+    for rel in [
+        "store/.ferry/partial",
+        "store/.ferry/tmp",
+        "store/.ferry/staging",
+    ] {
+        assert!(
+            dir_is_empty(rel),
+            "kill after {kill_after}: {rel} is not empty"
+        );
+    }
 }
 
 /// `HOST/apps/NAME:v1`, one linux/amd64 image of `layers`, pushed to `reg`, and a
