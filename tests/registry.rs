@@ -1500,3 +1500,131 @@ fn two_thousand_idle_connections_do_not_starve_a_client() {
     assert!(!srv.log().contains("panicked"), "{}", srv.log());
     eprintln!("closed in {:?}", t.elapsed());
 }
+
+#[test]
+fn deletes_and_gc_remove_an_old_image_while_serve_keeps_serving_the_rest() {
+    let s = Session::new();
+    let f = filled_store(&s);
+    let srv = Serve::start(
+        &s,
+        &["--store", "store", "--tls", "off", "--htpasswd", users(&s)],
+    );
+    let a = srv.addr().to_string();
+    let a = a.as_str();
+    let delta = "/v2/registry.k8s.io/delta/manifests/1.0";
+
+    // Deletes need push credentials.
+    assert_eq!(raw(a, "DELETE", delta, &[], b"").status, 401);
+    // A tag: gone from the tag list and from index.json; the other images stay.
+    let r = raw(a, "DELETE", delta, &[ALICE], b"");
+    assert_eq!(r.status, 202, "{}", r.text());
+    assert_eq!(
+        raw(a, "GET", delta, &[("Accept", ACCEPT_ALL)], b"").status,
+        404
+    );
+    let tags =
+        String::from_utf8_lossy(&get(a, "/v2/registry.k8s.io/delta/tags/list").body).into_owned();
+    assert!(!tags.contains("\"1.0\""), "{tags}");
+    assert!(!common::store::index_names(&s.path("store")).contains("registry.k8s.io/delta:1.0"));
+    assert_eq!(raw(a, "DELETE", delta, &[ALICE], b"").status, 404);
+    // By digest: every tag pointing at it goes.
+    let beta = format!(
+        "/v2/registry.k8s.io/apps/beta/manifests/{}",
+        f.beta.digest()
+    );
+    assert_eq!(raw(a, "DELETE", &beta, &[ALICE], b"").status, 202);
+    assert_eq!(
+        raw(
+            a,
+            "GET",
+            "/v2/registry.k8s.io/apps/beta/manifests/v2",
+            &[("Accept", ACCEPT_ALL)],
+            b""
+        )
+        .status,
+        404
+    );
+    // A blob pause still uses is kept (405, naming it); one only delta used goes.
+    let shared = &f.pause.platforms[0].layers[0];
+    let r = raw(
+        a,
+        "DELETE",
+        &blob_url("registry.k8s.io/pause", &shared.digest),
+        &[ALICE],
+        b"",
+    );
+    assert_eq!((r.status, r.code()), (405, "UNSUPPORTED".to_string()));
+    assert!(r.text().contains("registry.k8s.io/pause"), "{}", r.text());
+    let own = f.delta.platforms[0].layers.last().unwrap();
+    let url = blob_url("registry.k8s.io/delta", &own.digest);
+    assert_eq!(raw(a, "DELETE", &url, &[ALICE], b"").status, 202);
+    assert_eq!(get(a, &url).status, 404);
+
+    // gc: a dry run says what would go and removes nothing; then it goes, while
+    // serve runs, and every blob of the remaining images is still served.
+    let before = common::store::stored_blobs(&s.path("store"));
+    let run = s
+        .installer(&["gc", "--store", "store", "--dry-run", "--grace", "0s"])
+        .success();
+    assert!(run.stderr.contains("would remove"), "{}", run.stderr);
+    assert_eq!(common::store::stored_blobs(&s.path("store")), before);
+    // With the default grace (1 h) the freshly unpacked blobs are all young.
+    let run = s.installer(&["gc", "--store", "store"]).success();
+    assert!(run.stderr.contains("removed 0 blob(s)"), "{}", run.stderr);
+    let run = s
+        .installer(&["gc", "--store", "store", "--grace", "0s"])
+        .success();
+    let after = common::store::stored_blobs(&s.path("store"));
+    assert!(after.len() < before.len(), "{}", run.stderr);
+    for img in [&f.pause, &f.busybox] {
+        for p in &img.platforms {
+            for b in p.blobs() {
+                assert!(after.contains(&b.digest), "{} was collected", b.digest);
+            }
+        }
+    }
+    for b in f.beta.platforms[1].blobs() {
+        assert!(
+            !after.contains(&b.digest),
+            "{} of a deleted image was kept",
+            b.digest
+        );
+    }
+    for (name, img) in [
+        ("registry.k8s.io/pause", &f.pause),
+        ("docker.io/library/busybox", &f.busybox),
+    ] {
+        for p in &img.platforms {
+            for b in p.blobs() {
+                assert_eq!(
+                    get(a, &blob_url(name, &b.digest)).status,
+                    200,
+                    "{name} {}",
+                    b.digest
+                );
+            }
+        }
+    }
+
+    // --read-only: deletes (and pushes) are refused.
+    drop(srv);
+    let srv = Serve::start(
+        &s,
+        &[
+            "--store",
+            "store",
+            "--tls",
+            "off",
+            "--htpasswd",
+            users(&s),
+            "--read-only",
+        ],
+    );
+    let pause = "/v2/registry.k8s.io/pause/manifests/3.10";
+    let r = raw(srv.addr(), "DELETE", pause, &[ALICE], b"");
+    assert_eq!((r.status, r.code()), (405, "UNSUPPORTED".to_string()));
+    assert_eq!(
+        raw(srv.addr(), "GET", pause, &[("Accept", ACCEPT_ALL)], b"").status,
+        200
+    );
+}

@@ -7,6 +7,7 @@
 pub mod addons;
 pub mod digest;
 pub mod file_spec;
+pub mod gc;
 pub mod lock;
 pub mod manifest;
 pub mod media;

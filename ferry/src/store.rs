@@ -449,6 +449,71 @@ impl Store {
     }
 }
 
+impl Store {
+    /// Drops the images named `names` from `index.json` (their blobs stay until a
+    /// `gc`); returns how many were there.
+    pub fn remove_images(&self, names: &[String]) -> Result<usize, StoreError> {
+        let lock_path = self.private("lock");
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(io_err(&lock_path))?;
+        lock.lock().map_err(io_err(&lock_path))?;
+        let index = self.read_index()?;
+        let before = index.manifests().len();
+        let kept: Vec<oci_spec::image::Descriptor> = index
+            .manifests()
+            .iter()
+            .filter(|d| {
+                !d.annotations()
+                    .as_ref()
+                    .and_then(|a| a.get(REF_NAME))
+                    .is_some_and(|n| names.contains(n))
+            })
+            .cloned()
+            .collect();
+        let removed = before - kept.len();
+        if removed > 0 {
+            self.write_atomic(&self.root.join("index.json"), &index_bytes(kept))?;
+        }
+        drop(lock);
+        Ok(removed)
+    }
+
+    /// Every blob file of the store, with its metadata.
+    pub fn blobs(&self) -> Result<Vec<(Digest, fs::Metadata)>, StoreError> {
+        let dir = self.blob_dir();
+        let mut out = Vec::new();
+        for entry in fs::read_dir(&dir).map_err(io_err(&dir))? {
+            let entry = entry.map_err(io_err(&dir))?;
+            let Some(name) = entry.file_name().to_str().map(str::to_string) else {
+                continue;
+            };
+            let Ok(digest) = format!("sha256:{name}").parse::<Digest>() else {
+                continue;
+            };
+            let meta = entry.metadata().map_err(io_err(&entry.path()))?;
+            if meta.is_file() {
+                out.push((digest, meta));
+            }
+        }
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(out)
+    }
+
+    /// Removes a blob file (the caller has made sure nothing needs it).
+    pub fn remove_blob(&self, digest: &Digest) -> Result<bool, StoreError> {
+        let path = self.blob_path(digest);
+        match fs::remove_file(&path) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(io_err(&path)(e)),
+        }
+    }
+}
+
 /// A directory this process owns in the store (an unpack's staging, a serve's
 /// uploads; see [`Store::claim_staging`]); removed with its lock when dropped.
 pub struct ClaimedDir {

@@ -85,6 +85,30 @@ Examples:
     Serve(registry::ServeArgs),
     /// Push the store into a site's registry (Harbor, registry:2), digests unchanged.
     Push(ferry_installer::push::PushArgs),
+    /// Remove the blobs no image of the store reaches (after deletes, or old releases).
+    #[command(after_help = "\
+Examples:
+  ferry-installer gc --store /var/lib/ferry/store --dry-run    # what would go
+  ferry-installer gc --store /var/lib/ferry/store
+
+Images are removed with DELETE through `serve` (push credentials), or leave with
+the release that named them; gc then removes what nothing reaches. It may run
+while serve does: blobs younger than --grace are kept, so a push under way
+(blobs sent, manifest not yet) loses nothing.")]
+    Gc {
+        /// The store.
+        #[arg(long)]
+        store: PathBuf,
+        /// Say what would be removed, and remove nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Keep unreached blobs younger than this.
+        #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+        grace: std::time::Duration,
+        /// Print nothing but errors.
+        #[arg(long, short)]
+        quiet: bool,
+    },
     /// Render every node's files from the inventory and the store, into a tree per node.
     #[command(after_help = "\
 Examples:
@@ -253,6 +277,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Inspect(args) => ferry_cli::inspect::run(&args),
         Command::Serve(args) => registry::serve(args),
         Command::Push(args) => ferry_installer::push::run(args),
+        Command::Gc {
+            store,
+            dry_run,
+            grace,
+            quiet,
+        } => ferry_installer::gc::run(&store, grace, dry_run, quiet),
         Command::Plan {
             inventory,
             store,

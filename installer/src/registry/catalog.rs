@@ -304,6 +304,14 @@ impl Images {
         self.reload()
     }
 
+    /// Forgets a manifest pushed by digest to `repo`; whether it was one.
+    pub fn forget_untagged(&self, repo: &str, digest: &Digest) -> bool {
+        let mut u = self.untagged.lock().expect("untagged lock");
+        let before = u.len();
+        u.retain(|x| !(x.repo == repo && &x.digest == digest));
+        before != u.len()
+    }
+
     /// Number of repositories and of manifests (for the start-up line and /metrics).
     pub fn counts(&self) -> (usize, usize) {
         let c = self.get();

@@ -22,6 +22,7 @@
 mod auth;
 mod blobs;
 mod catalog;
+mod deletes;
 mod error;
 mod files;
 mod manifests;
@@ -109,6 +110,10 @@ pub struct ServeArgs {
     #[arg(long)]
     pub auth_pull: bool,
 
+    /// Refuse pushes and deletes (405), even with --htpasswd.
+    #[arg(long)]
+    pub read_only: bool,
+
     /// Most client connections served at once; more wait to be accepted.
     #[arg(long, default_value_t = 1024, value_name = "N")]
     pub max_connections: usize,
@@ -149,6 +154,8 @@ pub struct Config {
     pub htpasswd: Option<Htpasswd>,
     /// Require credentials for pulls too.
     pub auth_pull: bool,
+    /// Refuse pushes and deletes.
+    pub read_only: bool,
     pub max_connections: usize,
     /// How long a client may stall before its connection is closed.
     pub client_timeout: Duration,
@@ -163,6 +170,7 @@ impl Config {
             tls: None,
             htpasswd: None,
             auth_pull: false,
+            read_only: false,
             max_connections: 1024,
             client_timeout: Duration::from_secs(60),
         }
@@ -179,6 +187,7 @@ impl Config {
             store: self.store,
             auth: self.htpasswd,
             auth_pull: self.auth_pull,
+            read_only: self.read_only,
             metrics: metrics::Metrics::new(),
             uploads,
             body_timeout: self.client_timeout,
@@ -330,6 +339,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
         tls,
         htpasswd: auth,
         auth_pull: args.auth_pull,
+        read_only: args.read_only,
         max_connections: args.max_connections,
         client_timeout: Duration::from_secs(args.client_timeout),
     }

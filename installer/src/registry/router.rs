@@ -3,8 +3,9 @@
 //! resource's handler, and around every request records metrics and writes one
 //! access-log line.
 //!
-//! Policy: pulls are anonymous unless `--auth-pull`; pushes need a user from
-//! `--htpasswd` and are refused (405 UNSUPPORTED) when there is none. With an
+//! Policy: pulls are anonymous unless `--auth-pull`; pushes and deletes need a
+//! user from `--htpasswd` and are refused (405 UNSUPPORTED) when there is none, or
+//! under `--read-only`. With an
 //! htpasswd file, `GET /v2/` answers 401 with a Basic challenge to callers without
 //! valid credentials, as registry:2 does: that is how docker, skopeo and podman
 //! learn to send credentials at all. Credentials sent with a pull are ignored
@@ -25,7 +26,7 @@ use super::error::{ApiError, ApiResult, Code};
 use super::metrics::{Metrics, Route};
 use super::server::Peer;
 use super::uploads::Uploads;
-use super::{blobs, manifests, names, referrers, tags, uploads};
+use super::{blobs, deletes, manifests, names, referrers, tags, uploads};
 
 /// Everything the handlers share.
 pub struct State {
@@ -33,6 +34,8 @@ pub struct State {
     pub store: Store,
     pub auth: Option<Htpasswd>,
     pub auth_pull: bool,
+    /// Pushes and deletes refused (405).
+    pub read_only: bool,
     pub metrics: Metrics,
     pub uploads: Uploads,
     /// Longest pause allowed while a request body is being received.
@@ -263,7 +266,9 @@ fn authorize(
     let is_user = matches!(caller, Caller::User(_));
     let write = matches!(
         (target, method),
-        (Target::Upload(..), _) | (Target::Manifest(..), &Method::PUT)
+        (Target::Upload(..), _)
+            | (Target::Manifest(..), &Method::PUT | &Method::DELETE)
+            | (Target::Blob(..), &Method::DELETE)
     );
     match target {
         Target::Metrics | Target::NotFound => Ok(()),
@@ -273,6 +278,9 @@ fn authorize(
             } else {
                 Ok(())
             }
+        }
+        _ if write && state.read_only => {
+            Err(ApiError::new(Code::Unsupported).detail("this registry is read-only (--read-only)"))
         }
         _ if write => match &state.auth {
             None => Err(ApiError::new(Code::Unsupported)
@@ -350,6 +358,8 @@ async fn serve_target(
         (Target::Tags(_), Method::GET) => tags::list(&ctx),
         (Target::Manifest(_, r), Method::GET | Method::HEAD) => manifests::get(&ctx, r),
         (Target::Manifest(_, r), Method::PUT) => manifests::put(&ctx, r, body).await,
+        (Target::Manifest(_, r), Method::DELETE) => deletes::manifest(&ctx, r).await,
+        (Target::Blob(_, d), Method::DELETE) => deletes::blob(&ctx, d).await,
         (Target::Blob(_, d), Method::GET | Method::HEAD) => blobs::get(&ctx, d).await,
         (Target::Upload(_, None), Method::POST) => uploads::start(&ctx, body).await,
         (Target::Upload(_, Some(id)), Method::PATCH) => uploads::patch(&ctx, id, body).await,
