@@ -830,3 +830,151 @@ fn an_unpack_killed_midway_leaves_nothing_the_next_one_does_not_reclaim() {
         assert_eq!(sha256_file(&path), hex, "{hex}");
     }
 }
+
+/// One way to damage a bundle.
+#[derive(Debug, Clone)]
+enum Mutation {
+    /// XOR a byte of the compressed file (at this fraction of its length).
+    Flip(f64, u8),
+    /// Keep only this fraction of the compressed file.
+    Truncate(f64),
+    /// Swap two tar entries.
+    Swap(usize, usize),
+    /// Write one tar entry twice.
+    Duplicate(usize),
+    /// Leave one tar entry out.
+    Drop(usize),
+    /// Flip a byte inside one entry's contents (then compress again).
+    Alter(usize, f64),
+}
+
+fn mutation() -> impl proptest::strategy::Strategy<Value = Mutation> {
+    use proptest::prelude::*;
+    prop_oneof![
+        (0.0..1.0f64, 1..=255u8).prop_map(|(at, x)| Mutation::Flip(at, x)),
+        (0.0..1.0f64).prop_map(Mutation::Truncate),
+        (0..64usize, 0..64usize).prop_map(|(a, b)| Mutation::Swap(a, b)),
+        (0..64usize).prop_map(Mutation::Duplicate),
+        (0..64usize).prop_map(Mutation::Drop),
+        (0..64usize, 0.0..1.0f64).prop_map(|(i, at)| Mutation::Alter(i, at)),
+    ]
+}
+
+/// The bundle's bytes after `m`.
+fn mutate(good: &[u8], entries: &Entries, m: &Mutation) -> Vec<u8> {
+    let compress = |entries: &Entries| {
+        let mut tar = tar::Builder::new(Vec::new());
+        for (h, data) in entries {
+            tar.append(h, &data[..]).unwrap();
+        }
+        zstd::encode_all(&tar.into_inner().unwrap()[..], 3).unwrap()
+    };
+    let n = entries.len();
+    match *m {
+        Mutation::Flip(at, x) => {
+            let mut b = good.to_vec();
+            let i = ((b.len() as f64 * at) as usize).min(b.len() - 1);
+            b[i] ^= x;
+            b
+        }
+        Mutation::Truncate(keep) => good[..(good.len() as f64 * keep) as usize].to_vec(),
+        Mutation::Swap(a, b) => {
+            let mut e = entries.clone();
+            e.swap(a % n, b % n);
+            compress(&e)
+        }
+        Mutation::Duplicate(i) => {
+            let mut e = entries.clone();
+            e.insert(i % n, e[i % n].clone());
+            compress(&e)
+        }
+        Mutation::Drop(i) => {
+            let mut e = entries.clone();
+            e.remove(i % n);
+            compress(&e)
+        }
+        Mutation::Alter(i, at) => {
+            let mut e = entries.clone();
+            let data = &mut e[i % n].1;
+            if !data.is_empty() {
+                let j = ((data.len() as f64 * at) as usize).min(data.len() - 1);
+                data[j] ^= 0x20;
+            }
+            compress(&e)
+        }
+    }
+}
+
+#[test]
+fn mutated_bundles_are_refused_without_a_panic_and_leave_the_store_untouched() {
+    use proptest::test_runner::{Config, TestRunner};
+    let reg = Registry::start();
+    seed(&reg, 3, 20_000);
+    let s = prepare(&reg, &[0, 1], "k8s");
+    build(&s, "k8s", "good.tar.zst", &[]);
+    let good = std::fs::read(s.path("good.tar.zst")).unwrap();
+    let entries = entries(&s.path("good.tar.zst"));
+    let key = ferry::signing::PublicKey::load(&s.path("rel.pub")).unwrap();
+    let unpack_into = |bytes: Vec<u8>, dir: &Path| {
+        let store = ferry::store::Store::create(dir).unwrap();
+        ferry::archive::unpack::unpack(
+            std::io::Cursor::new(bytes),
+            &key,
+            &store,
+            &ferry::progress::Silent,
+        )
+    };
+    // What a clean unpack gives: a mutation that changes nothing (an entry swapped
+    // with itself) is accepted, and must give exactly this.
+    let clean = tempfile::tempdir().unwrap();
+    unpack_into(good.clone(), clean.path()).unwrap();
+    let clean = snapshot(clean.path());
+    let empty = {
+        let d = tempfile::tempdir().unwrap();
+        ferry::store::Store::create(d.path()).unwrap();
+        snapshot(d.path())
+    };
+
+    let (refused, accepted) = (std::cell::Cell::new(0), std::cell::Cell::new(0));
+    let mut runner = TestRunner::new(Config {
+        cases: 192,
+        failure_persistence: None,
+        ..Config::default()
+    });
+    runner
+        .run(&mutation(), |m| {
+            let bytes = mutate(&good, &entries, &m);
+            let dir = tempfile::tempdir().unwrap();
+            let result = unpack_into(bytes.clone(), dir.path());
+            let after = snapshot(dir.path());
+            match result {
+                Err(e) => {
+                    refused.set(refused.get() + 1);
+                    // A refusal (exit 3), never a local failure, and nothing visible.
+                    proptest::prop_assert!(
+                        !matches!(
+                            e,
+                            ferry::archive::ArchiveError::Io { .. }
+                                | ferry::archive::ArchiveError::Store(_)
+                                | ferry::archive::ArchiveError::NoSpace { .. }
+                        ),
+                        "{m:?}: {e}"
+                    );
+                    proptest::prop_assert_eq!(&after, &empty, "{:?} left something: {}", m, e);
+                }
+                Ok(_) => {
+                    accepted.set(accepted.get() + 1);
+                    proptest::prop_assert!(
+                        bytes == good || matches!(m, Mutation::Swap(..)),
+                        "{m:?} was accepted"
+                    );
+                    proptest::prop_assert_eq!(&after, &clean, "{:?}", m);
+                }
+            }
+            Ok(())
+        })
+        .unwrap();
+    let (refused, accepted) = (refused.get(), accepted.get());
+    eprintln!("192 mutated bundles: {refused} refused, {accepted} accepted unchanged");
+    assert!(refused > 150, "{refused} refused");
+}

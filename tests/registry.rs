@@ -1628,3 +1628,94 @@ fn deletes_and_gc_remove_an_old_image_while_serve_keeps_serving_the_rest() {
         200
     );
 }
+
+#[test]
+fn mutated_requests_get_an_answer_below_500_and_touch_nothing_outside_the_store() {
+    use proptest::prelude::*;
+    use proptest::test_runner::{Config, TestRunner};
+    let s = Session::new();
+    let f = filled_store(&s);
+    s.write("secret.txt", "outside the store");
+    let srv = Serve::start(
+        &s,
+        &["--store", "store", "--tls", "off", "--htpasswd", users(&s)],
+    );
+    let a = srv.addr().to_string();
+    let outside = |s: &Session| -> Vec<String> {
+        common::files_under(&s.path(""))
+            .into_iter()
+            .map(|(rel, _)| rel)
+            .filter(|rel| !rel.starts_with("store/") && !rel.starts_with("serve"))
+            .collect()
+    };
+    let before = outside(&s);
+    let index = s.read("store/index.json");
+    let digest = f.pause.platforms[0].layers[0].digest.clone();
+    let segment = prop_oneof![
+        Just("v2".to_string()),
+        Just("registry.k8s.io".to_string()),
+        Just("pause".to_string()),
+        Just("library".to_string()),
+        Just("..".to_string()),
+        Just("%2e%2e".to_string()),
+        Just("manifests".to_string()),
+        Just("blobs".to_string()),
+        Just("uploads".to_string()),
+        Just("tags".to_string()),
+        Just("list".to_string()),
+        Just("referrers".to_string()),
+        Just("3.10".to_string()),
+        Just(digest.clone()),
+        Just(format!("{}x", &digest[..20])),
+        "[a-zA-Z0-9._~:@%-]{0,24}",
+    ];
+    let header = prop_oneof![
+        Just(("Accept", ACCEPT_ALL.to_string())),
+        "[ -~]{0,40}".prop_map(|v| ("Accept", v)),
+        "bytes=[0-9]{0,6}-[0-9]{0,6}".prop_map(|v| ("Range", v)),
+        "[0-9]{0,6}-[0-9]{0,6}".prop_map(|v| ("Content-Range", v)),
+        "[ -~]{0,30}".prop_map(|v| ("Content-Type", v)),
+        "[ -~]{0,30}".prop_map(|v| ("Authorization", v)),
+    ];
+    let request = (
+        prop_oneof![
+            Just("GET"),
+            Just("HEAD"),
+            Just("PUT"),
+            Just("POST"),
+            Just("PATCH"),
+            Just("DELETE")
+        ],
+        proptest::collection::vec(segment, 1..7),
+        "(\\?[a-z]{1,6}=[a-zA-Z0-9:._%-]{0,20})?",
+        proptest::collection::vec(header, 0..3),
+        proptest::collection::vec(any::<u8>(), 0..64),
+    );
+    let mut runner = TestRunner::new(Config {
+        cases: 400,
+        failure_persistence: None,
+        ..Config::default()
+    });
+    runner
+        .run(&request, |(method, segments, query, headers, body)| {
+            let target = format!("/{}{query}", segments.join("/"));
+            let headers: Vec<(&str, &str)> =
+                headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            let r = raw(&a, method, &target, &headers, &body);
+            prop_assert!(
+                r.status < 500,
+                "{method} {target} {headers:?}: {}",
+                r.status
+            );
+            Ok(())
+        })
+        .unwrap();
+    assert!(!srv.log().contains("panicked"), "{}", srv.log());
+    assert_eq!(outside(&s), before, "files appeared outside the store");
+    assert_eq!(s.read("secret.txt"), "outside the store");
+    assert_eq!(
+        s.read("store/index.json"),
+        index,
+        "an anonymous request changed the store"
+    );
+}

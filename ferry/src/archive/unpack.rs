@@ -189,6 +189,7 @@ pub fn stream(
         .collect();
     let mut seen: HashSet<String> = HashSet::new();
     let mut buf = vec![0u8; 1 << 18];
+    let mut last: Option<String> = None;
     for entry in entries.by_ref() {
         let mut entry = entry.map_err(corrupt)?;
         let path = entry_path(&entry)?;
@@ -205,6 +206,14 @@ pub fn stream(
         if !seen.insert(path.clone()) {
             return Err(ArchiveError::Duplicate { path });
         }
+        // A bundle is written in the manifest's (sorted) order: anything else was
+        // not made by `build`, even if every byte checks out.
+        if let Some(last) = last.as_ref().filter(|l| path.as_str() < l.as_str()) {
+            return Err(ArchiveError::Corrupt(format!(
+                "entries out of order: {path} after {last}"
+            )));
+        }
+        last = Some(path.clone());
         let size = entry.header().size().map_err(corrupt)?;
         if size != want.size {
             // Refused before a byte of it is read: no decompression bomb gets far.
