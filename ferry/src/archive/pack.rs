@@ -1,5 +1,13 @@
 //! Writing a bundle archive: a deterministic tar of the signed manifest, its signature
-//! and the entries, compressed by multi-threaded zstd with fixed parameters.
+//! and the entries, as a sequence of zstd frames with fixed parameters.
+//!
+//! Layers and release archives are compressed already: compressing them again
+//! costs most of a pack and saves nothing. So runs of entries that start like a
+//! compressed stream (gzip, zstd, xz, bzip2) go into frames of raw blocks, which
+//! cost a copy to write and to read; everything else (manifests, configs, plain
+//! binaries, YAML) into frames compressed by multi-threaded zstd. Concatenated
+//! frames are one zstd stream to every decoder (`zstd -dc BUNDLE | tar -t`), and
+//! the choice depends only on the entries' bytes, so bundles stay reproducible.
 
 use std::io::{Read, Write};
 use std::path::PathBuf;
@@ -92,7 +100,139 @@ fn append(
     Ok(())
 }
 
-/// Writes the archive into `out` and returns it once the zstd frame is complete.
+/// Whether data starting with `head` is a compressed stream, which zstd cannot
+/// shrink: gzip, zstd, xz or bzip2 magic.
+fn compressed(head: &[u8]) -> bool {
+    head.starts_with(&[0x1f, 0x8b])
+        || head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd])
+        || head.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0x00])
+        || head.starts_with(b"BZh")
+}
+
+/// The largest block of a zstd frame (RFC 8878, Block_Maximum_Size).
+const BLOCK: usize = 128 << 10;
+
+/// A zstd frame of raw (stored) blocks (RFC 8878, section 3.1.1): a header naming
+/// a 128 KiB window, then each block with its 3-byte header. No content size and
+/// no checksum: every entry is checked against the signed manifest's sha256.
+struct RawFrame<W: Write> {
+    out: W,
+    block: Vec<u8>,
+    /// A full block held back until it is known whether it is the last.
+    pending: Option<Vec<u8>>,
+}
+
+impl<W: Write> RawFrame<W> {
+    fn new(mut out: W) -> std::io::Result<RawFrame<W>> {
+        // Magic, Frame_Header_Descriptor 0 (no single segment, no content size, no
+        // checksum, no dictionary), Window_Descriptor: exponent 7 (2^17 = 128 KiB).
+        out.write_all(&[0x28, 0xb5, 0x2f, 0xfd, 0x00, 7 << 3])?;
+        Ok(RawFrame {
+            out,
+            block: Vec::with_capacity(BLOCK),
+            pending: None,
+        })
+    }
+
+    fn emit(&mut self, data: &[u8], last: bool) -> std::io::Result<()> {
+        // Block_Header: Last_Block (bit 0), Block_Type 0 = Raw (bits 1-2), Block_Size.
+        let header = (data.len() as u32) << 3 | u32::from(last);
+        self.out.write_all(&header.to_le_bytes()[..3])?;
+        self.out.write_all(data)
+    }
+
+    fn finish(mut self) -> std::io::Result<W> {
+        let rest = std::mem::take(&mut self.block);
+        match self.pending.take() {
+            Some(full) if rest.is_empty() => self.emit(&full, true)?,
+            Some(full) => {
+                self.emit(&full, false)?;
+                self.emit(&rest, true)?;
+            }
+            None => self.emit(&rest, true)?,
+        }
+        Ok(self.out)
+    }
+}
+
+impl<W: Write> Write for RawFrame<W> {
+    fn write(&mut self, mut data: &[u8]) -> std::io::Result<usize> {
+        let n = data.len();
+        while !data.is_empty() {
+            let take = (BLOCK - self.block.len()).min(data.len());
+            self.block.extend_from_slice(&data[..take]);
+            data = &data[take..];
+            if self.block.len() == BLOCK {
+                let full = std::mem::replace(&mut self.block, Vec::with_capacity(BLOCK));
+                if let Some(before) = self.pending.replace(full) {
+                    self.emit(&before, false)?;
+                }
+            }
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.out.flush()
+    }
+}
+
+/// The frame being written: compressed, or raw blocks.
+enum Frame<W: Write> {
+    Zstd(zstd::stream::write::Encoder<'static, W>),
+    Raw(RawFrame<W>),
+}
+
+impl<W: Write> Frame<W> {
+    fn zstd(out: W, options: &PackOptions) -> std::io::Result<Frame<W>> {
+        let mut encoder = zstd::stream::write::Encoder::new(out, options.level)?;
+        encoder.multithread(options.threads.max(1))?;
+        encoder.include_checksum(true)?;
+        Ok(Frame::Zstd(encoder))
+    }
+
+    fn is_raw(&self) -> bool {
+        matches!(self, Frame::Raw(_))
+    }
+
+    fn finish(self) -> std::io::Result<W> {
+        match self {
+            Frame::Zstd(e) => e.finish(),
+            Frame::Raw(r) => r.finish(),
+        }
+    }
+
+    /// This frame if it is of the kind wanted, else the next one.
+    fn into_kind(self, raw: bool, options: &PackOptions) -> std::io::Result<Frame<W>> {
+        if self.is_raw() == raw {
+            return Ok(self);
+        }
+        let out = self.finish()?;
+        if raw {
+            Ok(Frame::Raw(RawFrame::new(out)?))
+        } else {
+            Frame::zstd(out, options)
+        }
+    }
+}
+
+impl<W: Write> Write for Frame<W> {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        match self {
+            Frame::Zstd(e) => e.write(data),
+            Frame::Raw(r) => r.write(data),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Frame::Zstd(e) => e.flush(),
+            Frame::Raw(r) => r.flush(),
+        }
+    }
+}
+
+/// Writes the archive into `out` and returns it once the last frame is complete.
 /// `progress` is told the bytes of each entry as they are packed.
 pub fn pack<W: Write>(
     out: W,
@@ -107,18 +247,14 @@ pub fn pack<W: Write>(
         path: PathBuf::from("zstd"),
         error: e,
     };
-    let mut encoder = zstd::stream::write::Encoder::new(out, options.level).map_err(zstd_err)?;
-    encoder
-        .multithread(options.threads.max(1))
-        .map_err(zstd_err)?;
-    encoder.include_checksum(true).map_err(zstd_err)?;
+    let mut frame = Frame::zstd(out, options).map_err(zstd_err)?;
     let mut buf = vec![0u8; 128 << 10];
     for (path, bytes) in [
         (MANIFEST_ENTRY, manifest_bytes),
         (SIGNATURE_ENTRY, signature.as_bytes()),
     ] {
         append(
-            &mut encoder,
+            &mut frame,
             path,
             bytes.len() as u64,
             options.mtime,
@@ -130,17 +266,22 @@ pub fn pack<W: Write>(
     for e in entries {
         let size = e.entry.size;
         match &e.source {
-            Source::Bytes(bytes) => append(
-                &mut encoder,
-                &e.entry.path,
-                size,
-                options.mtime,
-                &bytes[..],
-                &mut buf,
-                progress,
-            )?,
+            Source::Bytes(bytes) => {
+                frame = frame
+                    .into_kind(compressed(bytes), options)
+                    .map_err(zstd_err)?;
+                append(
+                    &mut frame,
+                    &e.entry.path,
+                    size,
+                    options.mtime,
+                    &bytes[..],
+                    &mut buf,
+                    progress,
+                )?
+            }
             Source::File(path) => {
-                let file = std::fs::File::open(path).map_err(ArchiveError::io(path))?;
+                let mut file = std::fs::File::open(path).map_err(ArchiveError::io(path))?;
                 let len = file.metadata().map_err(ArchiveError::io(path))?.len();
                 if len != size {
                     return Err(ArchiveError::WrongSize {
@@ -149,12 +290,17 @@ pub fn pack<W: Write>(
                         actual: len,
                     });
                 }
+                let mut head = [0u8; 6];
+                let n = read_up_to(&mut file, &mut head).map_err(ArchiveError::io(path))?;
+                frame = frame
+                    .into_kind(compressed(&head[..n]), options)
+                    .map_err(zstd_err)?;
                 append(
-                    &mut encoder,
+                    &mut frame,
                     &e.entry.path,
                     size,
                     options.mtime,
-                    file,
+                    (&head[..n]).chain(file),
                     &mut buf,
                     progress,
                 )?
@@ -162,6 +308,61 @@ pub fn pack<W: Write>(
         }
     }
     // The end of a tar archive: two zero blocks.
-    encoder.write_all(&[0u8; 1024]).map_err(zstd_err)?;
-    encoder.finish().map_err(zstd_err)
+    frame.write_all(&[0u8; 1024]).map_err(zstd_err)?;
+    frame.finish().map_err(zstd_err)
 }
+
+/// Reads until `buf` is full or the end; returns how much was read.
+fn read_up_to(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..])? {
+            0 => break,
+            k => n += k,
+        }
+    }
+    Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn raw_frames_are_zstd_that_decodes_back_with_compressed_ones_around_them() {
+        let options = PackOptions {
+            level: 3,
+            threads: 1,
+            mtime: 0,
+        };
+        let gz: Vec<u8> = [0x1f, 0x8b]
+            .into_iter()
+            .chain((0..300_000u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8))
+            .collect();
+        let text = b"plain text ".repeat(10_000);
+        for sizes in [vec![0usize], vec![1], vec![BLOCK], vec![BLOCK + 1, 2 * BLOCK]] {
+            let mut frame = Frame::zstd(Vec::new(), &options).unwrap();
+            let mut want = Vec::new();
+            for (i, n) in sizes.iter().enumerate() {
+                frame.write_all(&text[..100]).unwrap();
+                want.extend_from_slice(&text[..100]);
+                frame = frame.into_kind(true, &options).unwrap();
+                let data = &gz[..(*n).min(gz.len())];
+                frame.write_all(data).unwrap();
+                want.extend_from_slice(data);
+                if i % 2 == 0 {
+                    frame = frame.into_kind(false, &options).unwrap();
+                }
+            }
+            let bytes = frame.finish().unwrap();
+            assert_eq!(zstd::decode_all(&bytes[..]).unwrap(), want, "{sizes:?}");
+        }
+        // Raw blocks cost their size plus 3 bytes each, and the frame 6.
+        let mut raw = RawFrame::new(Vec::new()).unwrap();
+        raw.write_all(&gz).unwrap();
+        let out = raw.finish().unwrap();
+        assert_eq!(out.len(), gz.len() + 6 + 3 * gz.len().div_ceil(BLOCK));
+        assert!(compressed(&gz) && !compressed(&text));
+    }
+}
+
