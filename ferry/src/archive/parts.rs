@@ -8,6 +8,7 @@ use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
 use super::ArchiveError;
+use crate::pipe::{write_behind, WriteBehind};
 use crate::signing::{Prehash, PublicKey};
 
 /// The path of part `index` (1-based) of the bundle `base`.
@@ -49,7 +50,10 @@ pub struct Part {
 pub struct PartWriter {
     base: PathBuf,
     limit: Option<u64>,
-    current: Option<(io::BufWriter<File>, PathBuf, PathBuf, Prehash, u64)>,
+    /// The part being written: the file (written on a thread of its own, so that
+    /// hashing here and writing there overlap), its temp and final paths, the
+    /// prehash of its bytes so far and their count.
+    current: Option<(WriteBehind<File>, PathBuf, PathBuf, Prehash, u64)>,
     done: Vec<Part>,
     finished: bool,
 }
@@ -79,7 +83,7 @@ impl PartWriter {
         let tmp = tmp_name(&path);
         let file = File::create(&tmp)?;
         self.current = Some((
-            io::BufWriter::with_capacity(1 << 20, file),
+            write_behind(file),
             tmp,
             path,
             Prehash::default(),
@@ -90,7 +94,7 @@ impl PartWriter {
 
     fn close_current(&mut self) -> io::Result<()> {
         if let Some((w, tmp, path, prehash, size)) = self.current.take() {
-            let file = w.into_inner().map_err(|e| e.into_error())?;
+            let file = w.finish()?;
             file.sync_all()?;
             self.done.push(Part {
                 tmp,
