@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use std::process::Command;
 
 use common::store::{index_entries, stored_blobs};
-use common::{four_kinds, mirror_to, mirrors, spec, Rule, Run, Session, LOCKED_PULL};
+use common::{four_kinds, mirror_to, mirrors, spec, Rule, Run, Session, LOCK, LOCKED_PULL};
 use ferry_testkit::image::{self, layer, platform_image, Flavor, Image};
 use ferry_testkit::proxy::{Proxy, ProxyOptions};
 use ferry_testkit::registry::{dead_url, Registry, RegistryOptions};
@@ -1219,4 +1219,101 @@ fn a_blob_served_with_other_bytes_or_too_many_is_refused_and_its_partial_file_re
     std::fs::write(&data, &layer.data).unwrap();
     pull(&s, "other", &[]).success();
     assert!(s.path("other/blobs/sha256").join(layer.hex()).exists());
+}
+
+/// A loopback port whose SYNs are dropped (iptables), as a blocked mirror behaves
+/// behind a national firewall: connections hang until their timeout. The rule goes
+/// when this does.
+struct BlackHole {
+    port: u16,
+}
+
+impl BlackHole {
+    fn new() -> BlackHole {
+        let port = ferry_testkit::registry::free_port();
+        let ok = Command::new("iptables")
+            .args(["-I", "INPUT", "-i", "lo", "-p", "tcp", "--dport"])
+            .arg(port.to_string())
+            .args(["-j", "DROP"])
+            .status()
+            .expect("iptables (CI runs as root)");
+        assert!(ok.success(), "iptables could not add the DROP rule");
+        BlackHole { port }
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for BlackHole {
+    fn drop(&mut self) {
+        let _ = Command::new("iptables")
+            .args(["-D", "INPUT", "-i", "lo", "-p", "tcp", "--dport"])
+            .arg(self.port.to_string())
+            .args(["-j", "DROP"])
+            .status();
+    }
+}
+
+#[test]
+fn mirrors_that_hang_cost_about_one_connect_timeout_per_run() {
+    let reg = Registry::start();
+    let f = fixture(31);
+    push_fixture(&reg.url(), "apps/", &f);
+    let (hole, hole2) = (BlackHole::new(), BlackHole::new());
+    let timeout = ["--connect-timeout", "1"];
+    // The binaries are built by the first run of a test process: not timed.
+    Session::new().bundler(&["--version"]).success();
+    // lock + pull into a fresh store through `endpoints`; the time it took.
+    let run = |name: &str, endpoints: Vec<String>| {
+        let s = Session::new();
+        s.write("spec.toml", &fixture_spec());
+        s.write(
+            "mirrors.toml",
+            &mirrors(&[Rule {
+                host: HOST,
+                endpoints: endpoints.into_iter().map(|u| (u, None, false)).collect(),
+            }]),
+        );
+        let t = std::time::Instant::now();
+        let lock = s.bundler(&[&LOCK[..], &timeout].concat()).success();
+        let pull = s.bundler(&[&LOCKED_PULL[..], &timeout].concat()).success();
+        let took = t.elapsed();
+        let entries = index_entries(&s.path("store"));
+        for (image, img) in [("alpha:v1", &f.alpha), ("beta:v2", &f.beta)] {
+            assert_eq!(
+                entries[&format!("{HOST}/apps/{image}")].1,
+                img.digest(),
+                "{name}"
+            );
+        }
+        stored_blobs(&s.path("store"));
+        (took, format!("{}{}", lock.stderr, pull.stderr))
+    };
+    let (direct, _) = run("direct", vec![reg.url()]);
+    for (name, endpoints) in [
+        ("the first hangs", vec![hole.url(), reg.url()]),
+        (
+            "a middle one hangs",
+            vec![dead_url(), hole.url(), reg.url()],
+        ),
+        (
+            "all but the last hang",
+            vec![hole.url(), hole2.url(), reg.url()],
+        ),
+    ] {
+        let (took, stderr) = run(name, endpoints);
+        eprintln!("{name}: {took:?} (direct: {direct:?})");
+        // Two commands, each paying one connect timeout (1 s) per hanging endpoint
+        // at most, whatever the number of downloads.
+        assert!(
+            took < direct + std::time::Duration::from_secs(7),
+            "{name}: {took:?} against {direct:?} direct\n{stderr}"
+        );
+        assert!(
+            stderr.contains(&format!("note: {} was skipped", hole.url())),
+            "{name}: {stderr}"
+        );
+    }
 }

@@ -200,6 +200,11 @@ struct NetArgs {
     /// `pass show registry | ferry-bundler pull ... --user HOST=USER --password-stdin`.
     #[arg(long, requires = "user")]
     password_stdin: bool,
+    /// Seconds a connection may take to open; an endpoint that does not answer
+    /// in time (a blocked mirror drops packets) is skipped by every download for a
+    /// minute, and the next endpoint used.
+    #[arg(long, default_value_t = ferry_client::CONNECT_TIMEOUT.as_secs_f64(), value_name = "SECONDS")]
+    connect_timeout: f64,
     /// Print nothing but errors.
     #[arg(long, short)]
     quiet: bool,
@@ -218,9 +223,13 @@ impl NetArgs {
         if let Some(login) = &self.user {
             credentials.add_login(login, Credentials::login_password(self.password_stdin)?)?;
         }
+        if !(self.connect_timeout > 0.0 && self.connect_timeout <= 600.0) {
+            anyhow::bail!("--connect-timeout must be between 0 and 600 seconds");
+        }
         Client::new(ClientOptions {
             ca_certs: self.ca_certs.clone(),
             credentials,
+            connect_timeout: std::time::Duration::from_secs_f64(self.connect_timeout),
             user_agent: concat!("ferry-bundler/", env!("CARGO_PKG_VERSION")).into(),
         })
         .map_err(Into::into)
@@ -330,8 +339,16 @@ fn pull_into(
         let lock = lock_or_resolve(pinned, spec, &client, &rules, jobs, report).await?;
         pull::pull(&client, &rules, &lock, &store, jobs, report).await?;
         anyhow::Ok(lock)
-    })?;
-    Ok((lock, store))
+    });
+    endpoint_notes(&client, report);
+    Ok((lock?, store))
+}
+
+/// Says which endpoints were given up on during the run, and why.
+fn endpoint_notes(client: &Client, report: &Report) {
+    for note in client.endpoint_notes() {
+        report.info(&note);
+    }
 }
 
 fn default_lock_path(spec: &Path) -> PathBuf {
@@ -382,7 +399,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 net.jobs as usize,
                 cross_check,
                 &report,
-            ))?;
+            ));
+            endpoint_notes(&client, &report);
+            let lock = lock?;
             let out = output.unwrap_or_else(|| default_lock_path(&spec_path));
             write_atomic(&out, &lock.to_toml())?;
             report.info(&format!(

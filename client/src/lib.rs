@@ -57,7 +57,7 @@ pub enum FetchError {
     Transport(reqwest::Error),
     #[error("manifest larger than {MAX_MANIFEST_BYTES} bytes")]
     TooLarge,
-    #[error("skipped: unreachable earlier in this run")]
+    #[error("skipped: it could not be connected to moments ago")]
     Unreachable,
     #[error(transparent)]
     Credentials(#[from] crate::auth::CredentialError),
@@ -118,6 +118,9 @@ impl FetchError {
 pub struct ClientOptions {
     pub ca_certs: Vec<PathBuf>,
     pub credentials: Credentials,
+    /// How long a connection may take to open before its endpoint is given up on
+    /// for a while (a blocked mirror drops packets rather than refusing).
+    pub connect_timeout: Duration,
     /// Sent as `User-Agent`, e.g. `ferry-bundler/0.1.0`.
     pub user_agent: String,
 }
@@ -137,15 +140,29 @@ pub struct Client {
     /// Authorization header values by (base URL, scope asked for).
     tokens: Mutex<HashMap<(String, String), HeaderValue>>,
     warned_insecure: Mutex<HashSet<String>>,
-    /// Endpoints that refused connections through every retry: not asked again this run.
-    unreachable: Mutex<HashSet<String>>,
+    /// Endpoints that could not be connected to, by base URL: when, why, and how
+    /// many requests skipped them since. Every task of the run skips them until
+    /// [`COOL_DOWN`] has passed.
+    unreachable: Mutex<HashMap<String, Unreachable>>,
+}
+
+/// How long an endpoint that could not be connected to is left alone.
+pub const COOL_DOWN: Duration = Duration::from_secs(60);
+
+/// The default of [`ClientOptions::connect_timeout`].
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+
+struct Unreachable {
+    since: std::time::Instant,
+    why: String,
+    skipped: usize,
 }
 
 impl Client {
     pub fn new(options: ClientOptions) -> Result<Client, ClientSetupError> {
         let mut builder = reqwest::Client::builder()
             .user_agent(options.user_agent)
-            .connect_timeout(Duration::from_secs(15))
+            .connect_timeout(options.connect_timeout)
             .read_timeout(Duration::from_secs(60))
             .pool_max_idle_per_host(64);
         for path in &options.ca_certs {
@@ -177,6 +194,25 @@ impl Client {
             warned_insecure: Mutex::default(),
             unreachable: Mutex::default(),
         })
+    }
+
+    /// One line per endpoint given up on during the run: why, and how many
+    /// requests went elsewhere because of it.
+    pub fn endpoint_notes(&self) -> Vec<String> {
+        let mut notes: Vec<String> = self
+            .unreachable
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(base, u)| {
+                format!(
+                    "note: {base} was skipped ({}); {} request(s) went to the next endpoint at once",
+                    u.why, u.skipped
+                )
+            })
+            .collect();
+        notes.sort();
+        notes
     }
 
     /// The note to show, once per endpoint, that it is plain HTTP.
@@ -257,13 +293,15 @@ impl Client {
         what: &str,
         build: impl Fn() -> RequestBuilder,
     ) -> Result<Response, FetchError> {
-        if self
-            .unreachable
-            .lock()
-            .unwrap()
-            .contains(&endpoint.base_url)
         {
-            return Err(FetchError::Unreachable);
+            let mut unreachable = self.unreachable.lock().unwrap();
+            if let Some(u) = unreachable.get_mut(&endpoint.base_url) {
+                if u.since.elapsed() < COOL_DOWN {
+                    u.skipped += 1;
+                    return Err(FetchError::Unreachable);
+                }
+                unreachable.remove(&endpoint.base_url);
+            }
         }
         let key = token_key(endpoint, access, mount_from);
         let mut attempt = 0;
@@ -322,13 +360,21 @@ impl Client {
                 Err(e) => (FetchError::Transport(e), None),
             };
             let (error, retry_after) = result;
+            // A connection that cannot be opened (refused, or dropped until the
+            // connect timeout) is not tried again: every other task of the run
+            // goes to the next endpoint at once, until the cool-down has passed.
+            if matches!(&error, FetchError::Transport(e) if e.is_connect()) {
+                self.unreachable.lock().unwrap().insert(
+                    endpoint.base_url.clone(),
+                    Unreachable {
+                        since: std::time::Instant::now(),
+                        why: error.to_string(),
+                        skipped: 0,
+                    },
+                );
+                return Err(error);
+            }
             if !error.retryable() || attempt >= RetryPolicy::REQUEST.attempts {
-                if matches!(&error, FetchError::Transport(e) if e.is_connect()) {
-                    self.unreachable
-                        .lock()
-                        .unwrap()
-                        .insert(endpoint.base_url.clone());
-                }
                 return Err(error);
             }
             tokio::time::sleep(RetryPolicy::REQUEST.pause(attempt, retry_after)).await;

@@ -340,7 +340,12 @@ mod tests {
             .chain((0..300_000u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8))
             .collect();
         let text = b"plain text ".repeat(10_000);
-        for sizes in [vec![0usize], vec![1], vec![BLOCK], vec![BLOCK + 1, 2 * BLOCK]] {
+        for sizes in [
+            vec![0usize],
+            vec![1],
+            vec![BLOCK],
+            vec![BLOCK + 1, 2 * BLOCK],
+        ] {
             let mut frame = Frame::zstd(Vec::new(), &options).unwrap();
             let mut want = Vec::new();
             for (i, n) in sizes.iter().enumerate() {
@@ -365,4 +370,3 @@ mod tests {
         assert!(compressed(&gz) && !compressed(&text));
     }
 }
-

@@ -82,13 +82,7 @@ impl PartWriter {
         };
         let tmp = tmp_name(&path);
         let file = File::create(&tmp)?;
-        self.current = Some((
-            write_behind(file),
-            tmp,
-            path,
-            Prehash::default(),
-            0,
-        ));
+        self.current = Some((write_behind(file), tmp, path, Prehash::default(), 0));
         Ok(())
     }
 

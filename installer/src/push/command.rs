@@ -108,6 +108,7 @@ pub fn run(args: PushArgs) -> anyhow::Result<()> {
     let client = Client::new(ClientOptions {
         ca_certs: args.ca_cert.clone(),
         credentials: Credentials::load(&flags)?,
+        connect_timeout: std::time::Duration::from_secs(10),
         user_agent: concat!("ferry-installer/", env!("CARGO_PKG_VERSION")).into(),
     })?;
     let report = Arc::new(Report::new(args.quiet));
