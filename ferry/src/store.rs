@@ -417,15 +417,8 @@ impl Store {
     /// Names `descriptor` as image `name` in `index.json`, replacing any earlier entry
     /// of that name. The blobs it needs must already be in the store.
     pub fn set_images(&self, images: &[(String, Descriptor)]) -> Result<(), StoreError> {
-        let lock_path = self.private("lock");
-        let lock = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(io_err(&lock_path))?;
         // Two pulls into one store must not lose each other's index entries.
-        lock.lock().map_err(io_err(&lock_path))?;
+        let lock = self.lock_index()?;
         let index = self.read_index()?;
         let mut entries: BTreeMap<String, oci_spec::image::Descriptor> = BTreeMap::new();
         let mut unnamed = Vec::new();
@@ -447,12 +440,9 @@ impl Store {
         drop(lock);
         Ok(())
     }
-}
 
-impl Store {
-    /// Drops the images named `names` from `index.json` (their blobs stay until a
-    /// `gc`); returns how many were there.
-    pub fn remove_images(&self, names: &[String]) -> Result<usize, StoreError> {
+    /// Holds the store's lock, taken while `index.json` is read and rewritten.
+    fn lock_index(&self) -> Result<fs::File, StoreError> {
         let lock_path = self.private("lock");
         let lock = OpenOptions::new()
             .create(true)
@@ -461,6 +451,13 @@ impl Store {
             .open(&lock_path)
             .map_err(io_err(&lock_path))?;
         lock.lock().map_err(io_err(&lock_path))?;
+        Ok(lock)
+    }
+
+    /// Drops the images named `names` from `index.json` (their blobs stay until a
+    /// `gc`); returns how many were there.
+    pub fn remove_images(&self, names: &[String]) -> Result<usize, StoreError> {
+        let lock = self.lock_index()?;
         let index = self.read_index()?;
         let before = index.manifests().len();
         let kept: Vec<oci_spec::image::Descriptor> = index

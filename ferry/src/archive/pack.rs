@@ -265,20 +265,13 @@ pub fn pack<W: Write>(
     }
     for e in entries {
         let size = e.entry.size;
-        match &e.source {
+        // The first bytes say which kind of frame the entry goes in.
+        let mut head = [0u8; 6];
+        let (n, data): (usize, Box<dyn Read>) = match &e.source {
             Source::Bytes(bytes) => {
-                frame = frame
-                    .into_kind(compressed(bytes), options)
-                    .map_err(zstd_err)?;
-                append(
-                    &mut frame,
-                    &e.entry.path,
-                    size,
-                    options.mtime,
-                    &bytes[..],
-                    &mut buf,
-                    progress,
-                )?
+                let n = bytes.len().min(head.len());
+                head[..n].copy_from_slice(&bytes[..n]);
+                (n, Box::new(&bytes[n..]))
             }
             Source::File(path) => {
                 let mut file = std::fs::File::open(path).map_err(ArchiveError::io(path))?;
@@ -290,22 +283,22 @@ pub fn pack<W: Write>(
                         actual: len,
                     });
                 }
-                let mut head = [0u8; 6];
                 let n = read_up_to(&mut file, &mut head).map_err(ArchiveError::io(path))?;
-                frame = frame
-                    .into_kind(compressed(&head[..n]), options)
-                    .map_err(zstd_err)?;
-                append(
-                    &mut frame,
-                    &e.entry.path,
-                    size,
-                    options.mtime,
-                    (&head[..n]).chain(file),
-                    &mut buf,
-                    progress,
-                )?
+                (n, Box::new(file))
             }
-        }
+        };
+        frame = frame
+            .into_kind(compressed(&head[..n]), options)
+            .map_err(zstd_err)?;
+        append(
+            &mut frame,
+            &e.entry.path,
+            size,
+            options.mtime,
+            (&head[..n]).chain(data),
+            &mut buf,
+            progress,
+        )?;
     }
     // The end of a tar archive: two zero blocks.
     frame.write_all(&[0u8; 1024]).map_err(zstd_err)?;

@@ -111,6 +111,17 @@ struct Image {
     blobs: BTreeMap<Digest, u64>,
 }
 
+impl Image {
+    /// Makes a registry's refusal of `what` (for this image) a push error.
+    fn failed(&self, what: String) -> impl FnOnce(FetchError) -> PushError + '_ {
+        move |source| PushError::Registry {
+            image: self.label.clone(),
+            what,
+            source,
+        }
+    }
+}
+
 /// What a push will send: every image of a store, mapped to its repository.
 pub struct Plan {
     images: Vec<Image>,
@@ -310,13 +321,7 @@ async fn blobs(
         .map(|(image, digest, size)| {
             let (home, counter, progress) = (&homes[digest], &counter, &progress);
             async move {
-                let fail = |what: String| {
-                    move |source| PushError::Registry {
-                        image: image.label.clone(),
-                        what,
-                        source,
-                    }
-                };
+                let fail = |what: String| image.failed(what);
                 let ep = &image.endpoint;
                 if client
                     .has_blob(ep, digest)
@@ -448,11 +453,7 @@ async fn manifests(
             let bytes = client
                 .read_back(&image.endpoint, digest)
                 .await
-                .map_err(|source| PushError::Registry {
-                    image: image.label.clone(),
-                    what: format!("reading back manifest {digest}"),
-                    source,
-                })?;
+                .map_err(image.failed(format!("reading back manifest {digest}")))?;
             let actual = Digest::of(&bytes);
             if &actual != *digest {
                 return Err(PushError::Mismatch {
@@ -501,13 +502,7 @@ async fn put_manifest(
     tag: Option<&str>,
     bytes: &Bytes,
 ) -> Result<bool, PushError> {
-    let fail = |what: String| {
-        move |source| PushError::Registry {
-            image: image.label.clone(),
-            what,
-            source,
-        }
-    };
+    let fail = |what: String| image.failed(what);
     let digest = &manifest.digest;
     let reference = tag.map_or_else(|| digest.to_string(), str::to_string);
     let there = match tag {
