@@ -1265,20 +1265,14 @@ fn mirrors_that_hang_cost_about_one_connect_timeout_per_run() {
     let timeout = ["--connect-timeout", "1"];
     // The binaries are built by the first run of a test process: not timed.
     Session::new().bundler(&["--version"]).success();
-    // lock + pull into a fresh store through `endpoints`; the time it took.
-    let run = |name: &str, endpoints: Vec<String>| {
+    // lock + pull into a fresh store through `rules`; the time it took.
+    let run_with = |name: &str, rules: String, args: &[&str]| {
         let s = Session::new();
         s.write("spec.toml", &fixture_spec());
-        s.write(
-            "mirrors.toml",
-            &mirrors(&[Rule {
-                host: HOST,
-                endpoints: endpoints.into_iter().map(|u| (u, None, false)).collect(),
-            }]),
-        );
+        s.write("mirrors.toml", &rules);
         let t = std::time::Instant::now();
-        let lock = s.bundler(&[&LOCK[..], &timeout].concat()).success();
-        let pull = s.bundler(&[&LOCKED_PULL[..], &timeout].concat()).success();
+        let lock = s.bundler(&[&LOCK[..], args].concat()).success();
+        let pull = s.bundler(&[&LOCKED_PULL[..], args].concat()).success();
         let took = t.elapsed();
         let entries = index_entries(&s.path("store"));
         for (image, img) in [("alpha:v1", &f.alpha), ("beta:v2", &f.beta)] {
@@ -1290,6 +1284,13 @@ fn mirrors_that_hang_cost_about_one_connect_timeout_per_run() {
         }
         stored_blobs(&s.path("store"));
         (took, format!("{}{}", lock.stderr, pull.stderr))
+    };
+    let run = |name: &str, endpoints: Vec<String>| {
+        let rules = mirrors(&[Rule {
+            host: HOST,
+            endpoints: endpoints.into_iter().map(|u| (u, None, false)).collect(),
+        }]);
+        run_with(name, rules, &timeout)
     };
     let (direct, _) = run("direct", vec![reg.url()]);
     for (name, endpoints) in [
@@ -1316,4 +1317,17 @@ fn mirrors_that_hang_cost_about_one_connect_timeout_per_run() {
             "{name}: {stderr}"
         );
     }
+    // A timeout of the endpoint's own in mirrors.toml (0.5 s) wins over the
+    // command line's default (3 s).
+    let rules = format!(
+        "[[registry]]\nhost = \"{HOST}\"\nskip_upstream = true\nendpoints = [\n  {{ url = \"{}\", connect_timeout = 0.5 }},\n  {{ url = \"{}\" }},\n]\n",
+        hole.url(),
+        reg.url()
+    );
+    let (took, stderr) = run_with("its own timeout", rules, &[]);
+    eprintln!("its own timeout: {took:?} (direct: {direct:?})");
+    assert!(
+        took < direct + std::time::Duration::from_secs(3),
+        "{took:?} against {direct:?} direct\n{stderr}"
+    );
 }

@@ -4,9 +4,12 @@
 //!
 //! Rules are data so that China-friendly mirrors, a corporate proxy and the loopback
 //! registries of the tests all go through one mechanism. The upstream host is tried
-//! last unless `skip_upstream = true`.
+//! last unless `skip_upstream = true`. `connect_timeout` (seconds) on an endpoint,
+//! or on a rule for all of its endpoints and its upstream, replaces the command
+//! line's for them.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::Deserialize;
 
@@ -45,6 +48,8 @@ pub struct FileHostRule {
     pub mirrors: Vec<String>,
     #[serde(default)]
     pub skip_upstream: bool,
+    /// Seconds a connection to its mirrors and upstream may take to open.
+    pub connect_timeout: Option<f64>,
 }
 
 /// The endpoints for one upstream host.
@@ -58,6 +63,8 @@ pub struct HostRule {
     pub endpoints: Vec<EndpointRule>,
     #[serde(default)]
     pub skip_upstream: bool,
+    /// Seconds a connection to its endpoints and upstream may take to open.
+    pub connect_timeout: Option<f64>,
 }
 
 /// One mirror of an upstream host.
@@ -68,6 +75,24 @@ pub struct EndpointRule {
     pub prefix: Option<String>,
     #[serde(default)]
     pub flatten: bool,
+    /// Seconds a connection may take to open (else the rule's, else the command line's).
+    pub connect_timeout: Option<f64>,
+}
+
+/// A `connect_timeout` already checked when the rules were read.
+fn checked(seconds: Option<f64>) -> Option<Duration> {
+    timeout(seconds).ok().flatten()
+}
+
+/// A `connect_timeout` of the rules as a duration: more than 0, at most 600 s.
+fn timeout(seconds: Option<f64>) -> Result<Option<Duration>, String> {
+    match seconds {
+        None => Ok(None),
+        Some(s) if s > 0.0 && s <= 600.0 => Ok(Some(Duration::from_secs_f64(s))),
+        Some(s) => Err(format!(
+            "connect_timeout = {s} must be between 0 and 600 seconds"
+        )),
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -124,8 +149,12 @@ impl MirrorRules {
                     rule.host
                 )));
             }
+            timeout(rule.connect_timeout)
+                .map_err(|m| invalid(format!("host {}: {m}", rule.host)))?;
             for e in &rule.endpoints {
                 check_url(&e.url).map_err(|m| invalid(format!("host {}: {m}", rule.host)))?;
+                timeout(e.connect_timeout)
+                    .map_err(|m| invalid(format!("host {}: {m}", rule.host)))?;
                 if let Some(p) = &e.prefix {
                     if p.is_empty()
                         || p.starts_with('/')
@@ -163,6 +192,8 @@ impl MirrorRules {
                     rule.host
                 )));
             }
+            timeout(rule.connect_timeout)
+                .map_err(|m| invalid(format!("[[files]] host {}: {m}", rule.host)))?;
             for m in &rule.mirrors {
                 let ok = (m.starts_with("https://") || m.starts_with("http://"))
                     && !m.ends_with('/')
@@ -215,6 +246,7 @@ impl MirrorRules {
                             base_url: format!("{m_scheme}://{m_host}"),
                             repository,
                             upstream: false,
+                            connect_timeout: checked(r.connect_timeout),
                         }
                     })
                     .collect()
@@ -225,6 +257,7 @@ impl MirrorRules {
                 base_url: format!("{scheme}://{host}"),
                 repository: path.to_string(),
                 upstream: true,
+                connect_timeout: checked(rule.and_then(|r| r.connect_timeout)),
             });
         }
         out
@@ -263,6 +296,7 @@ impl MirrorRules {
                             base_url: e.url.trim_end_matches('/').to_string(),
                             repository,
                             upstream: false,
+                            connect_timeout: checked(e.connect_timeout.or(r.connect_timeout)),
                         }
                     })
                     .collect()
@@ -278,6 +312,7 @@ impl MirrorRules {
                 base_url,
                 repository: repo.to_string(),
                 upstream: true,
+                connect_timeout: checked(rule.and_then(|r| r.connect_timeout)),
             });
         }
         out
@@ -388,5 +423,39 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(e.contains("ftp://x"), "{e}");
+    }
+
+    #[test]
+    fn connect_timeouts_go_to_their_endpoints_and_the_rules_to_the_rest() {
+        let rules = MirrorRules::parse(
+            Path::new("m.toml"),
+            "[[registry]]\nhost = \"x.io\"\nconnect_timeout = 2\nendpoints = [{ url = \"https://a.io\", connect_timeout = 0.5 }, { url = \"https://b.io\" }]\n\n[[files]]\nhost = \"dl.x.io\"\nmirrors = [\"https://f.io\"]\nconnect_timeout = 4\n",
+        )
+        .unwrap();
+        let t = |e: &Endpoint| e.connect_timeout.map(|d| d.as_secs_f64());
+        let eps = rules.endpoints(&"x.io/a:1".parse().unwrap());
+        assert_eq!(
+            eps.iter().map(t).collect::<Vec<_>>(),
+            [Some(0.5), Some(2.0), Some(2.0)]
+        );
+        let files = rules.file_endpoints("https://dl.x.io/k");
+        assert_eq!(
+            files.iter().map(t).collect::<Vec<_>>(),
+            [Some(4.0), Some(4.0)]
+        );
+        let other = MirrorRules::parse(Path::new("m.toml"), "").unwrap();
+        assert_eq!(t(&other.endpoints(&"x.io/a:1".parse().unwrap())[0]), None);
+        for bad in ["0", "-1", "601"] {
+            let e = MirrorRules::parse(
+                Path::new("m.toml"),
+                &format!("[[registry]]\nhost = \"x.io\"\nendpoints = [{{ url = \"https://a.io\", connect_timeout = {bad} }}]\n"),
+            )
+            .unwrap_err()
+            .to_string();
+            assert!(
+                e.contains("connect_timeout") && e.starts_with("m.toml"),
+                "{e}"
+            );
+        }
     }
 }

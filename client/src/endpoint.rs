@@ -12,6 +12,8 @@ pub struct Endpoint {
     pub repository: String,
     /// Whether this is the upstream host itself rather than a mirror.
     pub upstream: bool,
+    /// How long a connection to it may take to open, if not the client's.
+    pub connect_timeout: Option<std::time::Duration>,
 }
 
 impl Endpoint {

@@ -136,6 +136,11 @@ pub(crate) enum Access {
 /// A registry client shared by every task of a run.
 pub struct Client {
     http: reqwest::Client,
+    /// How `http` was made, for the clients of endpoints with a connect timeout of
+    /// their own (reqwest sets it per client), made when first needed.
+    user_agent: String,
+    roots: Vec<reqwest::Certificate>,
+    by_timeout: Mutex<HashMap<Duration, reqwest::Client>>,
     credentials: Arc<Credentials>,
     /// Authorization header values by (base URL, scope asked for).
     tokens: Mutex<HashMap<(String, String), HeaderValue>>,
@@ -160,11 +165,7 @@ struct Unreachable {
 
 impl Client {
     pub fn new(options: ClientOptions) -> Result<Client, ClientSetupError> {
-        let mut builder = reqwest::Client::builder()
-            .user_agent(options.user_agent)
-            .connect_timeout(options.connect_timeout)
-            .read_timeout(Duration::from_secs(60))
-            .pool_max_idle_per_host(64);
+        let mut roots = Vec::new();
         for path in &options.ca_certs {
             let pem = std::fs::read(path).map_err(|e| ClientSetupError::Ca {
                 path: path.clone(),
@@ -181,19 +182,33 @@ impl Client {
                     reason: "holds no PEM certificate".into(),
                 });
             }
-            for cert in certs {
-                builder = builder.add_root_certificate(cert);
-            }
+            roots.extend(certs);
         }
         Ok(Client {
-            http: builder
-                .build()
-                .map_err(|e| ClientSetupError::Http(e.to_string()))?,
+            http: http_client(&options.user_agent, &roots, options.connect_timeout)?,
+            user_agent: options.user_agent,
+            roots,
+            by_timeout: Mutex::default(),
             credentials: Arc::new(options.credentials),
             tokens: Mutex::default(),
             warned_insecure: Mutex::default(),
             unreachable: Mutex::default(),
         })
+    }
+
+    /// The HTTP client for `endpoint`: its own connect timeout, else the run's.
+    pub(crate) fn http_for(&self, endpoint: &Endpoint) -> reqwest::Client {
+        let Some(t) = endpoint.connect_timeout else {
+            return self.http.clone();
+        };
+        let mut clients = self.by_timeout.lock().unwrap();
+        if let Some(c) = clients.get(&t) {
+            return c.clone();
+        }
+        // The same settings built once already: it cannot fail now.
+        let c = http_client(&self.user_agent, &self.roots, t).unwrap_or_else(|_| self.http.clone());
+        clients.insert(t, c.clone());
+        c
     }
 
     /// One line per endpoint given up on during the run: why, and how many
@@ -242,9 +257,10 @@ impl Client {
             endpoint.base_url, endpoint.repository, reference
         );
         let what = format!("manifest {reference}");
+        let http = self.http_for(endpoint);
         let response = self
             .send(endpoint, Access::Pull, None, &what, || {
-                self.http.get(&url).header(ACCEPT, MANIFEST_ACCEPT)
+                http.get(&url).header(ACCEPT, MANIFEST_ACCEPT)
             })
             .await?;
         read_manifest(response).await
@@ -262,12 +278,13 @@ impl Client {
             "{}/v2/{}/blobs/{}",
             endpoint.base_url, endpoint.repository, digest
         );
+        let http = self.http_for(endpoint);
         self.send(
             endpoint,
             Access::Pull,
             None,
             &format!("blob {digest}"),
-            || self.http.get(&url).headers(from(offset)),
+            || http.get(&url).headers(from(offset)),
         )
         .await
     }
@@ -276,8 +293,9 @@ impl Client {
     /// from byte `offset`, as [`Client::blob`] does for a blob.
     pub async fn file(&self, endpoint: &Endpoint, offset: u64) -> Result<Response, FetchError> {
         let url = endpoint.to_string();
+        let http = self.http_for(endpoint);
         self.send(endpoint, Access::Pull, None, &format!("file {url}"), || {
-            self.http.get(&url).headers(from(offset))
+            http.get(&url).headers(from(offset))
         })
         .await
     }
@@ -462,6 +480,24 @@ impl Client {
             }
         }
     }
+}
+
+fn http_client(
+    user_agent: &str,
+    roots: &[reqwest::Certificate],
+    connect_timeout: Duration,
+) -> Result<reqwest::Client, ClientSetupError> {
+    let mut builder = reqwest::Client::builder()
+        .user_agent(user_agent)
+        .connect_timeout(connect_timeout)
+        .read_timeout(Duration::from_secs(60))
+        .pool_max_idle_per_host(64);
+    for cert in roots {
+        builder = builder.add_root_certificate(cert.clone());
+    }
+    builder
+        .build()
+        .map_err(|e| ClientSetupError::Http(e.to_string()))
 }
 
 /// What a token is kept under: the base URL and the scope it was asked for.

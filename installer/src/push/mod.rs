@@ -232,6 +232,7 @@ fn images(source: &Source<'_>, target: &Target) -> Result<Vec<Image>, PushError>
                 base_url: target.base_url.clone(),
                 repository: target.repository(name),
                 upstream: false,
+                connect_timeout: None,
             },
             tag: tag.to_string(),
             label: label.clone(),
