@@ -165,14 +165,13 @@ impl Plan {
         })
     }
 
-    /// The bytes of every blob, each counted once: the progress total.
+    /// The bytes of every blob in every repository it goes to: the progress
+    /// total (a blob already there or mounted counts as done when found so).
     pub fn bytes(&self) -> u64 {
-        let all: BTreeMap<&Digest, u64> = self
-            .images
+        self.images
             .iter()
-            .flat_map(|i| i.blobs.iter().map(|(d, s)| (d, *s)))
-            .collect();
-        all.values().sum()
+            .flat_map(|i| i.blobs.values())
+            .sum()
     }
 }
 
