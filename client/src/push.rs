@@ -252,7 +252,12 @@ impl Client {
                         .send(endpoint, Access::Push, None, &what, || self.http.get(&url))
                         .await?;
                     url = location(endpoint, &r, &what).unwrap_or(url);
-                    offset = held(&r).unwrap_or(0);
+                    // `Range: 0-0` is what registries say for 0 bytes and for 1.
+                    offset = match held(&r) {
+                        Some(1) if offset == 0 => 0,
+                        Some(end) => end,
+                        None => 0,
+                    };
                 }
                 Err(e) => return Err(e),
             }
