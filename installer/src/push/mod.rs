@@ -168,10 +168,7 @@ impl Plan {
     /// The bytes of every blob in every repository it goes to: the progress
     /// total (a blob already there or mounted counts as done when found so).
     pub fn bytes(&self) -> u64 {
-        self.images
-            .iter()
-            .flat_map(|i| i.blobs.values())
-            .sum()
+        self.images.iter().flat_map(|i| i.blobs.values()).sum()
     }
 }
 
