@@ -1,0 +1,303 @@
+//! Mirror rules at work: a flattening mirror after a dead one, a stale mirror
+//! refused against the lock, a private CA, redirects to object storage, and
+//! mirrors that hang.
+
+use super::*;
+
+#[test]
+fn flattening_mirror_answers_for_registry_k8s_io_after_a_dead_endpoint() {
+    let reg = Registry::start();
+    let f = fixture(2);
+    image::push(&reg.url(), "google_containers/coredns", "v1.11.3", &f.alpha);
+    image::push(&reg.url(), "google_containers/pause", "3.10", &f.delta);
+    let s = Session::new();
+    s.write(
+        "spec.toml",
+        &spec(
+            &["linux/amd64", "linux/arm64"],
+            &[
+                "registry.k8s.io/coredns/coredns:v1.11.3",
+                "{ ref = \"registry.k8s.io/pause:3.10\", platforms = [\"linux/amd64\"] }",
+            ],
+        ),
+    );
+    let dead = dead_url();
+    s.write(
+        "mirrors.toml",
+        &mirrors(&[Rule {
+            host: "registry.k8s.io",
+            endpoints: vec![
+                (dead.clone(), None, false),
+                (reg.url(), Some("google_containers"), true),
+            ],
+        }]),
+    );
+    let run = pull(&s, "store", &[]).success();
+    assert!(
+        run.stderr
+            .contains(&format!("{dead}/coredns/coredns failed")),
+        "the dead endpoint is not named:\n{}",
+        run.stderr
+    );
+    assert!(run.stderr.contains("plain HTTP"), "{}", run.stderr);
+    let entries = index_entries(&s.path("store"));
+    assert_eq!(
+        entries["registry.k8s.io/coredns/coredns:v1.11.3"].1,
+        f.alpha.digest()
+    );
+    assert_eq!(entries["registry.k8s.io/pause:3.10"].1, f.delta.digest());
+    assert!(reg.count_requests("GET", "/v2/google_containers/coredns/manifests/v1.11.3") >= 1);
+}
+
+#[test]
+fn a_mirror_serving_other_bytes_under_the_tag_is_refused_against_the_lock() {
+    let upstream = Registry::start();
+    let stale = Registry::start();
+    let good = fixture(3);
+    let other = fixture(4);
+    push_fixture(&upstream.url(), "apps/", &good);
+    push_fixture(&stale.url(), "apps/", &other);
+    let s = Session::new();
+    s.write("spec.toml", &fixture_spec());
+    s.write("up.toml", &direct_mirrors(upstream.url()));
+    s.write("stale.toml", &direct_mirrors(stale.url()));
+    s.write(
+        "both.toml",
+        &mirrors(&[Rule {
+            host: HOST,
+            endpoints: vec![(stale.url(), None, false), (upstream.url(), None, false)],
+        }]),
+    );
+    s.bundler(&["lock", "spec.toml", "--mirrors", "up.toml"])
+        .success();
+
+    // The stale mirror comes first: refused by name, the upstream serves the locked bytes.
+    let run = pull_locked(&s, "both.toml", "store").success();
+    let warning = run
+        .stderr
+        .lines()
+        .find(|l| l.contains(&format!("{HOST}/apps/alpha:v1")) && l.contains("refused"))
+        .unwrap_or_else(|| panic!("no refusal for alpha:\n{}", run.stderr));
+    assert!(warning.contains(&stale.url()), "{warning}");
+    assert!(
+        warning.contains(good.alpha.digest()) && warning.contains(other.alpha.digest()),
+        "{warning}"
+    );
+    assert_eq!(
+        index_entries(&s.path("store"))[&format!("{HOST}/apps/alpha:v1")].1,
+        good.alpha.digest()
+    );
+
+    // Only the stale mirror: nothing it serves is accepted, and the store names nothing.
+    let run = pull_locked(&s, "stale.toml", "store2").failure();
+    let err = run.error_line();
+    assert!(err.contains("cannot pull image"), "{err}");
+    assert!(err.contains(&stale.url()), "{err}");
+    assert!(!s.path("store2/index.json").exists() || index_entries(&s.path("store2")).is_empty());
+    for blob in stored_blobs(&s.path("store2")) {
+        assert!(
+            !expected_blobs(&other).contains(&blob) || expected_blobs(&good).contains(&blob),
+            "stale content {blob} stored"
+        );
+    }
+
+    // The cross-check asks both and refuses, naming them.
+    let run = s
+        .bundler(&[
+            "lock",
+            "spec.toml",
+            "--mirrors",
+            "both.toml",
+            "--cross-check",
+            "-o",
+            "x.lock",
+        ])
+        .failure();
+    let err = run.error_line();
+    assert!(
+        err.contains("disagree") && err.contains(&stale.url()) && err.contains(&upstream.url()),
+        "{err}"
+    );
+    assert!(!s.path("x.lock").exists());
+    // Agreeing endpoints pass the cross-check.
+    s.bundler(&[
+        "lock",
+        "spec.toml",
+        "--mirrors",
+        "up.toml",
+        "--cross-check",
+        "-o",
+        "y.lock",
+    ])
+    .success();
+    assert_eq!(s.read("y.lock"), s.read("spec.lock"));
+}
+
+#[test]
+fn https_with_a_private_ca() {
+    let plain = Registry::start();
+    let f = fixture(8);
+    push_fixture(&plain.url(), "apps/", &f);
+    let s = Session::new();
+    common::private_ca(&s);
+    let tls = Registry::start_with(&RegistryOptions {
+        tls: Some((s.path("server.pem"), s.path("server.key"))),
+        storage: Some(plain.storage_dir()),
+        ..RegistryOptions::default()
+    });
+    assert!(tls.url().starts_with("https://"));
+    s.write("spec.toml", &fixture_spec());
+    s.write("mirrors.toml", &direct_mirrors(tls.url()));
+
+    let run = s
+        .bundler(&["lock", "spec.toml", "--mirrors", "mirrors.toml"])
+        .failure();
+    assert!(
+        run.error_line().to_lowercase().contains("certificate"),
+        "{}",
+        run.stderr
+    );
+
+    let run = pull(&s, "store", &["--ca-cert", "ca.pem"]).success();
+    assert!(!run.stderr.contains("plain HTTP"), "{}", run.stderr);
+    assert_eq!(stored_blobs(&s.path("store")), expected_blobs(&f));
+}
+
+#[test]
+fn blobs_redirected_to_object_storage_are_followed() {
+    let reg = Registry::start();
+    let f = fixture(9);
+    push_fixture(&reg.url(), "apps/", &f);
+    // The registry answers blob GETs with 307 to another host, behind token auth.
+    let front = Proxy::start(
+        &reg.addr(),
+        ProxyOptions {
+            bearer: Some(("u".into(), "p".into())),
+            redirect_blobs_to: Some(reg.url()),
+            ..Default::default()
+        },
+    );
+    let s = Session::new();
+    s.write("spec.toml", &fixture_spec());
+    s.write("mirrors.toml", &direct_mirrors(front.url()));
+    let cred = format!("{}=u:p", front.addr());
+    pull(&s, "store", &["--cred", &cred]).success();
+    assert_eq!(stored_blobs(&s.path("store")), expected_blobs(&f));
+    let layer = &f.beta.platforms[1].layers[0].digest;
+    assert_eq!(front.count(&format!("GET /v2/apps/beta/blobs/{layer}")), 1);
+    assert_eq!(
+        reg.count_requests("GET", &format!("/v2/apps/beta/blobs/{layer}")),
+        1
+    );
+}
+
+/// A loopback port whose SYNs are dropped (iptables), as a blocked mirror behaves
+/// behind a national firewall: connections hang until their timeout. The rule goes
+/// when this does.
+struct BlackHole {
+    port: u16,
+}
+
+impl BlackHole {
+    fn new() -> BlackHole {
+        let port = ferry_testkit::registry::free_port();
+        let ok = Command::new("iptables")
+            .args(["-I", "INPUT", "-i", "lo", "-p", "tcp", "--dport"])
+            .arg(port.to_string())
+            .args(["-j", "DROP"])
+            .status()
+            .expect("iptables (CI runs as root)");
+        assert!(ok.success(), "iptables could not add the DROP rule");
+        BlackHole { port }
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for BlackHole {
+    fn drop(&mut self) {
+        let _ = Command::new("iptables")
+            .args(["-D", "INPUT", "-i", "lo", "-p", "tcp", "--dport"])
+            .arg(self.port.to_string())
+            .args(["-j", "DROP"])
+            .status();
+    }
+}
+
+#[test]
+fn mirrors_that_hang_cost_about_one_connect_timeout_per_run() {
+    let reg = Registry::start();
+    let f = fixture(31);
+    push_fixture(&reg.url(), "apps/", &f);
+    let (hole, hole2) = (BlackHole::new(), BlackHole::new());
+    let timeout = ["--connect-timeout", "1"];
+    // The binaries are built by the first run of a test process: not timed.
+    Session::new().bundler(&["--version"]).success();
+    // lock + pull into a fresh store through `rules`; the time it took.
+    let run_with = |name: &str, rules: String, args: &[&str]| {
+        let s = Session::new();
+        s.write("spec.toml", &fixture_spec());
+        s.write("mirrors.toml", &rules);
+        let t = std::time::Instant::now();
+        let lock = s.bundler(&[&LOCK[..], args].concat()).success();
+        let pull = s.bundler(&[&LOCKED_PULL[..], args].concat()).success();
+        let took = t.elapsed();
+        let entries = index_entries(&s.path("store"));
+        for (image, img) in [("alpha:v1", &f.alpha), ("beta:v2", &f.beta)] {
+            assert_eq!(
+                entries[&format!("{HOST}/apps/{image}")].1,
+                img.digest(),
+                "{name}"
+            );
+        }
+        stored_blobs(&s.path("store"));
+        (took, format!("{}{}", lock.stderr, pull.stderr))
+    };
+    let run = |name: &str, endpoints: Vec<String>| {
+        let rules = mirrors(&[Rule {
+            host: HOST,
+            endpoints: endpoints.into_iter().map(|u| (u, None, false)).collect(),
+        }]);
+        run_with(name, rules, &timeout)
+    };
+    let (direct, _) = run("direct", vec![reg.url()]);
+    for (name, endpoints) in [
+        ("the first hangs", vec![hole.url(), reg.url()]),
+        (
+            "a middle one hangs",
+            vec![dead_url(), hole.url(), reg.url()],
+        ),
+        (
+            "all but the last hang",
+            vec![hole.url(), hole2.url(), reg.url()],
+        ),
+    ] {
+        let (took, stderr) = run(name, endpoints);
+        eprintln!("{name}: {took:?} (direct: {direct:?})");
+        // Two commands, each paying one connect timeout (1 s) per hanging endpoint
+        // at most, whatever the number of downloads.
+        assert!(
+            took < direct + std::time::Duration::from_secs(7),
+            "{name}: {took:?} against {direct:?} direct\n{stderr}"
+        );
+        assert!(
+            stderr.contains(&format!("note: {} was skipped", hole.url())),
+            "{name}: {stderr}"
+        );
+    }
+    // A timeout of the endpoint's own in mirrors.toml (0.5 s) wins over the
+    // command line's default (3 s).
+    let rules = format!(
+        "[[registry]]\nhost = \"{HOST}\"\nskip_upstream = true\nendpoints = [\n  {{ url = \"{}\", connect_timeout = 0.5 }},\n  {{ url = \"{}\" }},\n]\n",
+        hole.url(),
+        reg.url()
+    );
+    let (took, stderr) = run_with("its own timeout", rules, &[]);
+    eprintln!("its own timeout: {took:?} (direct: {direct:?})");
+    assert!(
+        took < direct + std::time::Duration::from_secs(3),
+        "{took:?} against {direct:?} direct\n{stderr}"
+    );
+}
