@@ -205,6 +205,11 @@ struct NetArgs {
     /// minute, and the next endpoint used.
     #[arg(long, default_value_t = ferry_client::CONNECT_TIMEOUT.as_secs_f64(), value_name = "SECONDS")]
     connect_timeout: f64,
+    /// Seconds a response may send nothing; an endpoint that stalls (answers,
+    /// then sends no more) is left like one that does not connect, and a blob
+    /// goes on from the next endpoint where it stopped.
+    #[arg(long, default_value_t = ferry_client::STALL_TIMEOUT.as_secs_f64(), value_name = "SECONDS")]
+    stall_timeout: f64,
     /// Print nothing but errors.
     #[arg(long, short)]
     quiet: bool,
@@ -223,13 +228,19 @@ impl NetArgs {
         if let Some(login) = &self.user {
             credentials.add_login(login, Credentials::login_password(self.password_stdin)?)?;
         }
-        if !(self.connect_timeout > 0.0 && self.connect_timeout <= 600.0) {
-            anyhow::bail!("--connect-timeout must be between 0 and 600 seconds");
+        for (flag, value) in [
+            ("--connect-timeout", self.connect_timeout),
+            ("--stall-timeout", self.stall_timeout),
+        ] {
+            if !(value > 0.0 && value <= 600.0) {
+                anyhow::bail!("{flag} must be between 0 and 600 seconds");
+            }
         }
         Client::new(ClientOptions {
             ca_certs: self.ca_certs.clone(),
             credentials,
             connect_timeout: std::time::Duration::from_secs_f64(self.connect_timeout),
+            stall_timeout: std::time::Duration::from_secs_f64(self.stall_timeout),
             user_agent: concat!("ferry-bundler/", env!("CARGO_PKG_VERSION")).into(),
         })
         .map_err(Into::into)

@@ -82,6 +82,8 @@ enum BlobError {
     TooLong { digest: Digest, size: u64 },
     #[error("connection dropped {ATTEMPTS} times: {0}")]
     Dropped(String),
+    #[error("{0}")]
+    Stalled(String),
     #[error(transparent)]
     Store(#[from] ferry::store::StoreError),
     #[error("{}: {error}", path.display())]
@@ -430,6 +432,15 @@ async fn download_from(
                     report.add(chunk.len() as u64);
                 }
                 Ok(None) => break hasher.len() < blob.size,
+                Err(e) if e.is_timeout() => {
+                    // It stalled: the next endpoint goes on from here, and the
+                    // other downloads leave this one alone for a while.
+                    out.flush().map_err(io)?;
+                    let (Source::Blob(endpoint) | Source::File(endpoint)) = source;
+                    let why = format!("it stalled after {} bytes", hasher.len());
+                    client.give_up(endpoint, why.clone());
+                    return Err(BlobError::Stalled(why));
+                }
                 Err(e) if drops + 1 >= RetryPolicy::RESUME.attempts => {
                     out.flush().map_err(io)?;
                     return Err(BlobError::Dropped(FetchError::from(e).to_string()));

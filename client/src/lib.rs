@@ -121,6 +121,9 @@ pub struct ClientOptions {
     /// How long a connection may take to open before its endpoint is given up on
     /// for a while (a blocked mirror drops packets rather than refusing).
     pub connect_timeout: Duration,
+    /// How long a response may send nothing before its endpoint is given up on
+    /// for a while (a mirror that answers, then stalls).
+    pub stall_timeout: Duration,
     /// Sent as `User-Agent`, e.g. `ferry-bundler/0.1.0`.
     pub user_agent: String,
 }
@@ -140,6 +143,7 @@ pub struct Client {
     /// their own (reqwest sets it per client), made when first needed.
     user_agent: String,
     roots: Vec<reqwest::Certificate>,
+    stall_timeout: Duration,
     by_timeout: Mutex<HashMap<Duration, reqwest::Client>>,
     credentials: Arc<Credentials>,
     /// Authorization header values by (base URL, scope asked for).
@@ -156,6 +160,9 @@ pub const COOL_DOWN: Duration = Duration::from_secs(60);
 
 /// The default of [`ClientOptions::connect_timeout`].
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// The default of [`ClientOptions::stall_timeout`].
+pub const STALL_TIMEOUT: Duration = Duration::from_secs(10);
 
 struct Unreachable {
     since: std::time::Instant,
@@ -185,9 +192,15 @@ impl Client {
             roots.extend(certs);
         }
         Ok(Client {
-            http: http_client(&options.user_agent, &roots, options.connect_timeout)?,
+            http: http_client(
+                &options.user_agent,
+                &roots,
+                options.connect_timeout,
+                options.stall_timeout,
+            )?,
             user_agent: options.user_agent,
             roots,
+            stall_timeout: options.stall_timeout,
             by_timeout: Mutex::default(),
             credentials: Arc::new(options.credentials),
             tokens: Mutex::default(),
@@ -206,9 +219,23 @@ impl Client {
             return c.clone();
         }
         // The same settings built once already: it cannot fail now.
-        let c = http_client(&self.user_agent, &self.roots, t).unwrap_or_else(|_| self.http.clone());
+        let c = http_client(&self.user_agent, &self.roots, t, self.stall_timeout)
+            .unwrap_or_else(|_| self.http.clone());
         clients.insert(t, c.clone());
         c
+    }
+
+    /// Leaves `endpoint` alone for the rest of the cool-down: every request to it
+    /// fails at once with [`FetchError::Unreachable`], so callers try the next one.
+    pub fn give_up(&self, endpoint: &Endpoint, why: String) {
+        self.unreachable.lock().unwrap().insert(
+            endpoint.base_url.clone(),
+            Unreachable {
+                since: std::time::Instant::now(),
+                why,
+                skipped: 0,
+            },
+        );
     }
 
     /// One line per endpoint given up on during the run: why, and how many
@@ -379,17 +406,11 @@ impl Client {
             };
             let (error, retry_after) = result;
             // A connection that cannot be opened (refused, or dropped until the
-            // connect timeout) is not tried again: every other task of the run
-            // goes to the next endpoint at once, until the cool-down has passed.
-            if matches!(&error, FetchError::Transport(e) if e.is_connect()) {
-                self.unreachable.lock().unwrap().insert(
-                    endpoint.base_url.clone(),
-                    Unreachable {
-                        since: std::time::Instant::now(),
-                        why: error.to_string(),
-                        skipped: 0,
-                    },
-                );
+            // connect timeout), or that answers nothing until the stall timeout,
+            // is not tried again: every other task of the run goes to the next
+            // endpoint at once, until the cool-down has passed.
+            if matches!(&error, FetchError::Transport(e) if e.is_connect() || e.is_timeout()) {
+                self.give_up(endpoint, error.to_string());
                 return Err(error);
             }
             if !error.retryable() || attempt >= RetryPolicy::REQUEST.attempts {
@@ -486,11 +507,12 @@ fn http_client(
     user_agent: &str,
     roots: &[reqwest::Certificate],
     connect_timeout: Duration,
+    stall_timeout: Duration,
 ) -> Result<reqwest::Client, ClientSetupError> {
     let mut builder = reqwest::Client::builder()
         .user_agent(user_agent)
         .connect_timeout(connect_timeout)
-        .read_timeout(Duration::from_secs(60))
+        .read_timeout(stall_timeout)
         .pool_max_idle_per_host(64);
     for cert in roots {
         builder = builder.add_root_certificate(cert.clone());

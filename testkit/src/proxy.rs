@@ -64,6 +64,10 @@ pub struct ProxyOptions {
     /// `GET` with `307 Temporary Redirect` to the same path there, as registries that
     /// keep blobs in object storage do.
     pub redirect_blobs_to: Option<String>,
+    /// Answer every blob `GET` with its response head, then send nothing more
+    /// (until the client leaves or the proxy stops): a mirror that stalls after
+    /// the manifest.
+    pub stall_blobs: bool,
 }
 
 /// A running proxy on `127.0.0.1:<random port>`; stops accepting on drop.
@@ -759,6 +763,14 @@ fn forward(
         method == "HEAD" || status == 204 || status == 304 || (100..200).contains(&status);
     if no_body {
         return client_w.flush();
+    }
+    if state.opts.stall_blobs && method == "GET" && req.start[1].contains("/blobs/sha256:") {
+        client_w.flush()?;
+        let started = Instant::now();
+        while !state.stopping.load(Ordering::SeqCst) && started.elapsed() < IO_TIMEOUT {
+            thread::sleep(Duration::from_millis(50));
+        }
+        return Ok(());
     }
     // With a Content-Length, copy exactly that; otherwise (chunked, or close-delimited)
     // relay raw bytes until the upstream closes, which it does since we sent

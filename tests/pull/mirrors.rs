@@ -301,3 +301,54 @@ fn mirrors_that_hang_cost_about_one_connect_timeout_per_run() {
         "{took:?} against {direct:?} direct\n{stderr}"
     );
 }
+
+#[test]
+fn a_mirror_that_stalls_after_the_manifest_costs_about_one_stall_timeout() {
+    let reg = Registry::start();
+    let f = fixture(37);
+    push_fixture(&reg.url(), "apps/", &f);
+    // Manifests pass; every blob answers its head, then nothing.
+    let stalling = Proxy::start(
+        &reg.addr(),
+        ProxyOptions {
+            stall_blobs: true,
+            ..ProxyOptions::default()
+        },
+    );
+    let stalling_url = format!("http://{}", stalling.addr());
+    Session::new().bundler(&["--version"]).success();
+    let run = |endpoints: Vec<String>| {
+        let s = Session::new();
+        s.write("spec.toml", &fixture_spec());
+        s.write(
+            "mirrors.toml",
+            &mirrors(&[Rule {
+                host: HOST,
+                endpoints: endpoints.into_iter().map(|u| (u, None, false)).collect(),
+            }]),
+        );
+        s.bundler(&LOCK).success();
+        let t = std::time::Instant::now();
+        let pull = s
+            .bundler(&[&LOCKED_PULL[..], &["--stall-timeout", "1"]].concat())
+            .success();
+        let took = t.elapsed();
+        assert_eq!(stored_blobs(&s.path("store")), expected_blobs(&f));
+        (took, pull.stderr)
+    };
+    let (direct, _) = run(vec![reg.url()]);
+    let (took, stderr) = run(vec![stalling_url.clone(), reg.url()]);
+    eprintln!("a mirror that stalls: {took:?} (direct: {direct:?})");
+    // One stall timeout (1 s) for the downloads under way when it stalled; the
+    // rest go straight to the next endpoint. 2 s of slack.
+    assert!(
+        took < direct + std::time::Duration::from_secs(3),
+        "{took:?} against {direct:?} direct\n{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!(
+            "note: {stalling_url} was skipped (it stalled after"
+        )),
+        "{stderr}"
+    );
+}

@@ -109,6 +109,8 @@ pub fn run(args: PushArgs) -> anyhow::Result<()> {
         ca_certs: args.ca_cert.clone(),
         credentials: Credentials::load(&flags)?,
         connect_timeout: std::time::Duration::from_secs(10),
+        // A registry may think for a while after a large blob's last byte.
+        stall_timeout: std::time::Duration::from_secs(120),
         user_agent: concat!("ferry-installer/", env!("CARGO_PKG_VERSION")).into(),
     })?;
     let report = Arc::new(Report::new(args.quiet));
