@@ -113,10 +113,12 @@ fn compressed(head: &[u8]) -> bool {
 const BLOCK: usize = 128 << 10;
 
 /// A zstd frame of raw (stored) blocks (RFC 8878, section 3.1.1): a header naming
-/// a 128 KiB window, then each block with its 3-byte header. No content size and
-/// no checksum: every entry is checked against the signed manifest's sha256.
+/// a 128 KiB window, then each block with its 3-byte header, then the content
+/// checksum (the low 32 bits of XXH64), so that a changed byte in a tar header or
+/// padding, which no sha256 covers, is caught as in a compressed frame.
 struct RawFrame<W: Write> {
     out: W,
+    checksum: xxhash_rust::xxh64::Xxh64,
     block: Vec<u8>,
     /// A full block held back until it is known whether it is the last.
     pending: Option<Vec<u8>>,
@@ -124,11 +126,13 @@ struct RawFrame<W: Write> {
 
 impl<W: Write> RawFrame<W> {
     fn new(mut out: W) -> std::io::Result<RawFrame<W>> {
-        // Magic, Frame_Header_Descriptor 0 (no single segment, no content size, no
-        // checksum, no dictionary), Window_Descriptor: exponent 7 (2^17 = 128 KiB).
-        out.write_all(&[0x28, 0xb5, 0x2f, 0xfd, 0x00, 7 << 3])?;
+        // Magic, Frame_Header_Descriptor 0x04 (a content checksum; no single
+        // segment, content size or dictionary), Window_Descriptor: exponent 7
+        // (2^17 = 128 KiB).
+        out.write_all(&[0x28, 0xb5, 0x2f, 0xfd, 0x04, 7 << 3])?;
         Ok(RawFrame {
             out,
+            checksum: xxhash_rust::xxh64::Xxh64::new(0),
             block: Vec::with_capacity(BLOCK),
             pending: None,
         })
@@ -151,6 +155,8 @@ impl<W: Write> RawFrame<W> {
             }
             None => self.emit(&rest, true)?,
         }
+        let sum = self.checksum.digest() as u32;
+        self.out.write_all(&sum.to_le_bytes())?;
         Ok(self.out)
     }
 }
@@ -158,6 +164,7 @@ impl<W: Write> RawFrame<W> {
 impl<W: Write> Write for RawFrame<W> {
     fn write(&mut self, mut data: &[u8]) -> std::io::Result<usize> {
         let n = data.len();
+        self.checksum.update(data);
         while !data.is_empty() {
             let take = (BLOCK - self.block.len()).min(data.len());
             self.block.extend_from_slice(&data[..take]);
@@ -355,11 +362,14 @@ mod tests {
             let bytes = frame.finish().unwrap();
             assert_eq!(zstd::decode_all(&bytes[..]).unwrap(), want, "{sizes:?}");
         }
-        // Raw blocks cost their size plus 3 bytes each, and the frame 6.
+        // Raw blocks cost their size plus 3 bytes each, and the frame 10.
         let mut raw = RawFrame::new(Vec::new()).unwrap();
         raw.write_all(&gz).unwrap();
-        let out = raw.finish().unwrap();
-        assert_eq!(out.len(), gz.len() + 6 + 3 * gz.len().div_ceil(BLOCK));
+        let mut out = raw.finish().unwrap();
+        assert_eq!(out.len(), gz.len() + 10 + 3 * gz.len().div_ceil(BLOCK));
+        // A changed byte of the content fails the frame's checksum.
+        out[1000] ^= 1;
+        assert!(zstd::decode_all(&out[..]).is_err());
         assert!(compressed(&gz) && !compressed(&text));
     }
 }
