@@ -277,8 +277,9 @@ pub async fn push(
 }
 
 /// Every blob of every image into its repository: skipped when there, mounted
-/// from the repository that got it first (`homes` may name some already), else
-/// uploaded from `store`; without a store, a blob that cannot be mounted fails.
+/// from the repository that got it first (`landed` names, by digest, a repository
+/// known to hold it already), else uploaded from `store`; without a store, a blob
+/// that cannot be mounted fails.
 async fn blobs(
     plan: &Plan,
     client: &Client,
@@ -320,10 +321,14 @@ async fn blobs(
             async move {
                 let fail = |what: String| image.failed(what);
                 let ep = &image.endpoint;
-                if client
-                    .has_blob(ep, digest)
-                    .await
-                    .map_err(fail(format!("blob {digest}")))?
+                // Where `landed` says it is, it was seen or sent this run: no need
+                // to ask the registry again.
+                let known = landed.get(digest) == Some(&ep.repository);
+                if known
+                    || client
+                        .has_blob(ep, digest)
+                        .await
+                        .map_err(fail(format!("blob {digest}")))?
                 {
                     progress(*size);
                     return Ok::<_, PushError>(BlobOutcome::Present);
