@@ -37,6 +37,8 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 struct Conns {
     next: u64,
     live: std::collections::HashMap<u64, Conn>,
+    /// How many of `live` were asked to close (kept, not counted per accept).
+    closing: usize,
 }
 
 struct Conn {
@@ -75,6 +77,7 @@ impl Conns {
             Some((_, c)) => {
                 c.closing = true;
                 c.close.notify_one();
+                self.closing += 1;
                 true
             }
             None => false,
@@ -83,7 +86,23 @@ impl Conns {
 
     /// Connections not already asked to close.
     fn open(&self) -> usize {
-        self.live.values().filter(|c| !c.closing).count()
+        self.live.len() - self.closing
+    }
+
+    /// Forgets a connection that ended.
+    fn remove(&mut self, id: u64) {
+        if self.live.remove(&id).is_some_and(|c| c.closing) {
+            self.closing -= 1;
+        }
+    }
+
+    /// Asks every connection to close.
+    fn close_all(&mut self) {
+        for c in self.live.values_mut().filter(|c| !c.closing) {
+            c.closing = true;
+            c.close.notify_one();
+            self.closing += 1;
+        }
     }
 }
 
@@ -259,7 +278,7 @@ pub async fn run(
                 }
             }
             state.metrics.connections.fetch_sub(1, Ordering::Relaxed);
-            table.lock().unwrap().live.remove(&id);
+            table.lock().unwrap().remove(id);
             ended.notify_one();
         });
     }
@@ -291,10 +310,7 @@ where
 /// after their request), for up to [`DRAIN_TIMEOUT`].
 async fn drain(table: &Table) -> anyhow::Result<()> {
     eprintln!("shutting down: finishing requests under way");
-    for c in table.lock().unwrap().live.values_mut() {
-        c.closing = true;
-        c.close.notify_one();
-    }
+    table.lock().unwrap().close_all();
     let deadline = tokio::time::Instant::now() + DRAIN_TIMEOUT;
     while !table.lock().unwrap().live.is_empty() {
         if tokio::time::Instant::now() >= deadline {
