@@ -47,20 +47,28 @@ async fn fetch_checked<T>(
     report: &Report,
     check: impl Fn(Vec<u8>) -> Result<T, String>,
 ) -> anyhow::Result<T> {
-    let mut failures = Vec::new();
-    for endpoint in rules.file_endpoints(url) {
-        if let Some(note) = client.insecure_note(&endpoint) {
+    let endpoints = rules.file_endpoints(url);
+    for endpoint in &endpoints {
+        if let Some(note) = client.insecure_note(endpoint) {
             report.info(&note);
         }
-        match fetch(client, &endpoint).await.and_then(&check) {
-            Ok(checked) => return Ok(checked),
-            Err(e) => {
-                report.warn(&format!("{what}: {endpoint} failed: {e}"));
-                failures.push(format!("{endpoint}: {e}"));
-            }
-        }
     }
-    bail!("{what}: every endpoint failed ({})", failures.join("; "))
+    let raced = client
+        .first_ok(
+            &endpoints,
+            |e| e,
+            |e| async { fetch(client, e).await.and_then(&check) },
+        )
+        .await;
+    let mut failures = Vec::new();
+    for (i, e) in raced.errors {
+        report.warn(&format!("{what}: {} failed: {e}", endpoints[i]));
+        failures.push(format!("{}: {e}", endpoints[i]));
+    }
+    match raced.won {
+        Some((_, checked)) => Ok(checked),
+        None => bail!("{what}: every endpoint failed ({})", failures.join("; ")),
+    }
 }
 
 /// Pins one chart: its entry in the repository's `index.yaml`, then its .tgz,
@@ -157,37 +165,43 @@ async fn resolve_oci_chart(
         chart.version
     );
     let reference: ferry::Reference = text.parse().map_err(|e| anyhow!("{what}: {oci}: {e}"))?;
-    let mut failures = Vec::new();
-    for endpoint in rules.endpoints(&reference) {
-        if let Some(note) = client.insecure_note(&endpoint) {
+    let endpoints = rules.endpoints(&reference);
+    for endpoint in &endpoints {
+        if let Some(note) = client.insecure_note(endpoint) {
             report.info(&note);
         }
-        match crate::resolve::fetch_manifest(client, &endpoint, &chart.version, None).await {
-            Ok((bytes, _, digest)) => {
-                let doc: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
-                if doc["config"]["mediaType"] != artifact::HELM_CONFIG_TYPE {
-                    bail!(
-                        "{what}: {reference} is not a Helm chart (its config is {})",
-                        doc["config"]["mediaType"]
-                    );
-                }
-                report.info(&format!("locked {what} -> {digest}"));
-                return Ok(LockedChart {
-                    name: chart.name.clone(),
-                    version: chart.version.clone(),
-                    repo: oci.to_string(),
-                    url: reference.to_string(),
-                    sha256: digest,
-                    size: bytes.len() as u64,
-                });
-            }
-            Err(e) => {
-                report.warn(&format!("{what}: {endpoint} failed: {e}"));
-                failures.push(format!("{endpoint}: {e}"));
-            }
-        }
     }
-    bail!("{what}: every endpoint failed ({})", failures.join("; "))
+    let raced = client
+        .first_ok(
+            &endpoints,
+            |e| e,
+            |e| crate::resolve::fetch_manifest(client, e, &chart.version, None),
+        )
+        .await;
+    let mut failures = Vec::new();
+    for (i, e) in raced.errors {
+        report.warn(&format!("{what}: {} failed: {e}", endpoints[i]));
+        failures.push(format!("{}: {e}", endpoints[i]));
+    }
+    let Some((_, (bytes, _, digest))) = raced.won else {
+        bail!("{what}: every endpoint failed ({})", failures.join("; "))
+    };
+    let doc: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
+    if doc["config"]["mediaType"] != artifact::HELM_CONFIG_TYPE {
+        bail!(
+            "{what}: {reference} is not a Helm chart (its config is {})",
+            doc["config"]["mediaType"]
+        );
+    }
+    report.info(&format!("locked {what} -> {digest}"));
+    Ok(LockedChart {
+        name: chart.name.clone(),
+        version: chart.version.clone(),
+        repo: oci.to_string(),
+        url: reference.to_string(),
+        sha256: digest,
+        size: bytes.len() as u64,
+    })
 }
 
 /// The .tgz of a chart in the store: the blob itself, or an OCI chart's layer.

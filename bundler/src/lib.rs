@@ -6,6 +6,7 @@
 
 pub mod build;
 pub mod charts;
+mod download;
 pub mod keys;
 pub mod mirrors;
 pub mod pull;

@@ -210,12 +210,29 @@ struct NetArgs {
     /// goes on from the next endpoint where it stopped.
     #[arg(long, default_value_t = ferry_client::STALL_TIMEOUT.as_secs_f64(), value_name = "SECONDS")]
     stall_timeout: f64,
+    /// Seconds an endpoint may take to answer before the next one is asked too
+    /// (Happy Eyeballs between endpoints); the first good answer wins.
+    #[arg(long, default_value_t = ferry_client::HEAD_START.as_secs_f64(), value_name = "SECONDS")]
+    head_start: f64,
     /// Print nothing but errors.
-    #[arg(long, short)]
+    #[arg(long, short, conflicts_with = "verbose")]
     quiet: bool,
+    /// Say each decision about an endpoint as it is made: skipped, passed over
+    /// for not answering in time, left mid-blob for a faster one.
+    #[arg(long, short)]
+    verbose: bool,
 }
 
 impl NetArgs {
+    /// The run's report; plain lines when verbose, so decisions do not break a bar.
+    fn report(&self) -> Report {
+        if self.verbose {
+            Report::plain()
+        } else {
+            Report::new(self.quiet)
+        }
+    }
+
     fn rules(&self) -> anyhow::Result<MirrorRules> {
         Ok(match &self.mirrors {
             Some(path) => MirrorRules::load(path)?,
@@ -231,6 +248,7 @@ impl NetArgs {
         for (flag, value) in [
             ("--connect-timeout", self.connect_timeout),
             ("--stall-timeout", self.stall_timeout),
+            ("--head-start", self.head_start),
         ] {
             if !(value > 0.0 && value <= 600.0) {
                 anyhow::bail!("{flag} must be between 0 and 600 seconds");
@@ -241,6 +259,8 @@ impl NetArgs {
             credentials,
             connect_timeout: std::time::Duration::from_secs_f64(self.connect_timeout),
             stall_timeout: std::time::Duration::from_secs_f64(self.stall_timeout),
+            head_start: std::time::Duration::from_secs_f64(self.head_start),
+            verbose: self.verbose,
             user_agent: concat!("ferry-bundler/", env!("CARGO_PKG_VERSION")).into(),
         })
         .map_err(Into::into)
@@ -402,7 +422,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let spec = Spec::load(&spec_path)?;
             let rules = net.rules()?;
             let client = net.client()?;
-            let report = Report::new(net.quiet);
+            let report = net.report();
             let lock = runtime()?.block_on(resolve::resolve(
                 &client,
                 &rules,
@@ -428,7 +448,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             net,
         } => {
             let spec = Spec::load(&spec_path)?;
-            let report = Report::new(net.quiet);
+            let report = net.report();
             pull_into(&spec, lock.as_deref(), &store, &net, &report)?;
         }
         Command::Keygen {
@@ -459,7 +479,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let spec = Spec::parse(&spec_path, &spec_text)?;
             // The key first: a password prompt must not wait behind a long pull.
             let key = keys::load_secret(&key)?;
-            let report = Report::new(net.quiet);
+            let report = net.report();
             let store_dir = store.unwrap_or_else(default_store);
             let (lock, store) = pull_into(&spec, lock.as_deref(), &store_dir, &net, &report)?;
             build::build(build::BuildOptions {

@@ -178,32 +178,38 @@ async fn resolve_on(
     }))
 }
 
-/// Resolves one image, trying its endpoints in order.
+/// Resolves one image: its endpoints in order, each next one started too while
+/// those before have not answered (see [`Client::first_ok`]).
 pub async fn resolve_image(
     client: &Client,
     rules: &MirrorRules,
     image: &ImageSpec,
     report: &Report,
 ) -> anyhow::Result<LockedImage> {
-    let mut failures = Vec::new();
-    for endpoint in rules.endpoints(&image.reference) {
-        if let Some(note) = client.insecure_note(&endpoint) {
+    let endpoints = rules.endpoints(&image.reference);
+    for endpoint in &endpoints {
+        if let Some(note) = client.insecure_note(endpoint) {
             report.info(&note);
         }
-        match resolve_on(client, &endpoint, image).await {
-            Ok(Ok(locked)) => return Ok(locked),
-            Ok(Err(fatal)) => return Err(fatal.into()),
-            Err(e) => {
-                report.warn(&format!("{}: {endpoint} failed: {e}", image.reference));
-                failures.push(format!("{endpoint}: {e}"));
-            }
-        }
     }
-    Err(anyhow!(
-        "cannot resolve image {}: every endpoint failed ({})",
-        image.reference,
-        failures.join("; ")
-    ))
+    let raced = client
+        .first_ok(&endpoints, |e| e, |e| resolve_on(client, e, image))
+        .await;
+    let mut failures = Vec::new();
+    for (i, e) in raced.errors {
+        let endpoint = &endpoints[i];
+        report.warn(&format!("{}: {endpoint} failed: {e}", image.reference));
+        failures.push(format!("{endpoint}: {e}"));
+    }
+    match raced.won {
+        Some((_, Ok(locked))) => Ok(locked),
+        Some((_, Err(fatal))) => Err(fatal.into()),
+        None => Err(anyhow!(
+            "cannot resolve image {}: every endpoint failed ({})",
+            image.reference,
+            failures.join("; ")
+        )),
+    }
 }
 
 /// Asks every endpoint of `image` for its tag and refuses when they disagree.
@@ -293,15 +299,19 @@ pub async fn resolve(
     })
 }
 
-/// Downloads a file from `endpoint`, hashing it (nothing is kept): its digest and
-/// size. A connection dropped mid-body resumes with `Range` where it stopped.
-async fn hash_file(client: &Client, endpoint: &Endpoint) -> Result<(Digest, u64), FetchError> {
+/// Reads a file from `endpoint`, whose first response is `response`, hashing it
+/// (nothing is kept): its digest and size. A connection dropped mid-body resumes
+/// with `Range` where it stopped.
+async fn hash_file(
+    client: &Client,
+    endpoint: &Endpoint,
+    mut response: reqwest::Response,
+) -> Result<(Digest, u64), FetchError> {
     let policy = ferry_client::RetryPolicy::RESUME;
     let mut hasher = ferry::digest::Hasher::new();
     let mut drops = 0;
     loop {
         let offset = hasher.len();
-        let mut response = client.file(endpoint, offset).await?;
         let resumed = response.status() == reqwest::StatusCode::PARTIAL_CONTENT;
         if offset > 0 && !resumed {
             // The server ignored the Range: start over.
@@ -329,6 +339,7 @@ async fn hash_file(client: &Client, endpoint: &Endpoint) -> Result<(Digest, u64)
             });
         }
         tokio::time::sleep(policy.delay(drops)).await;
+        response = client.file(endpoint, hasher.len()).await?;
     }
 }
 
@@ -349,12 +360,33 @@ pub async fn resolve_file(
         None => format!("file {} {}", file.name, file.version),
     };
     let pin = file.pin(platform.as_ref());
-    let mut failures = Vec::new();
-    for endpoint in rules.file_endpoints(&url) {
-        if let Some(note) = client.insecure_note(&endpoint) {
+    let mut endpoints = rules.file_endpoints(&url);
+    for endpoint in &endpoints {
+        if let Some(note) = client.insecure_note(endpoint) {
             report.info(&note);
         }
-        match hash_file(client, &endpoint).await {
+    }
+    let mut failures = Vec::new();
+    while !endpoints.is_empty() {
+        let raced = client
+            .first_ok(&endpoints, |e| e, |e| client.file(e, 0))
+            .await;
+        let mut done: Vec<usize> = raced.errors.iter().map(|(i, _)| *i).collect();
+        for (i, e) in raced.errors {
+            report.warn(&format!("{what}: {} failed: {e}", endpoints[i]));
+            failures.push(format!("{}: {e}", endpoints[i]));
+        }
+        let Some((i, response)) = raced.won else {
+            break;
+        };
+        let endpoint = endpoints[i].clone();
+        // Whatever this one serves, the next round asks only those not asked yet.
+        done.push(i);
+        done.sort_unstable_by(|a, b| b.cmp(a));
+        for j in done {
+            endpoints.remove(j);
+        }
+        match hash_file(client, &endpoint, response).await {
             Ok((actual, size)) => {
                 if let Some(expected) = pin {
                     if &actual != expected {

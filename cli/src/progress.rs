@@ -70,6 +70,13 @@ impl Report {
         }
     }
 
+    /// A report in plain lines, never a bar: for runs that print other lines too.
+    pub fn plain() -> Report {
+        let mut report = Report::new(true);
+        report.mode = Mode::Plain;
+        report
+    }
+
     /// A line of information (suppressed by `--quiet`).
     pub fn info(&self, message: &str) {
         match &self.mode {

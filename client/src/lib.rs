@@ -12,7 +12,9 @@
 
 pub mod auth;
 mod endpoint;
+mod health;
 mod push;
+mod race;
 pub mod retry;
 
 use std::collections::{HashMap, HashSet};
@@ -31,7 +33,10 @@ use reqwest::{RequestBuilder, Response, StatusCode};
 
 use crate::auth::{Challenge, Credentials};
 pub use endpoint::Endpoint;
+use health::Health;
+pub use health::COOL_DOWN;
 pub use push::{BlobSource, Sent, Upload};
+pub use race::{Raced, HEAD_START};
 /// A request body, for [`Client::upload_stream`].
 pub use reqwest::Body;
 pub use retry::{parse_retry_after, Jitter, RetryPolicy, ATTEMPTS};
@@ -124,6 +129,11 @@ pub struct ClientOptions {
     /// How long a response may send nothing before its endpoint is given up on
     /// for a while (a mirror that answers, then stalls).
     pub stall_timeout: Duration,
+    /// How long an endpoint may take to answer before the next one is started
+    /// too (Happy Eyeballs between endpoints).
+    pub head_start: Duration,
+    /// Say each decision about an endpoint as it is made, on standard error.
+    pub verbose: bool,
     /// Sent as `User-Agent`, e.g. `ferry-bundler/0.1.0`.
     pub user_agent: String,
 }
@@ -149,26 +159,16 @@ pub struct Client {
     /// Authorization header values by (base URL, scope asked for).
     tokens: Mutex<HashMap<(String, String), HeaderValue>>,
     warned_insecure: Mutex<HashSet<String>>,
-    /// Endpoints that could not be connected to, by base URL: when, why, and how
-    /// many requests skipped them since. Every task of the run skips them until
-    /// [`COOL_DOWN`] has passed.
-    unreachable: Mutex<HashMap<String, Unreachable>>,
+    head_start: Duration,
+    /// What the run has learnt about its endpoints; shared with probes.
+    health: Arc<Health>,
 }
-
-/// How long an endpoint that could not be connected to is left alone.
-pub const COOL_DOWN: Duration = Duration::from_secs(60);
 
 /// The default of [`ClientOptions::connect_timeout`].
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// The default of [`ClientOptions::stall_timeout`].
 pub const STALL_TIMEOUT: Duration = Duration::from_secs(10);
-
-struct Unreachable {
-    since: std::time::Instant,
-    why: String,
-    skipped: usize,
-}
 
 impl Client {
     pub fn new(options: ClientOptions) -> Result<Client, ClientSetupError> {
@@ -205,7 +205,8 @@ impl Client {
             credentials: Arc::new(options.credentials),
             tokens: Mutex::default(),
             warned_insecure: Mutex::default(),
-            unreachable: Mutex::default(),
+            head_start: options.head_start,
+            health: Arc::new(Health::new(options.verbose)),
         })
     }
 
@@ -228,33 +229,53 @@ impl Client {
     /// Leaves `endpoint` alone for the rest of the cool-down: every request to it
     /// fails at once with [`FetchError::Unreachable`], so callers try the next one.
     pub fn give_up(&self, endpoint: &Endpoint, why: String) {
-        self.unreachable.lock().unwrap().insert(
-            endpoint.base_url.clone(),
-            Unreachable {
-                since: std::time::Instant::now(),
-                why,
-                skipped: 0,
-            },
-        );
+        self.health.give_up(&endpoint.base_url, why);
     }
 
-    /// One line per endpoint given up on during the run: why, and how many
-    /// requests went elsewhere because of it.
+    /// Whether `endpoint` is being left alone (see [`Client::give_up`]).
+    pub fn is_down(&self, endpoint: &Endpoint) -> bool {
+        self.health.is_down(&endpoint.base_url)
+    }
+
+    /// Tries `endpoint` after the others for the rest of the cool-down: it was
+    /// left mid-transfer because another served far faster.
+    pub fn leave_slow(&self, endpoint: &Endpoint, why: String) {
+        self.health.leave_slow(&endpoint.base_url, why);
+    }
+
+    /// Whether `endpoint` was left for slowness lately, so that a new transfer
+    /// should try it after the others; counted for the endpoint's note.
+    pub fn demote(&self, endpoint: &Endpoint) -> bool {
+        self.health.demote(&endpoint.base_url)
+    }
+
+    /// Keeps how fast `endpoint` served a transfer, for choosing between endpoints.
+    pub fn record_speed(&self, endpoint: &Endpoint, bytes: u64, took: Duration) {
+        if !took.is_zero() {
+            let speed = bytes as f64 / took.as_secs_f64();
+            self.health.record_speed(&endpoint.base_url, speed);
+        }
+    }
+
+    /// How fast `endpoint` has served this run, in bytes per second, if known.
+    pub fn speed(&self, endpoint: &Endpoint) -> Option<f64> {
+        self.health.speed(&endpoint.base_url)
+    }
+
+    /// Claims the one transfer that may move to `endpoint`, whose speed is not
+    /// known yet, to learn it; false while another transfer does so.
+    pub fn try_explore(&self, endpoint: &Endpoint) -> bool {
+        self.health.try_explore(&endpoint.base_url)
+    }
+
+    /// Says a decision as it is made, when the run is verbose.
+    pub fn decide(&self, message: impl FnOnce() -> String) {
+        self.health.decide(message);
+    }
+
+    /// One line per endpoint skipped, passed over or left during the run, and why.
     pub fn endpoint_notes(&self) -> Vec<String> {
-        let mut notes: Vec<String> = self
-            .unreachable
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|(base, u)| {
-                format!(
-                    "note: {base} was skipped ({}); {} request(s) went to the next endpoint at once",
-                    u.why, u.skipped
-                )
-            })
-            .collect();
-        notes.sort();
-        notes
+        self.health.notes()
     }
 
     /// The note to show, once per endpoint, that it is plain HTTP.
@@ -338,15 +359,10 @@ impl Client {
         what: &str,
         build: impl Fn() -> RequestBuilder,
     ) -> Result<Response, FetchError> {
-        {
-            let mut unreachable = self.unreachable.lock().unwrap();
-            if let Some(u) = unreachable.get_mut(&endpoint.base_url) {
-                if u.since.elapsed() < COOL_DOWN {
-                    u.skipped += 1;
-                    return Err(FetchError::Unreachable);
-                }
-                unreachable.remove(&endpoint.base_url);
-            }
+        if self.health.skip(&endpoint.base_url) {
+            self.health
+                .decide(|| format!("{}: skipped for {what}", endpoint.base_url));
+            return Err(FetchError::Unreachable);
         }
         let key = token_key(endpoint, access, mount_from);
         let mut attempt = 0;

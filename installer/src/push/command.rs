@@ -111,6 +111,9 @@ pub fn run(args: PushArgs) -> anyhow::Result<()> {
         connect_timeout: std::time::Duration::from_secs(10),
         // A registry may think for a while after a large blob's last byte.
         stall_timeout: std::time::Duration::from_secs(120),
+        // One target: there is no next endpoint to start.
+        head_start: ferry_client::HEAD_START,
+        verbose: false,
         user_agent: concat!("ferry-installer/", env!("CARGO_PKG_VERSION")).into(),
     })?;
     let report = Arc::new(Report::new(args.quiet));

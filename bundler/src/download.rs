@@ -1,0 +1,497 @@
+//! Downloading one blob (or file) into the store. The endpoints are raced for a
+//! first answer (Happy Eyeballs); the bytes go into the blob's partial file and are
+//! hashed as they come; a dropped connection resumes with `Range`, and so does a
+//! move to the next endpoint after a stall or when this one serves far slower than
+//! another; the blob becomes visible only once its digest checks.
+
+use std::io::{Read as _, Seek as _, SeekFrom, Write as _};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use ferry::digest::Hasher;
+use ferry::manifest::Descriptor;
+use ferry::store::Store;
+use ferry::Digest;
+use ferry_cli::{human_bytes, Report};
+use ferry_client::{Client, Endpoint, FetchError, RetryPolicy, ATTEMPTS};
+use reqwest::{Response, StatusCode};
+
+/// Where a blob can be downloaded from: a registry's blob endpoint, or a file URL
+/// (a file's bytes are the layer of its artifact).
+#[derive(Clone, PartialEq)]
+pub(crate) enum Source {
+    Blob(Endpoint),
+    File(Endpoint),
+}
+
+impl Source {
+    fn endpoint(&self) -> &Endpoint {
+        let (Source::Blob(e) | Source::File(e)) = self;
+        e
+    }
+}
+
+impl std::fmt::Display for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.endpoint().fmt(f)
+    }
+}
+
+/// One blob to download, with every endpoint that can serve it.
+pub(crate) struct BlobJob {
+    pub descriptor: Descriptor,
+    pub endpoints: Vec<Source>,
+}
+
+/// A transfer is judged for speed only after it has run this long.
+const SLOW_WINDOW: Duration = Duration::from_secs(2);
+/// Another endpoint must have served this many times faster to be moved to.
+const SLOW_FACTOR: f64 = 4.0;
+/// A move is worth it only when the rest would take longer than this here.
+const WORTH_MOVING: Duration = Duration::from_secs(4);
+
+#[derive(Debug, thiserror::Error)]
+enum BlobError {
+    #[error(transparent)]
+    Fetch(#[from] FetchError),
+    #[error("served {actual} for blob {expected}")]
+    WrongDigest { expected: Digest, actual: Digest },
+    #[error("served more than the {size} bytes the manifest gives for blob {digest}")]
+    TooLong { digest: Digest, size: u64 },
+    #[error("connection dropped {ATTEMPTS} times: {0}")]
+    Dropped(String),
+    #[error("{0}")]
+    Stalled(String),
+    #[error("{}: {error}", path.display())]
+    Io {
+        path: PathBuf,
+        error: std::io::Error,
+    },
+}
+
+/// How a transfer from one endpoint ended, short of an error.
+enum Received {
+    Complete,
+    /// Left for the candidate at this index, which serves (or may serve) faster.
+    MovedTo(usize),
+}
+
+/// The blob's partial file, what of it is hashed, and where its bytes came from.
+struct Partial {
+    out: std::io::BufWriter<std::fs::File>,
+    hasher: Hasher,
+    path: PathBuf,
+    digest: Digest,
+    size: u64,
+    /// Bytes came from an earlier run or from more than one endpoint: a wrong
+    /// digest may be another's fault.
+    mixed: bool,
+    fetched: u64,
+}
+
+impl Partial {
+    fn io(&self, error: std::io::Error) -> BlobError {
+        BlobError::Io {
+            path: self.path.clone(),
+            error,
+        }
+    }
+
+    fn flush(&mut self) -> Result<(), BlobError> {
+        self.out.flush().map_err(|e| self.io(e))
+    }
+
+    /// Drops every byte kept so far.
+    fn truncate(&mut self, report: &Report) -> Result<(), BlobError> {
+        self.flush()?;
+        let file = self.out.get_mut();
+        file.set_len(0)
+            .and_then(|()| file.seek(SeekFrom::Start(0)).map(drop))
+            .map_err(|e| self.io(e))?;
+        report.sub(self.hasher.len());
+        self.hasher = Hasher::new();
+        self.mixed = false;
+        Ok(())
+    }
+}
+
+/// Downloads one blob, from whichever of its endpoints answers well first, moving
+/// on mid-blob when one stalls or is far slower than another; returns the bytes
+/// fetched. The error names what each endpoint did.
+pub(crate) async fn download(
+    client: &Client,
+    store: &Store,
+    job: &BlobJob,
+    report: &Report,
+) -> Result<u64, String> {
+    let blob = &job.descriptor;
+    let path = store.partial_path(&blob.digest);
+    let io = |e: std::io::Error| format!("{}: {e}", path.display());
+    let Some(mut file) = lock_partial(store, &blob.digest).await.map_err(io)? else {
+        return Ok(0);
+    };
+    let size = blob.size;
+    let (file, hasher) = blocking(move || {
+        let hasher = resume_point(&mut file, size)?;
+        Ok((file, hasher))
+    })
+    .await
+    .map_err(io)?;
+    report.add(hasher.len());
+    // Chunks are written on the worker itself: each `write_all` only copies into this
+    // 1 MiB buffer, and the write(2) of a full buffer hands the page cache at most
+    // 1 MiB, well under a millisecond; a trip to the blocking pool per chunk would
+    // cost more. What can wait on the disk (fsync, rename) runs on the blocking pool.
+    let mut partial = Partial {
+        out: std::io::BufWriter::with_capacity(1 << 20, file),
+        mixed: !hasher.is_empty(),
+        hasher,
+        path: path.clone(),
+        digest: blob.digest.clone(),
+        size,
+        fetched: 0,
+    };
+    let result = fetch(client, job, &mut partial, report).await;
+    let Partial {
+        out, hasher, path, ..
+    } = partial;
+    let written = out.into_inner().map_err(|e| io(e.into_error()));
+    let file = match result.and(written) {
+        Ok(file) => file,
+        Err(e) => {
+            if hasher.is_empty() {
+                // Nothing worth resuming: leave no trace.
+                blocking(move || std::fs::remove_file(&path)).await.ok();
+            }
+            return Err(e);
+        }
+    };
+    // The fsync and the rename (with its directory fsync) can each wait on the disk.
+    let (store, digest) = (store.clone(), blob.digest.clone());
+    let fetched = partial.fetched;
+    let committed = blocking(move || {
+        file.sync_all()?;
+        drop(file);
+        Ok(store.commit_partial(&digest))
+    })
+    .await;
+    match committed {
+        Ok(Ok(())) => Ok(fetched),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(e) => Err(io(e)),
+    }
+}
+
+/// Fills `partial` with the blob's bytes, hashing to its digest, from the job's
+/// endpoints; the error names what each endpoint did.
+async fn fetch(
+    client: &Client,
+    job: &BlobJob,
+    partial: &mut Partial,
+    report: &Report,
+) -> Result<(), String> {
+    let blob = &job.descriptor;
+    // Endpoints left lately for being slow go last.
+    let (mut candidates, demoted): (Vec<&Source>, Vec<&Source>) = job
+        .endpoints
+        .iter()
+        .partition(|s| !client.demote(s.endpoint()));
+    candidates.extend(demoted);
+    let mut failures = Vec::new();
+    let mut fail = |source: &Source, e: &dyn std::fmt::Display| {
+        report.warn(&format!(
+            "blob {} from {source} failed: {e}",
+            blob.digest.short()
+        ));
+        failures.push(format!("{source}: {e}"));
+    };
+    let mut started_over = false;
+    loop {
+        if partial.hasher.len() == blob.size {
+            partial.flush().map_err(|e| e.to_string())?;
+            let actual = std::mem::take(&mut partial.hasher).finish();
+            if actual == blob.digest {
+                return Ok(());
+            }
+            report.sub(blob.size);
+            let mixed = partial.mixed;
+            partial.truncate(report).map_err(|e| e.to_string())?;
+            if mixed && !started_over {
+                // What was kept came from elsewhere (and is gone now): ask again
+                // from zero, every endpoint.
+                started_over = true;
+                continue;
+            }
+            // The endpoint in front served the whole blob: its fault.
+            let e = BlobError::WrongDigest {
+                expected: blob.digest.clone(),
+                actual,
+            };
+            fail(candidates[0], &e);
+            candidates.remove(0);
+        }
+        if candidates.is_empty() {
+            return Err(failures.join("; "));
+        }
+        let offset = partial.hasher.len();
+        let raced = client
+            .first_ok(
+                &candidates,
+                |s| s.endpoint(),
+                |s| open(client, s, &blob.digest, offset),
+            )
+            .await;
+        for (i, e) in &raced.errors {
+            fail(candidates[*i], e);
+        }
+        let Some((i, response)) = raced.won else {
+            return Err(failures.join("; "));
+        };
+        // The winner goes first: a wrong digest is blamed on candidates[0].
+        let source = candidates.remove(i);
+        let mut failed: Vec<usize> = raced.errors.iter().map(|(j, _)| *j).collect();
+        failed.sort_unstable_by(|a, b| b.cmp(a));
+        for j in failed {
+            candidates.remove(if j > i { j - 1 } else { j });
+        }
+        candidates.insert(0, source);
+        if offset > 0 {
+            partial.mixed = true;
+        }
+        match receive(client, &candidates, partial, response, report).await {
+            Ok(Received::Complete) => {}
+            Ok(Received::MovedTo(j)) => {
+                let next = candidates.remove(j);
+                candidates.insert(0, next);
+            }
+            Err(e) => {
+                let (BlobError::TooLong { .. } | BlobError::WrongDigest { .. }) = e else {
+                    fail(source, &e);
+                    candidates.remove(0);
+                    continue;
+                };
+                partial.truncate(report).map_err(|e| e.to_string())?;
+                fail(source, &e);
+                candidates.remove(0);
+            }
+        }
+    }
+}
+
+/// Asks `source` for blob `digest` from byte `offset`.
+async fn open(
+    client: &Client,
+    source: &Source,
+    digest: &Digest,
+    offset: u64,
+) -> Result<Response, FetchError> {
+    match source {
+        Source::Blob(endpoint) => client.blob(endpoint, digest, offset).await,
+        Source::File(endpoint) => client.file(endpoint, offset).await,
+    }
+}
+
+/// Streams `response` (from `candidates[0]`) into `partial`, asking the same
+/// endpoint again from where it stopped when the connection drops. Leaves the
+/// endpoint for another candidate when it serves far slower than that one does.
+async fn receive(
+    client: &Client,
+    candidates: &[&Source],
+    partial: &mut Partial,
+    mut response: Response,
+    report: &Report,
+) -> Result<Received, BlobError> {
+    let source = candidates[0];
+    let endpoint = source.endpoint();
+    let mut drops = 0;
+    loop {
+        let offset = partial.hasher.len();
+        let from_start = response.status() != StatusCode::PARTIAL_CONTENT
+            || !response
+                .headers()
+                .get(reqwest::header::CONTENT_RANGE)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.starts_with(&format!("bytes {offset}-")));
+        if from_start && offset > 0 {
+            // The server ignored the Range: start over.
+            partial.truncate(report)?;
+        }
+        let started = Instant::now();
+        let begun_at = partial.hasher.len();
+        let mut checked = started;
+        let ended_short = loop {
+            match response.chunk().await {
+                Ok(Some(chunk)) => {
+                    if partial.hasher.len() + chunk.len() as u64 > partial.size {
+                        return Err(BlobError::TooLong {
+                            digest: partial.digest.clone(),
+                            size: partial.size,
+                        });
+                    }
+                    partial.out.write_all(&chunk).map_err(|e| partial.io(e))?;
+                    partial.hasher.update(&chunk);
+                    partial.fetched += chunk.len() as u64;
+                    report.add(chunk.len() as u64);
+                    if checked.elapsed() >= Duration::from_secs(1) {
+                        checked = Instant::now();
+                        let here = partial.hasher.len() - begun_at;
+                        if let Some(j) =
+                            faster(client, candidates, partial, here, started.elapsed())
+                        {
+                            partial.flush()?;
+                            return Ok(Received::MovedTo(j));
+                        }
+                    }
+                }
+                Ok(None) => break partial.hasher.len() < partial.size,
+                Err(e) if e.is_timeout() => {
+                    // It stalled: the next endpoint goes on from here, and the
+                    // other downloads leave this one alone for a while.
+                    partial.flush()?;
+                    let why = format!("it stalled after {} bytes", partial.hasher.len());
+                    client.give_up(endpoint, why.clone());
+                    return Err(BlobError::Stalled(why));
+                }
+                Err(e) if drops + 1 >= RetryPolicy::RESUME.attempts => {
+                    partial.flush()?;
+                    return Err(BlobError::Dropped(FetchError::from(e).to_string()));
+                }
+                Err(_) => break true,
+            }
+        };
+        let took = started.elapsed();
+        if took >= Duration::from_millis(500) {
+            client.record_speed(endpoint, partial.hasher.len() - begun_at, took);
+        }
+        if !ended_short {
+            partial.flush()?;
+            return Ok(Received::Complete);
+        }
+        // A dropped connection or a short body: resume from what arrived.
+        partial.flush()?;
+        drops += 1;
+        if drops >= RetryPolicy::RESUME.attempts {
+            return Err(BlobError::Dropped(format!(
+                "the body ended after {} of {} bytes",
+                partial.hasher.len(),
+                partial.size
+            )));
+        }
+        tokio::time::sleep(RetryPolicy::RESUME.delay(drops)).await;
+        response = open(client, source, &partial.digest, partial.hasher.len()).await?;
+    }
+}
+
+/// The candidate to move the rest of the blob to, if this transfer (`here` bytes in
+/// `took`) is far slower than another endpoint has served, or an endpoint not
+/// measured yet may be, and the rest would take long enough here to be worth it.
+fn faster(
+    client: &Client,
+    candidates: &[&Source],
+    partial: &Partial,
+    here: u64,
+    took: Duration,
+) -> Option<usize> {
+    if took < SLOW_WINDOW {
+        return None;
+    }
+    let current = candidates[0].endpoint();
+    let speed = here as f64 / took.as_secs_f64();
+    client.record_speed(current, here, took);
+    let left = (partial.size - partial.hasher.len()) as f64;
+    if left < speed * WORTH_MOVING.as_secs_f64() {
+        return None;
+    }
+    let (j, other, theirs) = candidates
+        .iter()
+        .enumerate()
+        .skip(1)
+        .map(|(j, s)| (j, s.endpoint(), client.speed(s.endpoint())))
+        .filter(|(_, e, _)| e.base_url != current.base_url && !client.is_down(e))
+        .find(|(_, e, theirs)| match theirs {
+            Some(s) => *s >= speed * SLOW_FACTOR,
+            None => client.try_explore(e),
+        })?;
+    let why = match theirs {
+        Some(s) => {
+            let why = format!(
+                "{}/s against {}/s from {}",
+                human_bytes(speed as u64),
+                human_bytes(s as u64),
+                other.base_url
+            );
+            client.leave_slow(current, why.clone());
+            why
+        }
+        None => format!(
+            "{}/s; trying {}, not measured yet",
+            human_bytes(speed as u64),
+            other.base_url
+        ),
+    };
+    client.decide(|| {
+        format!(
+            "{}: moving a blob to {} after {} of {} bytes ({why})",
+            current.base_url,
+            other.base_url,
+            partial.hasher.len(),
+            partial.size
+        )
+    });
+    Some(j)
+}
+
+/// Opens the partial file of a blob for this process alone. Another pull into the
+/// same store may be writing it: then wait, and skip the download if that pull
+/// finishes the blob. Returns `None` when the blob is already in the store.
+async fn lock_partial(store: &Store, digest: &Digest) -> std::io::Result<Option<std::fs::File>> {
+    let path = store.partial_path(digest);
+    loop {
+        if store.has_blob(digest) {
+            return Ok(None);
+        }
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)?;
+        match file.try_lock() {
+            // The holder may have committed the blob just before letting go.
+            Ok(()) if store.has_blob(digest) => return Ok(None),
+            Ok(()) => return Ok(Some(file)),
+            Err(std::fs::TryLockError::WouldBlock) => {
+                tokio::time::sleep(Duration::from_millis(250)).await
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(e),
+        }
+    }
+}
+
+/// Hashes what an earlier run left of a blob, so the download can resume after it.
+fn resume_point(file: &mut std::fs::File, size: u64) -> std::io::Result<Hasher> {
+    let mut hasher = Hasher::new();
+    if file.metadata()?.len() > size {
+        file.set_len(0)?;
+    }
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    file.seek(SeekFrom::Start(hasher.len()))?;
+    Ok(hasher)
+}
+
+/// Runs blocking file-system work (reading, fsync, rename) on tokio's blocking pool,
+/// so that it does not stall the workers driving the other downloads. A panic in
+/// `work` is passed on as if it had happened here.
+pub(crate) async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> T {
+    match tokio::task::spawn_blocking(work).await {
+        Ok(value) => value,
+        Err(e) => std::panic::resume_unwind(e.into_panic()),
+    }
+}
