@@ -360,8 +360,10 @@ async fn receive(
             }
         };
         let took = started.elapsed();
-        if took >= Duration::from_millis(500) {
-            client.record_speed(endpoint, partial.hasher.len() - begun_at, took);
+        let here = partial.hasher.len() - begun_at;
+        // Small transfers say more about latency than about speed.
+        if took >= Duration::from_millis(500) || here >= 1 << 20 {
+            client.record_speed(endpoint, here, took);
         }
         if !ended_short {
             partial.flush()?;
@@ -413,22 +415,19 @@ fn faster(
             None => client.try_explore(e),
         })?;
     let why = match theirs {
-        Some(s) => {
-            let why = format!(
-                "{}/s against {}/s from {}",
-                human_bytes(speed as u64),
-                human_bytes(s as u64),
-                other.base_url
-            );
-            client.leave_slow(current, why.clone());
-            why
-        }
+        Some(s) => format!(
+            "{}/s against {}/s from {}",
+            human_bytes(speed as u64),
+            human_bytes(s as u64),
+            other.base_url
+        ),
         None => format!(
-            "{}/s; trying {}, not measured yet",
+            "{}/s; {} not measured yet",
             human_bytes(speed as u64),
             other.base_url
         ),
     };
+    client.leave_slow(current, why.clone(), theirs.is_some());
     client.decide(|| {
         format!(
             "{}: moving a blob to {} after {} of {} bytes ({why})",

@@ -37,6 +37,8 @@ struct Down {
 struct Slow {
     since: Instant,
     why: String,
+    /// Known to be far slower than another (not only left to measure another).
+    demote: bool,
     demoted: usize,
 }
 
@@ -130,15 +132,20 @@ impl Health {
         self.exploring.lock().unwrap().insert(base.to_string())
     }
 
-    pub(crate) fn leave_slow(&self, base: &str, why: String) {
-        self.decide(|| format!("{base}: left mid-transfer: {why}"));
+    pub(crate) fn leave_slow(&self, base: &str, why: String, demote: bool) {
         let mut slow = self.slow.lock().unwrap();
-        let demoted = slow.get(base).map_or(0, |s| s.demoted);
+        let old = slow.get(base);
+        let demoted = old.map_or(0, |s| s.demoted);
+        // A known comparison is the better account of why.
+        if old.is_some_and(|s| s.demote && !demote) {
+            return;
+        }
         slow.insert(
             base.to_string(),
             Slow {
                 since: Instant::now(),
                 why,
+                demote,
                 demoted,
             },
         );
@@ -149,7 +156,7 @@ impl Health {
     pub(crate) fn demote(&self, base: &str) -> bool {
         let mut slow = self.slow.lock().unwrap();
         match slow.get_mut(base) {
-            Some(s) if s.since.elapsed() < COOL_DOWN => {
+            Some(s) if s.demote && s.since.elapsed() < COOL_DOWN => {
                 s.demoted += 1;
                 true
             }

@@ -237,10 +237,11 @@ impl Client {
         self.health.is_down(&endpoint.base_url)
     }
 
-    /// Tries `endpoint` after the others for the rest of the cool-down: it was
-    /// left mid-transfer because another served far faster.
-    pub fn leave_slow(&self, endpoint: &Endpoint, why: String) {
-        self.health.leave_slow(&endpoint.base_url, why);
+    /// Notes that a transfer left `endpoint` mid-way for another: because that
+    /// one served far faster (`demote`: new transfers try `endpoint` after the
+    /// others for the rest of the cool-down), or to learn that one's speed.
+    pub fn leave_slow(&self, endpoint: &Endpoint, why: String, demote: bool) {
+        self.health.leave_slow(&endpoint.base_url, why, demote);
     }
 
     /// Whether `endpoint` was left for slowness lately, so that a new transfer

@@ -116,3 +116,142 @@ impl Client {
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    fn client(head_start: Duration) -> Client {
+        Client::new(crate::ClientOptions {
+            ca_certs: Vec::new(),
+            credentials: crate::auth::Credentials::default(),
+            connect_timeout: Duration::from_secs(1),
+            stall_timeout: Duration::from_secs(1),
+            head_start,
+            verbose: false,
+            user_agent: "test".into(),
+        })
+        .unwrap()
+    }
+
+    /// Endpoints on a loopback port nothing listens on (for the probes).
+    fn endpoints(n: usize) -> Vec<Endpoint> {
+        (0..n)
+            .map(|i| Endpoint {
+                base_url: format!("http://127.0.0.1:{}", 1 + i),
+                repository: "r".into(),
+                upstream: false,
+                connect_timeout: None,
+            })
+            .collect()
+    }
+
+    /// What each candidate does when started: answer, fail, or never finish.
+    #[derive(Clone, Copy)]
+    enum Act {
+        Answer,
+        Fail,
+        Hang,
+    }
+
+    async fn race(head_start: Duration, acts: &[Act]) -> (Raced<usize, String>, Vec<usize>) {
+        let client = client(head_start);
+        let endpoints = endpoints(acts.len());
+        let started = Mutex::new(Vec::new());
+        let raced = client
+            .first_ok(
+                &endpoints,
+                |e| e,
+                |e| {
+                    let i = endpoints.iter().position(|x| x == e).unwrap();
+                    started.lock().unwrap().push(i);
+                    let act = acts[i];
+                    async move {
+                        match act {
+                            Act::Answer => Ok(i),
+                            Act::Fail => Err(format!("{i} failed")),
+                            Act::Hang => std::future::pending().await,
+                        }
+                    }
+                },
+            )
+            .await;
+        (raced, started.into_inner().unwrap())
+    }
+
+    #[tokio::test]
+    async fn an_endpoint_that_answers_in_its_head_start_is_the_only_one_asked() {
+        let (raced, started) = race(Duration::from_secs(30), &[Act::Answer, Act::Answer]).await;
+        assert_eq!(raced.won, Some((0, 0)));
+        assert_eq!(started, [0]);
+    }
+
+    #[tokio::test]
+    async fn while_one_hangs_the_next_is_started_and_wins() {
+        let (raced, started) = race(
+            Duration::from_millis(20),
+            &[Act::Hang, Act::Hang, Act::Answer, Act::Answer],
+        )
+        .await;
+        assert_eq!(raced.won.map(|(i, _)| i), Some(2));
+        assert_eq!(started, [0, 1, 2]);
+        assert!(raced.errors.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_failure_starts_the_next_at_once_and_every_error_is_kept_in_order() {
+        // A head start of a minute would time the test out if it were waited for.
+        let t = std::time::Instant::now();
+        let (raced, started) = race(Duration::from_secs(60), &[Act::Fail, Act::Answer]).await;
+        assert!(t.elapsed() < Duration::from_secs(30));
+        assert_eq!(raced.won.map(|(i, _)| i), Some(1));
+        assert_eq!(started, [0, 1]);
+        assert_eq!(raced.errors, [(0, "0 failed".to_string())]);
+
+        let (raced, _) = race(Duration::from_secs(60), &[Act::Fail, Act::Fail, Act::Fail]).await;
+        assert!(raced.won.is_none());
+        let order: Vec<usize> = raced.errors.iter().map(|(i, _)| *i).collect();
+        assert_eq!(order, [0, 1, 2]);
+    }
+
+    #[tokio::test]
+    async fn the_endpoint_passed_over_is_probed_and_given_up_on_when_it_does_not_connect() {
+        let client = client(Duration::from_millis(10));
+        let endpoints = endpoints(2);
+        let raced = client
+            .first_ok(
+                &endpoints,
+                |e| e,
+                |e| {
+                    let first = e == &endpoints[0];
+                    async move {
+                        if first {
+                            std::future::pending::<Result<(), ()>>().await
+                        } else {
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                            Ok(())
+                        }
+                    }
+                },
+            )
+            .await;
+        assert_eq!(raced.won.map(|(i, _)| i), Some(1));
+        // Port 1 refuses: the probe marks it down soon after.
+        for _ in 0..100 {
+            if client.is_down(&endpoints[0]) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(client.is_down(&endpoints[0]));
+        assert!(!client.is_down(&endpoints[1]));
+        let notes = client.endpoint_notes();
+        assert!(
+            notes
+                .iter()
+                .any(|n| n.starts_with("note: http://127.0.0.1:1 was skipped")),
+            "{notes:?}"
+        );
+    }
+}

@@ -276,8 +276,15 @@ fn mirrors_that_hang_cost_about_one_head_start_per_run() {
         // The default connect timeout (3 s) is never waited for: after the head
         // start (0.25 s) the next endpoint is asked too, and a hanging endpoint
         // passed over once gets no head start while its probe has not answered.
-        let (took, stderr) = run(name, endpoints, &[]);
+        let (took, stderr) = run(name, endpoints, &["--verbose"]);
         eprintln!("{name}: {took:?} (direct: {direct:?})");
+        assert!(
+            stderr.contains(&format!(
+                "decision: {}: no answer within 250 ms; starting",
+                hole.url()
+            )),
+            "{name}: {stderr}"
+        );
         assert!(
             took < direct + std::time::Duration::from_secs(2),
             "{name}: {took:?} against {direct:?} direct\n{stderr}"
@@ -357,4 +364,77 @@ fn a_mirror_that_stalls_after_the_manifest_costs_about_one_stall_timeout() {
         )),
         "{stderr}"
     );
+}
+
+#[test]
+fn a_mirror_far_slower_than_upstream_is_left_mid_blob() {
+    let reg = Registry::start();
+    // Three 12 MiB layers: 12 s each through a mirror serving 1 MiB/s.
+    let layers: Vec<Vec<u8>> = (0..3).map(|i| layer(700 + i, 12 << 20)).collect();
+    let img = Image::single(platform_image(Flavor::Oci, "linux", "amd64", None, layers));
+    image::push(&reg.url(), "apps/big", "v1", &img);
+    let slow = Proxy::start(
+        &reg.addr(),
+        ProxyOptions {
+            throttle_bytes_per_sec: Some(1 << 20),
+            ..Default::default()
+        },
+    );
+    let s = Session::new();
+    s.write(
+        "spec.toml",
+        &spec(&["linux/amd64"], &[&format!("{HOST}/apps/big:v1")]),
+    );
+    s.write(
+        "mirrors.toml",
+        &mirrors(&[Rule {
+            host: HOST,
+            endpoints: vec![(slow.url(), None, false), (reg.url(), None, false)],
+        }]),
+    );
+    // The binaries are built by the first run of a test process: not timed.
+    s.bundler(&LOCK).success();
+    let t = std::time::Instant::now();
+    let pull = s
+        .bundler(&[&LOCKED_PULL[..], &["--verbose"]].concat())
+        .success();
+    let took = t.elapsed();
+    eprintln!("through a mirror at 1 MiB/s with a fast upstream: {took:?}");
+    let want: BTreeSet<String> = std::iter::once(img.digest().to_string())
+        .chain(img.platforms[0].blobs().map(|b| b.digest.clone()))
+        .collect();
+    assert_eq!(stored_blobs(&s.path("store")), want);
+    // One transfer leaves after the 2 s window to learn the upstream's speed; the
+    // others leave at their next check (1 s later) once it is known. Without
+    // leaving, 12 s.
+    assert!(
+        took < std::time::Duration::from_secs(6),
+        "{took:?}\n{}",
+        pull.stderr
+    );
+    assert!(
+        pull.stderr.contains(&format!(
+            "decision: {}: moving a blob to {}",
+            slow.url(),
+            reg.url()
+        )),
+        "{}",
+        pull.stderr
+    );
+    assert!(
+        pull.stderr
+            .contains(&format!("note: {} was left mid-transfer (", slow.url())),
+        "{}",
+        pull.stderr
+    );
+    // Each layer went on from where it stopped: asked once through the mirror and
+    // once directly, with a Range (206).
+    for l in &img.platforms[0].layers {
+        let served = reg.served("GET", &format!("/blobs/{}", l.digest));
+        assert_eq!(served.len(), 2, "{served:?}");
+        assert!(
+            served.iter().any(|(status, _)| *status == 206),
+            "{served:?}"
+        );
+    }
 }
