@@ -22,6 +22,7 @@ pub use platform::Platform;
 pub use reference::Reference;
 pub mod archive;
 pub mod artifact;
+pub mod direct;
 pub mod pipe;
 pub mod progress;
 pub mod signing;

@@ -8,7 +8,7 @@ use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
 use super::ArchiveError;
-use crate::pipe::{write_behind, WriteBehind};
+use crate::direct::DirectWriter;
 use crate::signing::{Prehash, PublicKey};
 
 /// The path of part `index` (1-based) of the bundle `base`.
@@ -50,10 +50,10 @@ pub struct Part {
 pub struct PartWriter {
     base: PathBuf,
     limit: Option<u64>,
-    /// The part being written: the file (written on a thread of its own, so that
-    /// hashing here and writing there overlap), its temp and final paths, the
-    /// prehash of its bytes so far and their count.
-    current: Option<(WriteBehind<File>, PathBuf, PathBuf, Prehash, u64)>,
+    /// The part being written: the file (its writes made on a thread of its own,
+    /// so that hashing here and writing there overlap), its temp and final paths,
+    /// the prehash of its bytes so far and their count.
+    current: Option<(DirectWriter, PathBuf, PathBuf, Prehash, u64)>,
     done: Vec<Part>,
     finished: bool,
 }
@@ -81,14 +81,14 @@ impl PartWriter {
             None => self.base.clone(),
         };
         let tmp = tmp_name(&path);
-        let file = File::create(&tmp)?;
-        self.current = Some((write_behind(file), tmp, path, Prehash::default(), 0));
+        let file = DirectWriter::create(&tmp)?;
+        self.current = Some((file, tmp, path, Prehash::default(), 0));
         Ok(())
     }
 
     fn close_current(&mut self) -> io::Result<()> {
         if let Some((w, tmp, path, prehash, size)) = self.current.take() {
-            let file = w.finish()?;
+            let (file, _) = w.finish()?;
             file.sync_all()?;
             self.done.push(Part {
                 tmp,

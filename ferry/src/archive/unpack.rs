@@ -9,11 +9,12 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fs::{self, File};
-use std::io::{self, BufWriter, Read, Write};
+use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
 use super::{entry_path, read_head_entries, ArchiveError, Entry, Head, MAX_INDEX_BYTES};
 use crate::digest::{Digest, Hasher};
+use crate::direct::{DirectWriter, Flusher};
 use crate::progress::Progress;
 use crate::signing::PublicKey;
 use crate::store::{ClaimedDir, Store};
@@ -334,6 +335,7 @@ fn run(
     let mut outcome_written = (0usize, 0u64);
     let mut outcome_present = (0usize, 0u64);
     let mut buf = vec![0u8; 1 << 18];
+    let mut flusher = Flusher::start();
     let what = if store.is_some() {
         "unpacking"
     } else {
@@ -364,15 +366,14 @@ fn run(
             match (store, staging.get()) {
                 (Some(s), Some(stage)) if !s.has_blob(&digest) => {
                     let tmp = stage.path().join(digest.hex());
-                    let file = File::create(&tmp).map_err(ArchiveError::io(&tmp))?;
-                    let mut out = BufWriter::with_capacity(1 << 20, file);
+                    // Around the page cache: see `crate::direct`.
+                    let mut out = DirectWriter::create_with(&tmp, &mut flusher)
+                        .map_err(ArchiveError::io(&tmp))?;
                     copy(&mut entry, &mut out, &mut buf).map_err(|e| match e {
                         CopyError::Read(e) => ArchiveError::Corrupt(e.to_string()),
                         CopyError::Write(e) => ArchiveError::io(&tmp)(e),
                     })?;
-                    let file = out
-                        .into_inner()
-                        .map_err(|e| ArchiveError::io(&tmp)(e.into_error()))?;
+                    let (file, _) = out.finish().map_err(ArchiveError::io(&tmp))?;
                     if syncer.as_ref().is_some_and(|s| !s.send(file, &tmp)) {
                         let stopped = syncer.take().expect("checked above").finish();
                         return Err(stopped.err().unwrap_or_else(|| {
