@@ -83,16 +83,21 @@ ferry_pull() {
 
 # timed NAME CMD...: runs CMD under /usr/bin/time (output to $WORK/err.NAME), from a
 # synced disk and including a final sync, so every tool pays for its own writes
-# reaching the disk. Sets TIMED_SECS and TIMED_RSS (peak, KiB).
+# reaching the disk. Sets TIMED_SECS, TIMED_RSS (peak, KiB) and TIMED_CPU (user +
+# system seconds).
 timed() {
   local name=$1; shift
   local start end
   sync
   start=$(date +%s.%N)
-  /usr/bin/time -f "%M" -o "$WORK/time.$name" "$@" >/dev/null 2>"$WORK/err.$name" \
+  /usr/bin/time -f "%U %S"$'\n'"%M" -o "$WORK/time.$name" "$@" >/dev/null 2>"$WORK/err.$name" \
     || { echo "$name failed:"; cat "$WORK/err.$name"; exit 1; }
   sync
   end=$(date +%s.%N)
   TIMED_SECS=$(echo "$end - $start" | bc)
   TIMED_RSS=$(tail -n1 "$WORK/time.$name")
+  TIMED_CPU=$(tail -n2 "$WORK/time.$name" | head -n1 | awk '{print $1 + $2}')
 }
+
+# cpu_ticks PID: user + system CPU the process has used so far, in clock ticks.
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
