@@ -10,6 +10,7 @@ use std::process::Command;
 
 use common::serve::Serve;
 use common::Session;
+use ferry_testkit::proxy::{Proxy, ProxyOptions};
 use ferry_testkit::{Fault, FileServer};
 use sha2::{Digest as _, Sha256};
 
@@ -522,4 +523,69 @@ fn deltas_and_split_parts_carry_files_like_any_other_blob() {
         curl(&[&format!("{base}/files/kubelet/1.0.0/linux/arm64/kubelet")]),
         w.arm
     );
+}
+
+#[test]
+fn lock_and_pull_leave_a_mirror_far_slower_than_the_next_mid_file() {
+    let files = FileServer::start();
+    let big = bytes(9, 12 << 20);
+    files.put(AMD, big.clone());
+    // The mirror: the same server behind a proxy serving 1 MiB/s, so 12 s.
+    let slow = Proxy::start(
+        &files.url(),
+        ProxyOptions {
+            throttle_bytes_per_sec: Some(1 << 20),
+            ..Default::default()
+        },
+    );
+    let s = Session::new();
+    s.write(
+        "spec.toml",
+        &format!(
+            "name = \"files\"\nversion = \"1.0.0\"\nplatforms = [\"linux/amd64\"]\n\n[[files]]\nname = \"kubelet\"\nversion = \"1.0.0\"\nurl = \"https://{HOST}/release/v{{version}}/bin/{{os}}/{{arch}}/kubelet\"\nsha256 = {{ \"linux/amd64\" = \"{}\" }}\n",
+            sha(&big)
+        ),
+    );
+    s.write(
+        "mirrors.toml",
+        &format!(
+            "[[files]]\nhost = \"{HOST}\"\nmirrors = [\"{}\", \"{}\"]\nskip_upstream = true\n",
+            slow.url(),
+            files.url()
+        ),
+    );
+    // The binaries are built by the first run of a test process: not timed.
+    s.bundler(&["--version"]).success();
+    for (name, args) in [
+        ("lock", &common::LOCK[..]),
+        ("pull", &common::LOCKED_PULL[..]),
+    ] {
+        let t = std::time::Instant::now();
+        let run = s.bundler(&[args, &["--verbose"]].concat()).success();
+        let took = t.elapsed();
+        eprintln!("{name} through a 1 MiB/s mirror with a fast next one: {took:?}");
+        assert!(
+            took < std::time::Duration::from_secs(6),
+            "{name}: {took:?}\n{}",
+            run.stderr
+        );
+        assert!(
+            run.stderr
+                .contains(&format!("decision: {}: moving ", slow.url())),
+            "{name}: {}",
+            run.stderr
+        );
+        // The rest came from the next one with a Range.
+        assert!(
+            files
+                .requests()
+                .iter()
+                .any(|r| r.starts_with(&format!("GET {AMD} range=bytes="))),
+            "{name}: {:?}",
+            files.requests()
+        );
+    }
+    assert!(s.read("spec.lock").contains(&sha(&big)));
+    let blob = s.path(&format!("store/blobs/sha256/{}", sha(&big)));
+    assert_eq!(sha(&std::fs::read(blob).unwrap()), sha(&big));
 }

@@ -12,7 +12,7 @@ use ferry::digest::Hasher;
 use ferry::manifest::Descriptor;
 use ferry::store::Store;
 use ferry::Digest;
-use ferry_cli::{human_bytes, Report};
+use ferry_cli::Report;
 use ferry_client::{Client, Endpoint, FetchError, RetryPolicy, ATTEMPTS};
 use reqwest::{Response, StatusCode};
 
@@ -42,13 +42,6 @@ pub(crate) struct BlobJob {
     pub descriptor: Descriptor,
     pub endpoints: Vec<Source>,
 }
-
-/// A transfer is judged for speed only after it has run this long.
-const SLOW_WINDOW: Duration = Duration::from_secs(2);
-/// Another endpoint must have served this many times faster to be moved to.
-const SLOW_FACTOR: f64 = 4.0;
-/// A move is worth it only when the rest would take longer than this here.
-const WORTH_MOVING: Duration = Duration::from_secs(4);
 
 #[derive(Debug, thiserror::Error)]
 enum BlobError {
@@ -384,9 +377,8 @@ async fn receive(
     }
 }
 
-/// The candidate to move the rest of the blob to, if this transfer (`here` bytes in
-/// `took`) is far slower than another endpoint has served, or an endpoint not
-/// measured yet may be, and the rest would take long enough here to be worth it.
+/// The candidate to move the rest of the blob to, if this transfer (`here` bytes
+/// in `took`) is far slower than another (see [`Client::faster`]).
 fn faster(
     client: &Client,
     candidates: &[&Source],
@@ -394,50 +386,12 @@ fn faster(
     here: u64,
     took: Duration,
 ) -> Option<usize> {
-    if took < SLOW_WINDOW {
-        return None;
-    }
-    let current = candidates[0].endpoint();
-    let speed = here as f64 / took.as_secs_f64();
-    client.record_speed(current, here, took);
-    let left = (partial.size - partial.hasher.len()) as f64;
-    if left < speed * WORTH_MOVING.as_secs_f64() {
-        return None;
-    }
-    let (j, other, theirs) = candidates
-        .iter()
-        .enumerate()
-        .skip(1)
-        .map(|(j, s)| (j, s.endpoint(), client.speed(s.endpoint())))
-        .filter(|(_, e, _)| e.base_url != current.base_url && !client.is_down(e))
-        .find(|(_, e, theirs)| match theirs {
-            Some(s) => *s >= speed * SLOW_FACTOR,
-            None => client.try_explore(e),
-        })?;
-    let why = match theirs {
-        Some(s) => format!(
-            "{}/s against {}/s from {}",
-            human_bytes(speed as u64),
-            human_bytes(s as u64),
-            other.base_url
-        ),
-        None => format!(
-            "{}/s; {} not measured yet",
-            human_bytes(speed as u64),
-            other.base_url
-        ),
-    };
-    client.leave_slow(current, why.clone(), theirs.is_some());
-    client.decide(|| {
-        format!(
-            "{}: moving a blob to {} after {} of {} bytes ({why})",
-            current.base_url,
-            other.base_url,
-            partial.hasher.len(),
-            partial.size
-        )
-    });
-    Some(j)
+    let others: Vec<&Endpoint> = candidates[1..].iter().map(|s| s.endpoint()).collect();
+    let left = partial.size - partial.hasher.len();
+    let what = format!("blob {}", partial.digest.short());
+    client
+        .faster(candidates[0].endpoint(), &others, here, took, left, &what)
+        .map(|j| j + 1)
 }
 
 /// Opens the partial file of a blob for this process alone. Another pull into the

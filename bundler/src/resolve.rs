@@ -1,7 +1,10 @@
 //! Resolving a spec into a lock: each tag to the digest of its top-level manifest,
 //! and each platform asked for to the digest of its platform manifest.
 
+use std::time::Instant;
+
 use crate::mirrors::{Endpoint, MirrorRules};
+
 use anyhow::{anyhow, bail};
 use ferry::file_spec::FileSpec;
 use ferry::lock::LockedFile;
@@ -300,35 +303,64 @@ pub async fn resolve(
 }
 
 /// Reads a file from `endpoint`, whose first response is `response`, hashing it
-/// (nothing is kept): its digest and size. A connection dropped mid-body resumes
-/// with `Range` where it stopped.
+/// (nothing is kept): its digest and size, and the endpoints that served it. A
+/// connection dropped mid-body resumes with `Range` where it stopped; so does a
+/// move to one of `others` when `endpoint` serves far slower (see
+/// [`Client::faster`]).
 async fn hash_file(
     client: &Client,
     endpoint: &Endpoint,
+    others: &[Endpoint],
     mut response: reqwest::Response,
-) -> Result<(Digest, u64), FetchError> {
+    what: &str,
+) -> Result<(Digest, u64, Vec<Endpoint>), FetchError> {
     let policy = ferry_client::RetryPolicy::RESUME;
     let mut hasher = ferry::digest::Hasher::new();
     let mut drops = 0;
+    let mut served = vec![endpoint.clone()];
     loop {
+        let current = served.last().expect("one at least").clone();
         let offset = hasher.len();
         let resumed = response.status() == reqwest::StatusCode::PARTIAL_CONTENT;
         if offset > 0 && !resumed {
             // The server ignored the Range: start over.
             hasher = ferry::digest::Hasher::new();
+            served = vec![current.clone()];
         }
-        let expected = response.content_length().map(|n| n + hasher.len());
+        let begun_at = hasher.len();
+        let expected = response.content_length().map(|n| n + begun_at);
+        let (started, mut checked) = (Instant::now(), Instant::now());
+        let mut moved = None;
         let cut = loop {
             match response.chunk().await {
-                Ok(Some(chunk)) => hasher.update(&chunk),
+                Ok(Some(chunk)) => {
+                    hasher.update(&chunk);
+                    if let (Some(total), true) = (expected, checked.elapsed() >= SECOND) {
+                        checked = Instant::now();
+                        let rest: Vec<&Endpoint> =
+                            others.iter().filter(|e| !served.contains(e)).collect();
+                        let here = hasher.len() - begun_at;
+                        let left = total.saturating_sub(hasher.len());
+                        let took = started.elapsed();
+                        if let Some(j) = client.faster(&current, &rest, here, took, left, what) {
+                            moved = Some(rest[j].clone());
+                            break false;
+                        }
+                    }
+                }
                 Ok(None) => break expected.is_some_and(|n| hasher.len() < n),
                 Err(e) if drops + 1 >= policy.attempts => return Err(e.into()),
                 Err(_) => break true,
             }
         };
+        if let Some(next) = moved {
+            response = client.file(&next, hasher.len()).await?;
+            served.push(next);
+            continue;
+        }
         if !cut {
             let len = hasher.len();
-            return Ok((hasher.finish(), len));
+            return Ok((hasher.finish(), len, served));
         }
         drops += 1;
         if drops >= policy.attempts {
@@ -339,9 +371,11 @@ async fn hash_file(
             });
         }
         tokio::time::sleep(policy.delay(drops)).await;
-        response = client.file(endpoint, hasher.len()).await?;
+        response = client.file(&current, hasher.len()).await?;
     }
 }
+
+const SECOND: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Pins one file on one platform: downloads it from the first endpoint that serves
 /// it and checks it against the spec's pin (an endpoint serving other bytes is
@@ -386,8 +420,13 @@ pub async fn resolve_file(
         for j in done {
             endpoints.remove(j);
         }
-        match hash_file(client, &endpoint, response).await {
-            Ok((actual, size)) => {
+        match hash_file(client, &endpoint, &endpoints, response, &what).await {
+            Ok((actual, size, served)) => {
+                let endpoint = served
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(" then ");
                 if let Some(expected) = pin {
                     if &actual != expected {
                         report.warn(&format!(

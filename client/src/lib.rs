@@ -16,6 +16,7 @@ mod health;
 mod push;
 mod race;
 pub mod retry;
+mod slow;
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;

@@ -413,11 +413,9 @@ fn a_mirror_far_slower_than_upstream_is_left_mid_blob() {
         pull.stderr
     );
     assert!(
-        pull.stderr.contains(&format!(
-            "decision: {}: moving a blob to {}",
-            slow.url(),
-            reg.url()
-        )),
+        pull.stderr
+            .contains(&format!("decision: {}: moving blob ", slow.url()))
+            && pull.stderr.contains(&format!(" to {} with ", reg.url())),
         "{}",
         pull.stderr
     );
