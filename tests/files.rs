@@ -10,7 +10,7 @@ use std::process::Command;
 
 use common::serve::Serve;
 use common::Session;
-use ferry_testkit::proxy::{Proxy, ProxyOptions};
+use ferry_testkit::proxy::Proxy;
 use ferry_testkit::{Fault, FileServer};
 use sha2::{Digest as _, Sha256};
 
@@ -531,13 +531,7 @@ fn lock_and_pull_leave_a_mirror_far_slower_than_the_next_mid_file() {
     let big = bytes(9, 12 << 20);
     files.put(AMD, big.clone());
     // The mirror: the same server behind a proxy serving 1 MiB/s, so 12 s.
-    let slow = Proxy::start(
-        &files.url(),
-        ProxyOptions {
-            throttle_bytes_per_sec: Some(1 << 20),
-            ..Default::default()
-        },
-    );
+    let slow = Proxy::throttled(&files.url(), 1 << 20);
     let s = Session::new();
     s.write(
         "spec.toml",

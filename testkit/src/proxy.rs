@@ -99,6 +99,18 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Proxy {
+    /// A proxy to `upstream_addr` that serves every body at about `bytes_per_sec`:
+    /// a slow mirror.
+    pub fn throttled(upstream_addr: &str, bytes_per_sec: u64) -> Proxy {
+        Proxy::start(
+            upstream_addr,
+            ProxyOptions {
+                throttle_bytes_per_sec: Some(bytes_per_sec),
+                ..ProxyOptions::default()
+            },
+        )
+    }
+
     /// Starts a proxy forwarding to `upstream_addr` (`127.0.0.1:PORT`; an `http://`
     /// prefix is accepted too).
     pub fn start(upstream_addr: &str, opts: ProxyOptions) -> Proxy {

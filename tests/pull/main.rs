@@ -119,13 +119,7 @@ fn locked_behind_a_slow_proxy(
 ) -> (Image, Proxy, Session) {
     let img = Image::single(platform_image(flavor, "linux", "amd64", None, layers));
     image::push(&reg.url(), &format!("apps/{name}"), "v1", &img);
-    let proxy = Proxy::start(
-        &reg.addr(),
-        ProxyOptions {
-            throttle_bytes_per_sec: Some(4 << 20),
-            ..Default::default()
-        },
-    );
+    let proxy = Proxy::throttled(&reg.addr(), 4 << 20);
     let s = Session::new();
     s.write(
         "spec.toml",

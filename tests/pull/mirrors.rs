@@ -373,13 +373,7 @@ fn a_mirror_far_slower_than_upstream_is_left_mid_blob() {
     let layers: Vec<Vec<u8>> = (0..3).map(|i| layer(700 + i, 12 << 20)).collect();
     let img = Image::single(platform_image(Flavor::Oci, "linux", "amd64", None, layers));
     image::push(&reg.url(), "apps/big", "v1", &img);
-    let slow = Proxy::start(
-        &reg.addr(),
-        ProxyOptions {
-            throttle_bytes_per_sec: Some(1 << 20),
-            ..Default::default()
-        },
-    );
+    let slow = Proxy::throttled(&reg.addr(), 1 << 20);
     let s = Session::new();
     s.write(
         "spec.toml",
