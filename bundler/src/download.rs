@@ -258,12 +258,10 @@ async fn fetch(
                 candidates.insert(0, next);
             }
             Err(e) => {
-                let (BlobError::TooLong { .. } | BlobError::WrongDigest { .. }) = e else {
-                    fail(source, &e);
-                    candidates.remove(0);
-                    continue;
-                };
-                partial.truncate(report).map_err(|e| e.to_string())?;
+                if matches!(e, BlobError::TooLong { .. }) {
+                    // Bytes that cannot all be the blob's: none is kept.
+                    partial.truncate(report).map_err(|e| e.to_string())?;
+                }
                 fail(source, &e);
                 candidates.remove(0);
             }

@@ -241,7 +241,7 @@ impl Client {
     /// Notes that a transfer left `endpoint` mid-way for another: because that
     /// one served far faster (`demote`: new transfers try `endpoint` after the
     /// others for the rest of the cool-down), or to learn that one's speed.
-    pub fn leave_slow(&self, endpoint: &Endpoint, why: String, demote: bool) {
+    pub(crate) fn leave_slow(&self, endpoint: &Endpoint, why: String, demote: bool) {
         self.health.leave_slow(&endpoint.base_url, why, demote);
     }
 
@@ -260,13 +260,13 @@ impl Client {
     }
 
     /// How fast `endpoint` has served this run, in bytes per second, if known.
-    pub fn speed(&self, endpoint: &Endpoint) -> Option<f64> {
+    pub(crate) fn speed(&self, endpoint: &Endpoint) -> Option<f64> {
         self.health.speed(&endpoint.base_url)
     }
 
     /// Claims the one transfer that may move to `endpoint`, whose speed is not
     /// known yet, to learn it; false while another transfer does so.
-    pub fn try_explore(&self, endpoint: &Endpoint) -> bool {
+    pub(crate) fn try_explore(&self, endpoint: &Endpoint) -> bool {
         self.health.try_explore(&endpoint.base_url)
     }
 
