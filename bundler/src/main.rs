@@ -118,7 +118,9 @@ Examples:
     #[command(after_help = "\
 Examples:
   ferry-bundler lock manifests/kubernetes-1.31.toml             # writes manifests/kubernetes-1.31.lock
-  ferry-bundler lock spec.toml -o release.lock --cross-check   # refuse if mirrors disagree")]
+  ferry-bundler lock spec.toml -o release.lock --cross-check   # refuse if mirrors disagree
+  ferry-bundler lock spec.toml --verbose        # say why each mirror is skipped, passed over or left
+  ferry-bundler lock spec.toml --head-start 1   # wait longer for the first mirror before asking the next")]
     Lock {
         /// The release spec (manifests/*.toml).
         spec: PathBuf,
