@@ -404,21 +404,12 @@ impl Client {
                     })
                 }
                 Ok(r) => {
-                    let status = r.status();
                     let retry_after = r
                         .headers()
                         .get(RETRY_AFTER)
                         .and_then(|v| v.to_str().ok())
                         .and_then(|v| parse_retry_after(v, SystemTime::now()));
-                    let (code, message) = error_code(r).await;
-                    (
-                        FetchError::Status {
-                            status,
-                            code,
-                            message,
-                        },
-                        retry_after,
-                    )
+                    (status_error(r).await, retry_after)
                 }
                 Err(e) => (FetchError::Transport(e), None),
             };
