@@ -16,6 +16,7 @@ use serde::Serialize;
 use yaml_rust2::{Yaml, YamlLoader};
 
 use crate::mirrors::{Endpoint, MirrorRules};
+use crate::resolve::first_answer;
 use ferry_client::{Client, FetchError};
 
 /// `index.yaml` larger than this is refused (it is read whole).
@@ -48,27 +49,11 @@ async fn fetch_checked<T>(
     check: impl Fn(Vec<u8>) -> Result<T, String>,
 ) -> anyhow::Result<T> {
     let endpoints = rules.file_endpoints(url);
-    for endpoint in &endpoints {
-        if let Some(note) = client.insecure_note(endpoint) {
-            report.info(&note);
-        }
-    }
-    let raced = client
-        .first_ok(
-            &endpoints,
-            |e| e,
-            |e| async { fetch(client, e).await.and_then(&check) },
-        )
-        .await;
-    let mut failures = Vec::new();
-    for (i, e) in raced.errors {
-        report.warn(&format!("{what}: {} failed: {e}", endpoints[i]));
-        failures.push(format!("{}: {e}", endpoints[i]));
-    }
-    match raced.won {
-        Some((_, checked)) => Ok(checked),
-        None => bail!("{what}: every endpoint failed ({})", failures.join("; ")),
-    }
+    first_answer(client, &endpoints, what, report, |e| async {
+        fetch(client, e).await.and_then(&check)
+    })
+    .await
+    .map_err(|failures| anyhow!("{what}: every endpoint failed ({failures})"))
 }
 
 /// Pins one chart: its entry in the repository's `index.yaml`, then its .tgz,
@@ -166,26 +151,11 @@ async fn resolve_oci_chart(
     );
     let reference: ferry::Reference = text.parse().map_err(|e| anyhow!("{what}: {oci}: {e}"))?;
     let endpoints = rules.endpoints(&reference);
-    for endpoint in &endpoints {
-        if let Some(note) = client.insecure_note(endpoint) {
-            report.info(&note);
-        }
-    }
-    let raced = client
-        .first_ok(
-            &endpoints,
-            |e| e,
-            |e| crate::resolve::fetch_manifest(client, e, &chart.version, None),
-        )
-        .await;
-    let mut failures = Vec::new();
-    for (i, e) in raced.errors {
-        report.warn(&format!("{what}: {} failed: {e}", endpoints[i]));
-        failures.push(format!("{}: {e}", endpoints[i]));
-    }
-    let Some((_, (bytes, _, digest))) = raced.won else {
-        bail!("{what}: every endpoint failed ({})", failures.join("; "))
-    };
+    let (bytes, _, digest) = first_answer(client, &endpoints, &what, report, |e| {
+        crate::resolve::fetch_manifest(client, e, &chart.version, None)
+    })
+    .await
+    .map_err(|failures| anyhow!("{what}: every endpoint failed ({failures})"))?;
     let doc: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
     if doc["config"]["mediaType"] != artifact::HELM_CONFIG_TYPE {
         bail!(

@@ -15,7 +15,7 @@ use ferry::store::Store;
 use ferry::Digest;
 use futures_util::{stream, StreamExt};
 
-use crate::resolve::{fetch_manifest, EndpointError};
+use crate::resolve::{fetch_manifest, first_answer, EndpointError};
 use ferry_cli::{human_bytes, Report};
 use ferry_client::Client;
 
@@ -57,29 +57,13 @@ async fn get_manifest(
     if store.has_blob(digest) {
         return Ok(Bytes::from(store.read_blob(digest)?));
     }
-    for endpoint in endpoints {
-        if let Some(note) = client.insecure_note(endpoint) {
-            report.info(&note);
-        }
-    }
-    let raced = client
-        .first_ok(
-            endpoints,
-            |e| e,
-            |endpoint| manifest_from(client, endpoint, image, tag, digest, report),
-        )
-        .await;
-    let mut failures = Vec::new();
-    for (i, e) in raced.errors {
-        report.warn(&format!("{image}: {} failed: {e}", endpoints[i]));
-        failures.push(format!("{}: {e}", endpoints[i]));
-    }
-    let Some((_, bytes)) = raced.won else {
-        bail!(
-            "cannot pull image {image}: no endpoint served {digest} ({})",
-            failures.join("; ")
-        )
-    };
+    let bytes = first_answer(client, endpoints, image, report, |endpoint| {
+        manifest_from(client, endpoint, image, tag, digest, report)
+    })
+    .await
+    .map_err(|failures| {
+        anyhow!("cannot pull image {image}: no endpoint served {digest} ({failures})")
+    })?;
     put_manifest(store, digest, &bytes).await?;
     Ok(bytes)
 }

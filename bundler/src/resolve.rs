@@ -181,6 +181,34 @@ async fn resolve_on(
     }))
 }
 
+/// Races `endpoints` for `attempt` (see [`Client::first_ok`]), first saying which
+/// are plain HTTP and then warning of each that failed (`what: endpoint failed`):
+/// the first good answer, or what every endpoint did, joined.
+pub(crate) async fn first_answer<'e, T, E, Fut>(
+    client: &Client,
+    endpoints: &'e [Endpoint],
+    what: &str,
+    report: &Report,
+    attempt: impl FnMut(&'e Endpoint) -> Fut,
+) -> Result<T, String>
+where
+    E: std::fmt::Display,
+    Fut: std::future::Future<Output = Result<T, E>>,
+{
+    for endpoint in endpoints {
+        if let Some(note) = client.insecure_note(endpoint) {
+            report.info(&note);
+        }
+    }
+    let raced = client.first_ok(endpoints, |e| e, attempt).await;
+    let mut failures = Vec::new();
+    for (i, e) in raced.errors {
+        report.warn(&format!("{what}: {} failed: {e}", endpoints[i]));
+        failures.push(format!("{}: {e}", endpoints[i]));
+    }
+    raced.won.map(|(_, value)| value).ok_or(failures.join("; "))
+}
+
 /// Resolves one image: its endpoints in order, each next one started too while
 /// those before have not answered (see [`Client::first_ok`]).
 pub async fn resolve_image(
@@ -190,27 +218,17 @@ pub async fn resolve_image(
     report: &Report,
 ) -> anyhow::Result<LockedImage> {
     let endpoints = rules.endpoints(&image.reference);
-    for endpoint in &endpoints {
-        if let Some(note) = client.insecure_note(endpoint) {
-            report.info(&note);
-        }
-    }
-    let raced = client
-        .first_ok(&endpoints, |e| e, |e| resolve_on(client, e, image))
-        .await;
-    let mut failures = Vec::new();
-    for (i, e) in raced.errors {
-        let endpoint = &endpoints[i];
-        report.warn(&format!("{}: {endpoint} failed: {e}", image.reference));
-        failures.push(format!("{endpoint}: {e}"));
-    }
-    match raced.won {
-        Some((_, Ok(locked))) => Ok(locked),
-        Some((_, Err(fatal))) => Err(fatal.into()),
-        None => Err(anyhow!(
-            "cannot resolve image {}: every endpoint failed ({})",
-            image.reference,
-            failures.join("; ")
+    let what = image.reference.to_string();
+    match first_answer(client, &endpoints, &what, report, |e| {
+        resolve_on(client, e, image)
+    })
+    .await
+    {
+        Ok(Ok(locked)) => Ok(locked),
+        Ok(Err(fatal)) => Err(fatal.into()),
+        Err(failures) => Err(anyhow!(
+            "cannot resolve image {}: every endpoint failed ({failures})",
+            image.reference
         )),
     }
 }
