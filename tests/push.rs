@@ -548,21 +548,12 @@ fn containerd_pulls_by_upstream_names_from_a_pushed_registry_through_the_planned
         }
     }
     let node = Containerd::start(&s.path("node"), &certs);
-    let hosts = certs.display().to_string();
     let digests = index_digests(&site);
     for name in [
         "registry.k8s.io/pause:3.10",
         "docker.io/library/busybox:1.36",
     ] {
-        let out = node.ctr(&[
-            "images",
-            "pull",
-            "--hosts-dir",
-            &hosts,
-            "--snapshotter",
-            "native",
-            name,
-        ]);
+        let out = node.pull(&certs, None, name);
         assert!(
             out.status.success(),
             "ctr pull {name}:\n{}{}\ncontainerd:\n{}",

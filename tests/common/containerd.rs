@@ -76,6 +76,24 @@ state = "{state}"
             .output()
             .unwrap()
     }
+
+    /// `ctr images pull` of `name` (for `platform`, else the host's) through the
+    /// `certs.d` tree at `hosts_dir`, as a node configured by `plan` pulls.
+    pub fn pull(
+        &self,
+        hosts_dir: &Path,
+        platform: Option<&str>,
+        name: &str,
+    ) -> std::process::Output {
+        let hosts = hosts_dir.display().to_string();
+        let mut args = vec!["images", "pull", "--hosts-dir", &hosts];
+        args.extend(["--snapshotter", "native"]);
+        if let Some(p) = platform {
+            args.extend(["--platform", p]);
+        }
+        args.push(name);
+        self.ctr(&args)
+    }
 }
 
 impl Drop for Containerd {

@@ -103,22 +103,11 @@ fn containerd_pulls_by_the_upstream_name_through_a_hosts_toml_mirror_for_amd64_a
         ),
     );
     let node = Containerd::start(&s.path("node"), &certs_d);
-    let hosts = certs_d.display().to_string();
     for (platform, p) in [
         ("linux/amd64", &f.pause.platforms[0]),
         ("linux/arm64", &f.pause.platforms[1]),
     ] {
-        let out = node.ctr(&[
-            "images",
-            "pull",
-            "--hosts-dir",
-            &hosts,
-            "--snapshotter",
-            "native",
-            "--platform",
-            platform,
-            "registry.k8s.io/pause:3.10",
-        ]);
+        let out = node.pull(&certs_d, Some(platform), "registry.k8s.io/pause:3.10");
         assert!(
             out.status.success(),
             "ctr pull {platform} failed:\n{}\n{}\ncontainerd:\n{}\nserve:\n{}",
