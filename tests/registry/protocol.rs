@@ -256,27 +256,17 @@ fn skopeo_pushes_into_the_store_with_credentials_and_is_refused_without() {
     assert_eq!(index["docker.io/site/app:v1"], f.beta.digest());
     assert_eq!(index["site.lan/infra/pause:3.10"], f.pause.digest());
     // And they pull back, byte-exact, by every spelling.
-    skopeo_check(
-        &["--tls-verify=false"],
-        &a,
-        "site/app:v1",
-        f.beta.digest(),
-        &s.path("o1"),
-    );
-    skopeo_check(
-        &["--tls-verify=false"],
-        &a,
-        "docker.io/site/app:v1",
-        f.beta.digest(),
-        &s.path("o2"),
-    );
-    skopeo_check(
-        &["--tls-verify=false"],
-        &a,
-        "site.lan/infra/pause:3.10",
-        f.pause.digest(),
-        &s.path("o3"),
-    );
+    for (i, (name, digest)) in [
+        ("site/app:v1", f.beta.digest()),
+        ("docker.io/site/app:v1", f.beta.digest()),
+        ("site.lan/infra/pause:3.10", f.pause.digest()),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let out = s.path(&format!("o{}", i + 1));
+        skopeo_check(&["--tls-verify=false"], &a, name, digest, &out);
+    }
     // The access log names the user who pushed.
     assert!(srv.log().contains(" - alice ["), "{}", srv.log());
 }
