@@ -183,18 +183,7 @@ fn cred_helpers_and_creds_store_from_docker_config_log_in_by_the_helper_protocol
         s.path("bin").display(),
         std::env::var("PATH").unwrap_or_default()
     );
-    let pull_into = |store: &str, extra: &[&str]| {
-        let mut args = vec![
-            "pull",
-            "spec.toml",
-            "--mirrors",
-            "mirrors.toml",
-            "--store",
-            store,
-        ];
-        args.extend_from_slice(extra);
-        s.bundler_env(&args, &[("PATH", &path)])
-    };
+    let pull_into = |store: &str, extra: &[&str]| pull_env(&s, store, extra, &[("PATH", &path)]);
     let config = |json: String| s.write(".docker/config.json", &json);
     credential_helper(&s, "ferryknows", &addr, "s3cret");
     credential_helper(&s, "ferryother", "other.example.io", "s3cret");

@@ -97,6 +97,11 @@ fn pull_locked(s: &Session, mirrors: &str, store: &str) -> Run {
 
 /// `ferry-bundler pull spec.toml --mirrors mirrors.toml --store STORE EXTRA...`
 fn pull(s: &Session, store: &str, extra: &[&str]) -> Run {
+    pull_env(s, store, extra, &[])
+}
+
+/// [`pull`] with extra environment variables.
+fn pull_env(s: &Session, store: &str, extra: &[&str], env: &[(&str, &str)]) -> Run {
     let mut args = vec![
         "pull",
         "spec.toml",
@@ -106,7 +111,7 @@ fn pull(s: &Session, store: &str, extra: &[&str]) -> Run {
         store,
     ];
     args.extend_from_slice(extra);
-    s.bundler(&args)
+    s.bundler_env(&args, env)
 }
 
 /// `HOST/apps/NAME:v1`, one linux/amd64 image of `layers`, pushed to `reg`, and a
