@@ -67,12 +67,6 @@ pub struct Flusher {
     thread: Option<JoinHandle<()>>,
 }
 
-impl Default for Flusher {
-    fn default() -> Flusher {
-        Flusher::start()
-    }
-}
-
 impl Flusher {
     pub fn start() -> Flusher {
         let (jobs, rx) = sync_channel::<Job>(BUFFERS);
