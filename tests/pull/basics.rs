@@ -34,34 +34,17 @@ fn lock_and_pull_keep_upstream_digests_and_store_shared_layers_once() {
     assert!(run.stderr.contains("pulled 4 image(s)"), "{}", run.stderr);
     let store = s.path("store");
     let entries = index_entries(&store);
-    assert_eq!(
-        entries[&format!("{HOST}/apps/alpha:v1")],
-        (
-            ferry::media::DOCKER_LIST.to_string(),
-            f.alpha.digest().to_string()
-        )
-    );
-    assert_eq!(
-        entries[&format!("{HOST}/apps/beta:v2")],
-        (
-            ferry::media::OCI_INDEX.to_string(),
-            f.beta.digest().to_string()
-        )
-    );
-    assert_eq!(
-        entries[&format!("{HOST}/apps/gamma:1.0")],
-        (
-            ferry::media::DOCKER_MANIFEST.to_string(),
-            f.gamma.digest().to_string()
-        )
-    );
-    assert_eq!(
-        entries[&format!("{HOST}/apps/delta:1.0")],
-        (
-            ferry::media::OCI_MANIFEST.to_string(),
-            f.delta.digest().to_string()
-        )
-    );
+    for (name, media_type, image) in [
+        ("alpha:v1", ferry::media::DOCKER_LIST, &f.alpha),
+        ("beta:v2", ferry::media::OCI_INDEX, &f.beta),
+        ("gamma:1.0", ferry::media::DOCKER_MANIFEST, &f.gamma),
+        ("delta:1.0", ferry::media::OCI_MANIFEST, &f.delta),
+    ] {
+        assert_eq!(
+            entries[&format!("{HOST}/apps/{name}")],
+            (media_type.to_string(), image.digest().to_string())
+        );
+    }
     // Byte-exact top-level manifests, every blob once, nothing extra.
     assert_eq!(
         std::fs::read(store.join("blobs/sha256").join(&f.alpha.digest()[7..])).unwrap(),
