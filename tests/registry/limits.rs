@@ -246,10 +246,7 @@ fn mutated_requests_get_an_answer_below_500_and_touch_nothing_outside_the_store(
     let s = Session::new();
     let f = filled_store(&s);
     s.write("secret.txt", "outside the store");
-    let srv = Serve::start(
-        &s,
-        &["--store", "store", "--tls", "off", "--htpasswd", users(&s)],
-    );
+    let srv = serve_for_alice(&s);
     let a = srv.addr().to_string();
     let outside = |s: &Session| -> Vec<String> {
         common::files_under(&s.path(""))

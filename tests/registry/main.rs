@@ -249,6 +249,14 @@ fn users(s: &Session) -> &'static str {
     "users"
 }
 
+/// `serve` of the session's `store` over plain HTTP, taking pushes from alice.
+fn serve_for_alice(s: &Session) -> Serve {
+    Serve::start(
+        s,
+        &["--store", "store", "--tls", "off", "--htpasswd", users(s)],
+    )
+}
+
 /// `Authorization` for alice.
 const ALICE: (&str, &str) = ("Authorization", "Basic YWxpY2U6czNjcmV0");
 

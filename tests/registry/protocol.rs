@@ -189,10 +189,7 @@ fn every_spelling_of_a_name_reaches_the_same_image_and_headers_match_registry2()
 fn skopeo_pushes_into_the_store_with_credentials_and_is_refused_without() {
     let s = Session::new();
     let f = filled_store(&s);
-    let srv = Serve::start(
-        &s,
-        &["--store", "store", "--tls", "off", "--htpasswd", users(&s)],
-    );
+    let srv = serve_for_alice(&s);
     let a = srv.addr().to_string();
     // Pulls stay anonymous with an htpasswd file: the source comes from ferry itself.
     run(Command::new("skopeo").args([
@@ -275,10 +272,7 @@ fn skopeo_pushes_into_the_store_with_credentials_and_is_refused_without() {
 fn uploads_monolithic_chunked_and_mounted_are_verified_and_atomic() {
     let s = Session::new();
     filled_store(&s);
-    let srv = Serve::start(
-        &s,
-        &["--store", "store", "--tls", "off", "--htpasswd", users(&s)],
-    );
+    let srv = serve_for_alice(&s);
     let a = srv.addr().to_string();
     let a = a.as_str();
     let data: Vec<u8> = (0..200_000u32).map(|i| (i * 7 % 251) as u8).collect();
@@ -543,10 +537,7 @@ fn uploads_monolithic_chunked_and_mounted_are_verified_and_atomic() {
 fn deletes_and_gc_remove_an_old_image_while_serve_keeps_serving_the_rest() {
     let s = Session::new();
     let f = filled_store(&s);
-    let srv = Serve::start(
-        &s,
-        &["--store", "store", "--tls", "off", "--htpasswd", users(&s)],
-    );
+    let srv = serve_for_alice(&s);
     let a = srv.addr().to_string();
     let a = a.as_str();
     let delta = "/v2/registry.k8s.io/delta/manifests/1.0";
