@@ -1,12 +1,14 @@
 //! Two-stage pipelines over `Read` and `Write`: one thread produces or consumes the
 //! bytes while the caller works on the previous chunk. Unpacking decompresses on one
-//! core while it hashes and writes on the other; packing hashes and writes the
-//! compressed output while the caller reads and checks the next blob. Memory stays
-//! bounded by `depth` chunks.
+//! thread, hashes on another and copies and writes on a third; packing hashes and
+//! writes the compressed output while the caller reads and checks the next blob.
+//! Memory stays bounded by `DEPTH` chunks.
 
 use std::io::{self, Read, Write};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::thread::JoinHandle;
+
+use crate::digest::{Digest, Hasher};
 
 /// Chunk size of the pipes.
 pub const CHUNK: usize = 1 << 20;
@@ -16,6 +18,8 @@ pub const DEPTH: usize = 4;
 /// A reader whose bytes are read ahead by a thread.
 pub struct ReadAhead {
     rx: Receiver<io::Result<Vec<u8>>>,
+    /// Chunks read out go back to the thread, which would otherwise zero new ones.
+    free: SyncSender<Vec<u8>>,
     current: Vec<u8>,
     pos: usize,
     done: bool,
@@ -25,8 +29,10 @@ pub struct ReadAhead {
 /// Reads `inner` on a thread of its own, up to `DEPTH` chunks ahead of the caller.
 pub fn read_ahead<R: Read + Send + 'static>(mut inner: R) -> ReadAhead {
     let (tx, rx) = sync_channel::<io::Result<Vec<u8>>>(DEPTH);
+    let (free, freed) = sync_channel::<Vec<u8>>(DEPTH);
     let thread = std::thread::spawn(move || loop {
-        let mut chunk = vec![0u8; CHUNK];
+        let mut chunk = freed.try_recv().unwrap_or_default();
+        chunk.resize(CHUNK, 0);
         let mut filled = 0;
         // Fill whole chunks: a decoder hands out small pieces.
         let result = loop {
@@ -63,6 +69,7 @@ pub fn read_ahead<R: Read + Send + 'static>(mut inner: R) -> ReadAhead {
     });
     ReadAhead {
         rx,
+        free,
         current: Vec::new(),
         pos: 0,
         done: false,
@@ -79,7 +86,8 @@ impl Read for ReadAhead {
             match self.rx.recv() {
                 Ok(Ok(chunk)) if chunk.is_empty() => self.done = true,
                 Ok(Ok(chunk)) => {
-                    self.current = chunk;
+                    let used = std::mem::replace(&mut self.current, chunk);
+                    let _ = self.free.try_send(used);
                     self.pos = 0;
                 }
                 Ok(Err(e)) => {
@@ -175,6 +183,111 @@ impl<W> Write for WriteBehind<W> {
     }
 }
 
+/// Chunk size of [`HashBehind`]: small, since `finish` waits for what is queued.
+const HASH_CHUNK: usize = 256 << 10;
+
+enum Hashing {
+    Bytes(Vec<u8>),
+    Finish,
+}
+
+/// A SHA-256 computed on a thread of its own, a few chunks behind the caller: the
+/// caller only copies the bytes (several times faster than hashing them) and waits
+/// at [`HashBehind::finish`] for the chunks still queued. One serves many entries in
+/// turn.
+pub struct HashBehind {
+    tx: SyncSender<Hashing>,
+    digests: Receiver<Digest>,
+    /// Hashed chunks come back to be filled again.
+    free: Receiver<Vec<u8>>,
+    buf: Vec<u8>,
+    len: u64,
+    _thread: JoinHandle<()>,
+}
+
+/// Starts the hashing thread; it ends when the [`HashBehind`] is dropped.
+pub fn hash_behind() -> HashBehind {
+    let (tx, rx) = sync_channel::<Hashing>(DEPTH);
+    let (digest_tx, digests) = sync_channel::<Digest>(1);
+    let (free_tx, free) = sync_channel::<Vec<u8>>(DEPTH + 1);
+    let thread = std::thread::spawn(move || {
+        let mut hasher = Hasher::new();
+        for message in rx {
+            match message {
+                Hashing::Bytes(chunk) => {
+                    hasher.update(&chunk);
+                    let _ = free_tx.try_send(chunk);
+                }
+                Hashing::Finish => {
+                    if digest_tx
+                        .send(std::mem::take(&mut hasher).finish())
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+            }
+        }
+    });
+    HashBehind {
+        tx,
+        digests,
+        free,
+        buf: Vec::with_capacity(HASH_CHUNK),
+        len: 0,
+        _thread: thread,
+    }
+}
+
+impl HashBehind {
+    /// Adds `bytes` to the current hash.
+    pub fn update(&mut self, mut bytes: &[u8]) {
+        while !bytes.is_empty() {
+            let n = bytes.len().min(HASH_CHUNK - self.buf.len());
+            self.buf.extend_from_slice(&bytes[..n]);
+            self.len += n as u64;
+            bytes = &bytes[n..];
+            if self.buf.len() == HASH_CHUNK {
+                self.send();
+            }
+        }
+    }
+
+    /// Bytes added since the last `finish`.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    fn send(&mut self) {
+        let next = match self.free.try_recv() {
+            Ok(mut used) => {
+                used.clear();
+                used
+            }
+            Err(_) => Vec::with_capacity(HASH_CHUNK),
+        };
+        let chunk = std::mem::replace(&mut self.buf, next);
+        // A send fails only if the thread is gone, which `finish` reports.
+        let _ = self.tx.send(Hashing::Bytes(chunk));
+    }
+
+    /// The digest of everything added since the last `finish`, once the thread has
+    /// hashed it; the next bytes start a new hash.
+    pub fn finish(&mut self) -> io::Result<Digest> {
+        if !self.buf.is_empty() {
+            self.send();
+        }
+        self.len = 0;
+        let stopped = || io::Error::other("the hashing thread stopped");
+        self.tx.send(Hashing::Finish).map_err(|_| stopped())?;
+        self.digests.recv().map_err(|_| stopped())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -194,6 +307,31 @@ mod tests {
             w.write_all(piece).unwrap();
         }
         assert_eq!(w.finish().unwrap(), data);
+    }
+
+    #[test]
+    fn hashing_behind_gives_each_run_of_bytes_its_own_digest() {
+        let data: Vec<u8> = (0..(2 * HASH_CHUNK + 999))
+            .map(|i| (i * 13 % 241) as u8)
+            .collect();
+        let mut h = hash_behind();
+        // The same bytes in pieces that straddle chunks, then a short and an empty run.
+        for piece in data.chunks(100_003) {
+            h.update(piece);
+        }
+        assert_eq!(h.len(), data.len() as u64);
+        assert_eq!(h.finish().unwrap(), Digest::of(&data));
+        h.update(b"abc");
+        assert_eq!(h.finish().unwrap(), Digest::of(b"abc"));
+        assert!(h.is_empty());
+        assert_eq!(h.finish().unwrap(), Digest::of(b""));
+        // Chunks handed back are filled again from empty.
+        h.update(&data);
+        h.update(&data);
+        assert_eq!(
+            h.finish().unwrap(),
+            Digest::of(&[&data[..], &data[..]].concat())
+        );
     }
 
     #[test]

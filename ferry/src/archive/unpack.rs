@@ -13,8 +13,9 @@ use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
 use super::{entry_path, read_head_entries, ArchiveError, Entry, Head, MAX_INDEX_BYTES};
-use crate::digest::{Digest, Hasher};
+use crate::digest::Digest;
 use crate::direct::{DirectWriter, Flusher};
+use crate::pipe::HashBehind;
 use crate::progress::Progress;
 use crate::signing::PublicKey;
 use crate::store::{ClaimedDir, Store};
@@ -127,7 +128,7 @@ pub struct EntryReader<'a> {
     /// The entry as the signed manifest names it.
     pub entry: &'a Entry,
     inner: &'a mut dyn Read,
-    hasher: &'a mut Hasher,
+    hasher: &'a mut HashBehind,
     progress: &'a dyn Progress,
 }
 
@@ -191,6 +192,8 @@ pub fn stream(
     let mut seen: HashSet<String> = HashSet::new();
     let mut buf = vec![0u8; 1 << 18];
     let mut last: Option<String> = None;
+    // SHA-256 runs on a thread of its own: this one only copies the bytes.
+    let mut hasher = crate::pipe::hash_behind();
     for entry in entries.by_ref() {
         let mut entry = entry.map_err(corrupt)?;
         let path = entry_path(&entry)?;
@@ -224,7 +227,6 @@ pub fn stream(
                 actual: size,
             });
         }
-        let mut hasher = Hasher::new();
         {
             // Never more than the entry holds, whatever `each` asks for.
             let mut limited = (&mut entry).take(want.size);
@@ -244,7 +246,7 @@ pub fn stream(
             }
         }
         let len = hasher.len();
-        let actual = hasher.finish();
+        let actual = hasher.finish().map_err(corrupt)?;
         if len != want.size {
             return Err(ArchiveError::Corrupt(format!("{path} is cut short")));
         }
