@@ -404,6 +404,65 @@ fn lock_resumes_a_dropped_download_too() {
 }
 
 #[test]
+fn lock_keeps_pinned_files_in_the_store_so_they_are_fetched_once() {
+    let w = world();
+    let s = &w.s;
+    // A dropped connection resumes from the length the first answer gave.
+    w.files.fault(ARM, Fault::DropAfter(512 << 10));
+    let mut keep = common::LOCK.to_vec();
+    keep.extend(["--store", "store"]);
+    s.bundler(&keep).success();
+    let requests = w.files.requests();
+    assert!(
+        requests.contains(&format!("GET {ARM} range=bytes={}-", 512 << 10)),
+        "{requests:?}"
+    );
+    let counts = || [AMD, ARM, YAML].map(|p| w.files.count(p));
+    assert_eq!(counts(), [1, 2, 1], "{:?}", w.files.requests());
+    for bytes in [&w.amd, &w.arm] {
+        let blob = s.path(&format!("store/blobs/sha256/{}", sha(bytes)));
+        assert_eq!(&std::fs::read(blob).unwrap(), bytes);
+    }
+    // The pull fetches only the unpinned file, which lock hashed and let go.
+    s.bundler(&common::LOCKED_PULL).success();
+    assert_eq!(counts(), [1, 2, 2], "{:?}", w.files.requests());
+    // The next lock finds them there, and any lock says the same.
+    let locked = s.read("spec.lock");
+    keep.splice(5..6, ["again.lock"]);
+    let again = s.bundler(&keep).success();
+    assert!(
+        again.stderr.contains("in the store already"),
+        "{}",
+        again.stderr
+    );
+    assert_eq!(counts(), [1, 2, 3], "{:?}", w.files.requests());
+    assert_eq!(s.read("again.lock"), locked);
+    let mut plain = common::LOCK.to_vec();
+    plain.splice(5..6, ["plain.lock"]);
+    s.bundler(&plain).success();
+    assert_eq!(s.read("plain.lock"), locked);
+    // A build without a lock resolves into its store: each file comes once.
+    let before = counts();
+    s.bundler(&["keygen", "--no-password", "--name", "k"])
+        .success();
+    let mut build = common::build_args("spec.toml", "spec.lock", "b.tar.zst");
+    build.splice(2..4, []);
+    build.splice(4..6, ["--store", "fresh"]);
+    s.bundler(&build).success();
+    let after = counts();
+    assert_eq!(
+        [
+            after[0] - before[0],
+            after[1] - before[1],
+            after[2] - before[2]
+        ],
+        [1, 1, 2],
+        "{:?}",
+        w.files.requests()
+    );
+}
+
+#[test]
 fn a_file_two_specs_name_lands_once_in_a_shared_store() {
     let w = world();
     lock(&w).success();

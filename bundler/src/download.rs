@@ -2,7 +2,8 @@
 //! first answer (Happy Eyeballs); the bytes go into the blob's partial file and are
 //! hashed as they come; a dropped connection resumes with `Range`, and so does a
 //! move to the next endpoint after a stall or when this one serves far slower than
-//! another; the blob becomes visible only once its digest checks.
+//! another; the blob becomes visible only once its digest checks. The size may be
+//! unknown (a file `lock` pins by its sha256 alone): then the answers say it.
 
 use std::io::{Read as _, Seek as _, SeekFrom, Write as _};
 use std::path::PathBuf;
@@ -39,8 +40,24 @@ impl std::fmt::Display for Source {
 
 /// One blob to download, with every endpoint that can serve it.
 pub(crate) struct BlobJob {
-    pub descriptor: Descriptor,
+    pub digest: Digest,
+    /// `None` for a file known by its digest alone.
+    pub size: Option<u64>,
+    /// What messages call it: `blob 1a2b3c4d5e6f`, or the file it is.
+    pub what: String,
     pub endpoints: Vec<Source>,
+}
+
+impl BlobJob {
+    /// A blob a manifest describes.
+    pub fn blob(descriptor: &Descriptor, endpoints: Vec<Source>) -> BlobJob {
+        BlobJob {
+            digest: descriptor.digest.clone(),
+            size: Some(descriptor.size),
+            what: format!("blob {}", descriptor.digest.short()),
+            endpoints,
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -74,8 +91,9 @@ struct Partial {
     out: std::io::BufWriter<std::fs::File>,
     hasher: Hasher,
     path: PathBuf,
-    digest: Digest,
-    size: u64,
+    what: String,
+    /// `None` until known: from the job, else from an answer's length.
+    size: Option<u64>,
     /// Bytes came from an earlier run or from more than one endpoint: a wrong
     /// digest may be another's fault.
     mixed: bool,
@@ -117,13 +135,12 @@ pub(crate) async fn download(
     job: &BlobJob,
     report: &Report,
 ) -> Result<u64, String> {
-    let blob = &job.descriptor;
-    let path = store.partial_path(&blob.digest);
+    let path = store.partial_path(&job.digest);
     let io = |e: std::io::Error| format!("{}: {e}", path.display());
-    let Some(mut file) = lock_partial(store, &blob.digest).await.map_err(io)? else {
+    let Some(mut file) = lock_partial(store, &job.digest).await.map_err(io)? else {
         return Ok(0);
     };
-    let size = blob.size;
+    let size = job.size;
     let (file, hasher) = blocking(move || {
         let hasher = resume_point(&mut file, size)?;
         Ok((file, hasher))
@@ -140,7 +157,7 @@ pub(crate) async fn download(
         mixed: !hasher.is_empty(),
         hasher,
         path: path.clone(),
-        digest: blob.digest.clone(),
+        what: job.what.clone(),
         size,
         fetched: 0,
     };
@@ -160,7 +177,7 @@ pub(crate) async fn download(
         }
     };
     // The fsync and the rename (with its directory fsync) can each wait on the disk.
-    let (store, digest) = (store.clone(), blob.digest.clone());
+    let (store, digest) = (store.clone(), job.digest.clone());
     let fetched = partial.fetched;
     let committed = blocking(move || {
         file.sync_all()?;
@@ -183,7 +200,6 @@ async fn fetch(
     partial: &mut Partial,
     report: &Report,
 ) -> Result<(), String> {
-    let blob = &job.descriptor;
     // Endpoints left lately for being slow go last.
     let (mut candidates, demoted): (Vec<&Source>, Vec<&Source>) = job
         .endpoints
@@ -192,21 +208,25 @@ async fn fetch(
     candidates.extend(demoted);
     let mut failures = Vec::new();
     let mut fail = |source: &Source, e: &dyn std::fmt::Display| {
-        report.warn(&format!(
-            "blob {} from {source} failed: {e}",
-            blob.digest.short()
-        ));
+        report.warn(&format!("{} from {source} failed: {e}", job.what));
         failures.push(format!("{source}: {e}"));
     };
     let mut started_over = false;
+    // What an earlier run left may be the whole blob already.
+    let mut complete = match partial.size {
+        Some(size) => partial.hasher.len() == size,
+        None => !partial.hasher.is_empty() && partial.hasher.clone().finish() == job.digest,
+    };
     loop {
-        if partial.hasher.len() == blob.size {
+        if complete {
+            complete = false;
             partial.flush().map_err(|e| e.to_string())?;
+            let received = partial.hasher.len();
             let actual = std::mem::take(&mut partial.hasher).finish();
-            if actual == blob.digest {
+            if actual == job.digest {
                 return Ok(());
             }
-            report.sub(blob.size);
+            report.sub(received);
             let mixed = partial.mixed;
             partial.truncate(report).map_err(|e| e.to_string())?;
             if mixed && !started_over {
@@ -217,7 +237,7 @@ async fn fetch(
             }
             // The endpoint in front served the whole blob: its fault.
             let e = BlobError::WrongDigest {
-                expected: blob.digest.clone(),
+                expected: job.digest.clone(),
                 actual,
             };
             fail(candidates[0], &e);
@@ -231,7 +251,7 @@ async fn fetch(
             .first_ok(
                 &candidates,
                 |s| s.endpoint(),
-                |s| open(client, s, &blob.digest, offset),
+                |s| open(client, s, &job.digest, offset),
             )
             .await;
         for (i, e) in &raced.errors {
@@ -251,8 +271,8 @@ async fn fetch(
         if offset > 0 {
             partial.mixed = true;
         }
-        match receive(client, &candidates, partial, response, report).await {
-            Ok(Received::Complete) => {}
+        match receive(client, &candidates, &job.digest, partial, response, report).await {
+            Ok(Received::Complete) => complete = true,
             Ok(Received::MovedTo(j)) => {
                 let next = candidates.remove(j);
                 candidates.insert(0, next);
@@ -288,6 +308,7 @@ async fn open(
 async fn receive(
     client: &Client,
     candidates: &[&Source],
+    digest: &Digest,
     partial: &mut Partial,
     mut response: Response,
     report: &Report,
@@ -307,17 +328,24 @@ async fn receive(
             // The server ignored the Range: start over.
             partial.truncate(report)?;
         }
+        // Without a size from the job, this answer's length says where the end is.
+        let total = partial.size.or_else(|| {
+            let length = response.content_length()?;
+            Some(partial.hasher.len() + length)
+        });
         let started = Instant::now();
         let begun_at = partial.hasher.len();
         let mut checked = started;
         let ended_short = loop {
             match response.chunk().await {
                 Ok(Some(chunk)) => {
-                    if partial.hasher.len() + chunk.len() as u64 > partial.size {
-                        return Err(BlobError::TooLong {
-                            digest: partial.digest.clone(),
-                            size: partial.size,
-                        });
+                    if let Some(size) = partial.size {
+                        if partial.hasher.len() + chunk.len() as u64 > size {
+                            return Err(BlobError::TooLong {
+                                digest: digest.clone(),
+                                size,
+                            });
+                        }
                     }
                     partial.out.write_all(&chunk).map_err(|e| partial.io(e))?;
                     partial.hasher.update(&chunk);
@@ -326,15 +354,16 @@ async fn receive(
                     if checked.elapsed() >= Duration::from_secs(1) {
                         checked = Instant::now();
                         let here = partial.hasher.len() - begun_at;
+                        let left = total.map(|t| t.saturating_sub(partial.hasher.len()));
                         if let Some(j) =
-                            faster(client, candidates, partial, here, started.elapsed())
+                            faster(client, candidates, partial, here, started.elapsed(), left)
                         {
                             partial.flush()?;
                             return Ok(Received::MovedTo(j));
                         }
                     }
                 }
-                Ok(None) => break partial.hasher.len() < partial.size,
+                Ok(None) => break total.is_some_and(|t| partial.hasher.len() < t),
                 Err(e) if e.is_timeout() => {
                     // It stalled: the next endpoint goes on from here, and the
                     // other downloads leave this one alone for a while.
@@ -367,28 +396,35 @@ async fn receive(
             return Err(BlobError::Dropped(format!(
                 "the body ended after {} of {} bytes",
                 partial.hasher.len(),
-                partial.size
+                total.unwrap_or_default()
             )));
         }
         tokio::time::sleep(RetryPolicy::RESUME.delay(drops)).await;
-        response = open(client, source, &partial.digest, partial.hasher.len()).await?;
+        response = open(client, source, digest, partial.hasher.len()).await?;
     }
 }
 
-/// The candidate to move the rest of the blob to, if this transfer (`here` bytes
-/// in `took`) is far slower than another (see [`Client::faster`]).
+/// The candidate to move the rest of the blob (`left` bytes, if known) to, if this
+/// transfer (`here` bytes in `took`) is far slower than another (see
+/// [`Client::faster`]).
 fn faster(
     client: &Client,
     candidates: &[&Source],
     partial: &Partial,
     here: u64,
     took: Duration,
+    left: Option<u64>,
 ) -> Option<usize> {
     let others: Vec<&Endpoint> = candidates[1..].iter().map(|s| s.endpoint()).collect();
-    let left = partial.size - partial.hasher.len();
-    let what = format!("blob {}", partial.digest.short());
     client
-        .faster(candidates[0].endpoint(), &others, here, took, left, &what)
+        .faster(
+            candidates[0].endpoint(),
+            &others,
+            here,
+            took,
+            left?,
+            &partial.what,
+        )
         .map(|j| j + 1)
 }
 
@@ -420,10 +456,12 @@ async fn lock_partial(store: &Store, digest: &Digest) -> std::io::Result<Option<
 }
 
 /// Hashes what an earlier run left of a blob, so the download can resume after it.
-fn resume_point(file: &mut std::fs::File, size: u64) -> std::io::Result<Hasher> {
+fn resume_point(file: &mut std::fs::File, size: Option<u64>) -> std::io::Result<Hasher> {
     let mut hasher = Hasher::new();
-    if file.metadata()?.len() > size {
-        file.set_len(0)?;
+    if let Some(size) = size {
+        if file.metadata()?.len() > size {
+            file.set_len(0)?;
+        }
     }
     let mut buf = vec![0u8; 1 << 20];
     loop {

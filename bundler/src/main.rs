@@ -119,6 +119,7 @@ Examples:
 Examples:
   ferry-bundler lock manifests/kubernetes-1.31.toml             # writes manifests/kubernetes-1.31.lock
   ferry-bundler lock spec.toml -o release.lock --cross-check   # refuse if mirrors disagree
+  ferry-bundler lock spec.toml --store ./store  # keep the pinned files it downloads for pull
   ferry-bundler lock spec.toml --verbose        # say why each mirror is skipped, passed over or left
   ferry-bundler lock spec.toml --head-start 1   # wait longer for the first mirror before asking the next")]
     Lock {
@@ -130,6 +131,10 @@ Examples:
         /// Ask every reachable endpoint for each tag and refuse when they disagree.
         #[arg(long)]
         cross_check: bool,
+        /// Keep the files with a pin in the spec, which lock downloads to check them,
+        /// in this store: `pull` and `build` into it then do not fetch them again.
+        #[arg(long)]
+        store: Option<PathBuf>,
         #[command(flatten)]
         net: NetArgs,
     },
@@ -338,23 +343,9 @@ fn pinned_lock(spec: &Spec, path: &Path) -> anyhow::Result<Lock> {
     Ok(lock)
 }
 
-/// The pinned lock, or one resolved now from the tags.
-async fn lock_or_resolve(
-    pinned: Option<Lock>,
-    spec: &Spec,
-    client: &Client,
-    rules: &MirrorRules,
-    jobs: usize,
-    report: &Report,
-) -> anyhow::Result<Lock> {
-    match pinned {
-        Some(lock) => Ok(lock),
-        None => resolve::resolve(client, rules, spec, jobs, false, report).await,
-    }
-}
-
-/// Pins the spec's images (`--lock`, or tags resolved now) and pulls into `store`
-/// what it lacks; returns the lock and the open store.
+/// Pins the spec's images (`--lock`, or tags resolved now, pinned files downloaded
+/// into the store as they are checked) and pulls into `store` what it lacks;
+/// returns the lock and the open store.
 fn pull_into(
     spec: &Spec,
     lock: Option<&Path>,
@@ -369,7 +360,13 @@ fn pull_into(
     let store = Store::create(store)?;
     let jobs = net.jobs as usize;
     let lock = runtime()?.block_on(async {
-        let lock = lock_or_resolve(pinned, spec, &client, &rules, jobs, report).await?;
+        let lock = match pinned {
+            Some(lock) => lock,
+            None => {
+                let store = Some(&store);
+                resolve::resolve(&client, &rules, spec, jobs, false, store, report).await?
+            }
+        };
         pull::pull(&client, &rules, &lock, &store, jobs, report).await?;
         anyhow::Ok(lock)
     });
@@ -419,18 +416,21 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             spec: spec_path,
             output,
             cross_check,
+            store,
             net,
         } => {
             let spec = Spec::load(&spec_path)?;
             let rules = net.rules()?;
             let client = net.client()?;
             let report = net.report();
+            let store = store.as_deref().map(Store::create).transpose()?;
             let lock = runtime()?.block_on(resolve::resolve(
                 &client,
                 &rules,
                 &spec,
                 net.jobs as usize,
                 cross_check,
+                store.as_ref(),
                 &report,
             ));
             endpoint_notes(&client, &report);

@@ -290,10 +290,7 @@ pub async fn pull(
             }
             let job = jobs_by_digest
                 .entry(blob.digest.clone())
-                .or_insert_with(|| BlobJob {
-                    descriptor: blob.clone(),
-                    endpoints: Vec::new(),
-                });
+                .or_insert_with(|| BlobJob::blob(blob, Vec::new()));
             for s in sources {
                 if !job.endpoints.contains(s) {
                     job.endpoints.push(s.clone());
@@ -301,15 +298,15 @@ pub async fn pull(
             }
         }
     }
-    let total: u64 = jobs_by_digest.values().map(|j| j.descriptor.size).sum();
+    let total: u64 = jobs_by_digest.values().filter_map(|j| j.size).sum();
     report.start("pulling", total);
     // Largest first keeps the pool busy to the end instead of waiting on one big layer.
     let mut queue: Vec<&BlobJob> = jobs_by_digest.values().collect();
-    queue.sort_by_key(|j| std::cmp::Reverse(j.descriptor.size));
+    queue.sort_by_key(|j| std::cmp::Reverse(j.size));
     let results: Vec<(Digest, Result<u64, String>)> = stream::iter(queue)
         .map(|job| async move {
             (
-                job.descriptor.digest.clone(),
+                job.digest.clone(),
                 download(client, store, job, report).await,
             )
         })

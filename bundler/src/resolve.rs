@@ -1,5 +1,7 @@
 //! Resolving a spec into a lock: each tag to the digest of its top-level manifest,
-//! and each platform asked for to the digest of its platform manifest.
+//! each platform asked for to the digest of its platform manifest, and each file to
+//! the sha256 of what its endpoints serve (kept in the store, when there is one, so
+//! a pull does not fetch it again).
 
 use std::time::Instant;
 
@@ -11,6 +13,7 @@ use ferry::lock::LockedFile;
 use ferry::lock::{Lock, LockedImage, LockedPlatform, LOCK_VERSION};
 use ferry::manifest::{Manifest, MAX_MANIFEST_BYTES};
 use ferry::spec::{ImageSpec, Spec};
+use ferry::store::Store;
 use ferry::Digest;
 use ferry::Platform;
 use futures_util::{stream, StreamExt, TryStreamExt};
@@ -281,6 +284,7 @@ pub async fn resolve(
     spec: &Spec,
     jobs: usize,
     cross: bool,
+    store: Option<&Store>,
     report: &Report,
 ) -> anyhow::Result<Lock> {
     let images: Vec<LockedImage> = stream::iter(spec.images.iter())
@@ -301,7 +305,7 @@ pub async fn resolve(
         .flat_map(|f| f.targets().into_iter().map(move |t| (f, t)))
         .collect();
     let files: Vec<LockedFile> = stream::iter(targets)
-        .map(|(file, target)| resolve_file(client, rules, file, target, report))
+        .map(|(file, target)| resolve_file(client, rules, file, target, store, report))
         .buffered(jobs)
         .try_collect()
         .await?;
@@ -393,17 +397,50 @@ async fn hash_file(
     }
 }
 
+/// Downloads the file pinned to `pin` into `store`, unless it is there; its size.
+async fn keep_file(
+    client: &Client,
+    store: &Store,
+    endpoints: Vec<Endpoint>,
+    pin: &Digest,
+    what: &str,
+    report: &Report,
+) -> anyhow::Result<u64> {
+    let kept = |store: &Store| std::fs::metadata(store.blob_path(pin)).map(|m| m.len());
+    if let Ok(size) = kept(store) {
+        report.info(&format!("locked {what} -> {pin} (in the store already)"));
+        return Ok(size);
+    }
+    let job = crate::download::BlobJob {
+        digest: pin.clone(),
+        size: None,
+        what: what.to_string(),
+        endpoints: endpoints
+            .into_iter()
+            .map(crate::download::Source::File)
+            .collect(),
+    };
+    if let Err(e) = crate::download::download(client, store, &job, report).await {
+        bail!("{what}: no endpoint served the pinned sha256 {pin} ({e})");
+    }
+    let size = kept(store).map_err(|e| anyhow!("{}: {e}", store.blob_path(pin).display()))?;
+    report.info(&format!("locked {what} -> {pin}, kept in the store"));
+    Ok(size)
+}
+
 const SECOND: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Pins one file on one platform: downloads it from the first endpoint that serves
 /// it and checks it against the spec's pin (an endpoint serving other bytes is
 /// skipped for the next); without a pin, what was downloaded is pinned, with a
-/// warning naming the file.
+/// warning naming the file. A pinned file is downloaded into `store`, if given,
+/// where the pull finds it (and the next lock too).
 pub async fn resolve_file(
     client: &Client,
     rules: &MirrorRules,
     file: &FileSpec,
     platform: Option<Platform>,
+    store: Option<&Store>,
     report: &Report,
 ) -> anyhow::Result<LockedFile> {
     let url = file.url_for(platform.as_ref());
@@ -417,6 +454,17 @@ pub async fn resolve_file(
         if let Some(note) = client.insecure_note(endpoint) {
             report.info(&note);
         }
+    }
+    if let (Some(store), Some(pin)) = (store, pin) {
+        let size = keep_file(client, store, endpoints, pin, &what, report).await?;
+        return Ok(LockedFile {
+            name: file.name.clone(),
+            version: file.version.clone(),
+            platform,
+            url,
+            sha256: pin.clone(),
+            size,
+        });
     }
     let mut failures = Vec::new();
     while !endpoints.is_empty() {

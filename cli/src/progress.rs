@@ -153,10 +153,14 @@ impl Report {
         } else {
             String::new()
         };
+        // A count without a total (files `lock` keeps) says only what has come.
+        let of = match total {
+            0 => String::new(),
+            _ => format!(" of {}", human_bytes(total)),
+        };
         eprintln!(
-            "progress: {} of {} ({}/s{eta})",
+            "progress: {}{of} ({}/s{eta})",
             human_bytes(done),
-            human_bytes(total),
             human_bytes(rate as u64)
         );
     }
