@@ -83,6 +83,12 @@ impl Store {
         let store = Store {
             root: root.to_path_buf(),
         };
+        if root.exists() && !root.is_dir() {
+            return Err(StoreError::NotALayout {
+                path: root.to_path_buf(),
+                reason: "it is a file, not a directory".into(),
+            });
+        }
         fs::create_dir_all(root).map_err(io_err(root))?;
         let layout = root.join("oci-layout");
         if !layout.exists() {
@@ -702,5 +708,11 @@ mod tests {
         assert!(Store::open(&dir.path().join("missing")).is_err());
         Store::create(dir.path()).unwrap();
         Store::open(dir.path()).unwrap();
+        let e = Store::create(&dir.path().join("notes.txt")).unwrap_err();
+        assert!(
+            e.to_string()
+                .ends_with("notes.txt is not an OCI image layout: it is a file, not a directory"),
+            "{e}"
+        );
     }
 }
