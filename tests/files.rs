@@ -642,3 +642,66 @@ fn lock_and_pull_leave_a_mirror_far_slower_than_the_next_mid_file() {
     let blob = s.path(&format!("store/blobs/sha256/{}", sha(&big)));
     assert_eq!(sha(&std::fs::read(blob).unwrap()), sha(&big));
 }
+
+#[test]
+fn lock_leaves_a_mirror_that_stalls_mid_file_for_the_next_where_it_stopped() {
+    let w = world();
+    let s = &w.s;
+    // The first mirror sends 256 KiB of each kubelet, then nothing.
+    let stalling = FileServer::start();
+    for (path, bytes) in [(AMD, &w.amd), (ARM, &w.arm), (YAML, &w.yaml)] {
+        stalling.put(path, bytes.clone());
+    }
+    for path in [AMD, ARM] {
+        stalling.fault(path, Fault::StallAfter(256 << 10));
+    }
+    s.write(
+        "mirrors.toml",
+        &format!(
+            "[[files]]\nhost = \"{HOST}\"\nmirrors = [\"{}\", \"{}\"]\nskip_upstream = true\n",
+            stalling.url(),
+            w.files.url()
+        ),
+    );
+    s.bundler(&["--version"]).success();
+    // Hashed only (no store), then kept in a store: the two ways lock reads a file.
+    for (name, extra) in [
+        ("lock", &[][..]),
+        ("lock --store", &["--store", "store"][..]),
+    ] {
+        let t = std::time::Instant::now();
+        let run = s
+            .bundler(&[&common::LOCK[..], &["--stall-timeout", "1"], extra].concat())
+            .success();
+        let took = t.elapsed();
+        eprintln!("{name} with a first mirror that stalls: {took:?}");
+        // One stall timeout for the files under way when it stalled; 2 s of slack.
+        assert!(
+            took < std::time::Duration::from_secs(3),
+            "{name}: {took:?}\n{}",
+            run.stderr
+        );
+        assert!(
+            run.stderr.contains(&format!(
+                "note: {} was skipped (it stalled after",
+                stalling.url()
+            )),
+            "{name}: {}",
+            run.stderr
+        );
+        assert!(s.read("spec.lock").contains(&sha(&w.amd)));
+    }
+    // In each run, the rest of each kubelet came from the next mirror, and only that.
+    for path in [AMD, ARM] {
+        let asked: Vec<String> = w
+            .files
+            .requests()
+            .into_iter()
+            .filter(|r| r.starts_with(&format!("GET {path}")))
+            .collect();
+        let rest = format!("GET {path} range=bytes={}-", 256 << 10);
+        assert_eq!(asked, [rest.clone(), rest], "{path}");
+    }
+    let blob = s.path(&format!("store/blobs/sha256/{}", sha(&w.amd)));
+    assert_eq!(std::fs::read(blob).unwrap(), w.amd);
+}

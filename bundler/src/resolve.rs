@@ -327,7 +327,7 @@ pub async fn resolve(
 /// Reads a file from `endpoint`, whose first response is `response`, hashing it
 /// (nothing is kept): its digest and size, and the endpoints that served it. A
 /// connection dropped mid-body resumes with `Range` where it stopped; so does a
-/// move to one of `others` when `endpoint` serves far slower (see
+/// move to one of `others` when `endpoint` stalls or serves far slower (see
 /// [`Client::faster`]).
 async fn hash_file(
     client: &Client,
@@ -371,6 +371,18 @@ async fn hash_file(
                     }
                 }
                 Ok(None) => break expected.is_some_and(|n| hasher.len() < n),
+                Err(e) if e.is_timeout() => {
+                    // It stalled: the next endpoint goes on from here, and the
+                    // other tasks leave this one alone for a while.
+                    client.give_up(&current, format!("it stalled after {} bytes", hasher.len()));
+                    match others.iter().find(|e| !served.contains(e)) {
+                        Some(next) => {
+                            moved = Some(next.clone());
+                            break false;
+                        }
+                        None => return Err(e.into()),
+                    }
+                }
                 Err(e) if drops + 1 >= policy.attempts => return Err(e.into()),
                 Err(_) => break true,
             }

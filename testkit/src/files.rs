@@ -1,8 +1,9 @@
 //! A loopback file server, the stand-in for `dl.k8s.io`, `github.com` releases and
 //! their mirrors: it serves bytes the test puts at a path, with `Range`, `ETag`
 //! (the sha256) and `Content-Length`, and can be told to misbehave the way real
-//! servers do: drop the connection part-way through a body, or serve other bytes
-//! than upstream (a stale or altered mirror). It records every request it gets.
+//! servers do: drop the connection part-way through a body, stall in the middle of
+//! one, or serve other bytes than upstream (a stale or altered mirror). It records
+//! every request it gets.
 
 use std::collections::HashMap;
 use std::io::{self, BufRead, BufReader, Write};
@@ -20,6 +21,9 @@ pub enum Fault {
     /// Send the headers of the whole answer, then this many body bytes, then close
     /// the connection; once, then serve normally.
     DropAfter(u64),
+    /// Send the headers of the answer, then this many body bytes, then nothing
+    /// more until the client leaves (a mirror that stalls); every time.
+    StallAfter(u64),
     /// Serve these bytes instead of the real ones, every time.
     Serve(Vec<u8>),
 }
@@ -192,6 +196,25 @@ fn serve(state: &State, stream: TcpStream) -> io::Result<()> {
             out.write_all(&rest[..(n as usize).min(rest.len())])?;
             out.flush()?;
             let _ = out.shutdown(Shutdown::Both);
+        }
+        Some(Fault::StallAfter(n)) => {
+            out.write_all(&rest[..(n as usize).min(rest.len())])?;
+            out.flush()?;
+            // Keep the connection open and silent until the client hangs up.
+            out.set_read_timeout(Some(Duration::from_millis(100)))?;
+            let mut byte = [0u8; 1];
+            while !state.stopping.load(Ordering::SeqCst) {
+                match io::Read::read(&mut out, &mut byte) {
+                    Ok(0) => break,
+                    Ok(_) => {}
+                    Err(e)
+                        if matches!(
+                            e.kind(),
+                            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                        ) => {}
+                    Err(_) => break,
+                }
+            }
         }
         _ => out.write_all(rest)?,
     }
