@@ -98,6 +98,20 @@ fn lock(w: &World) -> common::Run {
     w.s.bundler(&common::LOCK)
 }
 
+/// Runs the bundler, which must succeed in under `secs` seconds (`what` says when).
+fn bundler_within(s: &Session, args: &[&str], secs: u64, what: &str) -> common::Run {
+    let t = std::time::Instant::now();
+    let run = s.bundler(args).success();
+    let took = t.elapsed();
+    eprintln!("{what}: {took:?}");
+    assert!(
+        took < std::time::Duration::from_secs(secs),
+        "{what}: {took:?}\n{}",
+        run.stderr
+    );
+    run
+}
+
 fn curl(args: &[&str]) -> Vec<u8> {
     let out = Command::new("curl")
         .args(["-sSf"])
@@ -613,15 +627,8 @@ fn lock_and_pull_leave_a_mirror_far_slower_than_the_next_mid_file() {
         ("lock", &common::LOCK[..]),
         ("pull", &common::LOCKED_PULL[..]),
     ] {
-        let t = std::time::Instant::now();
-        let run = s.bundler(&[args, &["--verbose"]].concat()).success();
-        let took = t.elapsed();
-        eprintln!("{name} through a 1 MiB/s mirror with a fast next one: {took:?}");
-        assert!(
-            took < std::time::Duration::from_secs(6),
-            "{name}: {took:?}\n{}",
-            run.stderr
-        );
+        let what = format!("{name} through a 1 MiB/s mirror with a fast next one");
+        let run = bundler_within(&s, &[args, &["--verbose"]].concat(), 6, &what);
         assert!(
             run.stderr
                 .contains(&format!("decision: {}: moving ", slow.url())),
@@ -669,18 +676,10 @@ fn lock_leaves_a_mirror_that_stalls_mid_file_for_the_next_where_it_stopped() {
         ("lock", &[][..]),
         ("lock --store", &["--store", "store"][..]),
     ] {
-        let t = std::time::Instant::now();
-        let run = s
-            .bundler(&[&common::LOCK[..], &["--stall-timeout", "1"], extra].concat())
-            .success();
-        let took = t.elapsed();
-        eprintln!("{name} with a first mirror that stalls: {took:?}");
         // One stall timeout for the files under way when it stalled; 2 s of slack.
-        assert!(
-            took < std::time::Duration::from_secs(3),
-            "{name}: {took:?}\n{}",
-            run.stderr
-        );
+        let args = [&common::LOCK[..], &["--stall-timeout", "1"], extra].concat();
+        let what = format!("{name} with a first mirror that stalls");
+        let run = bundler_within(s, &args, 3, &what);
         assert!(
             run.stderr.contains(&format!(
                 "note: {} was skipped (it stalled after",
