@@ -363,7 +363,14 @@ fn a_mirror_serving_another_file_is_skipped_for_the_next() {
         ),
     );
     let run = lock(&w).success();
-    assert!(run.stderr.contains("trying the next"), "{}", run.stderr);
+    // The first mirror is named, with what it served, and the next one used.
+    let wrong = format!(
+        "{}{AMD} failed: served sha256:{}, not the pinned sha256:{}",
+        bad.url(),
+        sha(&bytes(7, 1000)),
+        sha(&w.amd)
+    );
+    assert!(run.stderr.contains(&wrong), "{}", run.stderr);
     assert!(w.s.read("spec.lock").contains(&sha(&w.amd)));
     w.s.bundler(&common::LOCKED_PULL).success();
     let blob = w.s.path(&format!("store/blobs/sha256/{}", sha(&w.amd)));
@@ -654,7 +661,8 @@ fn lock_and_pull_leave_a_mirror_far_slower_than_the_next_mid_file() {
 fn lock_leaves_a_mirror_that_stalls_mid_file_for_the_next_where_it_stopped() {
     let w = world();
     let s = &w.s;
-    // The first mirror sends 256 KiB of each kubelet, then nothing.
+    // The first mirror sends 256 KiB of each kubelet, and 10 bytes of the YAML,
+    // then nothing.
     let stalling = FileServer::start();
     for (path, bytes) in [(AMD, &w.amd), (ARM, &w.arm), (YAML, &w.yaml)] {
         stalling.put(path, bytes.clone());
@@ -662,6 +670,7 @@ fn lock_leaves_a_mirror_that_stalls_mid_file_for_the_next_where_it_stopped() {
     for path in [AMD, ARM] {
         stalling.fault(path, Fault::StallAfter(256 << 10));
     }
+    stalling.fault(YAML, Fault::StallAfter(10));
     s.write(
         "mirrors.toml",
         &format!(
@@ -688,19 +697,27 @@ fn lock_leaves_a_mirror_that_stalls_mid_file_for_the_next_where_it_stopped() {
             "{name}: {}",
             run.stderr
         );
-        assert!(s.read("spec.lock").contains(&sha(&w.amd)));
+        let locked = s.read("spec.lock");
+        for bytes in [&w.amd, &w.arm, &w.yaml] {
+            assert!(locked.contains(&sha(bytes)), "{name}: {locked}");
+        }
     }
-    // In each run, the rest of each kubelet came from the next mirror, and only that.
-    for path in [AMD, ARM] {
-        let asked: Vec<String> = w
-            .files
+    // In each run, the rest of each kubelet came from the next mirror, and only
+    // that. The YAML has no pin to check bytes from two mirrors against: all of it
+    // came from the next one.
+    let asked = |path: &str| -> Vec<String> {
+        w.files
             .requests()
             .into_iter()
             .filter(|r| r.starts_with(&format!("GET {path}")))
-            .collect();
+            .collect()
+    };
+    for path in [AMD, ARM] {
         let rest = format!("GET {path} range=bytes={}-", 256 << 10);
-        assert_eq!(asked, [rest.clone(), rest], "{path}");
+        assert_eq!(asked(path), [rest.clone(), rest], "{path}");
     }
+    let whole = format!("GET {YAML}");
+    assert_eq!(asked(YAML), [whole.clone(), whole]);
     let blob = s.path(&format!("store/blobs/sha256/{}", sha(&w.amd)));
     assert_eq!(std::fs::read(blob).unwrap(), w.amd);
 }

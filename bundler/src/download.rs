@@ -4,6 +4,9 @@
 //! move to the next endpoint after a stall or when this one serves far slower than
 //! another; the blob becomes visible only once its digest checks. The size may be
 //! unknown (a file `lock` pins by its sha256 alone): then the answers say it.
+//! [`hash`] reads a file the same way and keeps nothing, for `lock`; without a
+//! digest to check (a file the spec does not pin) its bytes must all come from one
+//! endpoint.
 
 use std::io::{Read as _, Seek as _, SeekFrom, Write as _};
 use std::path::PathBuf;
@@ -66,6 +69,8 @@ enum BlobError {
     Fetch(#[from] FetchError),
     #[error("served {actual} for blob {expected}")]
     WrongDigest { expected: Digest, actual: Digest },
+    #[error("served {actual}, not the pinned {expected}")]
+    WrongFile { expected: Digest, actual: Digest },
     #[error("served more than the {size} bytes the manifest gives for blob {digest}")]
     TooLong { digest: Digest, size: u64 },
     #[error("connection dropped {ATTEMPTS} times: {0}")]
@@ -88,7 +93,8 @@ enum Received {
 
 /// The blob's partial file, what of it is hashed, and where its bytes came from.
 struct Partial {
-    out: std::io::BufWriter<std::fs::File>,
+    /// `None` when the bytes are only hashed.
+    out: Option<std::io::BufWriter<std::fs::File>>,
     hasher: Hasher,
     path: PathBuf,
     what: String,
@@ -98,9 +104,30 @@ struct Partial {
     /// digest may be another's fault.
     mixed: bool,
     fetched: u64,
+    /// The endpoints that served what is hashed, in turn.
+    served: Vec<String>,
 }
 
 impl Partial {
+    /// Nothing yet; the bytes go to `out`, if any.
+    fn new(out: Option<std::fs::File>, path: PathBuf, what: &str, size: Option<u64>) -> Partial {
+        // Chunks are written on the worker itself: each `write_all` only copies into
+        // this 1 MiB buffer, and the write(2) of a full buffer hands the page cache at
+        // most 1 MiB, well under a millisecond; a trip to the blocking pool per chunk
+        // would cost more. What can wait on the disk (fsync, rename) runs on the
+        // blocking pool.
+        Partial {
+            out: out.map(|file| std::io::BufWriter::with_capacity(1 << 20, file)),
+            hasher: Hasher::new(),
+            path,
+            what: what.to_string(),
+            size,
+            mixed: false,
+            fetched: 0,
+            served: Vec::new(),
+        }
+    }
+
     fn io(&self, error: std::io::Error) -> BlobError {
         BlobError::Io {
             path: self.path.clone(),
@@ -109,19 +136,31 @@ impl Partial {
     }
 
     fn flush(&mut self) -> Result<(), BlobError> {
-        self.out.flush().map_err(|e| self.io(e))
+        let flushed = self.out.as_mut().map_or(Ok(()), |out| out.flush());
+        flushed.map_err(|e| self.io(e))
+    }
+
+    fn write(&mut self, chunk: &[u8]) -> Result<(), BlobError> {
+        let written = self.out.as_mut().map_or(Ok(()), |out| out.write_all(chunk));
+        written.map_err(|e| self.io(e))?;
+        self.hasher.update(chunk);
+        Ok(())
     }
 
     /// Drops every byte kept so far.
     fn truncate(&mut self, report: &Report) -> Result<(), BlobError> {
         self.flush()?;
-        let file = self.out.get_mut();
-        file.set_len(0)
-            .and_then(|()| file.seek(SeekFrom::Start(0)).map(drop))
-            .map_err(|e| self.io(e))?;
+        if let Some(out) = self.out.as_mut() {
+            let file = out.get_mut();
+            let emptied = file
+                .set_len(0)
+                .and_then(|()| file.seek(SeekFrom::Start(0)).map(drop));
+            emptied.map_err(|e| self.io(e))?;
+        }
         report.sub(self.hasher.len());
         self.hasher = Hasher::new();
         self.mixed = false;
+        self.served.clear();
         Ok(())
     }
 }
@@ -148,23 +187,21 @@ pub(crate) async fn download(
     .await
     .map_err(io)?;
     report.add(hasher.len());
-    // Chunks are written on the worker itself: each `write_all` only copies into this
-    // 1 MiB buffer, and the write(2) of a full buffer hands the page cache at most
-    // 1 MiB, well under a millisecond; a trip to the blocking pool per chunk would
-    // cost more. What can wait on the disk (fsync, rename) runs on the blocking pool.
-    let mut partial = Partial {
-        out: std::io::BufWriter::with_capacity(1 << 20, file),
-        mixed: !hasher.is_empty(),
-        hasher,
-        path: path.clone(),
-        what: job.what.clone(),
-        size,
-        fetched: 0,
-    };
-    let result = fetch(client, job, &mut partial, report).await;
+    let mut partial = Partial::new(Some(file), path.clone(), &job.what, size);
+    partial.mixed = !hasher.is_empty();
+    partial.hasher = hasher;
+    let result = fetch(
+        client,
+        Some(&job.digest),
+        &job.endpoints,
+        &mut partial,
+        report,
+    )
+    .await;
     let Partial {
         out, hasher, path, ..
     } = partial;
+    let out = out.expect("made with a file");
     let written = out.into_inner().map_err(|e| io(e.into_error()));
     let file = match result.and(written) {
         Ok(file) => file,
@@ -192,30 +229,61 @@ pub(crate) async fn download(
     }
 }
 
-/// Fills `partial` with the blob's bytes, hashing to its digest, from the job's
-/// endpoints; the error names what each endpoint did.
+/// What [`hash`] found.
+pub(crate) struct Hashed {
+    pub digest: Digest,
+    pub size: u64,
+    /// The endpoints that served it, in turn.
+    pub served: Vec<String>,
+}
+
+/// Reads a file from `endpoints` as [`download`] does, keeping nothing: its digest,
+/// size and who served it. With `want`, an endpoint serving other bytes is passed
+/// over for the next; without, the first whole answer is taken.
+pub(crate) async fn hash(
+    client: &Client,
+    want: Option<&Digest>,
+    what: &str,
+    endpoints: &[Source],
+    report: &Report,
+) -> Result<Hashed, String> {
+    let mut partial = Partial::new(None, PathBuf::new(), what, None);
+    let (digest, size) = fetch(client, want, endpoints, &mut partial, report).await?;
+    Ok(Hashed {
+        digest,
+        size,
+        served: partial.served,
+    })
+}
+
+/// Fills `partial` from `endpoints` with bytes hashing to `want` (any bytes, if
+/// `None`, as long as one endpoint served them all); returns their digest and
+/// size. The error names what each endpoint did.
 async fn fetch(
     client: &Client,
-    job: &BlobJob,
+    want: Option<&Digest>,
+    endpoints: &[Source],
     partial: &mut Partial,
     report: &Report,
-) -> Result<(), String> {
+) -> Result<(Digest, u64), String> {
     // Endpoints left lately for being slow go last.
-    let (mut candidates, demoted): (Vec<&Source>, Vec<&Source>) = job
-        .endpoints
-        .iter()
-        .partition(|s| !client.demote(s.endpoint()));
+    let (mut candidates, demoted): (Vec<&Source>, Vec<&Source>) =
+        endpoints.iter().partition(|s| !client.demote(s.endpoint()));
     candidates.extend(demoted);
+    let what = partial.what.clone();
     let mut failures = Vec::new();
     let mut fail = |source: &Source, e: &dyn std::fmt::Display| {
-        report.warn(&format!("{} from {source} failed: {e}", job.what));
+        report.warn(&format!("{what} from {source} failed: {e}"));
         failures.push(format!("{source}: {e}"));
     };
     let mut started_over = false;
     // What an earlier run left may be the whole blob already.
-    let mut complete = match partial.size {
-        Some(size) => partial.hasher.len() == size,
-        None => !partial.hasher.is_empty() && partial.hasher.clone().finish() == job.digest,
+    let mut complete = match (partial.size, want) {
+        (Some(size), _) => partial.hasher.len() == size,
+        (None, Some(want)) => {
+            !partial.hasher.is_empty() && partial.hasher.clone().finish() == *want
+        }
+        (None, None) => false,
     };
     loop {
         if complete {
@@ -223,9 +291,9 @@ async fn fetch(
             partial.flush().map_err(|e| e.to_string())?;
             let received = partial.hasher.len();
             let actual = std::mem::take(&mut partial.hasher).finish();
-            if actual == job.digest {
-                return Ok(());
-            }
+            let Some(want) = want.filter(|w| **w != actual) else {
+                return Ok((actual, received));
+            };
             report.sub(received);
             let mixed = partial.mixed;
             partial.truncate(report).map_err(|e| e.to_string())?;
@@ -236,9 +304,10 @@ async fn fetch(
                 continue;
             }
             // The endpoint in front served the whole blob: its fault.
-            let e = BlobError::WrongDigest {
-                expected: job.digest.clone(),
-                actual,
+            let expected = want.clone();
+            let e = match candidates[0] {
+                Source::Blob(_) => BlobError::WrongDigest { expected, actual },
+                Source::File(_) => BlobError::WrongFile { expected, actual },
             };
             fail(candidates[0], &e);
             candidates.remove(0);
@@ -246,12 +315,16 @@ async fn fetch(
         if candidates.is_empty() {
             return Err(failures.join("; "));
         }
+        if want.is_none() {
+            // Nothing can tell bytes from two endpoints apart: one serves them all.
+            partial.truncate(report).map_err(|e| e.to_string())?;
+        }
         let offset = partial.hasher.len();
         let raced = client
             .first_ok(
                 &candidates,
                 |s| s.endpoint(),
-                |s| open(client, s, &job.digest, offset),
+                |s| open(client, s, want, offset),
             )
             .await;
         for (i, e) in &raced.errors {
@@ -271,7 +344,7 @@ async fn fetch(
         if offset > 0 {
             partial.mixed = true;
         }
-        match receive(client, &candidates, &job.digest, partial, response, report).await {
+        match receive(client, &candidates, want, partial, response, report).await {
             Ok(Received::Complete) => complete = true,
             Ok(Received::MovedTo(j)) => {
                 let next = candidates.remove(j);
@@ -289,32 +362,38 @@ async fn fetch(
     }
 }
 
-/// Asks `source` for blob `digest` from byte `offset`.
+/// Asks `source` for the blob `digest` (a file needs none) from byte `offset`.
 async fn open(
     client: &Client,
     source: &Source,
-    digest: &Digest,
+    digest: Option<&Digest>,
     offset: u64,
 ) -> Result<Response, FetchError> {
-    match source {
-        Source::Blob(endpoint) => client.blob(endpoint, digest, offset).await,
-        Source::File(endpoint) => client.file(endpoint, offset).await,
+    match (source, digest) {
+        (Source::File(endpoint), _) => client.file(endpoint, offset).await,
+        (Source::Blob(endpoint), Some(digest)) => client.blob(endpoint, digest, offset).await,
+        (Source::Blob(endpoint), None) => Err(FetchError::Protocol {
+            what: endpoint.to_string(),
+            reason: "a blob is asked for by its digest".into(),
+        }),
     }
 }
 
 /// Streams `response` (from `candidates[0]`) into `partial`, asking the same
 /// endpoint again from where it stopped when the connection drops. Leaves the
-/// endpoint for another candidate when it serves far slower than that one does.
+/// endpoint for another candidate when it serves far slower than that one does,
+/// if there is a `digest` to check the bytes of two endpoints against.
 async fn receive(
     client: &Client,
     candidates: &[&Source],
-    digest: &Digest,
+    digest: Option<&Digest>,
     partial: &mut Partial,
     mut response: Response,
     report: &Report,
 ) -> Result<Received, BlobError> {
     let source = candidates[0];
     let endpoint = source.endpoint();
+    let may_move = digest.is_some();
     let mut drops = 0;
     loop {
         let offset = partial.hasher.len();
@@ -328,6 +407,9 @@ async fn receive(
             // The server ignored the Range: start over.
             partial.truncate(report)?;
         }
+        if partial.served.last() != Some(&source.to_string()) {
+            partial.served.push(source.to_string());
+        }
         // Without a size from the job, this answer's length says where the end is.
         let total = partial.size.or_else(|| {
             let length = response.content_length()?;
@@ -339,7 +421,7 @@ async fn receive(
         let ended_short = loop {
             match response.chunk().await {
                 Ok(Some(chunk)) => {
-                    if let Some(size) = partial.size {
+                    if let (Some(size), Some(digest)) = (partial.size, digest) {
                         if partial.hasher.len() + chunk.len() as u64 > size {
                             return Err(BlobError::TooLong {
                                 digest: digest.clone(),
@@ -347,11 +429,10 @@ async fn receive(
                             });
                         }
                     }
-                    partial.out.write_all(&chunk).map_err(|e| partial.io(e))?;
-                    partial.hasher.update(&chunk);
+                    partial.write(&chunk)?;
                     partial.fetched += chunk.len() as u64;
                     report.add(chunk.len() as u64);
-                    if checked.elapsed() >= Duration::from_secs(1) {
+                    if may_move && checked.elapsed() >= Duration::from_secs(1) {
                         checked = Instant::now();
                         let here = partial.hasher.len() - begun_at;
                         let left = total.map(|t| t.saturating_sub(partial.hasher.len()));

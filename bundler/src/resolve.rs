@@ -3,8 +3,7 @@
 //! the sha256 of what its endpoints serve (kept in the store, when there is one, so
 //! a pull does not fetch it again).
 
-use std::time::Instant;
-
+use crate::download::{self, BlobJob, Source};
 use crate::mirrors::{Endpoint, MirrorRules};
 
 use anyhow::{anyhow, bail};
@@ -324,96 +323,11 @@ pub async fn resolve(
     })
 }
 
-/// Reads a file from `endpoint`, whose first response is `response`, hashing it
-/// (nothing is kept): its digest and size, and the endpoints that served it. A
-/// connection dropped mid-body resumes with `Range` where it stopped; so does a
-/// move to one of `others` when `endpoint` stalls or serves far slower (see
-/// [`Client::faster`]).
-async fn hash_file(
-    client: &Client,
-    endpoint: &Endpoint,
-    others: &[Endpoint],
-    mut response: reqwest::Response,
-    what: &str,
-) -> Result<(Digest, u64, Vec<Endpoint>), FetchError> {
-    let policy = ferry_client::RetryPolicy::RESUME;
-    let mut hasher = ferry::digest::Hasher::new();
-    let mut drops = 0;
-    let mut served = vec![endpoint.clone()];
-    loop {
-        let current = served.last().expect("one at least").clone();
-        let offset = hasher.len();
-        let resumed = response.status() == reqwest::StatusCode::PARTIAL_CONTENT;
-        if offset > 0 && !resumed {
-            // The server ignored the Range: start over.
-            hasher = ferry::digest::Hasher::new();
-            served = vec![current.clone()];
-        }
-        let begun_at = hasher.len();
-        let expected = response.content_length().map(|n| n + begun_at);
-        let (started, mut checked) = (Instant::now(), Instant::now());
-        let mut moved = None;
-        let cut = loop {
-            match response.chunk().await {
-                Ok(Some(chunk)) => {
-                    hasher.update(&chunk);
-                    if let (Some(total), true) = (expected, checked.elapsed() >= SECOND) {
-                        checked = Instant::now();
-                        let rest: Vec<&Endpoint> =
-                            others.iter().filter(|e| !served.contains(e)).collect();
-                        let here = hasher.len() - begun_at;
-                        let left = total.saturating_sub(hasher.len());
-                        let took = started.elapsed();
-                        if let Some(j) = client.faster(&current, &rest, here, took, left, what) {
-                            moved = Some(rest[j].clone());
-                            break false;
-                        }
-                    }
-                }
-                Ok(None) => break expected.is_some_and(|n| hasher.len() < n),
-                Err(e) if e.is_timeout() => {
-                    // It stalled: the next endpoint goes on from here, and the
-                    // other tasks leave this one alone for a while.
-                    client.give_up(&current, format!("it stalled after {} bytes", hasher.len()));
-                    match others.iter().find(|e| !served.contains(e)) {
-                        Some(next) => {
-                            moved = Some(next.clone());
-                            break false;
-                        }
-                        None => return Err(e.into()),
-                    }
-                }
-                Err(e) if drops + 1 >= policy.attempts => return Err(e.into()),
-                Err(_) => break true,
-            }
-        };
-        if let Some(next) = moved {
-            response = client.file(&next, hasher.len()).await?;
-            served.push(next);
-            continue;
-        }
-        if !cut {
-            let len = hasher.len();
-            return Ok((hasher.finish(), len, served));
-        }
-        drops += 1;
-        if drops >= policy.attempts {
-            return Err(FetchError::Status {
-                status: reqwest::StatusCode::BAD_GATEWAY,
-                code: Some(format!("the body was cut short {drops} times")),
-                message: None,
-            });
-        }
-        tokio::time::sleep(policy.delay(drops)).await;
-        response = client.file(&current, hasher.len()).await?;
-    }
-}
-
 /// Downloads the file pinned to `pin` into `store`, unless it is there; its size.
 async fn keep_file(
     client: &Client,
     store: &Store,
-    endpoints: Vec<Endpoint>,
+    endpoints: Vec<Source>,
     pin: &Digest,
     what: &str,
     report: &Report,
@@ -423,24 +337,19 @@ async fn keep_file(
         report.info(&format!("locked {what} -> {pin} (in the store already)"));
         return Ok(size);
     }
-    let job = crate::download::BlobJob {
+    let job = BlobJob {
         digest: pin.clone(),
         size: None,
         what: what.to_string(),
-        endpoints: endpoints
-            .into_iter()
-            .map(crate::download::Source::File)
-            .collect(),
+        endpoints,
     };
-    if let Err(e) = crate::download::download(client, store, &job, report).await {
+    if let Err(e) = download::download(client, store, &job, report).await {
         bail!("{what}: no endpoint served the pinned sha256 {pin} ({e})");
     }
     let size = kept(store).map_err(|e| anyhow!("{}: {e}", store.blob_path(pin).display()))?;
     report.info(&format!("locked {what} -> {pin}, kept in the store"));
     Ok(size)
 }
-
-const SECOND: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Pins one file on one platform: downloads it from the first endpoint that serves
 /// it and checks it against the spec's pin (an endpoint serving other bytes is
@@ -461,84 +370,38 @@ pub async fn resolve_file(
         None => format!("file {} {}", file.name, file.version),
     };
     let pin = file.pin(platform.as_ref());
-    let mut endpoints = rules.file_endpoints(&url);
+    let endpoints = rules.file_endpoints(&url);
     for endpoint in &endpoints {
         if let Some(note) = client.insecure_note(endpoint) {
             report.info(&note);
         }
     }
+    let sources: Vec<Source> = endpoints.into_iter().map(Source::File).collect();
+    let locked = |sha256: Digest, size: u64| LockedFile {
+        name: file.name.clone(),
+        version: file.version.clone(),
+        platform,
+        url: url.clone(),
+        sha256,
+        size,
+    };
     if let (Some(store), Some(pin)) = (store, pin) {
-        let size = keep_file(client, store, endpoints, pin, &what, report).await?;
-        return Ok(LockedFile {
-            name: file.name.clone(),
-            version: file.version.clone(),
-            platform,
-            url,
-            sha256: pin.clone(),
-            size,
-        });
+        let size = keep_file(client, store, sources, pin, &what, report).await?;
+        return Ok(locked(pin.clone(), size));
     }
-    let mut failures = Vec::new();
-    while !endpoints.is_empty() {
-        let raced = client
-            .first_ok(&endpoints, |e| e, |e| client.file(e, 0))
-            .await;
-        let mut done: Vec<usize> = raced.errors.iter().map(|(i, _)| *i).collect();
-        for (i, e) in raced.errors {
-            report.warn(&format!("{what}: {} failed: {e}", endpoints[i]));
-            failures.push(format!("{}: {e}", endpoints[i]));
-        }
-        let Some((i, response)) = raced.won else {
-            break;
-        };
-        let endpoint = endpoints[i].clone();
-        // Whatever this one serves, the next round asks only those not asked yet.
-        done.push(i);
-        done.sort_unstable_by(|a, b| b.cmp(a));
-        for j in done {
-            endpoints.remove(j);
-        }
-        match hash_file(client, &endpoint, &endpoints, response, &what).await {
-            Ok((actual, size, served)) => {
-                let endpoint = served
-                    .iter()
-                    .map(ToString::to_string)
-                    .collect::<Vec<_>>()
-                    .join(" then ");
-                if let Some(expected) = pin {
-                    if &actual != expected {
-                        report.warn(&format!(
-                            "{what}: {endpoint} serves sha256 {actual}, the spec pins {expected}; trying the next"
-                        ));
-                        failures.push(format!("{endpoint} served sha256 {actual}"));
-                        continue;
-                    }
-                } else {
-                    report.warn(&format!(
-                        "{what} has no sha256 in the spec: pinned to {actual}, as {endpoint} served it; copy upstream's pin into the spec"
-                    ));
-                }
-                report.info(&format!("locked {what} -> {actual}"));
-                return Ok(LockedFile {
-                    name: file.name.clone(),
-                    version: file.version.clone(),
-                    platform,
-                    url,
-                    sha256: actual,
-                    size,
-                });
-            }
-            Err(e) => {
-                report.warn(&format!("{what}: {endpoint} failed: {e}"));
-                failures.push(format!("{endpoint}: {e}"));
-            }
-        }
+    let hashed = match download::hash(client, pin, &what, &sources, report).await {
+        Ok(hashed) => hashed,
+        Err(e) => match pin {
+            Some(pin) => bail!("{what}: no endpoint served the pinned sha256 {pin} ({e})"),
+            None => bail!("{what}: every endpoint failed ({e})"),
+        },
+    };
+    let (actual, served) = (hashed.digest, hashed.served.join(" then "));
+    if pin.is_none() {
+        report.warn(&format!(
+            "{what} has no sha256 in the spec: pinned to {actual}, as {served} served it; copy upstream's pin into the spec"
+        ));
     }
-    match pin {
-        Some(expected) => bail!(
-            "{what}: no endpoint served the pinned sha256 {expected} ({})",
-            failures.join("; ")
-        ),
-        None => bail!("{what}: every endpoint failed ({})", failures.join("; ")),
-    }
+    report.info(&format!("locked {what} -> {actual}"));
+    Ok(locked(actual, hashed.size))
 }
