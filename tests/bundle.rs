@@ -674,20 +674,21 @@ fn split_bundles_find_their_parts_and_name_the_missing_one() {
     assert_eq!(index_names(&s.path("site")).len(), 3);
 }
 
-/// A tmpfs of `size` mounted at `dir`, unmounted on drop.
-struct Tmpfs(std::path::PathBuf);
+/// A filesystem mounted at `dir`, unmounted on drop.
+struct Mounted(std::path::PathBuf);
 
-impl Tmpfs {
-    fn mount(dir: std::path::PathBuf, size: &str) -> Tmpfs {
+impl Mounted {
+    /// `mount -t FSTYPE -o OPTIONS FSTYPE DIR` (needs root).
+    fn new(dir: std::path::PathBuf, fstype: &str, options: &str) -> Mounted {
         std::fs::create_dir_all(&dir).unwrap();
         let ok = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .args(["-t", fstype, "-o", options, fstype])
             .arg(&dir)
             .status()
             .unwrap()
             .success();
-        assert!(ok, "mounting a tmpfs (needs root)");
-        Tmpfs(dir)
+        assert!(ok, "mounting a {fstype} (needs root)");
+        Mounted(dir)
     }
 
     fn grow(&self, size: &str) {
@@ -701,7 +702,7 @@ impl Tmpfs {
     }
 }
 
-impl Drop for Tmpfs {
+impl Drop for Mounted {
     fn drop(&mut self) {
         let _ = std::process::Command::new("umount").arg(&self.0).status();
     }
@@ -711,7 +712,7 @@ impl Drop for Tmpfs {
 fn an_unpack_the_disk_cannot_hold_is_a_local_failure_said_up_front_not_a_bad_bundle() {
     let s = Session::new();
     let (bundle, key) = common::cluster::bundle();
-    let small = Tmpfs::mount(s.path("small"), "32m");
+    let small = Mounted::new(s.path("small"), "tmpfs", "size=32m");
     let run = s
         .installer(&[
             "unpack",
@@ -751,6 +752,41 @@ fn an_unpack_the_disk_cannot_hold_is_a_local_failure_said_up_front_not_a_bad_bun
         "small/store",
     ])
     .success();
+}
+
+#[test]
+fn a_filesystem_that_refuses_direct_writes_gets_ordinary_ones_and_the_same_bytes() {
+    let reg = Registry::start();
+    seed(&reg, 3, 300_000);
+    let s = prepare(&reg, &[0, 1, 2], "k8s");
+    build(&s, "k8s", "a.tar.zst", &[]);
+    unpack(&s, "a.tar.zst", "site").success();
+    // ramfs refuses O_DIRECT when a file is opened (dd says so), so bundles and
+    // blobs written there take the ordinary path.
+    let _ram = Mounted::new(s.path("ram"), "ramfs", "mode=0755");
+    let probe = Command::new("dd")
+        .args(["if=/dev/zero", "bs=4096", "count=1", "oflag=direct"])
+        .arg(format!("of={}", s.path("ram/probe").display()))
+        .output()
+        .unwrap();
+    assert!(
+        !probe.status.success()
+            && String::from_utf8_lossy(&probe.stderr).contains("Invalid argument"),
+        "ramfs took a direct write: {}",
+        String::from_utf8_lossy(&probe.stderr)
+    );
+    build(&s, "k8s", "ram/b.tar.zst", &[]);
+    assert_eq!(
+        sha256_file(&s.path("a.tar.zst")),
+        sha256_file(&s.path("ram/b.tar.zst"))
+    );
+    assert_eq!(s.read("a.tar.zst.minisig"), s.read("ram/b.tar.zst.minisig"));
+    unpack(&s, "ram/b.tar.zst", "ram/site").success();
+    assert_eq!(
+        snapshot(&s.path("ram/site/blobs")),
+        snapshot(&s.path("site/blobs"))
+    );
+    assert!(!snapshot(&s.path("site/blobs")).is_empty());
 }
 
 #[test]

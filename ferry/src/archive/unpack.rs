@@ -97,10 +97,14 @@ fn copy(from: &mut impl Read, out: &mut dyn Write, buf: &mut [u8]) -> Result<(),
     }
 }
 
-/// The bytes free for an unprivileged writer on the filesystem holding `dir`.
-fn free_bytes(dir: &std::path::Path) -> io::Result<u64> {
+/// The bytes free for an unprivileged writer on the filesystem holding `dir`;
+/// `None` for one that has no size to say (ramfs reports 0 blocks in all).
+fn free_bytes(dir: &std::path::Path) -> io::Result<Option<u64>> {
     let st = rustix::fs::statvfs(dir)?;
-    Ok(st.f_bavail.saturating_mul(st.f_frsize))
+    if st.f_blocks == 0 {
+        return Ok(None);
+    }
+    Ok(Some(st.f_bavail.saturating_mul(st.f_frsize)))
 }
 
 /// Checks a bundle without writing anything. `progress` hears of "verifying" once
@@ -313,7 +317,7 @@ fn prepare(s: &Store, head: &Head) -> Result<ClaimedDir, ArchiveError> {
         .map(|e| e.size)
         .sum();
     let free = free_bytes(s.root()).map_err(ArchiveError::io(s.root()))?;
-    if need > free {
+    if let Some(free) = free.filter(|free| need > *free) {
         return Err(ArchiveError::NoSpace {
             store: s.root().to_path_buf(),
             need,
