@@ -114,7 +114,7 @@ Examples:
   ferry-bundler inspect k8s.tar.zst
   ferry-bundler inspect k8s.tar.zst --key release.pub --json")]
     Inspect(ferry_cli::inspect::InspectArgs),
-    /// Pin every image of a spec to its digests (top-level and per platform).
+    /// Pin every image (top-level and per platform) and file of a spec to its digests.
     #[command(after_help = "\
 Examples:
   ferry-bundler lock manifests/kubernetes-1.31.toml             # writes manifests/kubernetes-1.31.lock
