@@ -8,7 +8,7 @@
 //! digest to check (a file the spec does not pin) its bytes must all come from one
 //! endpoint.
 
-use std::io::{Read as _, Seek as _, SeekFrom, Write as _};
+use std::io::{Seek as _, SeekFrom, Write as _};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -544,14 +544,10 @@ fn resume_point(file: &mut std::fs::File, size: Option<u64>) -> std::io::Result<
             file.set_len(0)?;
         }
     }
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = file.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-    }
+    std::io::copy(
+        &mut std::io::BufReader::with_capacity(1 << 20, &mut *file),
+        &mut hasher,
+    )?;
     file.seek(SeekFrom::Start(hasher.len()))?;
     Ok(hasher)
 }
