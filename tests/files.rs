@@ -78,13 +78,7 @@ platforms = []
             sha(&arm)
         ),
     );
-    s.write(
-        "mirrors.toml",
-        &format!(
-            "[[files]]\nhost = \"{HOST}\"\nmirrors = [\"{}\"]\nskip_upstream = true\n",
-            files.url()
-        ),
-    );
+    s.write("mirrors.toml", &file_mirrors(&[files.url()]));
     World {
         s,
         files,
@@ -92,6 +86,15 @@ platforms = []
         arm,
         yaml,
     }
+}
+
+/// mirrors.toml sending `dl.example.test` to `urls` only, in that order.
+fn file_mirrors(urls: &[String]) -> String {
+    let quoted: Vec<String> = urls.iter().map(|u| format!("\"{u}\"")).collect();
+    format!(
+        "[[files]]\nhost = \"{HOST}\"\nmirrors = [{}]\nskip_upstream = true\n",
+        quoted.join(", ")
+    )
 }
 
 fn lock(w: &World) -> common::Run {
@@ -354,14 +357,7 @@ fn a_mirror_serving_another_file_is_skipped_for_the_next() {
     bad.put(AMD, bytes(7, 1000));
     bad.put(ARM, w.arm.clone());
     bad.put(YAML, w.yaml.clone());
-    w.s.write(
-        "mirrors.toml",
-        &format!(
-            "[[files]]\nhost = \"{HOST}\"\nmirrors = [\"{}\", \"{}\"]\nskip_upstream = true\n",
-            bad.url(),
-            w.files.url()
-        ),
-    );
+    w.s.write("mirrors.toml", &file_mirrors(&[bad.url(), w.files.url()]));
     let run = lock(&w).success();
     // The first mirror is named, with what it served, and the next one used.
     let wrong = format!(
@@ -620,14 +616,7 @@ fn lock_and_pull_leave_a_mirror_far_slower_than_the_next_mid_file() {
             sha(&big)
         ),
     );
-    s.write(
-        "mirrors.toml",
-        &format!(
-            "[[files]]\nhost = \"{HOST}\"\nmirrors = [\"{}\", \"{}\"]\nskip_upstream = true\n",
-            slow.url(),
-            files.url()
-        ),
-    );
+    s.write("mirrors.toml", &file_mirrors(&[slow.url(), files.url()]));
     // The binaries are built by the first run of a test process: not timed.
     s.bundler(&["--version"]).success();
     for (name, args) in [
@@ -673,11 +662,7 @@ fn lock_leaves_a_mirror_that_stalls_mid_file_for_the_next_where_it_stopped() {
     stalling.fault(YAML, Fault::StallAfter(10));
     s.write(
         "mirrors.toml",
-        &format!(
-            "[[files]]\nhost = \"{HOST}\"\nmirrors = [\"{}\", \"{}\"]\nskip_upstream = true\n",
-            stalling.url(),
-            w.files.url()
-        ),
+        &file_mirrors(&[stalling.url(), w.files.url()]),
     );
     s.bundler(&["--version"]).success();
     // Hashed only (no store), then kept in a store: the two ways lock reads a file.
