@@ -11,6 +11,11 @@ use std::time::{Duration, Instant};
 /// How long an endpoint that could not be connected to is left alone.
 pub const COOL_DOWN: Duration = Duration::from_secs(60);
 
+/// Whether something that happened at `since` still keeps its endpoint aside.
+fn cooling(since: Instant) -> bool {
+    since.elapsed() < COOL_DOWN
+}
+
 /// The endpoints of a run, by base URL.
 #[derive(Default)]
 pub(crate) struct Health {
@@ -73,7 +78,7 @@ impl Health {
     pub(crate) fn skip(&self, base: &str) -> bool {
         let mut down = self.down.lock().unwrap();
         match down.get_mut(base) {
-            Some(d) if d.since.elapsed() < COOL_DOWN => {
+            Some(d) if cooling(d.since) => {
                 d.skipped += 1;
                 true
             }
@@ -90,7 +95,7 @@ impl Health {
             .lock()
             .unwrap()
             .get(base)
-            .is_some_and(|d| d.since.elapsed() < COOL_DOWN)
+            .is_some_and(|d| cooling(d.since))
     }
 
     pub(crate) fn overtaken(&self, base: &str) {
@@ -156,7 +161,7 @@ impl Health {
     pub(crate) fn demote(&self, base: &str) -> bool {
         let mut slow = self.slow.lock().unwrap();
         match slow.get_mut(base) {
-            Some(s) if s.demote && s.since.elapsed() < COOL_DOWN => {
+            Some(s) if s.demote && cooling(s.since) => {
                 s.demoted += 1;
                 true
             }
