@@ -309,7 +309,7 @@ pub async fn resolve(
         .try_collect()
         .await?;
     let charts = stream::iter(spec.charts.iter())
-        .map(|chart| crate::charts::resolve_chart(client, rules, chart, report))
+        .map(|chart| crate::charts::resolve_chart(client, rules, chart, store, report))
         .buffered(jobs)
         .try_collect()
         .await?;
@@ -344,11 +344,16 @@ async fn keep_file(
         endpoints,
     };
     if let Err(e) = download::download(client, store, &job, report).await {
-        bail!("{what}: no endpoint served the pinned sha256 {pin} ({e})");
+        return Err(unserved(what, pin, e));
     }
     let size = kept(store).map_err(|e| anyhow!("{}: {e}", store.blob_path(pin).display()))?;
     report.info(&format!("locked {what} -> {pin}, kept in the store"));
     Ok(size)
+}
+
+/// No endpoint gave the bytes `pin` names.
+fn unserved(what: &str, pin: &Digest, e: impl std::fmt::Display) -> anyhow::Error {
+    anyhow!("{what}: no endpoint served the pinned sha256 {pin} ({e})")
 }
 
 /// Pins one file on one platform: downloads it from the first endpoint that serves
@@ -392,7 +397,7 @@ pub async fn resolve_file(
     let hashed = match download::hash(client, pin, &what, &sources, report).await {
         Ok(hashed) => hashed,
         Err(e) => match pin {
-            Some(pin) => bail!("{what}: no endpoint served the pinned sha256 {pin} ({e})"),
+            Some(pin) => return Err(unserved(&what, pin, e)),
             None => bail!("{what}: every endpoint failed ({e})"),
         },
     };
