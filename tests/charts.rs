@@ -239,6 +239,36 @@ fn a_chart_whose_tgz_does_not_match_its_index_is_refused() {
 }
 
 #[test]
+fn lock_keeps_the_chart_in_the_store_so_it_is_fetched_once() {
+    let w = world();
+    let s = &w.s;
+    let tgz = "/repo/mychart-0.1.0.tgz";
+    let mut keep = common::LOCK.to_vec();
+    keep.extend(["--store", "store"]);
+    s.bundler(&keep).success();
+    assert_eq!(w.files.count(tgz), 1, "{:?}", w.files.requests());
+    let blob = s.path(&format!("store/blobs/sha256/{}", sha(&w.tgz)));
+    assert_eq!(std::fs::read(blob).unwrap(), w.tgz);
+    // The pull makes the chart's artifact from it without asking again.
+    s.bundler(&common::LOCKED_PULL).success();
+    assert_eq!(w.files.count(tgz), 1, "{:?}", w.files.requests());
+    // The next lock reads the index again (the pin comes from there), not the .tgz,
+    // and pins the same.
+    let locked = s.read("spec.lock");
+    keep.splice(5..6, ["again.lock"]);
+    let again = s.bundler(&keep).success();
+    assert!(
+        again.stderr.contains("chart mychart 0.1.0 -> sha256:")
+            && again.stderr.contains("(in the store already)"),
+        "{}",
+        again.stderr
+    );
+    assert_eq!(w.files.count(tgz), 1, "{:?}", w.files.requests());
+    assert_eq!(w.files.count("/repo/index.yaml"), 2);
+    assert_eq!(s.read("again.lock"), locked);
+}
+
+#[test]
 fn a_chart_version_the_index_lacks_is_refused_listing_what_it_has() {
     let w = world();
     w.s.write(

@@ -10,6 +10,7 @@ use anyhow::{anyhow, bail, Context as _};
 use ferry::artifact::{self, Artifact};
 use ferry::file_spec::{ChartSource, ChartSpec};
 use ferry::lock::LockedChart;
+use ferry::store::Store;
 use ferry::Digest;
 use ferry_cli::Report;
 use serde::Serialize;
@@ -58,10 +59,14 @@ async fn fetch_checked<T>(
 
 /// Pins one chart: its entry in the repository's `index.yaml`, then its .tgz,
 /// whose sha256 must be the one the index gives.
+///
+/// With a `store`, the .tgz is kept there for the pull (and found there by the
+/// next lock): it crosses the network once.
 pub async fn resolve_chart(
     client: &Client,
     rules: &MirrorRules,
     chart: &ChartSpec,
+    store: Option<&Store>,
     report: &Report,
 ) -> anyhow::Result<LockedChart> {
     let what = format!("chart {} {}", chart.name, chart.version);
@@ -112,17 +117,34 @@ pub async fn resolve_chart(
         .map(|d| format!("sha256:{}", d.trim_start_matches("sha256:")).parse())
         .transpose()
         .map_err(|e| anyhow!("{what}: {repo}/index.yaml digest: {e}"))?;
-    let (tgz, sha256) = fetch_checked(client, rules, &url, &what, report, |b| {
-        let actual = Digest::of(&b);
-        match &pinned {
-            Some(d) if &actual != d => Err(format!("served sha256 {actual}, the index gives {d}")),
-            _ => Ok((b, actual)),
+    let kept = match (store, &pinned) {
+        (Some(store), Some(pin)) if store.has_blob(pin) => {
+            Some((store.read_blob(pin)?, pin.clone()))
         }
-    })
-    .await?;
+        _ => None,
+    };
+    let (tgz, sha256, how) = match kept {
+        Some((tgz, sha256)) => (tgz, sha256, " (in the store already)"),
+        None => {
+            let (tgz, sha256) = fetch_checked(client, rules, &url, &what, report, |b| {
+                let actual = Digest::of(&b);
+                match &pinned {
+                    Some(d) if &actual != d => {
+                        Err(format!("served sha256 {actual}, the index gives {d}"))
+                    }
+                    _ => Ok((b, actual)),
+                }
+            })
+            .await?;
+            (tgz, sha256, "")
+        }
+    };
     // Its metadata must be readable, or the site could not use it.
     metadata(&tgz, &chart.name).with_context(|| what.clone())?;
-    report.info(&format!("locked {what} -> {sha256}"));
+    if let Some(store) = store.filter(|_| how.is_empty()) {
+        store.put_blob(&sha256, &tgz)?;
+    }
+    report.info(&format!("locked {what} -> {sha256}{how}"));
     Ok(LockedChart {
         name: chart.name.clone(),
         version: chart.version.clone(),

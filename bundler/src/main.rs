@@ -119,7 +119,7 @@ Examples:
 Examples:
   ferry-bundler lock manifests/kubernetes-1.31.toml             # writes manifests/kubernetes-1.31.lock
   ferry-bundler lock spec.toml -o release.lock --cross-check   # refuse if mirrors disagree
-  ferry-bundler lock spec.toml --store ./store  # keep the pinned files it downloads for pull
+  ferry-bundler lock spec.toml --store ./store  # keep the pinned files and charts it downloads for pull
   ferry-bundler lock spec.toml --verbose        # say why each mirror is skipped, passed over or left
   ferry-bundler lock spec.toml --head-start 1   # wait longer for the first mirror before asking the next")]
     Lock {
@@ -131,8 +131,9 @@ Examples:
         /// Ask every reachable endpoint for each tag and refuse when they disagree.
         #[arg(long)]
         cross_check: bool,
-        /// Keep the files with a pin in the spec, which lock downloads to check them,
-        /// in this store: `pull` and `build` into it then do not fetch them again.
+        /// Keep the files with a pin in the spec and the charts' .tgz, which lock
+        /// downloads to check them, in this store: `pull` and `build` into it then do
+        /// not fetch them again.
         #[arg(long)]
         store: Option<PathBuf>,
         #[command(flatten)]
