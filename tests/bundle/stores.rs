@@ -1,0 +1,316 @@
+//! Bundles against the store they go into: deltas on their base, split parts, a
+//! disk too small, a filesystem without direct writes, an unpack killed midway.
+
+use super::*;
+
+#[test]
+fn a_delta_applies_only_on_top_of_its_base() {
+    let reg = Registry::start();
+    seed(&reg, 5, 200_000);
+    let s = prepare(&reg, &[0, 1], "v1");
+    build(&s, "v1", "v1.tar.zst", &[]);
+    write_spec(&s, &[0, 1, 2], "v2");
+    let run = build(&s, "v2", "v2-delta.tar.zst", &["--base", "v1.tar.zst"]);
+    assert!(run.stderr.contains("wrote"), "{}", run.stderr);
+    let full = build(&s, "v2", "v2.tar.zst", &[]);
+    drop(full);
+    let delta_size = std::fs::metadata(s.path("v2-delta.tar.zst")).unwrap().len();
+    assert!(
+        delta_size * 4 < std::fs::metadata(s.path("v2.tar.zst")).unwrap().len(),
+        "the delta is not small"
+    );
+    let v: serde_json::Value = serde_json::from_str(
+        &s.installer(&["inspect", "v2-delta.tar.zst", "--json"])
+            .success()
+            .stdout,
+    )
+    .unwrap();
+    assert!(
+        v["base"]
+            .as_str()
+            .unwrap()
+            .starts_with("test 1.0.0 (sha256:"),
+        "{v}"
+    );
+
+    // On an empty store, or one holding another bundle: refused, and said why.
+    let run = unpack(&s, "v2-delta.tar.zst", "empty").refused();
+    assert!(run.error_line().contains("does not hold"), "{}", run.stderr);
+    write_spec(&s, &[0], "wrong");
+    build(&s, "wrong", "wrong.tar.zst", &[]);
+    unpack(&s, "wrong.tar.zst", "wrongbase").success();
+    let before = snapshot(&s.path("wrongbase"));
+    unpack(&s, "v2-delta.tar.zst", "wrongbase").refused();
+    assert_eq!(snapshot(&s.path("wrongbase")), before);
+
+    // On top of its base: the store ends up as the full v2 would leave it.
+    unpack(&s, "v1.tar.zst", "site").success();
+    unpack(&s, "v2-delta.tar.zst", "site").success();
+    unpack(&s, "v2.tar.zst", "full").success();
+    let blobs = |d: &str| -> BTreeSet<_> {
+        snapshot(&s.path(d))
+            .into_iter()
+            .filter(|(p, _)| p.starts_with("blobs/"))
+            .collect()
+    };
+    assert_eq!(blobs("site"), blobs("full"));
+    assert_eq!(index_names(&s.path("site")), index_names(&s.path("full")));
+}
+
+#[test]
+fn split_bundles_find_their_parts_and_name_the_missing_one() {
+    let reg = Registry::start();
+    seed(&reg, 6, 3 << 20);
+    let s = prepare(&reg, &[0, 1, 2], "k8s");
+    build(&s, "k8s", "whole.tar.zst", &[]);
+    build(&s, "k8s", "k8s.tar.zst", &["--split", "1M"]);
+    let parts: Vec<String> = (1..=9)
+        .map(|i| format!("k8s.tar.zst.{i:03}"))
+        .filter(|p| s.path(p).exists())
+        .collect();
+    assert!(parts.len() >= 3, "{parts:?}");
+    for p in &parts {
+        assert!(std::fs::metadata(s.path(p)).unwrap().len() <= 1 << 20);
+        s.tool("minisign", &["-Vm", p, "-p", "rel.pub"]);
+    }
+    assert!(!s.path("k8s.tar.zst").exists());
+    s.installer(&["verify", "k8s.tar.zst.001", "--key", "rel.pub"])
+        .success();
+    s.installer(&["inspect", "k8s.tar.zst.001"]).success();
+
+    // Rejoined, the parts are the unsplit bundle.
+    let mut joined = Vec::new();
+    for p in &parts {
+        joined.extend(std::fs::read(s.path(p)).unwrap());
+    }
+    assert_eq!(
+        hex::encode(Sha256::digest(&joined)),
+        sha256_file(&s.path("whole.tar.zst"))
+    );
+
+    // A part damaged, then lost.
+    let second = s.path(&parts[1]);
+    let original = std::fs::read(&second).unwrap();
+    let mut damaged = original.clone();
+    damaged[100] ^= 1;
+    std::fs::write(&second, damaged).unwrap();
+    let run = unpack(&s, "k8s.tar.zst.001", "site").refused();
+    assert!(
+        run.error_line()
+            .contains(&format!("part 2 of {}", parts.len())),
+        "{}",
+        run.stderr
+    );
+    assert!(snapshot(&s.path("site"))
+        .iter()
+        .all(|(p, _)| !p.starts_with("blobs/")));
+    std::fs::remove_file(&second).unwrap();
+    let run = s
+        .installer(&["verify", "k8s.tar.zst.001", "--key", "rel.pub"])
+        .refused();
+    assert!(
+        run.error_line().contains(&format!(
+            "part 2 of {} ({}) is missing",
+            parts.len(),
+            parts[1]
+        )),
+        "{}",
+        run.stderr
+    );
+    std::fs::write(&second, original).unwrap();
+    unpack(&s, "k8s.tar.zst.001", "site").success();
+    assert_eq!(index_names(&s.path("site")).len(), 3);
+}
+
+/// A filesystem mounted at `dir`, unmounted on drop.
+struct Mounted(std::path::PathBuf);
+
+impl Mounted {
+    /// `mount -t FSTYPE -o OPTIONS FSTYPE DIR` (needs root).
+    fn new(dir: std::path::PathBuf, fstype: &str, options: &str) -> Mounted {
+        std::fs::create_dir_all(&dir).unwrap();
+        let ok = std::process::Command::new("mount")
+            .args(["-t", fstype, "-o", options, fstype])
+            .arg(&dir)
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "mounting a {fstype} (needs root)");
+        Mounted(dir)
+    }
+
+    fn grow(&self, size: &str) {
+        let ok = std::process::Command::new("mount")
+            .args(["-o", &format!("remount,size={size}")])
+            .arg(&self.0)
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok);
+    }
+}
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn an_unpack_the_disk_cannot_hold_is_a_local_failure_said_up_front_not_a_bad_bundle() {
+    let s = Session::new();
+    let (bundle, key) = common::cluster::bundle();
+    let small = Mounted::new(s.path("small"), "tmpfs", "size=32m");
+    let run = s
+        .installer(&[
+            "unpack",
+            bundle.to_str().unwrap(),
+            "--key",
+            key.to_str().unwrap(),
+            "--store",
+            "small/store",
+        ])
+        .failure();
+    // Exit 1 (this host's failure), not 3 (a refused bundle).
+    assert_eq!(run.status.code(), Some(1), "{}", run.stderr);
+    let line = run.error_line();
+    assert!(line.contains("small/store: the bundle adds"), "{line}");
+    assert!(
+        line.contains("MiB free: make room or unpack elsewhere"),
+        "{line}"
+    );
+    // Nothing of the bundle was written.
+    let blobs = s.path("small/store/blobs/sha256");
+    assert!(!blobs.exists() || std::fs::read_dir(&blobs).unwrap().count() == 0);
+    // verify of the same bundle is fine, and with room the unpack is too.
+    s.installer(&[
+        "verify",
+        bundle.to_str().unwrap(),
+        "--key",
+        key.to_str().unwrap(),
+    ])
+    .success();
+    small.grow("1g");
+    s.installer(&[
+        "unpack",
+        bundle.to_str().unwrap(),
+        "--key",
+        key.to_str().unwrap(),
+        "--store",
+        "small/store",
+    ])
+    .success();
+}
+
+#[test]
+fn a_filesystem_that_refuses_direct_writes_gets_ordinary_ones_and_the_same_bytes() {
+    let reg = Registry::start();
+    seed(&reg, 3, 300_000);
+    let s = prepare(&reg, &[0, 1, 2], "k8s");
+    build(&s, "k8s", "a.tar.zst", &[]);
+    unpack(&s, "a.tar.zst", "site").success();
+    // ramfs refuses O_DIRECT when a file is opened (dd says so), so bundles and
+    // blobs written there take the ordinary path.
+    let _ram = Mounted::new(s.path("ram"), "ramfs", "mode=0755");
+    let probe = Command::new("dd")
+        .args(["if=/dev/zero", "bs=4096", "count=1", "oflag=direct"])
+        .arg(format!("of={}", s.path("ram/probe").display()))
+        .output()
+        .unwrap();
+    assert!(
+        !probe.status.success()
+            && String::from_utf8_lossy(&probe.stderr).contains("Invalid argument"),
+        "ramfs took a direct write: {}",
+        String::from_utf8_lossy(&probe.stderr)
+    );
+    build(&s, "k8s", "ram/b.tar.zst", &[]);
+    assert_eq!(
+        sha256_file(&s.path("a.tar.zst")),
+        sha256_file(&s.path("ram/b.tar.zst"))
+    );
+    assert_eq!(s.read("a.tar.zst.minisig"), s.read("ram/b.tar.zst.minisig"));
+    unpack(&s, "ram/b.tar.zst", "ram/site").success();
+    assert_eq!(
+        snapshot(&s.path("ram/site/blobs")),
+        snapshot(&s.path("site/blobs"))
+    );
+    assert!(!snapshot(&s.path("site/blobs")).is_empty());
+}
+
+#[test]
+fn an_unpack_killed_midway_leaves_nothing_the_next_one_does_not_reclaim() {
+    let s = Session::new();
+    let (bundle, key) = common::cluster::bundle();
+    let args = [
+        "unpack",
+        bundle.to_str().unwrap(),
+        "--key",
+        key.to_str().unwrap(),
+        "--store",
+        "site",
+    ];
+    let staging = s.path("site/.ferry/staging");
+    // kill -9 once blobs are being staged, at two different points.
+    for wait_files in [1, 4] {
+        let mut child = Command::new(common::bin_path("ferry-installer"))
+            .args(args)
+            .current_dir(s.dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            let staged: usize = std::fs::read_dir(&staging)
+                .map(|d| {
+                    d.filter_map(|e| e.ok())
+                        .filter(|e| e.path().is_dir())
+                        .map(|e| std::fs::read_dir(e.path()).map_or(0, |f| f.count()))
+                        .sum()
+                })
+                .unwrap_or(0);
+            if staged >= wait_files {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline && child.try_wait().unwrap().is_none(),
+                "the unpack ended before it staged {wait_files} file(s)"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert!(
+            std::fs::read_dir(&staging).unwrap().count() > 0,
+            "the killed unpack left no staging to reclaim"
+        );
+    }
+    // The next unpack reclaims what the killed ones left and completes.
+    s.installer(&args).success();
+    let left: Vec<_> = std::fs::read_dir(&staging)
+        .map(|d| d.filter_map(|e| e.ok()).map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "{left:?}");
+    // And the store is exactly what a clean unpack makes.
+    s.installer(&[
+        "unpack",
+        bundle.to_str().unwrap(),
+        "--key",
+        key.to_str().unwrap(),
+        "--store",
+        "clean",
+    ])
+    .success();
+    let blobs = |store: &str| -> BTreeSet<String> {
+        std::fs::read_dir(s.path(&format!("{store}/blobs/sha256")))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect()
+    };
+    assert_eq!(blobs("site"), blobs("clean"));
+    assert_eq!(s.read("site/index.json"), s.read("clean/index.json"));
+    for hex in blobs("site") {
+        let path = s.path(&format!("site/blobs/sha256/{hex}"));
+        assert_eq!(sha256_file(&path), hex, "{hex}");
+    }
+}
