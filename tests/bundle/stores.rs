@@ -156,21 +156,25 @@ impl Drop for Mounted {
     }
 }
 
+/// `ferry-installer unpack` of the shared cluster bundle into `store`, not yet checked.
+fn unpack_cluster(s: &Session, store: &str) -> Run {
+    let (bundle, key) = common::cluster::bundle();
+    s.installer(&[
+        "unpack",
+        bundle.to_str().unwrap(),
+        "--key",
+        key.to_str().unwrap(),
+        "--store",
+        store,
+    ])
+}
+
 #[test]
 fn an_unpack_the_disk_cannot_hold_is_a_local_failure_said_up_front_not_a_bad_bundle() {
     let s = Session::new();
     let (bundle, key) = common::cluster::bundle();
     let small = Mounted::new(s.path("small"), "tmpfs", "size=32m");
-    let run = s
-        .installer(&[
-            "unpack",
-            bundle.to_str().unwrap(),
-            "--key",
-            key.to_str().unwrap(),
-            "--store",
-            "small/store",
-        ])
-        .failure();
+    let run = unpack_cluster(&s, "small/store").failure();
     // Exit 1 (this host's failure), not 3 (a refused bundle).
     assert_eq!(run.status.code(), Some(1), "{}", run.stderr);
     let line = run.error_line();
@@ -191,15 +195,7 @@ fn an_unpack_the_disk_cannot_hold_is_a_local_failure_said_up_front_not_a_bad_bun
     ])
     .success();
     small.grow("1g");
-    s.installer(&[
-        "unpack",
-        bundle.to_str().unwrap(),
-        "--key",
-        key.to_str().unwrap(),
-        "--store",
-        "small/store",
-    ])
-    .success();
+    unpack_cluster(&s, "small/store").success();
 }
 
 #[test]
@@ -292,15 +288,7 @@ fn an_unpack_killed_midway_leaves_nothing_the_next_one_does_not_reclaim() {
         .unwrap_or_default();
     assert!(left.is_empty(), "{left:?}");
     // And the store is exactly what a clean unpack makes.
-    s.installer(&[
-        "unpack",
-        bundle.to_str().unwrap(),
-        "--key",
-        key.to_str().unwrap(),
-        "--store",
-        "clean",
-    ])
-    .success();
+    unpack_cluster(&s, "clean").success();
     let blobs = |store: &str| -> BTreeSet<String> {
         std::fs::read_dir(s.path(&format!("{store}/blobs/sha256")))
             .unwrap()
