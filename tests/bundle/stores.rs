@@ -234,6 +234,67 @@ fn a_filesystem_that_refuses_direct_writes_gets_ordinary_ones_and_the_same_bytes
 }
 
 #[test]
+fn a_direct_write_refused_for_its_alignment_is_made_again_the_ordinary_way() {
+    let reg = Registry::start();
+    // A bundle of more than one 8 MiB direct write, with a tail of whole blocks.
+    seed(&reg, 4, 12 << 20);
+    let s = prepare(&reg, &[0, 1], "k8s");
+    build(&s, "k8s", "a.tar.zst", &[]);
+    // A device whose logical block is larger than 4096 bytes refuses an aligned
+    // direct write with EINVAL. strace makes the first pwrite64 of every thread fail
+    // so (refused, not made): the flusher's first 8 MiB write and the tail's whole
+    // blocks, written by the main thread.
+    let bundler = common::bin_path("ferry-bundler");
+    s.tool(
+        "strace",
+        &[
+            "-f",
+            "-qq",
+            "-e",
+            "trace=pwrite64",
+            "-e",
+            "inject=pwrite64:error=EINVAL:when=1",
+            "-o",
+            "trace.txt",
+            bundler.to_str().unwrap(),
+            "build",
+            "k8s.toml",
+            "--lock",
+            "k8s.lock",
+            "--mirrors",
+            "mirrors.toml",
+            "--store",
+            "store",
+            "--key",
+            "rel.key",
+            "-o",
+            "b.tar.zst",
+            "--quiet",
+        ],
+    );
+    let trace = s.read("trace.txt");
+    let injected: Vec<&str> = trace.lines().filter(|l| l.contains("(INJECTED)")).collect();
+    let size = std::fs::metadata(s.path("b.tar.zst")).unwrap().len();
+    let tail = size % (8 << 20) / 4096 * 4096;
+    for len in [8 << 20, tail] {
+        assert!(
+            injected
+                .iter()
+                .any(|l| l.contains(&format!(", {len}, ")) && l.contains("EINVAL")),
+            "no refused direct write of {len} bytes:\n{}",
+            injected.join("\n")
+        );
+    }
+    // Each was made again, the ordinary way: the same bundle, byte for byte.
+    assert_eq!(
+        sha256_file(&s.path("a.tar.zst")),
+        sha256_file(&s.path("b.tar.zst"))
+    );
+    assert_eq!(s.read("a.tar.zst.minisig"), s.read("b.tar.zst.minisig"));
+    s.tool("minisign", &["-Vq", "-p", "rel.pub", "-m", "b.tar.zst"]);
+}
+
+#[test]
 fn an_unpack_killed_midway_leaves_nothing_the_next_one_does_not_reclaim() {
     let s = Session::new();
     let (bundle, key) = common::cluster::bundle();
