@@ -11,6 +11,9 @@ use std::collections::{HashMap, HashSet};
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::SyncSender;
+use std::sync::Arc;
 
 use super::{entry_path, read_head_entries, ArchiveError, Entry, Head, MAX_INDEX_BYTES};
 use crate::digest::Digest;
@@ -37,26 +40,42 @@ pub struct Outcome {
 /// while the next is decompressed and hashed. Every file is synced before any is
 /// renamed into place.
 struct Syncer {
-    tx: std::sync::mpsc::SyncSender<(File, PathBuf)>,
+    tx: SyncSender<(io::Result<File>, PathBuf)>,
+    /// Set once a file could not be written or synced: the unpack stops.
+    failed: Arc<AtomicBool>,
     thread: std::thread::JoinHandle<Result<(), ArchiveError>>,
 }
 
 impl Syncer {
     fn start() -> Syncer {
         // Bounded: each queued file holds a descriptor.
-        let (tx, rx) = std::sync::mpsc::sync_channel::<(File, PathBuf)>(32);
+        let (tx, rx) = std::sync::mpsc::sync_channel::<(io::Result<File>, PathBuf)>(32);
+        let failed = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&failed);
         let thread = std::thread::spawn(move || {
             for (file, path) in rx {
-                file.sync_all().map_err(ArchiveError::io(&path))?;
+                let synced = file.and_then(|f| f.sync_all());
+                if let Err(e) = synced {
+                    flag.store(true, Ordering::Relaxed);
+                    return Err(ArchiveError::io(&path)(e));
+                }
             }
             Ok(())
         });
-        Syncer { tx, thread }
+        Syncer { tx, failed, thread }
     }
 
-    /// Queues a file; `false` if the thread stopped (`finish` then says why).
-    fn send(&self, file: File, path: &Path) -> bool {
-        self.tx.send((file, path.to_path_buf())).is_ok()
+    fn failed(&self) -> bool {
+        self.failed.load(Ordering::Relaxed)
+    }
+
+    /// Where the file written at `path` goes once written (or the error in writing
+    /// it). Once the thread has stopped, `finish` says why.
+    fn taker(&self, path: &Path) -> impl FnOnce(io::Result<File>) + Send + 'static {
+        let (tx, path) = (self.tx.clone(), path.to_path_buf());
+        move |file| {
+            let _ = tx.send((file, path));
+        }
     }
 
     fn finish(self) -> Result<(), ArchiveError> {
@@ -379,8 +398,12 @@ fn run(
                         CopyError::Read(e) => ArchiveError::Corrupt(e.to_string()),
                         CopyError::Write(e) => ArchiveError::io(&tmp)(e),
                     })?;
-                    let (file, _) = out.finish().map_err(ArchiveError::io(&tmp))?;
-                    if syncer.as_ref().is_some_and(|s| !s.send(file, &tmp)) {
+                    // Written, then synced, by threads of their own while the next
+                    // entry is read.
+                    let taker = syncer.as_ref().map(|s| s.taker(&tmp));
+                    out.finish_then(taker.expect("a store has a syncer"))
+                        .map_err(ArchiveError::io(&tmp))?;
+                    if syncer.as_ref().is_some_and(Syncer::failed) {
                         let stopped = syncer.take().expect("checked above").finish();
                         return Err(stopped.err().unwrap_or_else(|| {
                             ArchiveError::Corrupt("the sync thread stopped".into())
@@ -394,6 +417,9 @@ fn run(
             Ok(())
         },
     )?;
+    flusher
+        .wait()
+        .map_err(|e| ArchiveError::Corrupt(e.to_string()))?;
     if let Some(syncer) = syncer {
         syncer.finish()?;
     }
