@@ -417,9 +417,10 @@ fn run(
             Ok(())
         },
     )?;
-    flusher
-        .wait()
-        .map_err(|e| ArchiveError::Corrupt(e.to_string()))?;
+    if let Some(stage) = staging.get() {
+        // A failure here is this host's, not the bundle's.
+        flusher.wait().map_err(ArchiveError::io(stage.path()))?;
+    }
     if let Some(syncer) = syncer {
         syncer.finish()?;
     }
