@@ -199,6 +199,50 @@ fn an_unpack_the_disk_cannot_hold_is_a_local_failure_said_up_front_not_a_bad_bun
 }
 
 #[test]
+fn a_write_that_fails_midway_stops_the_unpack_names_the_file_and_leaves_the_store_empty() {
+    let s = Session::new();
+    let (bundle, key) = common::cluster::bundle();
+    // The disk fills up after the checks: strace fails the writing thread's third
+    // write with ENOSPC (its first two, and every other thread's, go through).
+    let installer = common::bin_path("ferry-installer");
+    let out = Command::new("strace")
+        .args([
+            "-f",
+            "-qq",
+            "-o",
+            "/dev/null",
+            "-e",
+            "trace=pwrite64",
+            "-e",
+            "inject=pwrite64:error=ENOSPC:when=3",
+        ])
+        .arg(&installer)
+        .args(["unpack", "-q", "--store", "site", "--key"])
+        .arg(&key)
+        .arg(&bundle)
+        .current_dir(s.path(""))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    // This host's failure (1), not a refused bundle (3), naming the staged blob.
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("site/.ferry/staging/") && stderr.contains("No space left on device"),
+        "{stderr}"
+    );
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    let blobs = s.path("site/blobs/sha256");
+    assert!(!blobs.exists() || std::fs::read_dir(&blobs).unwrap().count() == 0);
+    let staging = s.path("site/.ferry/staging");
+    let left: Vec<_> = std::fs::read_dir(&staging)
+        .map(|d| d.filter_map(|e| e.ok()).map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "{left:?}");
+    // With room, the same unpack goes through.
+    unpack_cluster(&s, "site").success();
+}
+
+#[test]
 fn a_filesystem_that_refuses_direct_writes_gets_ordinary_ones_and_the_same_bytes() {
     let reg = Registry::start();
     seed(&reg, 3, 300_000);
