@@ -360,7 +360,7 @@ fn run(
     let mut outcome_written = (0usize, 0u64);
     let mut outcome_present = (0usize, 0u64);
     let mut buf = vec![0u8; 1 << 18];
-    let mut flusher = Flusher::start();
+    let mut flusher = Flusher::for_many_files();
     let what = if store.is_some() {
         "unpacking"
     } else {
