@@ -68,6 +68,17 @@ impl Target {
     fn fail(&self, e: io::Error) {
         self.failed.lock().unwrap().get_or_insert(e);
     }
+
+    /// The failure so far, said again (it stays for `finish`).
+    fn check(&self) -> io::Result<()> {
+        match &*self.failed.lock().unwrap() {
+            Some(e) => Err(match e.raw_os_error() {
+                Some(code) => io::Error::from_raw_os_error(code),
+                None => io::Error::new(e.kind(), e.to_string()),
+            }),
+            None => Ok(()),
+        }
+    }
 }
 
 /// What becomes of a file once its last bytes are written: the file, or the first
@@ -355,6 +366,9 @@ impl<F: BorrowMut<Flusher>> Write for DirectWriter<F> {
         buffer.bytes_mut()[self.len..self.len + n].copy_from_slice(&data[..n]);
         self.len += n;
         if self.len == BUFFER {
+            // A failed write of this file stops the writer at its next buffer, not
+            // only at `finish`.
+            self.target.check()?;
             let job = Job::Write {
                 target: Arc::clone(&self.target),
                 offset: self.offset,
@@ -489,15 +503,16 @@ mod tests {
     }
 
     #[test]
-    fn a_write_error_is_reported_by_finish() {
+    fn a_write_error_stops_the_writer_and_is_reported_by_finish() {
         // /dev/full refuses every write with ENOSPC.
+        let enospc = Some(rustix::io::Errno::NOSPC.raw_os_error());
         let mut w = DirectWriter::create(Path::new("/dev/full")).unwrap();
-        let r = w
-            .write_all(&vec![0u8; 3 * BUFFER])
-            .and_then(|()| w.finish().map(drop));
-        assert_eq!(
-            r.unwrap_err().raw_os_error(),
-            Some(rustix::io::Errno::NOSPC.raw_os_error())
-        );
+        w.write_all(&[0u8; 100]).unwrap();
+        assert_eq!(w.finish().err().unwrap().raw_os_error(), enospc);
+        // The third buffer waits for the first, whose write failed: the writer stops
+        // there instead of writing on.
+        let mut w = DirectWriter::create(Path::new("/dev/full")).unwrap();
+        let e = w.write_all(&vec![0u8; 3 * BUFFER]).unwrap_err();
+        assert_eq!(e.raw_os_error(), enospc);
     }
 }
