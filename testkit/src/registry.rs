@@ -242,6 +242,26 @@ impl Registry {
             .collect()
     }
 
+    /// [`Registry::served`] once it has at least `lines` lines, or after 5 s. A
+    /// request the client gave up on (a cut or abandoned transfer) is logged only
+    /// when registry:2 notices, which may be after the client has moved on: the
+    /// marker request of [`Registry::access_log`] cannot wait for it.
+    pub fn served_eventually(
+        &self,
+        method: &str,
+        path_contains: &str,
+        lines: usize,
+    ) -> Vec<(u16, u64)> {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let served = self.served(method, path_contains);
+            if served.len() >= lines || Instant::now() > deadline {
+                return served;
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// Logs as they are on disk right now, with no synchronisation.
     fn raw_logs(&self) -> String {
         let read = |name: &str| fs::read(self.dir.path().join(name)).unwrap_or_default();
