@@ -11,9 +11,7 @@ use std::collections::{HashMap, HashSet};
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::SyncSender;
-use std::sync::Arc;
 
 use super::{entry_path, read_head_entries, ArchiveError, Entry, Head, MAX_INDEX_BYTES};
 use crate::digest::Digest;
@@ -41,8 +39,6 @@ pub struct Outcome {
 /// renamed into place.
 struct Syncer {
     tx: SyncSender<(io::Result<File>, PathBuf)>,
-    /// Set once a file could not be written or synced: the unpack stops.
-    failed: Arc<AtomicBool>,
     thread: std::thread::JoinHandle<Result<(), ArchiveError>>,
 }
 
@@ -50,23 +46,20 @@ impl Syncer {
     fn start() -> Syncer {
         // Bounded: each queued file holds a descriptor.
         let (tx, rx) = std::sync::mpsc::sync_channel::<(io::Result<File>, PathBuf)>(32);
-        let failed = Arc::new(AtomicBool::new(false));
-        let flag = Arc::clone(&failed);
         let thread = std::thread::spawn(move || {
             for (file, path) in rx {
-                let synced = file.and_then(|f| f.sync_all());
-                if let Err(e) = synced {
-                    flag.store(true, Ordering::Relaxed);
-                    return Err(ArchiveError::io(&path)(e));
-                }
+                file.and_then(|f| f.sync_all())
+                    .map_err(ArchiveError::io(&path))?;
             }
             Ok(())
         });
-        Syncer { tx, failed, thread }
+        Syncer { tx, thread }
     }
 
+    /// Whether a file could not be written or synced: while `self` holds a sender,
+    /// that is the only way the thread ends.
     fn failed(&self) -> bool {
-        self.failed.load(Ordering::Relaxed)
+        self.thread.is_finished()
     }
 
     /// Where the file written at `path` goes once written (or the error in writing
