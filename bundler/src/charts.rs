@@ -123,10 +123,11 @@ pub async fn resolve_chart(
         }
         _ => None,
     };
-    let (tgz, sha256, how) = match kept {
-        Some((tgz, sha256)) => (tgz, sha256, " (in the store already)"),
+    let already = kept.is_some();
+    let (tgz, sha256) = match kept {
+        Some(kept) => kept,
         None => {
-            let (tgz, sha256) = fetch_checked(client, rules, &url, &what, report, |b| {
+            fetch_checked(client, rules, &url, &what, report, |b| {
                 let actual = Digest::of(&b);
                 match &pinned {
                     Some(d) if &actual != d => {
@@ -135,15 +136,19 @@ pub async fn resolve_chart(
                     _ => Ok((b, actual)),
                 }
             })
-            .await?;
-            (tgz, sha256, "")
+            .await?
         }
     };
     // Its metadata must be readable, or the site could not use it.
     metadata(&tgz, &chart.name).with_context(|| what.clone())?;
-    if let Some(store) = store.filter(|_| how.is_empty()) {
+    if let Some(store) = store.filter(|_| !already) {
         store.put_blob(&sha256, &tgz)?;
     }
+    let how = if already {
+        " (in the store already)"
+    } else {
+        ""
+    };
     report.info(&format!("locked {what} -> {sha256}{how}"));
     Ok(LockedChart {
         name: chart.name.clone(),
