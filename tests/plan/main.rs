@@ -184,6 +184,18 @@ fn every_node_gets_its_tree_the_same_bytes_every_time() {
         .any(|k| k.ends_with("ca.key") && k.contains("var/lib/ferry")));
     let key = std::fs::metadata(s.path("plan/master1/var/lib/ferry/pki/registry.key")).unwrap();
     assert_eq!(key.mode() & 0o777, 0o600);
+    // What names the bootstrap token is readable by root alone.
+    for f in [
+        "master1/etc/kubernetes/ferry/kubeadm-init.yaml",
+        "worker1/etc/kubernetes/ferry/kubeadm-join.yaml",
+        "master1/steps",
+        "worker1/steps",
+    ] {
+        let mode = std::fs::metadata(s.path(&format!("plan/{f}")))
+            .unwrap()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "{f}");
+    }
     // Steps come in phases, in the order install runs them.
     let steps = s.read("plan/master1/steps");
     let at = |p: &str| steps.find(p).unwrap_or_else(|| panic!("{p} in {steps}"));
@@ -217,6 +229,62 @@ fn a_node_arch_the_bundle_lacks_is_refused_naming_the_node() {
         "{line}"
     );
     assert!(!w.s.path("plan").exists(), "a refused plan left files");
+    // Nor was a CA or any cluster state made for it.
+    assert!(!w.s.path("pki").exists(), "a refused plan made the site CA");
+    assert!(
+        !w.s.path("ferry.state").exists(),
+        "a refused plan made cluster state"
+    );
+    // Every problem is named at once.
+    let j = fixed.find("name = \"master3\"").unwrap();
+    let two = format!(
+        "{}{}",
+        &fixed[..j],
+        fixed[j..].replacen("arch = \"amd64\"", "arch = \"arm64\"", 1)
+    );
+    w.s.write("cluster.toml", &two);
+    let line = w.plan("plan").failure().error_line().to_string();
+    for node in ["master3", "worker1"] {
+        assert!(
+            line.contains(&format!("node {node}: arch arm64 is not in the bundle")),
+            "{line}"
+        );
+    }
+}
+
+/// Regression: `plan --out DIR` replaced whatever DIR held (the inventory, the
+/// cluster's state, anything) with the plan. Only an earlier plan is replaced.
+#[test]
+fn an_out_directory_that_is_not_a_plan_is_refused_and_left_alone() {
+    let w = world();
+    let s = &w.s;
+    s.write("precious/notes.txt", "keep me");
+    let line = w.plan("precious").failure().error_line().to_string();
+    assert!(
+        line.contains("--out precious: it holds notes.txt, which is not a node's plan"),
+        "{line}"
+    );
+    assert_eq!(s.read("precious/notes.txt"), "keep me");
+    assert!(!s.path("pki").exists(), "refused, yet the site CA was made");
+    // The directory holding the inventory, and the current directory.
+    for out in [".", s.path("").to_str().unwrap()] {
+        let line = w.plan(out).failure().error_line().to_string();
+        assert!(line.contains("--out "), "{line}");
+    }
+    assert!(s.path("cluster.toml").is_file());
+    // An empty directory and an earlier plan are fine; the earlier plan is
+    // replaced whole, and nothing is left beside it.
+    std::fs::create_dir(s.path("empty")).unwrap();
+    w.plan("empty").success();
+    std::fs::create_dir(s.path("empty/master1/stale")).unwrap();
+    w.plan("empty").success();
+    assert!(!s.path("empty/master1/stale").exists());
+    let left: Vec<_> = std::fs::read_dir(s.path(""))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".empty"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
 }
 
 #[test]

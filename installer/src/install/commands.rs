@@ -51,7 +51,11 @@ fn plan_loaded(
     state: PathBuf,
     release: Option<&str>,
 ) -> anyhow::Result<Planned> {
+    plan::check_out(out)?;
     let store = ferry::store::Store::open(store)?;
+    // What the bundle lacks is said before any key or certificate is made.
+    let contents = Contents::read(&store, release)?;
+    plan::check(&inv, &contents)?;
     let mut registry_tls = None;
     let ca_pem = match &inv.registry {
         RegistryPlace::Node { node, .. } => {
@@ -82,7 +86,6 @@ fn plan_loaded(
             anyhow::bail!("registry: url {url} needs ca, the CA file its certificate chains to")
         }
     };
-    let contents = Contents::read(&store, release)?;
     let plans = plan::plan(&inv, &contents, &ca_pem, registry_tls.as_ref(), &state)?;
     plan::write(out, &contents, &plans)?;
     Ok(Planned {

@@ -75,6 +75,63 @@ pub struct RegistryTls {
     pub key: Vec<u8>,
 }
 
+/// Checks that the bundle holds everything the inventory's nodes need, before any
+/// key or certificate is made for them: every problem is named at once, so one
+/// rerun suffices.
+pub fn check(inventory: &Inventory, bundle: &Contents) -> anyhow::Result<()> {
+    let mut problems: Vec<String> = Vec::new();
+    let mut say = |p: String| {
+        if !problems.contains(&p) {
+            problems.push(p);
+        }
+    };
+    for n in &inventory.nodes {
+        if !bundle.arches.contains(&n.arch) {
+            say(format!(
+                "node {}: arch {} is not in the bundle (it has {})",
+                n.name,
+                n.arch,
+                bundle.arches.iter().cloned().collect::<Vec<_>>().join(", ")
+            ));
+        }
+    }
+    let has = |repository: &str| {
+        bundle
+            .images
+            .iter()
+            .any(|r| r.registry() == "registry.k8s.io" && r.repository() == repository)
+    };
+    if !has("pause") {
+        say("the bundle has no registry.k8s.io/pause image (the sandbox image)".into());
+    }
+    if !has("kube-apiserver") {
+        say(
+            "the bundle has no registry.k8s.io/kube-apiserver image: which Kubernetes is it?"
+                .into(),
+        );
+    }
+    // Programs by what decides them (arch, roles): a thousand workers ask once.
+    let mut asked = BTreeSet::new();
+    for n in &inventory.nodes {
+        if asked.insert((n.arch.clone(), n.roles.clone())) && bundle.arches.contains(&n.arch) {
+            if let Err(e) = programs::for_node(bundle, n, false) {
+                say(format!("{e:#}"));
+            }
+        }
+    }
+    if let Err(e) = super::addons::render(bundle, inventory, "") {
+        say(format!("{e:#}"));
+    }
+    match problems.len() {
+        0 => Ok(()),
+        1 => bail!("{}", problems[0]),
+        n => bail!(
+            "the bundle lacks what the inventory needs ({n} problems): {}",
+            problems.join("; ")
+        ),
+    }
+}
+
 /// Plans every node. `ca_pem` is the CA the site registry's certificate chains to;
 /// `state` the cluster's state directory (its PKI is made there once).
 pub fn plan(
@@ -84,16 +141,7 @@ pub fn plan(
     registry_tls: Option<&RegistryTls>,
     state: &Path,
 ) -> anyhow::Result<BTreeMap<String, NodePlan>> {
-    for n in &inventory.nodes {
-        if !bundle.arches.contains(&n.arch) {
-            bail!(
-                "node {}: arch {} is not in the bundle (it has {})",
-                n.name,
-                n.arch,
-                bundle.arches.iter().cloned().collect::<Vec<_>>().join(", ")
-            );
-        }
-    }
+    check(inventory, bundle)?;
     let (registry, pushed_under) = match &inventory.registry {
         RegistryPlace::Node { node, port } => {
             let n = inventory
@@ -339,7 +387,10 @@ pub fn write(
                 std::fs::set_permissions(&file, std::fs::Permissions::from_mode(*mode))?;
             }
             std::fs::create_dir_all(&root)?;
-            std::fs::write(root.join("steps"), plan.steps.render())?;
+            // The steps name the bootstrap token: readable by their owner alone.
+            let steps = root.join("steps");
+            std::fs::write(&steps, plan.steps.render())?;
+            std::fs::set_permissions(&steps, std::fs::Permissions::from_mode(0o600))?;
         }
         let cache = tmp.join(".programs");
         let programs = plans
@@ -354,9 +405,65 @@ pub fn write(
         let _ = std::fs::remove_dir_all(&tmp);
         return Err(e);
     }
-    if out.exists() {
-        std::fs::remove_dir_all(out).with_context(|| format!("replacing {}", out.display()))?;
+    // The earlier plan is moved aside, not deleted, until the new one is in place.
+    let old = parent.join(format!(
+        ".{}.old-{}",
+        out.file_name().and_then(|n| n.to_str()).unwrap_or("plan"),
+        std::process::id()
+    ));
+    let replaced = out.exists();
+    if replaced {
+        std::fs::rename(out, &old).with_context(|| format!("replacing {}", out.display()))?;
     }
-    std::fs::rename(&tmp, out).with_context(|| format!("writing {}", out.display()))?;
+    if let Err(e) = std::fs::rename(&tmp, out) {
+        if replaced {
+            let _ = std::fs::rename(&old, out);
+        }
+        let _ = std::fs::remove_dir_all(&tmp);
+        return Err(e).with_context(|| format!("writing {}", out.display()));
+    }
+    if replaced {
+        std::fs::remove_dir_all(&old).with_context(|| format!("removing {}", old.display()))?;
+    }
+    Ok(())
+}
+
+/// Refuses an output directory that is not an earlier plan: `write` replaces it
+/// whole, and a mistyped `--out` must not take an inventory, the cluster's state or
+/// anything else with it. A plan is a directory of node directories, each holding
+/// its `steps`; an empty or missing directory is fine too.
+pub fn check_out(out: &Path) -> anyhow::Result<()> {
+    let refuse = |why: &str| {
+        anyhow!(
+            "--out {}: {why}; plan replaces the whole directory, so name a new or empty \
+             one, or an earlier plan",
+            out.display()
+        )
+    };
+    let meta = match std::fs::symlink_metadata(out) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e).with_context(|| format!("--out {}", out.display())),
+    };
+    if !meta.is_dir() {
+        return Err(refuse("it is not a directory"));
+    }
+    let here = std::env::current_dir().context("the current directory")?;
+    let full = out
+        .canonicalize()
+        .with_context(|| format!("--out {}", out.display()))?;
+    if here.starts_with(&full) {
+        return Err(refuse("it holds the current directory"));
+    }
+    for entry in std::fs::read_dir(out).with_context(|| format!("--out {}", out.display()))? {
+        let entry = entry.with_context(|| format!("--out {}", out.display()))?;
+        let path = entry.path();
+        if !path.is_dir() || !path.join("steps").is_file() {
+            return Err(refuse(&format!(
+                "it holds {}, which is not a node's plan",
+                entry.file_name().to_string_lossy()
+            )));
+        }
+    }
     Ok(())
 }
