@@ -79,9 +79,11 @@ virtual_router_id = 51
     out.push_str(
         r#"
 # Every node: name (as Kubernetes will know it), address, roles (any mix of
-# "control-plane", "etcd", "worker"; an odd number of etcd members), arch ("amd64"
-# or "arm64"), and SSH access (user, default root; port, default 22; key, default:
-# the SSH client's own). A node whose address is this host is installed locally.
+# "control-plane", "etcd", "worker"; an odd number of etcd members; a control plane
+# that is also a worker runs workloads, one that is not keeps kubeadm's NoSchedule
+# taint; at least one worker), arch ("amd64" or "arm64"), and SSH access (user,
+# default root; port, default 22; key, default: the SSH client's own). A node
+# whose address is this host is installed locally.
 "#,
     );
     for i in 0..nodes {
@@ -94,6 +96,12 @@ virtual_router_id = 51
                 0 => ("node1".to_string(), r#"["control-plane", "etcd"]"#),
                 _ => (format!("worker{i}"), r#"["worker"]"#),
             }
+        } else if i < 3 && nodes == 3 {
+            // No node is left for workloads: the control planes take them.
+            (
+                format!("master{}", i + 1),
+                r#"["control-plane", "etcd", "worker"]"#,
+            )
         } else if i < 3 {
             (format!("master{}", i + 1), r#"["control-plane", "etcd"]"#)
         } else {

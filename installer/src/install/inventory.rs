@@ -28,9 +28,9 @@ pub struct Inventory {
 pub struct Kubernetes {
     /// `host:port` of the API: the VIP, or the first control plane's address.
     pub control_plane_endpoint: String,
-    #[serde(default = "default_pod_cidr")]
+    #[serde(default = "default_pod_cidr", deserialize_with = "cidr")]
     pub pod_cidr: IpNet,
-    #[serde(default = "default_service_cidr")]
+    #[serde(default = "default_service_cidr", deserialize_with = "cidr")]
     pub service_cidr: IpNet,
     #[serde(default = "default_dns_domain")]
     pub dns_domain: String,
@@ -61,6 +61,28 @@ fn default_service_cidr() -> IpNet {
 }
 fn default_dns_domain() -> String {
     "cluster.local".into()
+}
+
+/// A CIDR, refused with its text (serde's own message, "invalid IP address
+/// syntax", blames the address for a bad prefix length).
+fn cidr<'de, D: serde::Deserializer<'de>>(d: D) -> Result<IpNet, D::Error> {
+    let text = String::deserialize(d)?;
+    text.parse().map_err(|_| {
+        serde::de::Error::custom(format!(
+            "{text:?} is not a network such as 10.233.64.0/18 or fd00:10::/64"
+        ))
+    })
+}
+
+/// An IP address, refused with its text.
+fn ip<'de, D: serde::Deserializer<'de>>(d: D) -> Result<IpAddr, D::Error> {
+    let text = String::deserialize(d)?;
+    text.parse()
+        .map_err(|_| serde::de::Error::custom(format!("{text:?} is not an IP address")))
+}
+
+fn optional_ip<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<IpAddr>, D::Error> {
+    ip(d).map(Some)
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -208,6 +230,7 @@ fn default_registry_port() -> u16 {
 struct RawHa {
     #[serde(default)]
     mode: HaMode,
+    #[serde(default, deserialize_with = "optional_ip")]
     vip: Option<IpAddr>,
     interface: Option<String>,
     virtual_router_id: Option<u8>,
@@ -217,6 +240,7 @@ struct RawHa {
 #[serde(deny_unknown_fields)]
 struct RawNode {
     name: String,
+    #[serde(deserialize_with = "ip")]
     address: IpAddr,
     roles: Vec<Role>,
     #[serde(default = "default_arch")]
@@ -266,6 +290,14 @@ impl Inventory {
             )));
         }
         let k = &raw.kubernetes;
+        for (field, net) in [("pod_cidr", &k.pod_cidr), ("service_cidr", &k.service_cidr)] {
+            if net.trunc() != *net {
+                return Err(invalid(format!(
+                    "kubernetes: {field} {net} has host bits set: the network is {}",
+                    net.trunc()
+                )));
+            }
+        }
         if overlap(&k.pod_cidr, &k.service_cidr) {
             return Err(invalid(format!(
                 "kubernetes: pod_cidr {} and service_cidr {} overlap",
@@ -312,6 +344,9 @@ impl Inventory {
                     "{who}: roles is empty: give control-plane, etcd and/or worker"
                 )));
             }
+            if n.ssh.port == 0 {
+                return Err(invalid(format!("{who}: ssh port 0 is not a port")));
+            }
             if !matches!(n.arch.as_str(), "amd64" | "arm64") {
                 return Err(invalid(format!(
                     "{who}: arch {:?} must be amd64 or arm64",
@@ -334,6 +369,11 @@ impl Inventory {
         if count(Role::ControlPlane) == 0 {
             return Err(invalid(
                 "no node has the control-plane role: give at least one".into(),
+            ));
+        }
+        if count(Role::Worker) == 0 {
+            return Err(invalid(
+                "no node has the worker role: the addons (metrics-server and others) would have nowhere to run; add \"worker\" to the control planes' roles to run workloads on them".into(),
             ));
         }
         let etcd = count(Role::Etcd);

@@ -23,6 +23,11 @@ fn the_example_parses_for_every_size() {
             "{n} nodes"
         );
     }
+    // Three control planes and nothing else: they run the workloads too.
+    let three = parse(&example(3)).unwrap();
+    assert!(three.nodes.iter().all(|n| n.has(Role::Worker)));
+    let four = parse(&example(4)).unwrap();
+    assert!(!four.nodes[0].has(Role::Worker));
     let one = parse(&example(1)).unwrap();
     assert_eq!(
         one.nodes[0].roles,
@@ -110,6 +115,31 @@ fn bad_inventories_are_refused_naming_the_node_and_field() {
             ha.replace("address = \"192.168.10.14\"", "address = \"10.233.1.1\""),
             "node worker1: address 10.233.1.1 falls inside 10.233.0.0/18",
         ),
+        (
+            ha.replace("roles = [\"worker\"]", "roles = [\"control-plane\"]"),
+            "no node has the worker role",
+        ),
+        (
+            ha.replace("pod_cidr = \"10.233.64.0/18\"", "pod_cidr = \"10.233.64.7/18\""),
+            "kubernetes: pod_cidr 10.233.64.7/18 has host bits set: the network is 10.233.64.0/18",
+        ),
+        // Regression: a bad prefix length was "invalid IP address syntax".
+        (
+            ha.replace("pod_cidr = \"10.233.64.0/18\"", "pod_cidr = \"10.233.64.0/33\""),
+            "\"10.233.64.0/33\" is not a network",
+        ),
+        (
+            ha.replace("address = \"192.168.10.14\"", "address = \"192.168.10.300\""),
+            "\"192.168.10.300\" is not an IP address",
+        ),
+        (
+            ha.replace("vip = \"192.168.10.10\"", "vip = \"192.168.10\""),
+            "\"192.168.10\" is not an IP address",
+        ),
+        (
+            ha.replacen("port = 22", "port = 0", 1),
+            "node master1: ssh port 0 is not a port",
+        ),
     ];
     for (text, want) in cases {
         let e = parse(&text).expect_err(want);
@@ -123,4 +153,54 @@ fn bad_inventories_are_refused_naming_the_node_and_field() {
         e.starts_with("cluster.toml:") && e.contains("proxy_mod"),
         "{e}"
     );
+}
+
+/// kubeadm taints a control plane NoSchedule unless its `taints` is an empty list:
+/// one that is also a worker gets `taints: []`, in `init` and in `join`.
+#[test]
+fn a_control_plane_that_is_a_worker_is_not_tainted() {
+    use super::render::kubeadm::{init, join, Cluster};
+    let inv = parse(&example(4)).unwrap();
+    let cluster = Cluster {
+        name: "ferry",
+        version: "v1.31.14",
+        endpoint: "192.168.10.10:6443",
+        pod_cidr: "10.233.64.0/18",
+        service_cidr: "10.233.0.0/18",
+        dns_domain: "cluster.local",
+        ipvs: true,
+        token: "abcdef.0123456789abcdef",
+        ca_hash: "sha256:00",
+        etcd: &[],
+        cert_sans: &[],
+        bind_node_address: false,
+    };
+    let render = |node: &super::inventory::Node, first: bool| {
+        let mut tree = super::render::Tree::new();
+        if first {
+            init(&cluster, node, &mut tree);
+        } else {
+            join(&cluster, node, &mut tree);
+        }
+        let (path, (bytes, mode)) = tree
+            .into_iter()
+            .find(|(p, _)| p.contains("kubeadm-"))
+            .unwrap();
+        assert_eq!(mode, 0o600, "{path} holds the bootstrap token");
+        String::from_utf8(bytes).unwrap()
+    };
+    let mut master1 = inv.nodes[0].clone();
+    let mut master2 = inv.nodes[1].clone();
+    let worker = inv.nodes[3].clone();
+    assert!(!render(&master1, true).contains("taints"));
+    assert!(!render(&master2, false).contains("taints"));
+    assert!(!render(&worker, false).contains("taints"));
+    master1.roles.push(Role::Worker);
+    master2.roles.push(Role::Worker);
+    for text in [render(&master1, true), render(&master2, false)] {
+        assert!(
+            text.contains("nodeRegistration:\n  name: master") && text.contains("\n  taints: []\n"),
+            "{text}"
+        );
+    }
 }

@@ -11,7 +11,7 @@ use std::net::IpAddr;
 
 use super::addons::NODE_LOCAL_DNS;
 use super::{host, put, Tree};
-use crate::install::inventory::Node;
+use crate::install::inventory::{Node, Role};
 
 /// What every node's kubeadm configuration shares.
 pub struct Cluster<'a> {
@@ -112,8 +112,17 @@ clusterCIDR: {pods}
 }
 
 fn node_registration(me: &Node) -> String {
+    // kubeadm v1beta4 NodeRegistrationOptions.taints: "If this field is unset,
+    // i.e. nil, it will be defaulted with a control-plane taint for control-plane
+    // nodes. If you don't want to taint your control-plane node, set this field to
+    // an empty list, i.e. `taints: []` in the YAML file." (kubeadm-config.v1beta4)
+    let taints = if me.has(Role::ControlPlane) && me.has(Role::Worker) {
+        "  taints: []\n"
+    } else {
+        ""
+    };
     format!(
-        "nodeRegistration:\n  name: {}\n  criSocket: unix:///run/containerd/containerd.sock\n  kubeletExtraArgs:\n    - name: node-ip\n      value: \"{}\"\n",
+        "nodeRegistration:\n  name: {}\n  criSocket: unix:///run/containerd/containerd.sock\n{taints}  kubeletExtraArgs:\n    - name: node-ip\n      value: \"{}\"\n",
         me.name, me.address
     )
 }
@@ -180,13 +189,17 @@ apiServer:
         sans = sans.join("\n"),
         components = components(c)
     );
-    put(tree, "etc/kubernetes/ferry/kubeadm-init.yaml", text);
+    // It holds the bootstrap token: readable by root alone.
+    tree.insert(
+        "etc/kubernetes/ferry/kubeadm-init.yaml".into(),
+        (text.into_bytes(), 0o600),
+    );
 }
 
 /// Another node's `kubeadm join` configuration (`controlPlane` on a control plane).
 /// (The kubelet and kube-proxy configurations come from the cluster on join.)
 pub fn join(c: &Cluster<'_>, me: &Node, tree: &mut Tree) {
-    let control_plane = me.has(crate::install::inventory::Role::ControlPlane);
+    let control_plane = me.has(Role::ControlPlane);
     let cp = if control_plane {
         format!(
             "controlPlane:\n  localAPIEndpoint:\n    advertiseAddress: {}\n    bindPort: 6443\n{}",
@@ -212,5 +225,9 @@ discovery:
         hash = c.ca_hash,
         reg = node_registration(me),
     );
-    put(tree, "etc/kubernetes/ferry/kubeadm-join.yaml", text);
+    // It holds the bootstrap token: readable by root alone.
+    tree.insert(
+        "etc/kubernetes/ferry/kubeadm-join.yaml".into(),
+        (text.into_bytes(), 0o600),
+    );
 }
