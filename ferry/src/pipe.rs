@@ -208,7 +208,8 @@ pub struct HashBehind {
 /// Starts the hashing thread; it ends when the [`HashBehind`] is dropped.
 pub fn hash_behind() -> HashBehind {
     let (tx, rx) = sync_channel::<Hashing>(DEPTH);
-    let (digest_tx, digests) = sync_channel::<Digest>(1);
+    // Unbounded: with `end`, digests wait here until the caller asks for them.
+    let (digest_tx, digests) = std::sync::mpsc::channel::<Digest>();
     let (free_tx, free) = sync_channel::<Vec<u8>>(DEPTH + 1);
     let thread = std::thread::spawn(move || {
         let mut hasher = Hasher::new();
@@ -278,14 +279,36 @@ impl HashBehind {
     /// The digest of everything added since the last `finish`, once the thread has
     /// hashed it; the next bytes start a new hash.
     pub fn finish(&mut self) -> io::Result<Digest> {
+        self.end()?;
+        self.digests.recv().map_err(|_| stopped())
+    }
+
+    /// Ends the current hash without waiting for it: its digest comes, in order,
+    /// from [`HashBehind::ended`]. The next bytes start a new hash.
+    pub fn end(&mut self) -> io::Result<()> {
         if !self.buf.is_empty() {
             self.send();
         }
         self.len = 0;
-        let stopped = || io::Error::other("the hashing thread stopped");
-        self.tx.send(Hashing::Finish).map_err(|_| stopped())?;
-        self.digests.recv().map_err(|_| stopped())
+        self.tx.send(Hashing::Finish).map_err(|_| stopped())
     }
+
+    /// The digest of the oldest hash ended and not yet asked for: waiting for it if
+    /// `wait`, else only if it is ready (`None` when it is not).
+    pub fn ended(&mut self, wait: bool) -> io::Result<Option<Digest>> {
+        if wait {
+            return self.digests.recv().map(Some).map_err(|_| stopped());
+        }
+        match self.digests.try_recv() {
+            Ok(d) => Ok(Some(d)),
+            Err(std::sync::mpsc::TryRecvError::Empty) => Ok(None),
+            Err(std::sync::mpsc::TryRecvError::Disconnected) => Err(stopped()),
+        }
+    }
+}
+
+fn stopped() -> io::Error {
+    io::Error::other("the hashing thread stopped")
 }
 
 #[cfg(test)]
@@ -307,6 +330,29 @@ mod tests {
             w.write_all(piece).unwrap();
         }
         assert_eq!(w.finish().unwrap(), data);
+    }
+
+    #[test]
+    fn hashes_ended_without_waiting_come_back_in_order() {
+        let big: Vec<u8> = (0..(3 * HASH_CHUNK)).map(|i| (i % 253) as u8).collect();
+        let mut h = hash_behind();
+        let runs: [&[u8]; 4] = [&big, b"", b"x", &big[1..]];
+        for run in runs {
+            h.update(run);
+            h.end().unwrap();
+        }
+        let mut got = Vec::new();
+        while got.len() < runs.len() {
+            if let Some(d) = h.ended(got.len() == runs.len() - 1).unwrap() {
+                got.push(d);
+            }
+        }
+        let want: Vec<Digest> = runs.iter().map(|r| Digest::of(r)).collect();
+        assert_eq!(got, want);
+        assert_eq!(h.ended(false).unwrap(), None);
+        // `finish` still works after them.
+        h.update(b"abc");
+        assert_eq!(h.finish().unwrap(), Digest::of(b"abc"));
     }
 
     #[test]

@@ -403,3 +403,46 @@ fn an_unpack_killed_midway_leaves_nothing_the_next_one_does_not_reclaim() {
         assert_eq!(sha256_file(&path), hex, "{hex}");
     }
 }
+
+/// Regression: a store blob damaged since it was pulled (same size, one byte
+/// changed) was signed into the bundle, which the site then refused. `build` checks
+/// every blob against its digest as it packs, and refuses, naming it.
+#[test]
+fn a_store_blob_damaged_after_the_pull_is_refused_by_build_naming_it() {
+    let reg = Registry::start();
+    seed(&reg, 2, 300_000);
+    let s = prepare(&reg, &[0, 1], "k8s");
+    build(&s, "k8s", "a.tar.zst", &[]);
+    let largest = std::fs::read_dir(s.path("store/blobs/sha256"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .max_by_key(|p| std::fs::metadata(p).unwrap().len())
+        .unwrap();
+    let mut bytes = std::fs::read(&largest).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x01;
+    std::fs::write(&largest, &bytes).unwrap();
+
+    let run = build_with(&s, "k8s", "rel.key", "b.tar.zst", &[], &[]).failure();
+    let hex = largest.file_name().unwrap().to_str().unwrap();
+    let line = run.error_line();
+    assert!(
+        line.contains(&format!("store blob store/blobs/sha256/{hex} is damaged"))
+            && line.contains("delete it and pull again"),
+        "{line}"
+    );
+    // Nothing signed, nothing half-written.
+    let left: Vec<String> = std::fs::read_dir(s.path(""))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("b.tar.zst") || n.starts_with(".b.tar.zst"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+    // As it says: without the blob, build fetches it again and gives the same bundle.
+    std::fs::remove_file(&largest).unwrap();
+    build(&s, "k8s", "b.tar.zst", &[]);
+    assert_eq!(
+        sha256_file(&s.path("a.tar.zst")),
+        sha256_file(&s.path("b.tar.zst"))
+    );
+}

@@ -174,6 +174,8 @@ pub enum ArchiveError {
         manifest: Digest,
         store: PathBuf,
     },
+    #[error("store blob {} is damaged: its bytes hash to {actual}, not the digest it is named by; delete it and pull again", path.display())]
+    Damaged { path: PathBuf, actual: Digest },
     #[error("{0}")]
     Part(String),
     #[error(transparent)]

@@ -9,17 +9,19 @@
 //! frames are one zstd stream to every decoder (`zstd -dc BUNDLE | tar -t`), and
 //! the choice depends only on the entries' bytes, so bundles stay reproducible.
 
+use std::collections::VecDeque;
 use std::io::{Read, Write};
 use std::path::PathBuf;
 
 use super::{ArchiveError, Entry, MANIFEST_ENTRY, SIGNATURE_ENTRY};
+use crate::pipe::HashBehind;
 use crate::progress::{Progress, Silent};
 
 /// Where an entry's bytes come from.
 #[derive(Debug, Clone)]
 pub enum Source {
     Bytes(Vec<u8>),
-    /// A store blob (verified when it entered the store).
+    /// A store blob, checked against its digest again as it is packed.
     File(PathBuf),
 }
 
@@ -60,9 +62,9 @@ fn header(size: u64, mtime: u64) -> tar::Header {
 /// padding to the next 512-byte block. Written by hand rather than through
 /// `tar::Builder`, whose 8 KiB copies would feed the compressor in small pieces.
 ///
-/// Store blobs are not hashed again here: the store only ever holds blobs that were
-/// verified as they were written, and the installer checks every entry against the
-/// signed manifest. Re-hashing cost a quarter of the packing time on two cores.
+/// A store blob's bytes also go to `hash`, so a blob damaged since it was verified
+/// into the store is not signed into a bundle the site would refuse.
+#[allow(clippy::too_many_arguments)]
 fn append(
     out: &mut impl Write,
     path: &str,
@@ -71,6 +73,7 @@ fn append(
     mut data: impl Read,
     buf: &mut [u8],
     progress: &dyn Progress,
+    mut hash: Option<&mut HashBehind>,
 ) -> Result<(), ArchiveError> {
     let io = |e| ArchiveError::Io {
         path: PathBuf::from(path),
@@ -90,6 +93,9 @@ fn append(
                 expected: size,
                 actual: done,
             });
+        }
+        if let Some(hash) = hash.as_deref_mut() {
+            hash.update(&buf[..n]);
         }
         out.write_all(&buf[..n]).map_err(io)?;
         done += n as u64;
@@ -268,8 +274,15 @@ pub fn pack<W: Write>(
             bytes,
             &mut buf,
             &Silent,
+            None,
         )?;
     }
+    // On a thread of its own: packing waits on the BLAKE2b of the signature, and
+    // the other core has room for this.
+    // Digests are checked as they come, without the copy waiting for each one; all
+    // before the archive is finished.
+    let mut hash = crate::pipe::hash_behind();
+    let mut hashing: VecDeque<&PackEntry> = VecDeque::new();
     for e in entries {
         let size = e.entry.size;
         // The first bytes say which kind of frame the entry goes in.
@@ -297,6 +310,10 @@ pub fn pack<W: Write>(
         frame = frame
             .into_kind(compressed(&head[..n]), options)
             .map_err(zstd_err)?;
+        let file = match &e.source {
+            Source::File(path) => Some(path),
+            Source::Bytes(_) => None,
+        };
         append(
             &mut frame,
             &e.entry.path,
@@ -305,11 +322,43 @@ pub fn pack<W: Write>(
             (&head[..n]).chain(data),
             &mut buf,
             progress,
+            file.is_some().then_some(&mut hash),
         )?;
+        if let Some(path) = file {
+            hash.end().map_err(ArchiveError::io(path))?;
+            hashing.push_back(e);
+            check_hashed(&mut hash, &mut hashing, false)?;
+        }
     }
+    check_hashed(&mut hash, &mut hashing, true)?;
     // The end of a tar archive: two zero blocks.
     frame.write_all(&[0u8; 1024]).map_err(zstd_err)?;
     frame.finish().map_err(zstd_err)
+}
+
+/// Compares the digests `hash` has ready (all of them, if `wait`) with the store
+/// blobs `hashing` holds, oldest first.
+fn check_hashed(
+    hash: &mut HashBehind,
+    hashing: &mut VecDeque<&PackEntry>,
+    wait: bool,
+) -> Result<(), ArchiveError> {
+    while let Some(e) = hashing.front() {
+        let Source::File(path) = &e.source else {
+            unreachable!("only store blobs are hashed")
+        };
+        let Some(actual) = hash.ended(wait).map_err(ArchiveError::io(path))? else {
+            return Ok(());
+        };
+        if actual != e.entry.sha256 {
+            return Err(ArchiveError::Damaged {
+                path: path.clone(),
+                actual,
+            });
+        }
+        hashing.pop_front();
+    }
+    Ok(())
 }
 
 /// Reads until `buf` is full or the end; returns how much was read.
