@@ -351,6 +351,54 @@ fn completions_and_man_survive_a_closed_pipe() {
     }
 }
 
+/// Regression: `ferry-bundler lock ... 2>&1 | head -2` panicked (exit 101, a
+/// backtrace) once `head` had gone: every line went through `eprintln!`. With
+/// stderr closed, the work is done and the exit code is the work's.
+#[test]
+fn a_closed_stderr_neither_panics_nor_stops_the_work() {
+    let s = Session::new();
+    ferry(&s, "ferry-bundler", &["--version"]).success();
+    let exe = |bin: &str| {
+        std::env::current_exe()
+            .unwrap()
+            .parent()
+            .and_then(Path::parent)
+            .unwrap()
+            .join(bin)
+    };
+    let run = |bin: &str, args: &[&str]| {
+        let mut child = Command::new(exe(bin))
+            .args(args)
+            .current_dir(s.dir.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        drop(child.stderr.take());
+        child.wait().unwrap().code()
+    };
+    // Its report lines go to the closed stderr; the keys are written all the same.
+    let code = run(
+        "ferry-bundler",
+        &["keygen", "--out", "keys", "--name", "k", "--no-password"],
+    );
+    assert_eq!(code, Some(0));
+    assert!(s.path("keys/k.key").is_file() && s.path("keys/k.pub").is_file());
+    // An error line to the closed stderr: the error's exit code, not a panic's 101.
+    for bin in BINS {
+        let code = run(bin, &["verify", "nope.tar.zst", "--key", "keys/k.pub"]);
+        let code = if bin == "ferry-bundler" {
+            run(
+                bin,
+                &["pull", "nope.toml", "--lock", "nope.lock", "--store", "st"],
+            )
+        } else {
+            code
+        };
+        assert_eq!(code, Some(1), "{bin}");
+    }
+}
+
 /// Regression: every I/O error printed its cause twice (a library error showing its
 /// source, and the error chain showing it again): `ferry-bundler pull s.toml --lock
 /// nope.lock` said "No such file or directory (os error 2)" twice. No error line

@@ -460,7 +460,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             no_password,
         } => {
             let (public, secret) = keys::keygen(&out, &name, no_password)?;
-            println!(
+            ferry_cli::out!(
                 "wrote {} (keep it secret) and {} (give it to the sites)",
                 secret.display(),
                 public.display()

@@ -40,6 +40,18 @@ impl Refused {
     }
 }
 
+/// A command line the parser took but the command cannot (a flag's value it checks
+/// itself, a flag another needs): the command exits with [`USAGE`], as for clap's
+/// own refusals.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Usage(pub String);
+
+/// An error that makes the command exit with [`USAGE`].
+pub fn usage(message: impl Into<String>) -> anyhow::Error {
+    anyhow::Error::new(Usage(message.into()))
+}
+
 /// The error line's text: every cause in the chain once, joined by `: `. A cause
 /// whose text its parent already shows (a library error that prints its source)
 /// is not repeated.
@@ -55,10 +67,13 @@ pub fn render(e: &anyhow::Error) -> String {
     parts.join(": ")
 }
 
-/// The exit code for an error: [`REFUSED`] for a refused bundle, else [`FAILURE`].
+/// The exit code for an error: [`REFUSED`] for a refused bundle, [`USAGE`] for a
+/// bad command line, else [`FAILURE`].
 pub fn code(e: &anyhow::Error) -> u8 {
     if e.chain().any(|c| c.is::<Refused>()) {
         REFUSED
+    } else if e.chain().any(|c| c.is::<Usage>()) {
+        USAGE
     } else {
         FAILURE
     }
@@ -69,7 +84,7 @@ pub fn main<C: Parser>(run: impl FnOnce(C) -> anyhow::Result<()>) -> ExitCode {
     match run(C::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {}", render(&e));
+            crate::say!("error: {}", render(&e));
             ExitCode::from(code(&e))
         }
     }

@@ -70,7 +70,7 @@ pub fn man(command: clap::Command, out: Option<&Path>) -> anyhow::Result<()> {
         Some(dir) => {
             write_man(command, dir)
                 .with_context(|| format!("cannot write man pages into {}", dir.display()))?;
-            println!("wrote man pages into {}", dir.display());
+            crate::out!("wrote man pages into {}", dir.display());
             Ok(())
         }
         None => print_man(command).context("cannot write to stdout"),

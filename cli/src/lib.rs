@@ -6,6 +6,25 @@
 //! The `ferry` library draws nothing; it reports progress through
 //! [`ferry::progress::Progress`], which [`progress::Report`] renders.
 
+/// `eprintln!` that never panics: a closed stderr (`2>&1 | head -2`) must not stop
+/// the work half-way with a panic; the lines are dropped and the work goes on.
+#[macro_export]
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
+/// `println!` that never panics on a closed stdout (`inspect B | head -1`).
+#[macro_export]
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
 pub mod exit;
 pub mod generate;
 pub mod inspect;

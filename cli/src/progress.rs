@@ -81,8 +81,8 @@ impl Report {
     pub fn info(&self, message: &str) {
         match &self.mode {
             Mode::Quiet => {}
-            Mode::Plain => eprintln!("{message}"),
-            Mode::Bar(bar) if bar.is_hidden() => eprintln!("{message}"),
+            Mode::Plain => crate::say!("{message}"),
+            Mode::Bar(bar) if bar.is_hidden() => crate::say!("{message}"),
             Mode::Bar(bar) => bar.println(message),
         }
     }
@@ -158,7 +158,7 @@ impl Report {
             0 => String::new(),
             _ => format!(" of {}", human_bytes(total)),
         };
-        eprintln!(
+        crate::say!(
             "progress: {}{of} ({}/s{eta})",
             human_bytes(done),
             human_bytes(rate as u64)
@@ -229,7 +229,7 @@ impl NodeLines {
                 });
                 bar.set_message(what.to_string());
             }
-            None if !self.quiet => eprintln!("{node}: {what}"),
+            None if !self.quiet => crate::say!("{node}: {what}"),
             None => {}
         }
     }

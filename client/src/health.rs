@@ -58,7 +58,9 @@ impl Health {
     /// Says a decision as it is made (`--verbose`).
     pub(crate) fn decide(&self, message: impl FnOnce() -> String) {
         if self.verbose {
-            eprintln!("decision: {}", message());
+            // Never a panic on a closed stderr.
+            use std::io::Write as _;
+            let _ = writeln!(std::io::stderr(), "decision: {}", message());
         }
     }
 

@@ -389,7 +389,7 @@ pub fn apply(
                     }
                 }
             }
-            println!("{out}");
+            ferry_cli::out!("{out}");
             return Ok(());
         }
         t.run(

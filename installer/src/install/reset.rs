@@ -89,7 +89,7 @@ pub fn reset(
                 String::from_utf8_lossy(&out.stderr).trim()
             );
         }
-        eprintln!("{name}: reset ({} planned file(s) removed)", files.len());
+        ferry_cli::say!("{name}: reset ({} planned file(s) removed)", files.len());
     }
     Ok(())
 }

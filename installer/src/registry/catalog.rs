@@ -103,7 +103,7 @@ impl Catalog {
                     })?
                     .len();
                 if len > MAX_MANIFEST_BYTES as u64 {
-                    eprintln!("warning: manifest {digest} is larger than 4 MiB; not served");
+                    ferry_cli::say!("warning: manifest {digest} is larger than 4 MiB; not served");
                     return Ok(false);
                 }
                 let bytes = store.read_blob(digest)?;
@@ -243,14 +243,14 @@ impl Images {
             let r: Reference = match name.parse() {
                 Ok(r) => r,
                 Err(e) => {
-                    eprintln!("warning: index.json entry {name:?} is not served: {e}");
+                    ferry_cli::say!("warning: index.json entry {name:?} is not served: {e}");
                     continue;
                 }
             };
             let repo = r.name();
             let media_type = desc.media_type.to_string();
             if !cat.add(&self.store, &repo, &desc.digest, &media_type, 0)? {
-                eprintln!(
+                ferry_cli::say!(
                     "warning: index.json names {name} but manifest {} is missing",
                     desc.digest
                 );

@@ -225,7 +225,7 @@ pub async fn handle(
             Ok(r) => r,
             Err(e) => {
                 if e.code == Code::Unknown {
-                    eprintln!("error: {}", e.detail.as_deref().unwrap_or("internal error"));
+                    ferry_cli::say!("error: {}", e.detail.as_deref().unwrap_or("internal error"));
                 }
                 e.into_response()
             }
@@ -393,11 +393,13 @@ pub async fn housekeeping(state: Arc<State>) {
         match r {
             Ok(Ok(true)) => {
                 let (repos, manifests) = state.images.counts();
-                eprintln!("index.json changed: now {repos} repositories, {manifests} manifests");
+                ferry_cli::say!(
+                    "index.json changed: now {repos} repositories, {manifests} manifests"
+                );
             }
             Ok(Ok(false)) => {}
-            Ok(Err(e)) => eprintln!("warning: reloading index.json: {e}"),
-            Err(e) => eprintln!("warning: reloading index.json: {e}"),
+            Ok(Err(e)) => ferry_cli::say!("warning: reloading index.json: {e}"),
+            Err(e) => ferry_cli::say!("warning: reloading index.json: {e}"),
         }
         if last_sweep.elapsed() >= Duration::from_secs(60) {
             last_sweep = Instant::now();

@@ -177,7 +177,7 @@ pub async fn run(
     let listener = TcpListener::from_std(listener).context("setting up the listener")?;
     let local = listener.local_addr().context("reading the bound address")?;
     let (repos, manifests) = state.images.counts();
-    eprintln!(
+    ferry_cli::say!(
         "serving {} ({repos} repositories, {manifests} manifests); push {}",
         state.store.root().display(),
         if state.auth.is_some() {
@@ -187,7 +187,7 @@ pub async fn run(
         }
     );
     // Tests and scripts wait for this line (it carries the port when --addr :0).
-    eprintln!(
+    ferry_cli::say!(
         "listening on {}://{local}",
         if tls.is_some() { "https" } else { "http" }
     );
@@ -206,7 +206,7 @@ pub async fn run(
                 Ok(c) => c,
                 Err(e) => {
                     // EMFILE and friends: back off instead of spinning.
-                    eprintln!("warning: accept: {e}");
+                    ferry_cli::say!("warning: accept: {e}");
                     tokio::time::sleep(Duration::from_millis(100)).await;
                     continue;
                 }
@@ -309,16 +309,16 @@ where
 /// On shutdown: every connection is asked to close (idle ones at once, busy ones
 /// after their request), for up to [`DRAIN_TIMEOUT`].
 async fn drain(table: &Table) -> anyhow::Result<()> {
-    eprintln!("shutting down: finishing requests under way");
+    ferry_cli::say!("shutting down: finishing requests under way");
     table.lock().unwrap().close_all();
     let deadline = tokio::time::Instant::now() + DRAIN_TIMEOUT;
     while !table.lock().unwrap().live.is_empty() {
         if tokio::time::Instant::now() >= deadline {
-            eprintln!("stopped ({DRAIN_TIMEOUT:?} drain limit reached)");
+            ferry_cli::say!("stopped ({DRAIN_TIMEOUT:?} drain limit reached)");
             return Ok(());
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    eprintln!("stopped");
+    ferry_cli::say!("stopped");
     Ok(())
 }
