@@ -99,6 +99,12 @@ fn describe(e: &reqwest::Error) -> String {
         text.push_str(": ");
         text.push_str(&last);
     }
+    // rustls names what went wrong, not what to do about it.
+    if last.contains("UnknownIssuer") {
+        text.push_str(" (its certificate's CA is not trusted here: give it with --ca-cert FILE)");
+    } else if last.contains("InvalidContentType") {
+        text.push_str(" (it does not speak TLS: for a plain-HTTP registry use http://)");
+    }
     text
 }
 

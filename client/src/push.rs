@@ -132,11 +132,28 @@ impl Client {
                 &format!("mount of {digest}"),
                 || self.http.post(&url).header(CONTENT_LENGTH, 0),
             )
-            .await?;
+            .await
+            .map_err(|e| no_pushes(e, "mount"))?;
         if response.status() == StatusCode::CREATED {
             return Ok(Upload::Mounted);
         }
         Ok(Upload::Session(location(endpoint, &response, "mount")?))
+    }
+
+    /// Checks that the endpoint's registry answers the distribution API (`GET
+    /// /v2/`, with credentials if it asks): a push says "cannot reach the
+    /// registry" once, before naming any blob.
+    pub async fn ping(&self, endpoint: &Endpoint) -> Result<(), FetchError> {
+        let url = format!("{}/v2/", endpoint.base_url);
+        self.send(
+            endpoint,
+            Access::Push,
+            None,
+            "the registry's API (/v2/)",
+            || self.http.get(&url),
+        )
+        .await
+        .map(drop)
     }
 
     /// Opens an upload session; returns its URL.
@@ -149,7 +166,8 @@ impl Client {
             .send(endpoint, Access::Push, None, "upload", || {
                 self.http.post(&url).header(CONTENT_LENGTH, 0)
             })
-            .await?;
+            .await
+            .map_err(|e| no_pushes(e, "upload"))?;
         location(endpoint, &response, "upload")
     }
 
@@ -316,7 +334,8 @@ impl Client {
                 .header(CONTENT_TYPE, media_type)
                 .body(bytes.clone())
         })
-        .await?;
+        .await
+        .map_err(|e| no_pushes(e, &what))?;
         Ok(())
     }
 
@@ -344,6 +363,20 @@ impl Client {
 
 /// An upload failure that a new session may get past: the registry lost the
 /// session (404 BLOB_UPLOAD_UNKNOWN), or a retryable failure outlasted its tries.
+/// A registry that answers a push with 405 takes none at all (a read-only mirror,
+/// or `ferry-installer serve` without users): say so, not "unsupported".
+fn no_pushes(e: FetchError, what: &str) -> FetchError {
+    match e {
+        FetchError::Status { status, .. } if status == StatusCode::METHOD_NOT_ALLOWED => {
+            FetchError::Protocol {
+                what: what.to_string(),
+                reason: "the registry takes no pushes (HTTP 405); `ferry-installer serve` takes them only with --htpasswd".into(),
+            }
+        }
+        other => other,
+    }
+}
+
 fn restartable(e: &FetchError) -> bool {
     matches!(e, FetchError::NotFound { .. }) || e.retryable()
 }

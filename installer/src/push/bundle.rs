@@ -74,6 +74,7 @@ pub async fn push_bundle(
         target,
     )?;
 
+    plan.ping(&client).await?;
     // Which blobs the registry has somewhere they are needed, and which it lacks.
     let mut wanted: BTreeMap<Digest, Vec<Endpoint>> = BTreeMap::new();
     for image in &plan.images {

@@ -21,8 +21,8 @@ Examples:
 
 Every image, file and chart of the store goes to PREFIX/<upstream name with its
 host>: registry.k8s.io/pause:3.10 pushed --to https://harbor.site/k8s becomes
-harbor.site/k8s/registry.k8s.io/pause:3.10, files/kubelet:v1.31.4 becomes
-harbor.site/k8s/files/kubelet:v1.31.4. --flatten joins the name's components with
+harbor.site/k8s/registry.k8s.io/pause:3.10, files/kubelet:1.31.14 becomes
+harbor.site/k8s/files/kubelet:1.31.14. --flatten joins the name's components with
 `__` (k8s/registry.k8s.io__pause) for registries that allow only
 project/repository; nodes cannot pull a flattened registry by upstream names.
 
@@ -62,7 +62,8 @@ pub struct PushArgs {
     #[arg(long, value_name = "URL")]
     pub to: String,
 
-    /// USER:PASSWORD for the registry (else the docker config's).
+    /// USER:PASSWORD for the registry, or HOST=USER:PASSWORD with --to's host
+    /// (else the docker config's).
     #[arg(
         long,
         value_name = "USER:PASSWORD",
@@ -94,14 +95,24 @@ pub struct PushArgs {
 
 /// Runs `push`.
 pub fn run(args: PushArgs) -> anyhow::Result<()> {
-    let target = Target::parse(&args.to, args.flatten)?;
+    let target =
+        Target::parse(&args.to, args.flatten).map_err(|e| ferry_cli::exit::usage(e.to_string()))?;
     if args.jobs == 0 || args.chunk_mib == 0 {
-        anyhow::bail!("--jobs and --chunk-mib must be at least 1");
+        return Err(ferry_cli::exit::usage(
+            "--jobs and --chunk-mib must be at least 1",
+        ));
     }
     let mut flags = Vec::new();
     if let Some(cred) = &args.cred {
+        // HOST=USER:PASSWORD, as `ferry-bundler` takes it and as the hint for a
+        // registry that asks for credentials spells it, names --to's host.
+        let cred = cred
+            .strip_prefix(&format!("{}=", target.host()))
+            .unwrap_or(cred);
         if !cred.contains(':') {
-            anyhow::bail!("--cred: expected USER:PASSWORD");
+            return Err(ferry_cli::exit::usage(
+                "--cred: expected USER:PASSWORD (or HOST=USER:PASSWORD, HOST as in --to)",
+            ));
         }
         flags.push(format!("{}={cred}", target.host()));
     }

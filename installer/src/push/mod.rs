@@ -91,6 +91,8 @@ pub enum PushError {
     Bundle(#[from] ferry::archive::ArchiveError),
     #[error("a delta bundle needs its base: unpack it onto the store that holds the base, and push the store")]
     Delta,
+    #[error("cannot reach the registry: {0}")]
+    Unreachable(FetchError),
     #[error("{place} lacks blob {digest}, which its images need")]
     Missing { digest: Digest, place: String },
 }
@@ -163,6 +165,18 @@ impl Plan {
         Ok(Plan {
             images: images(source, target)?,
         })
+    }
+
+    /// Checks that the registry answers, with the first repository's credentials,
+    /// before any blob is named in an error.
+    pub(crate) async fn ping(&self, client: &Client) -> Result<(), PushError> {
+        match self.images.first() {
+            Some(image) => client
+                .ping(&image.endpoint)
+                .await
+                .map_err(PushError::Unreachable),
+            None => Ok(()),
+        }
     }
 
     /// The bytes of every blob in every repository it goes to: the progress
@@ -258,6 +272,7 @@ pub async fn push(
     options: PushOptions,
     progress: Arc<dyn Fn(u64) + Send + Sync>,
 ) -> Result<Summary, PushError> {
+    plan.ping(client).await?;
     let mut summary = Summary {
         images: plan.images.len(),
         ..Summary::default()
