@@ -313,7 +313,10 @@ fn install_over_ssh_makes_the_cluster_in_order_and_a_rerun_changes_nothing() {
     let run = c.install(&["--dry-run"]).success();
     assert!(
         run.stdout
-            .contains("worker2: 0 file(s) would change, nothing would run"),
+            .contains("worker2: 0 file(s) would change, nothing would run")
+            && run
+                .stdout
+                .contains("dry run: no node was changed (this host holds the store"),
         "{}",
         run.stdout
     );

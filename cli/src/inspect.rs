@@ -1,6 +1,7 @@
 //! `inspect`: what a bundle holds, from its head alone, as text for people and as
 //! JSON for scripts. Both binaries run this one implementation.
 
+use std::io::Write as _;
 use std::path::PathBuf;
 
 use ferry::archive::Head;
@@ -15,7 +16,8 @@ use crate::progress::human_bytes;
 pub struct InspectArgs {
     /// The bundle (or its first part).
     pub bundle: PathBuf,
-    /// Check the manifest's signature with this public key.
+    /// Check the manifest's signature with this public key (the contents are not
+    /// read: `verify` checks every byte).
     #[arg(long)]
     pub key: Option<PathBuf>,
     /// Print JSON.
@@ -31,9 +33,9 @@ pub fn run(args: &InspectArgs) -> anyhow::Result<()> {
         .map_err(|e| Refused::classify(&args.bundle, e))?;
     let summary = Summary::new(&head, size);
     if args.json {
-        println!("{}", summary.to_json());
+        crate::out!("{}", summary.to_json());
     } else {
-        print!("{}", summary.to_text());
+        let _ = write!(std::io::stdout(), "{}", summary.to_text());
     }
     Ok(())
 }
@@ -45,7 +47,8 @@ pub struct Summary<'a> {
     pub id: String,
     pub platforms: Vec<String>,
     pub signer_key_id: &'a str,
-    /// Whether the signature was checked against a public key (`--key`).
+    /// Whether the manifest's signature was checked against a public key (`--key`);
+    /// the entries are not read.
     pub signature_verified: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub base: Option<String>,
@@ -146,8 +149,11 @@ impl<'a> Summary<'a> {
             self.id,
             self.platforms.join(", "),
             self.signer_key_id,
+            // inspect reads the head alone: what it checks is the manifest's
+            // signature, not the bytes after it (regression: "verified" on a
+            // truncated bundle).
             if self.signature_verified {
-                "verified"
+                "manifest signature verified; `verify` checks every byte"
             } else {
                 "not verified: pass --key to check"
             }

@@ -16,6 +16,9 @@ fn stream(bundle: &Path, key: &Path, store: Option<&Path>, quiet: bool) -> anyho
     let key = PublicKey::load(key)?;
     let report = Report::new(quiet);
     let reader = PartReader::open(bundle, Some(&key)).map_err(|e| Refused::classify(bundle, e))?;
+    // A store this unpack makes is removed again if the bundle is refused: an
+    // empty layout left behind would be served as an empty registry.
+    let made = store.filter(|s| !s.exists());
     let store = store
         .map(|s| Store::create(s).with_context(|| format!("store {}", s.display())))
         .transpose()?;
@@ -24,7 +27,16 @@ fn stream(bundle: &Path, key: &Path, store: Option<&Path>, quiet: bool) -> anyho
         None => unpack::verify(reader, &key, &report),
     };
     report.finish();
-    let o = result.map_err(|e| Refused::classify(bundle, e))?;
+    let o = match result {
+        Ok(o) => o,
+        Err(e) => {
+            if let Some(made) = made {
+                drop(store);
+                let _ = std::fs::remove_dir_all(made);
+            }
+            return Err(Refused::classify(bundle, e));
+        }
+    };
     let m = &o.head.manifest;
     report.info(&match &store {
         Some(store) => format!(

@@ -1,7 +1,7 @@
 //! `ferry-installer`: runs on the isolated site. It verifies and unpacks bundles,
-//! serves their images from an embedded registry and (later) installs Kubernetes
-//! from them. It never needs the internet. A thin command line over the
-//! `ferry_installer` library.
+//! serves their images from an embedded registry or pushes them into the site's
+//! own, and plans and installs Kubernetes from them on every node. It never needs
+//! the internet. A thin command line over the `ferry_installer` library.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -18,6 +18,9 @@ Examples:
   ferry-installer push --store /var/lib/ferry/store --to https://harbor.site/k8s --cred admin:PASSWORD
   ferry-installer init-cluster --nodes 4        # writes a commented cluster.toml
   ferry-installer plan cluster.toml --store /var/lib/ferry/store --out plan/
+  ferry-installer install cluster.toml --bundle k8s.tar.zst --key release.pub --dry-run
+  ferry-installer install cluster.toml --bundle k8s.tar.zst --key release.pub
+  ferry-installer reset cluster.toml worker3 --yes
   ferry-installer completions bash > /etc/bash_completion.d/ferry-installer
   ferry-installer man --out /usr/local/share/man/man1
 
@@ -27,7 +30,7 @@ Exit codes:
   2  bad command line
   3  bundle refused: unsigned, wrongly signed, truncated, altered or unsafe";
 
-/// Verify, unpack and serve Ferry bundles on an isolated site.
+/// Verify, unpack, serve and push Ferry bundles, and install Kubernetes from them, on an isolated site.
 #[derive(Parser)]
 #[command(name = "ferry-installer", version = ferry_cli::VERSION, after_help = AFTER_HELP)]
 struct Cli {
@@ -42,6 +45,11 @@ enum Command {
 Examples:
   ferry-installer verify k8s.tar.zst --key release.pub
   ferry-installer verify k8s.tar.zst.001 --key release.pub   # a split bundle: give the first part
+
+The signature checked is the one inside the bundle, over its manifest, which
+names every entry's sha256. The detached .minisig beside it is for the stock
+minisign CLI at the door (minisign -Vm k8s.tar.zst -p release.pub); verify
+does not need it.
 
 Exit code 3 when the bundle is refused.")]
     Verify {
@@ -113,6 +121,9 @@ while serve does: blobs younger than --grace are kept, so a push under way
     #[command(after_help = "\
 Examples:
   ferry-installer plan cluster.toml --store /var/lib/ferry/store --out plan/
+  ferry-installer install cluster.toml --bundle k8s.tar.zst --key release.pub --dry-run
+  ferry-installer install cluster.toml --bundle k8s.tar.zst --key release.pub
+  ferry-installer reset cluster.toml worker3 --yes
   diff -r plan.old/ plan/                       # what a change of inventory or bundle does
 
 Writes OUT/<node>/ as the node's filesystem will hold it (etc/containerd/...,
@@ -396,7 +407,7 @@ fn plan(
 ) -> anyhow::Result<()> {
     let planned =
         ferry_installer::install::commands::plan(inventory, store, out, pki, state, release)?;
-    println!(
+    ferry_cli::out!(
         "planned {} node(s) into {}: review, then install",
         planned.nodes,
         out.display()
@@ -412,16 +423,23 @@ fn install(
     let (planned, summary) = ferry_installer::install::commands::install(inventory, args)?;
     let _ = std::fs::remove_dir_all(&args.options.ssh.control_dir);
     if args.options.dry_run {
-        println!("dry run: nothing was changed");
+        // Planning needs the bundle unpacked and the cluster's CAs made: those
+        // are on this host, the nodes untouched.
+        ferry_cli::out!(
+            "dry run: no node was changed (this host holds the store {}, the plan {} and the cluster state {})",
+            args.store.display(),
+            planned.state.join("plan").display(),
+            planned.state.display()
+        );
         return Ok(());
     }
     if summary.changed_nodes.is_empty() {
-        println!(
+        ferry_cli::out!(
             "nothing to do: all {} node(s) already hold this plan",
             summary.unchanged_nodes.len()
         );
     } else {
-        println!(
+        ferry_cli::out!(
             "installed {} node(s) ({} unchanged): {} file(s) and {} blob(s) sent, {} step(s) run",
             summary.changed_nodes.len(),
             summary.unchanged_nodes.len(),
@@ -436,7 +454,7 @@ fn install(
         .iter()
         .find(|n| n.has(ferry_installer::install::inventory::Role::ControlPlane))
         .expect("checked when the inventory was read");
-    println!(
+    ferry_cli::out!(
         "the admin kubeconfig is /etc/kubernetes/admin.conf on {} ({}):\n  scp root@{}:/etc/kubernetes/admin.conf ~/.kube/config && kubectl get nodes",
         first.name, first.address, first.address
     );
@@ -458,7 +476,7 @@ fn init_cluster(nodes: usize, output: &std::path::Path, force: bool) -> anyhow::
     let tmp = output.with_extension("toml.tmp");
     std::fs::write(&tmp, &text).with_context(|| format!("cannot write {}", tmp.display()))?;
     std::fs::rename(&tmp, output).with_context(|| format!("cannot write {}", output.display()))?;
-    println!(
+    ferry_cli::out!(
         "wrote {} ({nodes} node(s)): edit the names, addresses and SSH access",
         output.display()
     );

@@ -207,6 +207,10 @@ fn every_kind_of_bad_bundle_is_refused_and_the_store_left_untouched() {
             before,
             "{bad}: the store changed"
         );
+        // A store the refused unpack would have made is not left behind (an
+        // empty layout would be served as an empty registry).
+        unpack(&s, bad, "fresh").refused();
+        assert!(!s.path("fresh").exists(), "{bad}: an empty store was left");
     }
     // No signature at all: a plain tar.zst of a layout.
     std::fs::write(s.path("plain.tar.zst"), b"not zstd").unwrap();

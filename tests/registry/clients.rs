@@ -38,8 +38,11 @@ fn skopeo_pulls_over_tls_with_the_generated_ca_which_is_kept_across_restarts() {
     let srv = Serve::start(&s, &["--store", "store", "--san", "registry.site.test"]);
     assert!(srv.url.starts_with("https://"), "{}", srv.url);
     let ca = s.path("pki/ca.pem");
+    // The CA's full path, ready for hosts.toml.
+    let ca_full = ca.canonicalize().unwrap();
     assert!(
-        srv.log().contains("site CA: pki/ca.pem"),
+        srv.log()
+            .contains(&format!("site CA: {} (made now)", ca_full.display())),
         "the CA path is printed:\n{}",
         srv.log()
     );
@@ -78,6 +81,13 @@ fn skopeo_pulls_over_tls_with_the_generated_ca_which_is_kept_across_restarts() {
     let before = std::fs::read(&ca).unwrap();
     let srv = Serve::start(&s, &["--store", "store", "--san", "other.site.test"]);
     assert_eq!(std::fs::read(&ca).unwrap(), before, "the CA was replaced");
+    // And says so: only the server certificate is new (regression: "made now").
+    let log = srv.log();
+    assert!(
+        log.contains(&format!("site CA: {} (kept)", ca_full.display()))
+            && log.contains("server certificate (made now) names:"),
+        "{log}"
+    );
     skopeo_check(
         &[&cert_dir],
         srv.addr(),

@@ -82,6 +82,14 @@ pub(crate) fn write_file(path: &Path, text: &str, private: bool) -> anyhow::Resu
     fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))
 }
 
+/// What [`Pki::ensure_server_cert`] made anew: nodes need to be told of a new CA,
+/// not of a new server certificate.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Made {
+    pub ca: bool,
+    pub certificate: bool,
+}
+
 impl Pki {
     /// The PKI directory at `dir` (made, mode 0700, when first needed).
     pub fn new(dir: &Path) -> Pki {
@@ -127,16 +135,16 @@ impl Pki {
     }
 
     /// Makes (or reuses) the site CA and a registry certificate for `sans`. Returns
-    /// whether anything was newly made.
-    pub fn ensure_registry_cert(&self, sans: &[String]) -> anyhow::Result<bool> {
+    /// what was newly made.
+    pub fn ensure_registry_cert(&self, sans: &[String]) -> anyhow::Result<Made> {
         self.ensure_server_cert(&self.dir.clone(), sans)
     }
 
     /// Makes (or reuses) the site CA, and a registry certificate for `sans` signed
     /// by it in `out` (`registry.pem`, `registry.key`, 0600, and `registry.sans`):
-    /// for a registry on another host, which then needs no CA key. Returns whether
-    /// anything was newly made.
-    pub fn ensure_server_cert(&self, out: &Path, sans: &[String]) -> anyhow::Result<bool> {
+    /// for a registry on another host, which then needs no CA key. Returns what was
+    /// newly made.
+    pub fn ensure_server_cert(&self, out: &Path, sans: &[String]) -> anyhow::Result<Made> {
         self.create_dir()?;
         fs::DirBuilder::new()
             .recursive(true)
@@ -146,7 +154,7 @@ impl Pki {
         let dir = &self.dir;
         let ca_pem = self.ca_cert();
         let ca_key_path = dir.join("ca.key");
-        let mut made = false;
+        let mut made = Made::default();
         let ca_key = if ca_pem.exists() && ca_key_path.exists() {
             let pem = fs::read_to_string(&ca_key_path)
                 .with_context(|| format!("reading {}", ca_key_path.display()))?;
@@ -156,14 +164,14 @@ impl Pki {
             let cert = ca_params()?.self_signed(&key)?;
             write_file(&ca_key_path, &key.serialize_pem(), true)?;
             write_file(&ca_pem, &cert.pem(), false)?;
-            made = true;
+            made.ca = true;
             key
         };
         let (server_pem, server_key) = (out.join("registry.pem"), out.join("registry.key"));
         let sans_file = out.join("registry.sans");
         let want = sans.join("\n") + "\n";
         let have = fs::read_to_string(&sans_file).unwrap_or_default();
-        if made || have != want || !server_pem.exists() || !server_key.exists() {
+        if made.ca || have != want || !server_pem.exists() || !server_key.exists() {
             // The issuer object is rebuilt from the kept key and the fixed subject.
             let issuer = ca_params()?.self_signed(&ca_key)?;
             let key = KeyPair::generate()?;
@@ -195,7 +203,7 @@ impl Pki {
             write_file(&server_key, &key.serialize_pem(), true)?;
             write_file(&server_pem, &cert.pem(), false)?;
             write_file(&sans_file, &want, false)?;
-            made = true;
+            made.certificate = true;
         }
         Ok(made)
     }

@@ -40,7 +40,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use ferry::store::Store;
 use tokio_rustls::rustls;
 
@@ -62,7 +62,7 @@ Examples:
   # (/etc/containerd/certs.d/registry.k8s.io/hosts.toml):
   #   [host.\"https://registry.site.lan:5000\"]
   #     capabilities = [\"pull\", \"resolve\"]
-  #     ca = \"/etc/ferry/ca.pem\"
+  #     ca = \"/etc/containerd/certs.d/ferry-site-ca.crt\"   # where plan puts the site CA
   skopeo inspect docker://registry.site.lan:5000/registry.k8s.io/pause:3.10
 
 Names: /v2/registry.k8s.io/pause/... and /v2/pause/...?ns=registry.k8s.io are the
@@ -139,7 +139,11 @@ fn tls_mode(text: &str) -> anyhow::Result<TlsMode> {
             Some((c, k)) if !c.is_empty() && !k.is_empty() => {
                 TlsMode::Files(PathBuf::from(c), PathBuf::from(k))
             }
-            _ => bail!("--tls must be auto, off or CERT,KEY (got {other:?})"),
+            _ => {
+                return Err(ferry_cli::exit::usage(format!(
+                    "--tls must be auto, off or CERT,KEY (got {other:?})"
+                )))
+            }
         },
     })
 }
@@ -303,7 +307,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
     server::raise_file_limit();
     let mode = tls_mode(&args.tls)?;
     if args.auth_pull && args.htpasswd.is_none() {
-        bail!("--auth-pull needs --htpasswd");
+        return Err(ferry_cli::exit::usage("--auth-pull needs --htpasswd"));
     }
     let auth = args
         .htpasswd
@@ -323,13 +327,19 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 .ensure_registry_cert(&sans)
                 .context("making the site CA and registry certificate")?;
             let ca = pki.ca_cert();
-            eprintln!(
+            let ca = ca.canonicalize().unwrap_or(ca);
+            let now = |made: bool| if made { "made now" } else { "kept" };
+            ferry_cli::say!(
                 "site CA: {} ({}); nodes trust it (containerd hosts.toml: ca = \"{}\")",
                 ca.display(),
-                if made { "made now" } else { "kept" },
+                now(made.ca),
                 ca.display()
             );
-            eprintln!("server certificate names: {}", sans.join(", "));
+            ferry_cli::say!(
+                "server certificate ({}) names: {}",
+                now(made.certificate),
+                sans.join(", ")
+            );
             let (cert, key) = pki.registry_cert();
             Some(tls::server_config(&cert, &key)?)
         }
