@@ -214,7 +214,13 @@ pub fn build(o: BuildOptions<'_>) -> anyhow::Result<Vec<PathBuf>> {
         o.report,
     );
     o.report.finish();
-    let written = result.with_context(|| format!("cannot write the bundle {}", o.out.display()))?;
+    let written = result.map_err(|e| match e {
+        // The archive names the file; said once.
+        ferry::archive::ArchiveError::Io { path, error } if path == o.out => {
+            anyhow!("cannot write the bundle {}: {error}", o.out.display())
+        }
+        e => anyhow::Error::new(e).context(format!("cannot write the bundle {}", o.out.display())),
+    })?;
     let m = &written.manifest;
     let count = written.paths.len();
     o.report.info(&format!(

@@ -11,6 +11,7 @@ use ferry::spec::Spec;
 use ferry::store::Store;
 use ferry_bundler::mirrors::MirrorRules;
 
+use ferry_bundler::outputs::{self, Input, OutputError};
 use ferry_bundler::{build, keys, pull, resolve};
 use ferry_cli::Report;
 use ferry_client::auth::Credentials;
@@ -241,6 +242,19 @@ impl NetArgs {
         }
     }
 
+    /// The files these flags name for reading (`--mirrors`, `--ca-cert`).
+    fn inputs(&self) -> Vec<Input<'_>> {
+        let mirrors = self.mirrors.iter().map(|p| Input {
+            named: "--mirrors",
+            path: p,
+        });
+        let cas = self.ca_certs.iter().map(|p| Input {
+            named: "--ca-cert",
+            path: p,
+        });
+        mirrors.chain(cas).collect()
+    }
+
     fn rules(&self) -> anyhow::Result<MirrorRules> {
         Ok(match &self.mirrors {
             Some(path) => MirrorRules::load(path)?,
@@ -386,20 +400,19 @@ fn default_lock_path(spec: &Path) -> PathBuf {
     spec.with_extension("lock")
 }
 
-/// Writes `text` to `path` atomically, so a failed run leaves no half-written lock.
+/// Writes `text` to `path` atomically, so a failed run leaves no half-written lock;
+/// an error names `path`, not the temporary file beside it.
 fn write_atomic(path: &Path, text: &str) -> anyhow::Result<()> {
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let tmp = dir.join(format!(
+    let tmp = outputs::parent_dir(path).join(format!(
         ".{}.{}.tmp",
         path.file_name().and_then(|n| n.to_str()).unwrap_or("lock"),
         std::process::id()
     ));
-    std::fs::write(&tmp, text).with_context(|| format!("cannot write {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))?;
-    Ok(())
+    let written = std::fs::write(&tmp, text).and_then(|()| std::fs::rename(&tmp, path));
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written.with_context(|| format!("cannot write {}", path.display()))
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
@@ -420,6 +433,19 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             store,
             net,
         } => {
+            let (out, out_named) = match output {
+                Some(out) => (out, "-o"),
+                None => (
+                    default_lock_path(&spec_path),
+                    "the default output (the spec's path with .lock)",
+                ),
+            };
+            let mut inputs = net.inputs();
+            inputs.push(Input {
+                named: "the spec",
+                path: &spec_path,
+            });
+            outputs::check(out_named, &out, &[], &inputs)?;
             let spec = Spec::load(&spec_path)?;
             let rules = net.rules()?;
             let client = net.client()?;
@@ -436,7 +462,6 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             ));
             endpoint_notes(&client, &report);
             let lock = lock?;
-            let out = output.unwrap_or_else(|| default_lock_path(&spec_path));
             write_atomic(&out, &lock.to_toml())?;
             report.info(&format!(
                 "wrote {} ({} image(s))",
@@ -478,6 +503,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             allow_missing_images,
             net,
         } => {
+            check_bundle_output(
+                &output,
+                split.is_some(),
+                &spec_path,
+                &key,
+                &lock,
+                &base,
+                &net,
+            )?;
             let spec_text = ferry::toml_file::read(&spec_path, "spec")?;
             let spec = Spec::parse(&spec_path, &spec_text)?;
             // The key first: a password prompt must not wait behind a long pull.
@@ -504,6 +538,70 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Checks, before any work, that the bundle `output` (its `.minisig`, or with
+/// `--split` its parts and theirs) can be written and destroys no input.
+fn check_bundle_output(
+    output: &Path,
+    split: bool,
+    spec: &Path,
+    key: &Path,
+    lock: &Option<PathBuf>,
+    base: &Option<PathBuf>,
+    net: &NetArgs,
+) -> Result<(), OutputError> {
+    use ferry::archive::parts::{part_path, signature_path};
+    let mut inputs = net.inputs();
+    inputs.push(Input {
+        named: "the spec",
+        path: spec,
+    });
+    inputs.push(Input {
+        named: "--key",
+        path: key,
+    });
+    inputs.extend(lock.iter().map(|p| Input {
+        named: "--lock",
+        path: p,
+    }));
+    inputs.extend(base.iter().map(|p| Input {
+        named: "--base",
+        path: p,
+    }));
+    let mut also = vec![signature_path(output)];
+    if split {
+        // The parts a build writes, and those of an earlier build it removes.
+        let mut i = 1;
+        loop {
+            let part = part_path(output, i);
+            let exists = part.exists();
+            also.push(signature_path(&part));
+            also.push(part);
+            if !exists {
+                break;
+            }
+            i += 1;
+        }
+    }
+    outputs::check("-o", output, &also, &inputs)
+}
+
+/// Like `ferry_cli::main`, but an output that is one of the inputs is a bad
+/// command line (exit 2).
 fn main() -> ExitCode {
-    ferry_cli::main(run)
+    use clap::Parser as _;
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {}", ferry_cli::exit::render(&e));
+            let usage = e.chain().any(|c| {
+                c.downcast_ref::<OutputError>()
+                    .is_some_and(OutputError::is_usage)
+            });
+            ExitCode::from(if usage {
+                ferry_cli::exit::USAGE
+            } else {
+                ferry_cli::exit::code(&e)
+            })
+        }
+    }
 }

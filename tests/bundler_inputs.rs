@@ -1,0 +1,223 @@
+//! What `ferry-bundler` does with the files a user names: an output that is one of
+//! the inputs, or that cannot be written where it is named, is refused before any
+//! network work; keys, locks, stores and flag values that do not fit are named in
+//! one line. Upstream content comes from a loopback registry:2.
+
+mod common;
+
+use common::store::sha256_file;
+use common::{mirror_to, spec, Run, Session};
+use ferry_testkit::image::{self, layer, platform_image, Flavor, Image};
+use ferry_testkit::registry::Registry;
+
+const HOST: &str = "registry.example.io";
+
+/// A session with mirrors at `reg` (serving one small image), a key pair
+/// `k.{key,pub}`, the spec `spec.toml` and its lock `spec.lock`.
+fn world(reg: &Registry) -> Session {
+    let img = Image::single(platform_image(
+        Flavor::Oci,
+        "linux",
+        "amd64",
+        None,
+        vec![layer(71, 40_000)],
+    ));
+    image::push(&reg.url(), "apps/small", "v1", &img);
+    let s = Session::new();
+    s.write("mirrors.toml", &mirror_to(HOST, reg.url()));
+    s.write(
+        "spec.toml",
+        &spec(&["linux/amd64"], &[&format!("{HOST}/apps/small:v1")]),
+    );
+    s.bundler(&["keygen", "--name", "k", "--no-password"])
+        .success();
+    s.bundler(&common::LOCK).success();
+    s
+}
+
+/// Every request the registry has answered so far.
+fn requests(reg: &Registry) -> usize {
+    reg.count_requests("GET", "/v2/") + reg.count_requests("HEAD", "/v2/")
+}
+
+/// Asserts a bad command line: exit 2, one `error:` line, no panic.
+#[track_caller]
+fn usage_error(run: Run) -> Run {
+    assert_eq!(
+        run.status.code(),
+        Some(2),
+        "`{}` should have been a usage error:\n{}",
+        run.command,
+        run.stderr
+    );
+    assert!(!run.stderr.contains("panicked"), "{}", run.stderr);
+    assert_eq!(
+        run.stderr
+            .lines()
+            .filter(|l| l.starts_with("error:"))
+            .count(),
+        1,
+        "{}",
+        run.stderr
+    );
+    run
+}
+
+/// Regression (audit, defect 1): `-o` naming an input destroyed it (the base bundle
+/// replaced by a delta against itself, the signing key, the lock, the spec).
+#[test]
+fn an_output_that_is_an_input_is_refused_before_any_work_and_the_input_kept() {
+    let reg = Registry::start();
+    let s = world(&reg);
+    let build = |out: &str, extra: &[&str]| {
+        let mut args = common::build_args("spec.toml", "spec.lock", out);
+        args.extend_from_slice(extra);
+        s.bundler(&args)
+    };
+    build("base.tar.zst", &[]).success();
+    std::fs::hard_link(s.path("base.tar.zst"), s.path("same-as-base.tar.zst")).unwrap();
+    let kept = |names: &[&str]| -> Vec<String> {
+        names
+            .iter()
+            .map(|n| sha256_file(&s.path(n)))
+            .collect::<Vec<_>>()
+    };
+    let inputs = [
+        "base.tar.zst",
+        "k.key",
+        "spec.lock",
+        "spec.toml",
+        "mirrors.toml",
+    ];
+    let before = kept(&inputs);
+    let asked = requests(&reg);
+
+    let cases: [(&str, &[&str], &str); 6] = [
+        (
+            "base.tar.zst",
+            &["--base", "base.tar.zst"],
+            "-o base.tar.zst is the same file as --base base.tar.zst",
+        ),
+        (
+            "./same-as-base.tar.zst",
+            &["--base", "base.tar.zst"],
+            "-o ./same-as-base.tar.zst is the same file as --base base.tar.zst",
+        ),
+        ("k.key", &[], "-o k.key is the same file as --key k.key"),
+        (
+            "spec.lock",
+            &[],
+            "-o spec.lock is the same file as --lock spec.lock",
+        ),
+        (
+            "spec.toml",
+            &[],
+            "-o spec.toml is the same file as the spec spec.toml",
+        ),
+        (
+            "mirrors.toml",
+            &[],
+            "-o mirrors.toml is the same file as --mirrors mirrors.toml",
+        ),
+    ];
+    for (out, extra, says) in cases {
+        let run = usage_error(build(out, extra));
+        assert!(
+            run.error_line().contains(says) && run.error_line().contains("name another output"),
+            "{}",
+            run.stderr
+        );
+    }
+    // The bundle's signature is written too: it may not be an input either.
+    // (`build_args` names the key at index 9.)
+    std::fs::rename(s.path("k.key"), s.path("new.tar.zst.minisig")).unwrap();
+    let mut args = common::build_args("spec.toml", "spec.lock", "new.tar.zst");
+    args[9] = "new.tar.zst.minisig";
+    let run = usage_error(s.bundler(&args));
+    assert!(
+        run.error_line()
+            .contains("-o new.tar.zst.minisig is the same file as --key new.tar.zst.minisig"),
+        "{}",
+        run.stderr
+    );
+    std::fs::rename(s.path("new.tar.zst.minisig"), s.path("k.key")).unwrap();
+    assert!(!s.path("new.tar.zst").exists());
+
+    // lock: `-o` the spec itself, and a spec whose default output is itself.
+    let run = usage_error(s.bundler(&[
+        "lock",
+        "spec.toml",
+        "--mirrors",
+        "mirrors.toml",
+        "-o",
+        "spec.toml",
+    ]));
+    assert!(
+        run.error_line()
+            .contains("-o spec.toml is the same file as the spec spec.toml"),
+        "{}",
+        run.stderr
+    );
+    std::fs::copy(s.path("spec.toml"), s.path("release.lock")).unwrap();
+    let run = usage_error(s.bundler(&["lock", "release.lock", "--mirrors", "mirrors.toml"]));
+    assert!(
+        run.error_line().contains(
+            "the default output (the spec's path with .lock) release.lock is the same file as the spec release.lock"
+        ),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(s.read("release.lock"), s.read("spec.toml"));
+
+    assert_eq!(kept(&inputs), before, "an input was changed");
+    assert_eq!(
+        requests(&reg),
+        asked,
+        "a refused command asked the registry"
+    );
+}
+
+/// Regression (audit, defect 2): an output in a directory that does not exist, or
+/// one that is a directory, was found only after all the work, and the error
+/// named a temporary file (or the output twice).
+#[test]
+fn an_output_that_cannot_be_written_is_named_once_before_any_work() {
+    let reg = Registry::start();
+    let s = world(&reg);
+    std::fs::create_dir(s.path("out")).unwrap();
+    let asked = requests(&reg);
+
+    let lock = |out: &str| {
+        s.bundler(&["lock", "spec.toml", "--mirrors", "mirrors.toml", "-o", out])
+            .failure()
+    };
+    let build = |out: &str| {
+        s.bundler(&common::build_args("spec.toml", "spec.lock", out))
+            .failure()
+    };
+    for (run, says) in [
+        (
+            lock("missing/x.lock"),
+            "error: cannot write missing/x.lock: the directory missing does not exist",
+        ),
+        (lock("out"), "error: cannot write out: it is a directory"),
+        (
+            lock("spec.toml/x.lock"),
+            "error: cannot write spec.toml/x.lock: spec.toml is not a directory",
+        ),
+        (
+            build("missing/k7.tar.zst"),
+            "error: cannot write missing/k7.tar.zst: the directory missing does not exist",
+        ),
+        (build("out"), "error: cannot write out: it is a directory"),
+    ] {
+        assert_eq!(run.error_line(), says, "{}", run.stderr);
+    }
+    assert_eq!(
+        requests(&reg),
+        asked,
+        "a refused command asked the registry"
+    );
+    assert!(!s.path("store").exists(), "a refused build made the store");
+    assert!(!s.path("missing").exists());
+}
