@@ -221,3 +221,83 @@ fn an_output_that_cannot_be_written_is_named_once_before_any_work() {
     assert!(!s.path("store").exists(), "a refused build made the store");
     assert!(!s.path("missing").exists());
 }
+
+/// Regression (audit, defect 5): `pull` turned any directory into a store, writing
+/// `blobs/`, `index.json` and `oci-layout` beside the user's files.
+#[test]
+fn a_directory_with_other_files_is_not_made_a_store_but_new_empty_and_existing_stores_are_used() {
+    let reg = Registry::start();
+    let s = world(&reg);
+    s.write("notstore/readme.txt", "hi\n");
+    let pull = |store: &str| {
+        s.bundler(&[
+            "pull",
+            "spec.toml",
+            "--lock",
+            "spec.lock",
+            "--mirrors",
+            "mirrors.toml",
+            "--store",
+            store,
+        ])
+    };
+    let run = pull("notstore").failure();
+    assert_eq!(
+        run.error_line(),
+        "error: notstore is not empty and not a store (no oci-layout file): name a new or empty directory, or an existing store",
+        "{}",
+        run.stderr
+    );
+    assert_eq!(
+        common::files_under(&s.path("notstore"))
+            .into_iter()
+            .map(|(rel, _)| rel)
+            .collect::<Vec<_>>(),
+        ["readme.txt"]
+    );
+    // lock --store is refused the same way, before it asks anything.
+    let asked = requests(&reg);
+    let run = s
+        .bundler(&[
+            "lock",
+            "spec.toml",
+            "--mirrors",
+            "mirrors.toml",
+            "-o",
+            "again.lock",
+            "--store",
+            "notstore",
+        ])
+        .failure();
+    assert!(
+        run.error_line().contains("notstore is not empty"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(requests(&reg), asked);
+
+    // An empty directory becomes a store; pulling into it again uses it as it is.
+    std::fs::create_dir(s.path("empty")).unwrap();
+    pull("empty").success();
+    assert!(s.path("empty/oci-layout").exists());
+    pull("empty").success();
+    // build's default store, ~/.cache/ferry/store, is made and then reused.
+    let cache = s.path("cache").display().to_string();
+    let build = [
+        "build",
+        "spec.toml",
+        "--lock",
+        "spec.lock",
+        "--mirrors",
+        "mirrors.toml",
+        "--key",
+        "k.key",
+        "-o",
+        "k.tar.zst",
+    ];
+    s.bundler_env(&build, &[("XDG_CACHE_HOME", &cache)])
+        .success();
+    assert!(s.path("cache/ferry/store/oci-layout").exists());
+    s.bundler_env(&build, &[("XDG_CACHE_HOME", &cache)])
+        .success();
+}

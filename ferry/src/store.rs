@@ -19,8 +19,9 @@
 //! name, fsynced and renamed. `index.json` names an image only once every blob it
 //! needs is present, so a store is consistent at every instant.
 //!
-//! Only [`Store::create`] (pull, unpack) makes a store; [`Store::open`] (serve,
-//! inspect, plan) refuses a directory that is not one.
+//! Only [`Store::create`] (pull, unpack) makes a store, in a new or empty
+//! directory; [`Store::open`] (serve, inspect, plan) refuses a directory that is
+//! not one.
 
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
@@ -52,6 +53,8 @@ pub enum StoreError {
     NotALayout { path: PathBuf, reason: String },
     #[error("{} is not a store (no oci-layout file): pull or unpack into it first", path.display())]
     NotAStore { path: PathBuf },
+    #[error("{} is not empty and not a store (no oci-layout file): name a new or empty directory, or an existing store", path.display())]
+    NotEmpty { path: PathBuf },
     #[error("blob {expected} does not match its content (got {actual})")]
     DigestMismatch { expected: Digest, actual: Digest },
     #[error("blob {digest} is not in the store {} (run pull)", root.display())]
@@ -78,7 +81,9 @@ fn sync_dir(dir: &Path) -> Result<(), StoreError> {
 }
 
 impl Store {
-    /// Opens the store at `root`, making it (an empty layout) if it does not exist.
+    /// Opens the store at `root`, making it (an empty layout) if it does not exist
+    /// or is an empty directory. A directory holding anything else without an
+    /// `oci-layout` file is refused and left as it was: its files are someone's.
     pub fn create(root: &Path) -> Result<Store, StoreError> {
         let store = Store {
             root: root.to_path_buf(),
@@ -92,6 +97,16 @@ impl Store {
         fs::create_dir_all(root).map_err(io_err(root))?;
         let layout = root.join("oci-layout");
         if !layout.exists() {
+            // What a create interrupted before it wrote oci-layout leaves is no
+            // one else's.
+            let ours = |name: &std::ffi::OsStr| name == "blobs" || name == ".ferry";
+            for entry in fs::read_dir(root).map_err(io_err(root))? {
+                if !ours(&entry.map_err(io_err(root))?.file_name()) {
+                    return Err(StoreError::NotEmpty {
+                        path: root.to_path_buf(),
+                    });
+                }
+            }
             store.private_dirs()?;
             store.write_atomic(&layout, LAYOUT.as_bytes())?;
         }
@@ -706,8 +721,19 @@ mod tests {
             .collect();
         assert_eq!(names, ["notes.txt"]);
         assert!(Store::open(&dir.path().join("missing")).is_err());
-        Store::create(dir.path()).unwrap();
-        Store::open(dir.path()).unwrap();
+        let e = Store::create(dir.path()).unwrap_err();
+        assert!(matches!(e, StoreError::NotEmpty { .. }), "{e}");
+        let names: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["notes.txt"]);
+        let empty = dir.path().join("empty");
+        fs::create_dir(&empty).unwrap();
+        Store::create(&empty).unwrap();
+        Store::open(&empty).unwrap();
+        Store::create(&empty).unwrap();
+        Store::create(&dir.path().join("new/store")).unwrap();
         let e = Store::create(&dir.path().join("notes.txt")).unwrap_err();
         assert!(
             e.to_string()
