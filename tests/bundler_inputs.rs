@@ -301,3 +301,33 @@ fn a_directory_with_other_files_is_not_made_a_store_but_new_empty_and_existing_s
     s.bundler_env(&build, &[("XDG_CACHE_HOME", &cache)])
         .success();
 }
+
+/// Regression (audit, defect 3): a public key given as `--key` was called
+/// password-protected.
+#[test]
+fn a_public_key_given_as_the_signing_key_is_named_as_one() {
+    let s = Session::new();
+    s.write(
+        "spec.toml",
+        &spec(&["linux/amd64"], &["registry.example.io/a:v1"]),
+    );
+    s.bundler(&["keygen", "--name", "ci", "--out", "keys", "--no-password"])
+        .success();
+    let run = s
+        .bundler(&[
+            "build",
+            "spec.toml",
+            "--key",
+            "keys/ci.pub",
+            "-o",
+            "k.tar.zst",
+        ])
+        .failure();
+    assert_eq!(
+        run.error_line(),
+        "error: keys/ci.pub is a public key; --key needs the secret key (e.g. keys/ci.key)",
+        "{}",
+        run.stderr
+    );
+    assert!(!s.path("k.tar.zst").exists());
+}

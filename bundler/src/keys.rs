@@ -64,8 +64,25 @@ fn write_new(path: &Path, text: &str, mode: u32) -> anyhow::Result<()> {
         .with_context(|| format!("cannot write {}", path.display()))
 }
 
-/// Loads a secret key, asking for its password if it has one.
+/// A key file that is not the secret key a command needs.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error("{} is a public key; --key needs the secret key (e.g. {})", path.display(), secret.display())]
+    PublicKey { path: PathBuf, secret: PathBuf },
+}
+
+/// Loads a secret key, asking for its password if it has one; a public key given
+/// instead is named as one.
 pub fn load_secret(path: &Path) -> anyhow::Result<SecretKey> {
+    if let Ok(text) = std::fs::read_to_string(path) {
+        if signing::PublicKey::parse(&text, "").is_ok() {
+            return Err(KeyError::PublicKey {
+                path: path.to_path_buf(),
+                secret: path.with_extension("key"),
+            }
+            .into());
+        }
+    }
     let password = if SecretKey::is_encrypted(path)? {
         match password_from_env() {
             Some(p) => Some(p),
