@@ -331,3 +331,46 @@ fn a_public_key_given_as_the_signing_key_is_named_as_one() {
     );
     assert!(!s.path("k.tar.zst").exists());
 }
+
+/// Regression (audit, defects 6 and 7): a malformed `--cred` printed the whole
+/// value, password included, and exited 1.
+#[test]
+fn a_malformed_cred_is_a_usage_error_that_never_shows_the_password() {
+    let s = Session::new();
+    s.write(
+        "spec.toml",
+        &spec(&["linux/amd64"], &["registry.example.io/a:v1"]),
+    );
+    for (cred, says) in [
+        (
+            "myreg.example=admin/S3cretPassw0rd",
+            "error: --cred myreg.example=…: expected HOST=USER:PASSWORD (no ':' between user and password; the rest is not shown)",
+        ),
+        (
+            "admin:S3cretPassw0rd",
+            "error: --cred …: expected HOST=USER:PASSWORD (no '=' after the host; the value is not shown, it may hold a password)",
+        ),
+        (
+            "=admin:S3cretPassw0rd",
+            "error: --cred =…: expected HOST=USER:PASSWORD (no host before '=')",
+        ),
+    ] {
+        for sub in ["lock", "pull"] {
+            let mut args = vec![sub, "spec.toml", "--cred", cred];
+            if sub == "pull" {
+                args.extend(["--store", "store"]);
+            }
+            let run = usage_error(s.bundler(&args));
+            assert_eq!(
+                run.stderr.lines().next(),
+                Some(says),
+                "{}",
+                run.stderr
+            );
+            assert!(!run.stderr.contains("S3cret"), "{}", run.stderr);
+            assert!(!run.stdout.contains("S3cret"), "{}", run.stdout);
+        }
+    }
+    assert!(!s.path("store").exists());
+    assert!(!s.path("spec.lock").exists());
+}

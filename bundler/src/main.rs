@@ -198,7 +198,7 @@ struct NetArgs {
     /// Credentials for a registry host, HOST=USER:PASSWORD; repeatable. For a host
     /// that no flag names, ~/.docker/config.json ($DOCKER_CONFIG/config.json) is read:
     /// the helper credHelpers names for it, then credsStore, then auths.
-    #[arg(long = "cred", value_name = "HOST=USER:PASSWORD")]
+    #[arg(long = "cred", value_name = "HOST=USER:PASSWORD", value_parser = CredParser)]
     creds: Vec<String>,
     /// Log in to HOST as USER, keeping the password off the command line: it is read
     /// from standard input with --password-stdin, else from the environment variable
@@ -286,6 +286,32 @@ impl NetArgs {
             user_agent: concat!("ferry-bundler/", env!("CARGO_PKG_VERSION")).into(),
         })
         .map_err(Into::into)
+    }
+}
+
+/// Checks `--cred HOST=USER:PASSWORD` as clap parses it (a bad one is a usage
+/// error, exit 2); unlike clap's own message, the error never shows the password.
+#[derive(Clone)]
+struct CredParser;
+
+impl clap::builder::TypedValueParser for CredParser {
+    type Value = String;
+
+    fn parse_ref(
+        &self,
+        cmd: &clap::Command,
+        _arg: Option<&clap::Arg>,
+        value: &std::ffi::OsStr,
+    ) -> Result<String, clap::Error> {
+        use clap::error::ErrorKind;
+        let text = value.to_str().ok_or_else(|| {
+            clap::Error::raw(ErrorKind::InvalidUtf8, "--cred: the value is not UTF-8\n")
+                .with_cmd(cmd)
+        })?;
+        ferry_client::auth::parse_cred(text).map_err(|e| {
+            clap::Error::raw(ErrorKind::ValueValidation, format!("{e}\n")).with_cmd(cmd)
+        })?;
+        Ok(text.to_string())
     }
 }
 
