@@ -374,3 +374,35 @@ fn a_malformed_cred_is_a_usage_error_that_never_shows_the_password() {
     assert!(!s.path("store").exists());
     assert!(!s.path("spec.lock").exists());
 }
+
+/// Regression (audit, defect 4): `build` took a lock written for another release
+/// (the spec's version changed to 2.0.0 built "test 2.0.0" from the 1.0.0 lock).
+#[test]
+fn a_lock_written_for_another_release_is_refused_naming_both() {
+    let reg = Registry::start();
+    let s = world(&reg);
+    let spec_text = s.read("spec.toml");
+    let asked = requests(&reg);
+    for (edited, says) in [
+        (
+            spec_text.replace("version = \"1.0.0\"", "version = \"2.0.0\""),
+            "error: spec.lock: the lock is for test 1.0.0, the spec for test 2.0.0: run `ferry-bundler lock` again",
+        ),
+        (
+            spec_text.replace("name = \"test\"", "name = \"bench\""),
+            "error: spec.lock: the lock is for test 1.0.0, the spec for bench 1.0.0: run `ferry-bundler lock` again",
+        ),
+    ] {
+        assert_ne!(edited, spec_text);
+        s.write("spec.toml", &edited);
+        let run = s
+            .bundler(&common::build_args("spec.toml", "spec.lock", "k.tar.zst"))
+            .failure();
+        assert_eq!(run.error_line(), says, "{}", run.stderr);
+        let run = s.bundler(&common::LOCKED_PULL).failure();
+        assert_eq!(run.error_line(), says, "{}", run.stderr);
+    }
+    assert!(!s.path("k.tar.zst").exists());
+    assert!(!s.path("store").exists());
+    assert_eq!(requests(&reg), asked);
+}
