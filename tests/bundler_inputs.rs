@@ -406,3 +406,68 @@ fn a_lock_written_for_another_release_is_refused_naming_both() {
     assert!(!s.path("store").exists());
     assert_eq!(requests(&reg), asked);
 }
+
+/// Regression (audit, defect 6): flag values checked by hand exited 1 with a
+/// message that contradicted itself ("--connect-timeout must be between 0 and 600
+/// seconds" for 0), and a bad SOURCE_DATE_EPOCH was found only after the pull.
+#[test]
+fn flag_values_out_of_range_are_usage_errors_saying_the_true_range() {
+    let reg = Registry::start();
+    let s = world(&reg);
+    let asked = requests(&reg);
+    for (flag, value, says) in [
+        (
+            "--connect-timeout",
+            "0",
+            "error: invalid value '0' for '--connect-timeout <SECONDS>': must be more than 0 and at most 600 seconds",
+        ),
+        (
+            "--stall-timeout",
+            "0",
+            "error: invalid value '0' for '--stall-timeout <SECONDS>': must be more than 0 and at most 600 seconds",
+        ),
+        (
+            "--stall-timeout",
+            "soon",
+            "error: invalid value 'soon' for '--stall-timeout <SECONDS>': not a number of seconds (e.g. 3 or 0.5)",
+        ),
+        (
+            "--head-start",
+            "601",
+            "error: invalid value '601' for '--head-start <SECONDS>': must be from 0 (ask every endpoint at once) to 600 seconds",
+        ),
+    ] {
+        let run = usage_error(s.bundler(&[&common::LOCK[..], &[flag, value]].concat()));
+        assert_eq!(run.stderr.lines().next(), Some(says), "{}", run.stderr);
+    }
+    let run = s
+        .bundler_env(
+            &common::build_args("spec.toml", "spec.lock", "k.tar.zst"),
+            &[("SOURCE_DATE_EPOCH", "abc")],
+        )
+        .failure();
+    assert_eq!(
+        run.error_line(),
+        "error: SOURCE_DATE_EPOCH=\"abc\" is not a whole number of seconds since 1970 (unset it for 0)",
+        "{}",
+        run.stderr
+    );
+    assert!(!s.path("store").exists(), "it pulled first");
+    assert_eq!(requests(&reg), asked);
+
+    // --head-start 0, as its help says, asks every endpoint at once: it works.
+    s.bundler(&[
+        "lock",
+        "spec.toml",
+        "--mirrors",
+        "mirrors.toml",
+        "--head-start",
+        "0",
+        "-o",
+        "zero.lock",
+    ])
+    .success();
+    assert_eq!(s.read("zero.lock"), s.read("spec.lock"));
+    let help = s.bundler(&["lock", "--help"]).success().stdout;
+    assert!(help.contains("0 asks every endpoint at once"), "{help}");
+}

@@ -212,16 +212,17 @@ struct NetArgs {
     /// Seconds a connection may take to open; an endpoint that does not answer
     /// in time (a blocked mirror drops packets) is skipped by every download for a
     /// minute, and the next endpoint used.
-    #[arg(long, default_value_t = ferry_client::CONNECT_TIMEOUT.as_secs_f64(), value_name = "SECONDS")]
+    #[arg(long, default_value_t = ferry_client::CONNECT_TIMEOUT.as_secs_f64(), value_name = "SECONDS", value_parser = timeout_seconds)]
     connect_timeout: f64,
     /// Seconds a response may send nothing; an endpoint that stalls (answers,
     /// then sends no more) is left like one that does not connect, and a blob
     /// goes on from the next endpoint where it stopped.
-    #[arg(long, default_value_t = ferry_client::STALL_TIMEOUT.as_secs_f64(), value_name = "SECONDS")]
+    #[arg(long, default_value_t = ferry_client::STALL_TIMEOUT.as_secs_f64(), value_name = "SECONDS", value_parser = timeout_seconds)]
     stall_timeout: f64,
     /// Seconds an endpoint may take to answer before the next one is asked too
-    /// (Happy Eyeballs between endpoints); the first good answer wins.
-    #[arg(long, default_value_t = ferry_client::HEAD_START.as_secs_f64(), value_name = "SECONDS")]
+    /// (Happy Eyeballs between endpoints); the first good answer wins. 0 asks
+    /// every endpoint at once.
+    #[arg(long, default_value_t = ferry_client::HEAD_START.as_secs_f64(), value_name = "SECONDS", value_parser = head_start_seconds)]
     head_start: f64,
     /// Print nothing but errors.
     #[arg(long, short, conflicts_with = "verbose")]
@@ -267,15 +268,6 @@ impl NetArgs {
         if let Some(login) = &self.user {
             credentials.add_login(login, Credentials::login_password(self.password_stdin)?)?;
         }
-        for (flag, value) in [
-            ("--connect-timeout", self.connect_timeout),
-            ("--stall-timeout", self.stall_timeout),
-            ("--head-start", self.head_start),
-        ] {
-            if !(value > 0.0 && value <= 600.0) {
-                anyhow::bail!("{flag} must be between 0 and 600 seconds");
-            }
-        }
         Client::new(ClientOptions {
             ca_certs: self.ca_certs.clone(),
             credentials,
@@ -312,6 +304,42 @@ impl clap::builder::TypedValueParser for CredParser {
             clap::Error::raw(ErrorKind::ValueValidation, format!("{e}\n")).with_cmd(cmd)
         })?;
         Ok(text.to_string())
+    }
+}
+
+/// The longest a timeout or head start may be, in seconds.
+const MAX_SECONDS: f64 = 600.0;
+
+/// Parses a number of seconds (a decimal, such as `0.5`).
+fn seconds(text: &str) -> Result<f64, String> {
+    text.trim()
+        .parse::<f64>()
+        .ok()
+        .filter(|s| s.is_finite())
+        .ok_or_else(|| "not a number of seconds (e.g. 3 or 0.5)".to_string())
+}
+
+/// `--connect-timeout`, `--stall-timeout`: more than 0, at most 600 seconds.
+fn timeout_seconds(text: &str) -> Result<f64, String> {
+    let s = seconds(text)?;
+    if s > 0.0 && s <= MAX_SECONDS {
+        Ok(s)
+    } else {
+        Err(format!(
+            "must be more than 0 and at most {MAX_SECONDS} seconds"
+        ))
+    }
+}
+
+/// `--head-start`: 0 (every endpoint at once) to 600 seconds.
+fn head_start_seconds(text: &str) -> Result<f64, String> {
+    let s = seconds(text)?;
+    if (0.0..=MAX_SECONDS).contains(&s) {
+        Ok(s)
+    } else {
+        Err(format!(
+            "must be from 0 (ask every endpoint at once) to {MAX_SECONDS} seconds"
+        ))
     }
 }
 
@@ -538,6 +566,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 &base,
                 &net,
             )?;
+            let mtime = build::source_date_epoch()?;
             let spec_text = ferry::toml_file::read(&spec_path, "spec")?;
             let spec = Spec::parse(&spec_path, &spec_text)?;
             // The key first: a password prompt must not wait behind a long pull.
@@ -555,6 +584,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 base: base.as_deref(),
                 split,
                 level,
+                mtime,
                 allow_missing_images,
                 report: &report,
             })?;
