@@ -471,3 +471,52 @@ fn flag_values_out_of_range_are_usage_errors_saying_the_true_range() {
     let help = s.bundler(&["lock", "--help"]).success().stdout;
     assert!(help.contains("0 asks every endpoint at once"), "{help}");
 }
+
+/// Regression (audit, defect 8): `keygen --name ""` wrote hidden `.key`/`.pub`,
+/// `--name ../escape --out keys` wrote outside `--out`, and `--out` naming a file
+/// said "File exists".
+#[test]
+fn keygen_refuses_names_that_are_paths_empty_or_hidden_and_an_out_that_is_a_file() {
+    let s = Session::new();
+    s.write("spec.toml", "name = \"x\"\n");
+    for (name, says) in [
+        ("", "the name is empty"),
+        (
+            "../escape",
+            "a name, not a path: use --out for the directory",
+        ),
+        ("sub/k", "a name, not a path: use --out for the directory"),
+        (
+            ".hidden",
+            "the name may not start with '.' (the keys would be hidden files)",
+        ),
+    ] {
+        let run =
+            usage_error(s.bundler(&["keygen", "--no-password", "--name", name, "--out", "keys"]));
+        assert_eq!(
+            run.stderr.lines().next(),
+            Some(format!("error: invalid value '{name}' for '--name <NAME>': {says}").as_str()),
+            "{}",
+            run.stderr
+        );
+    }
+    let run = s
+        .bundler(&["keygen", "--no-password", "--out", "spec.toml"])
+        .failure();
+    assert_eq!(
+        run.error_line(),
+        "error: --out spec.toml is not a directory",
+        "{}",
+        run.stderr
+    );
+    let left: Vec<String> = common::files_under(s.dir.path())
+        .into_iter()
+        .map(|(rel, _)| rel)
+        .collect();
+    assert_eq!(left, ["spec.toml"], "keygen wrote something");
+    assert!(!s.path("keys").exists());
+    // A plain name still works.
+    s.bundler(&["keygen", "--no-password", "--name", "ci", "--out", "keys"])
+        .success();
+    assert!(s.path("keys/ci.key").exists() && s.path("keys/ci.pub").exists());
+}

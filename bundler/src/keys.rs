@@ -14,8 +14,26 @@ fn password_from_env() -> Option<String> {
     std::env::var(PASSWORD_ENV).ok().filter(|p| !p.is_empty())
 }
 
+/// Checks a key's base name: the files must land in `--out`, visible, as
+/// `NAME.key` and `NAME.pub` (so no `/`, no leading `.`, not empty).
+pub fn check_name(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        Err("the name is empty".into())
+    } else if name.contains('/') {
+        Err("a name, not a path: use --out for the directory".into())
+    } else if name.starts_with('.') {
+        Err("the name may not start with '.' (the keys would be hidden files)".into())
+    } else {
+        Ok(())
+    }
+}
+
 /// Writes `NAME.pub` and `NAME.key` into `dir`; returns their paths.
 pub fn keygen(dir: &Path, name: &str, no_password: bool) -> anyhow::Result<(PathBuf, PathBuf)> {
+    check_name(name).map_err(|e| anyhow::anyhow!("--name {name:?}: {e}"))?;
+    if dir.exists() && !dir.is_dir() {
+        bail!("--out {} is not a directory", dir.display());
+    }
     let public = dir.join(format!("{name}.pub"));
     let secret = dir.join(format!("{name}.key"));
     for p in [&public, &secret] {

@@ -59,8 +59,8 @@ The public key works with the minisign CLI: minisign -Vm FILE -p NAME.pub")]
         /// Directory to write the keys into.
         #[arg(long, default_value = ".")]
         out: PathBuf,
-        /// Base name of the key files.
-        #[arg(long, default_value = "ferry")]
+        /// Base name of the key files (not a path; not starting with '.').
+        #[arg(long, default_value = "ferry", value_parser = key_name)]
         name: String,
         /// Store the secret key unencrypted (for CI; keep it secret).
         #[arg(long)]
@@ -305,6 +305,11 @@ impl clap::builder::TypedValueParser for CredParser {
         })?;
         Ok(text.to_string())
     }
+}
+
+/// `keygen --name`: see [`keys::check_name`].
+fn key_name(text: &str) -> Result<String, String> {
+    keys::check_name(text).map(|()| text.to_string())
 }
 
 /// The longest a timeout or head start may be, in seconds.
