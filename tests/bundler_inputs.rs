@@ -520,3 +520,105 @@ fn keygen_refuses_names_that_are_paths_empty_or_hidden_and_an_out_that_is_a_file
         .success();
     assert!(s.path("keys/ci.key").exists() && s.path("keys/ci.pub").exists());
 }
+
+/// A process id no process has: a child that has been waited for.
+fn dead_pid() -> u32 {
+    let mut child = std::process::Command::new("true").spawn().unwrap();
+    let pid = child.id();
+    child.wait().unwrap();
+    assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists());
+    pid
+}
+
+/// The temporary files beside `out` in the session: `OUT.tmp-PID`, `OUT.NNN.tmp-PID`.
+fn temps(s: &Session, out: &str) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(s.dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(out) && n.contains(".tmp-"))
+        .collect();
+    names.sort();
+    names
+}
+
+/// Regression (audit, defect 9): a build killed midway left `OUT.tmp-PID` (and a
+/// killed pull `store/.ferry/tmp/*.tmp`) that later runs never removed.
+#[test]
+fn a_build_killed_midway_leaves_temp_files_that_the_next_build_and_pull_remove() {
+    let reg = Registry::start();
+    let img = Image::single(platform_image(
+        Flavor::Oci,
+        "linux",
+        "amd64",
+        None,
+        vec![layer(91, 48 << 20)],
+    ));
+    image::push(&reg.url(), "apps/big", "v1", &img);
+    let s = Session::new();
+    s.write("mirrors.toml", &mirror_to(HOST, reg.url()));
+    s.write(
+        "spec.toml",
+        &spec(&["linux/amd64"], &[&format!("{HOST}/apps/big:v1")]),
+    );
+    s.bundler(&["keygen", "--name", "k", "--no-password"])
+        .success();
+    s.bundler(&common::LOCK).success();
+    s.bundler(&common::LOCKED_PULL).success();
+
+    // Killed (SIGKILL, as the OOM killer or a closed session does) once it writes.
+    let build = common::build_args("spec.toml", "spec.lock", "k.tar.zst");
+    let mut child = s.spawn_bundler(&build);
+    let started = std::time::Instant::now();
+    while temps(&s, "k.tar.zst").is_empty() {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the build ended before it was killed"
+        );
+        assert!(started.elapsed().as_secs() < 60, "no temp file appeared");
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let killed = temps(&s, "k.tar.zst");
+    assert_eq!(killed, [format!("k.tar.zst.tmp-{}", child.id())]);
+    assert!(!s.path("k.tar.zst").exists());
+    // Another left by a split build that is gone, and one whose build runs still
+    // (this test's process id), which must be kept.
+    let dead = dead_pid();
+    s.write(&format!("k.tar.zst.002.tmp-{dead}"), "part");
+    let alive = format!("k.tar.zst.tmp-{}", std::process::id());
+    s.write(&alive, "in use");
+    s.write("k.tar.zst.notes", "mine");
+
+    let run = s.bundler(&build).success();
+    assert!(
+        run.stderr.contains(&format!(
+            "removed {}, left by a build that was stopped",
+            killed[0]
+        )),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(temps(&s, "k.tar.zst"), [alive]);
+    assert_eq!(s.read("k.tar.zst.notes"), "mine");
+    s.tool("minisign", &["-Vm", "k.tar.zst", "-p", "k.pub"]);
+
+    // The store's temp files: a gone writer's are removed by the next pull, a live
+    // one's kept.
+    let tmp = s.path("store/.ferry/tmp");
+    std::fs::write(tmp.join(format!("index.json.{dead}.0.tmp")), "half").unwrap();
+    let live = format!("index.json.{}.3.tmp", std::process::id());
+    std::fs::write(tmp.join(&live), "in use").unwrap();
+    let run = s.bundler(&common::LOCKED_PULL).success();
+    assert!(
+        run.stderr
+            .contains("removed 1 temporary file(s) left in store by a run that was stopped"),
+        "{}",
+        run.stderr
+    );
+    let left: Vec<String> = std::fs::read_dir(&tmp)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(left, [live]);
+}

@@ -432,6 +432,13 @@ fn pull_into(
     // Checked before the store is created, so a bad lock leaves nothing behind.
     let pinned = lock.map(|p| pinned_lock(spec, p)).transpose()?;
     let store = Store::create(store)?;
+    let reclaimed = store.reclaim_tmp()?;
+    if reclaimed > 0 {
+        report.info(&format!(
+            "removed {reclaimed} temporary file(s) left in {} by a run that was stopped",
+            store.root().display()
+        ));
+    }
     let jobs = net.jobs as usize;
     let lock = runtime()?.block_on(async {
         let lock = match pinned {
@@ -577,6 +584,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             // The key first: a password prompt must not wait behind a long pull.
             let key = keys::load_secret(&key)?;
             let report = net.report();
+            for stale in outputs::remove_stale_temps(&output)? {
+                report.info(&format!(
+                    "removed {}, left by a build that was stopped",
+                    stale.display()
+                ));
+            }
             let store_dir = store.unwrap_or_else(default_store);
             let (lock, store) = pull_into(&spec, lock.as_deref(), &store_dir, &net, &report)?;
             build::build(build::BuildOptions {

@@ -2,7 +2,8 @@
 //! an output may not be one of the command's inputs (writing it would destroy
 //! that input), and it must be writable where it is named (its directory exists,
 //! and it is not itself a directory), so a long run never ends in an error about
-//! the output it could have reported at the start.
+//! the output it could have reported at the start. A build also removes what an
+//! earlier build of the same output, killed mid-write, left beside it.
 
 use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
@@ -122,6 +123,41 @@ pub fn check(
         }
     }
     Ok(())
+}
+
+/// Removes the temporary files an earlier build of `output` left when it was
+/// killed: `OUT.tmp-PID`, and with `--split` `OUT.NNN.tmp-PID`, whose process is
+/// gone (a build under way keeps its own). Returns the paths removed.
+pub fn remove_stale_temps(output: &Path) -> Result<Vec<PathBuf>, OutputError> {
+    let dir = parent_dir(output);
+    let io = |error| OutputError::Io {
+        output: output.to_path_buf(),
+        error,
+    };
+    let Some(base) = output.file_name().and_then(|n| n.to_str()) else {
+        return Ok(Vec::new());
+    };
+    let mut removed = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(io)? {
+        let name = entry.map_err(io)?.file_name();
+        let Some((part, pid)) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(base)?.rsplit_once(".tmp-"))
+        else {
+            continue;
+        };
+        let is_part = part.is_empty()
+            || part
+                .strip_prefix('.')
+                .is_some_and(|n| n.len() >= 3 && n.bytes().all(|b| b.is_ascii_digit()));
+        let gone = pid.parse::<u32>().is_ok_and(ferry::store::process_is_gone);
+        if is_part && gone {
+            let path = output.with_file_name(&name);
+            std::fs::remove_file(&path).map_err(io)?;
+            removed.push(path);
+        }
+    }
+    Ok(removed)
 }
 
 #[cfg(test)]

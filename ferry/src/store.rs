@@ -7,7 +7,8 @@
 //!                              reference (org.opencontainers.image.ref.name)
 //!   blobs/sha256/<hex>         manifests, configs, layers: verified before they appear
 //!   .ferry/partial/<hex>       downloads under way; resumed with Range, never served
-//!   .ferry/tmp/                temporary files, renamed into place once complete
+//!   .ferry/tmp/                temporary files (NAME.PID.SEQ.tmp), renamed into place
+//!                              once complete; a gone writer's are reclaimed
 //!   .ferry/staging/<run>/      blobs of a bundle being unpacked, until it checks out
 //!   .ferry/uploads/            pushes to the site registry under way
 //!   .ferry/bundles/<id>.json   the manifest of every bundle unpacked here (deltas
@@ -33,6 +34,14 @@ use oci_spec::image::{ImageIndex, ImageIndexBuilder, MediaType};
 
 use crate::digest::Digest;
 use crate::manifest::{Descriptor, Manifest, ManifestError};
+
+/// Whether no process `pid` runs on this machine (so a temporary file it names is
+/// a leftover); `false` when it cannot tell (no /proc) or the process is this one.
+pub fn process_is_gone(pid: u32) -> bool {
+    pid != std::process::id()
+        && Path::new("/proc/self").exists()
+        && !Path::new("/proc").join(pid.to_string()).exists()
+}
 
 /// The annotation that names an image in `index.json`.
 pub const REF_NAME: &str = "org.opencontainers.image.ref.name";
@@ -193,6 +202,28 @@ impl Store {
     /// long as the returned value lives.
     pub fn claim_uploads(&self, run: &str) -> Result<ClaimedDir, StoreError> {
         self.claim("uploads", run)
+    }
+
+    /// Removes the files of `.ferry/tmp` whose writer is gone (its process id is
+    /// in the name, `NAME.PID.SEQ.tmp`): what a run killed mid-write left. Returns
+    /// how many.
+    pub fn reclaim_tmp(&self) -> Result<usize, StoreError> {
+        let dir = self.tmp_dir();
+        let mut removed = 0;
+        for entry in fs::read_dir(&dir).map_err(io_err(&dir))? {
+            let name = entry.map_err(io_err(&dir))?.file_name();
+            let pid = name.to_str().and_then(|n| {
+                let mut parts = n.strip_suffix(".tmp")?.rsplit('.');
+                parts.next()?.parse::<u64>().ok()?;
+                parts.next()?.parse::<u32>().ok()
+            });
+            if pid.is_some_and(process_is_gone) {
+                let path = dir.join(&name);
+                fs::remove_file(&path).map_err(io_err(&path))?;
+                removed += 1;
+            }
+        }
+        Ok(removed)
     }
 
     /// Removes the upload directories whose `serve` is gone. Returns how many.
