@@ -622,3 +622,46 @@ fn a_build_killed_midway_leaves_temp_files_that_the_next_build_and_pull_remove()
         .collect();
     assert_eq!(left, [live]);
 }
+
+/// Regression (audit, defect 10): `lock` named only the first image it could not
+/// resolve; the others appeared only among the warnings.
+#[test]
+fn lock_names_every_image_it_cannot_resolve_in_one_error() {
+    let reg = Registry::start();
+    let s = world(&reg);
+    let (missing_tag, missing_repo) = (
+        format!("{HOST}/apps/small:nope"),
+        format!("{HOST}/apps/gone:v1"),
+    );
+    s.write(
+        "spec.toml",
+        &spec(
+            &["linux/amd64"],
+            &[
+                &missing_tag,
+                &format!("{HOST}/apps/small:v1"),
+                &missing_repo,
+            ],
+        ),
+    );
+    let run = s
+        .bundler(&[
+            "lock",
+            "spec.toml",
+            "--mirrors",
+            "mirrors.toml",
+            "-o",
+            "new.lock",
+        ])
+        .failure();
+    let line = run.error_line();
+    assert!(
+        line.starts_with("error: cannot resolve 2 images: ")
+            && line.contains(&format!("{missing_tag} (every endpoint failed ("))
+            && line.contains(&format!("{missing_repo} (every endpoint failed (")),
+        "{}",
+        run.stderr
+    );
+    assert!(!line.contains("apps/small:v1"), "{line}");
+    assert!(!s.path("new.lock").exists());
+}
