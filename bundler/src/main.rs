@@ -155,7 +155,7 @@ refused, whichever mirror serves it.")]
         /// Pin images to this lock (without it, tags are resolved now).
         #[arg(long)]
         lock: Option<PathBuf>,
-        /// The OCI image layout to fill (created if missing).
+        /// The OCI image layout to fill (made in a new or empty directory).
         #[arg(long)]
         store: PathBuf,
         #[command(flatten)]
