@@ -27,6 +27,8 @@ pub struct BuildOptions<'a> {
     pub base: Option<&'a Path>,
     pub split: Option<u64>,
     pub level: i32,
+    /// Every entry's mtime ([`source_date_epoch`]).
+    pub mtime: u64,
     /// Build even when an addon manifest names an image the spec does not carry.
     pub allow_missing_images: bool,
     pub report: &'a Report,
@@ -75,13 +77,15 @@ fn missing_images(o: &BuildOptions<'_>, tgzs: &[Vec<u8>]) -> anyhow::Result<Vec<
     Ok(missing)
 }
 
-/// Seconds since the epoch for every entry: `SOURCE_DATE_EPOCH`, else 0.
-fn mtime() -> anyhow::Result<u64> {
+/// Seconds since the epoch for every entry: `SOURCE_DATE_EPOCH`, else 0. Read
+/// before a build starts, so a bad value is reported before any work.
+pub fn source_date_epoch() -> anyhow::Result<u64> {
     match std::env::var("SOURCE_DATE_EPOCH") {
-        Ok(v) if !v.is_empty() => v
-            .trim()
-            .parse()
-            .map_err(|_| anyhow!("SOURCE_DATE_EPOCH={v:?} is not a number of seconds")),
+        Ok(v) if !v.is_empty() => v.trim().parse().map_err(|_| {
+            anyhow!(
+                "SOURCE_DATE_EPOCH={v:?} is not a whole number of seconds since 1970 (unset it for 0)"
+            )
+        }),
         _ => Ok(0),
     }
 }
@@ -208,13 +212,19 @@ pub fn build(o: BuildOptions<'_>) -> anyhow::Result<Vec<PathBuf>> {
             pack: PackOptions {
                 level: o.level,
                 threads,
-                mtime: mtime()?,
+                mtime: o.mtime,
             },
         },
         o.report,
     );
     o.report.finish();
-    let written = result.with_context(|| format!("cannot write the bundle {}", o.out.display()))?;
+    let written = result.map_err(|e| match e {
+        // The archive names the file; said once.
+        ferry::archive::ArchiveError::Io { path, error } if path == o.out => {
+            anyhow!("cannot write the bundle {}: {error}", o.out.display())
+        }
+        e => anyhow::Error::new(e).context(format!("cannot write the bundle {}", o.out.display())),
+    })?;
     let m = &written.manifest;
     let count = written.paths.len();
     o.report.info(&format!(

@@ -14,8 +14,26 @@ fn password_from_env() -> Option<String> {
     std::env::var(PASSWORD_ENV).ok().filter(|p| !p.is_empty())
 }
 
+/// Checks a key's base name: the files must land in `--out`, visible, as
+/// `NAME.key` and `NAME.pub` (so no `/`, no leading `.`, not empty).
+pub fn check_name(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        Err("the name is empty".into())
+    } else if name.contains('/') {
+        Err("a name, not a path: use --out for the directory".into())
+    } else if name.starts_with('.') {
+        Err("the name may not start with '.' (the keys would be hidden files)".into())
+    } else {
+        Ok(())
+    }
+}
+
 /// Writes `NAME.pub` and `NAME.key` into `dir`; returns their paths.
 pub fn keygen(dir: &Path, name: &str, no_password: bool) -> anyhow::Result<(PathBuf, PathBuf)> {
+    check_name(name).map_err(|e| anyhow::anyhow!("--name {name:?}: {e}"))?;
+    if dir.exists() && !dir.is_dir() {
+        bail!("--out {} is not a directory", dir.display());
+    }
     let public = dir.join(format!("{name}.pub"));
     let secret = dir.join(format!("{name}.key"));
     for p in [&public, &secret] {
@@ -64,8 +82,25 @@ fn write_new(path: &Path, text: &str, mode: u32) -> anyhow::Result<()> {
         .with_context(|| format!("cannot write {}", path.display()))
 }
 
-/// Loads a secret key, asking for its password if it has one.
+/// A key file that is not the secret key a command needs.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error("{} is a public key; --key needs the secret key (e.g. {})", path.display(), secret.display())]
+    PublicKey { path: PathBuf, secret: PathBuf },
+}
+
+/// Loads a secret key, asking for its password if it has one; a public key given
+/// instead is named as one.
 pub fn load_secret(path: &Path) -> anyhow::Result<SecretKey> {
+    if let Ok(text) = std::fs::read_to_string(path) {
+        if signing::PublicKey::parse(&text, "").is_ok() {
+            return Err(KeyError::PublicKey {
+                path: path.to_path_buf(),
+                secret: path.with_extension("key"),
+            }
+            .into());
+        }
+    }
     let password = if SecretKey::is_encrypted(path)? {
         match password_from_env() {
             Some(p) => Some(p),

@@ -1,7 +1,8 @@
 //! The office side of Ferry, as a library the thin `ferry-bundler` binary calls:
 //! mirror rules ([`mirrors`]), resolving
 //! a spec into a lock ([`resolve`]), pulling into the store ([`pull`]), signing keys
-//! ([`keys`]) and building the bundle ([`build`]). The only Ferry code that talks to
+//! ([`keys`]), building the bundle ([`build`]) and checking the files a command
+//! writes before it starts ([`outputs`]). The only Ferry code that talks to
 //! the internet.
 
 pub mod build;
@@ -9,5 +10,6 @@ pub mod charts;
 mod download;
 pub mod keys;
 pub mod mirrors;
+pub mod outputs;
 pub mod pull;
 pub mod resolve;

@@ -11,6 +11,7 @@ use ferry::spec::Spec;
 use ferry::store::Store;
 use ferry_bundler::mirrors::MirrorRules;
 
+use ferry_bundler::outputs::{self, Input, OutputError};
 use ferry_bundler::{build, keys, pull, resolve};
 use ferry_cli::Report;
 use ferry_client::auth::Credentials;
@@ -58,8 +59,8 @@ The public key works with the minisign CLI: minisign -Vm FILE -p NAME.pub")]
         /// Directory to write the keys into.
         #[arg(long, default_value = ".")]
         out: PathBuf,
-        /// Base name of the key files.
-        #[arg(long, default_value = "ferry")]
+        /// Base name of the key files (not a path; not starting with '.').
+        #[arg(long, default_value = "ferry", value_parser = key_name)]
         name: String,
         /// Store the secret key unencrypted (for CI; keep it secret).
         #[arg(long)]
@@ -154,7 +155,7 @@ refused, whichever mirror serves it.")]
         /// Pin images to this lock (without it, tags are resolved now).
         #[arg(long)]
         lock: Option<PathBuf>,
-        /// The OCI image layout to fill (created if missing).
+        /// The OCI image layout to fill (made in a new or empty directory).
         #[arg(long)]
         store: PathBuf,
         #[command(flatten)]
@@ -197,7 +198,7 @@ struct NetArgs {
     /// Credentials for a registry host, HOST=USER:PASSWORD; repeatable. For a host
     /// that no flag names, ~/.docker/config.json ($DOCKER_CONFIG/config.json) is read:
     /// the helper credHelpers names for it, then credsStore, then auths.
-    #[arg(long = "cred", value_name = "HOST=USER:PASSWORD")]
+    #[arg(long = "cred", value_name = "HOST=USER:PASSWORD", value_parser = CredParser)]
     creds: Vec<String>,
     /// Log in to HOST as USER, keeping the password off the command line: it is read
     /// from standard input with --password-stdin, else from the environment variable
@@ -211,16 +212,17 @@ struct NetArgs {
     /// Seconds a connection may take to open; an endpoint that does not answer
     /// in time (a blocked mirror drops packets) is skipped by every download for a
     /// minute, and the next endpoint used.
-    #[arg(long, default_value_t = ferry_client::CONNECT_TIMEOUT.as_secs_f64(), value_name = "SECONDS")]
+    #[arg(long, default_value_t = ferry_client::CONNECT_TIMEOUT.as_secs_f64(), value_name = "SECONDS", value_parser = timeout_seconds)]
     connect_timeout: f64,
     /// Seconds a response may send nothing; an endpoint that stalls (answers,
     /// then sends no more) is left like one that does not connect, and a blob
     /// goes on from the next endpoint where it stopped.
-    #[arg(long, default_value_t = ferry_client::STALL_TIMEOUT.as_secs_f64(), value_name = "SECONDS")]
+    #[arg(long, default_value_t = ferry_client::STALL_TIMEOUT.as_secs_f64(), value_name = "SECONDS", value_parser = timeout_seconds)]
     stall_timeout: f64,
     /// Seconds an endpoint may take to answer before the next one is asked too
-    /// (Happy Eyeballs between endpoints); the first good answer wins.
-    #[arg(long, default_value_t = ferry_client::HEAD_START.as_secs_f64(), value_name = "SECONDS")]
+    /// (Happy Eyeballs between endpoints); the first good answer wins. 0 asks
+    /// every endpoint at once.
+    #[arg(long, default_value_t = ferry_client::HEAD_START.as_secs_f64(), value_name = "SECONDS", value_parser = head_start_seconds)]
     head_start: f64,
     /// Print nothing but errors.
     #[arg(long, short, conflicts_with = "verbose")]
@@ -241,6 +243,19 @@ impl NetArgs {
         }
     }
 
+    /// The files these flags name for reading (`--mirrors`, `--ca-cert`).
+    fn inputs(&self) -> Vec<Input<'_>> {
+        let mirrors = self.mirrors.iter().map(|p| Input {
+            named: "--mirrors",
+            path: p,
+        });
+        let cas = self.ca_certs.iter().map(|p| Input {
+            named: "--ca-cert",
+            path: p,
+        });
+        mirrors.chain(cas).collect()
+    }
+
     fn rules(&self) -> anyhow::Result<MirrorRules> {
         Ok(match &self.mirrors {
             Some(path) => MirrorRules::load(path)?,
@@ -253,15 +268,6 @@ impl NetArgs {
         if let Some(login) = &self.user {
             credentials.add_login(login, Credentials::login_password(self.password_stdin)?)?;
         }
-        for (flag, value) in [
-            ("--connect-timeout", self.connect_timeout),
-            ("--stall-timeout", self.stall_timeout),
-            ("--head-start", self.head_start),
-        ] {
-            if !(value > 0.0 && value <= 600.0) {
-                anyhow::bail!("{flag} must be between 0 and 600 seconds");
-            }
-        }
         Client::new(ClientOptions {
             ca_certs: self.ca_certs.clone(),
             credentials,
@@ -272,6 +278,73 @@ impl NetArgs {
             user_agent: concat!("ferry-bundler/", env!("CARGO_PKG_VERSION")).into(),
         })
         .map_err(Into::into)
+    }
+}
+
+/// Checks `--cred HOST=USER:PASSWORD` as clap parses it (a bad one is a usage
+/// error, exit 2); unlike clap's own message, the error never shows the password.
+#[derive(Clone)]
+struct CredParser;
+
+impl clap::builder::TypedValueParser for CredParser {
+    type Value = String;
+
+    fn parse_ref(
+        &self,
+        cmd: &clap::Command,
+        _arg: Option<&clap::Arg>,
+        value: &std::ffi::OsStr,
+    ) -> Result<String, clap::Error> {
+        use clap::error::ErrorKind;
+        let text = value.to_str().ok_or_else(|| {
+            clap::Error::raw(ErrorKind::InvalidUtf8, "--cred: the value is not UTF-8\n")
+                .with_cmd(cmd)
+        })?;
+        ferry_client::auth::parse_cred(text).map_err(|e| {
+            clap::Error::raw(ErrorKind::ValueValidation, format!("{e}\n")).with_cmd(cmd)
+        })?;
+        Ok(text.to_string())
+    }
+}
+
+/// `keygen --name`: see [`keys::check_name`].
+fn key_name(text: &str) -> Result<String, String> {
+    keys::check_name(text).map(|()| text.to_string())
+}
+
+/// The longest a timeout or head start may be, in seconds.
+const MAX_SECONDS: f64 = 600.0;
+
+/// Parses a number of seconds (a decimal, such as `0.5`).
+fn seconds(text: &str) -> Result<f64, String> {
+    text.trim()
+        .parse::<f64>()
+        .ok()
+        .filter(|s| s.is_finite())
+        .ok_or_else(|| "not a number of seconds (e.g. 3 or 0.5)".to_string())
+}
+
+/// `--connect-timeout`, `--stall-timeout`: more than 0, at most 600 seconds.
+fn timeout_seconds(text: &str) -> Result<f64, String> {
+    let s = seconds(text)?;
+    if s > 0.0 && s <= MAX_SECONDS {
+        Ok(s)
+    } else {
+        Err(format!(
+            "must be more than 0 and at most {MAX_SECONDS} seconds"
+        ))
+    }
+}
+
+/// `--head-start`: 0 (every endpoint at once) to 600 seconds.
+fn head_start_seconds(text: &str) -> Result<f64, String> {
+    let s = seconds(text)?;
+    if (0.0..=MAX_SECONDS).contains(&s) {
+        Ok(s)
+    } else {
+        Err(format!(
+            "must be from 0 (ask every endpoint at once) to {MAX_SECONDS} seconds"
+        ))
     }
 }
 
@@ -359,6 +432,13 @@ fn pull_into(
     // Checked before the store is created, so a bad lock leaves nothing behind.
     let pinned = lock.map(|p| pinned_lock(spec, p)).transpose()?;
     let store = Store::create(store)?;
+    let reclaimed = store.reclaim_tmp()?;
+    if reclaimed > 0 {
+        report.info(&format!(
+            "removed {reclaimed} temporary file(s) left in {} by a run that was stopped",
+            store.root().display()
+        ));
+    }
     let jobs = net.jobs as usize;
     let lock = runtime()?.block_on(async {
         let lock = match pinned {
@@ -386,20 +466,19 @@ fn default_lock_path(spec: &Path) -> PathBuf {
     spec.with_extension("lock")
 }
 
-/// Writes `text` to `path` atomically, so a failed run leaves no half-written lock.
+/// Writes `text` to `path` atomically, so a failed run leaves no half-written lock;
+/// an error names `path`, not the temporary file beside it.
 fn write_atomic(path: &Path, text: &str) -> anyhow::Result<()> {
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let tmp = dir.join(format!(
+    let tmp = outputs::parent_dir(path).join(format!(
         ".{}.{}.tmp",
         path.file_name().and_then(|n| n.to_str()).unwrap_or("lock"),
         std::process::id()
     ));
-    std::fs::write(&tmp, text).with_context(|| format!("cannot write {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))?;
-    Ok(())
+    let written = std::fs::write(&tmp, text).and_then(|()| std::fs::rename(&tmp, path));
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written.with_context(|| format!("cannot write {}", path.display()))
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
@@ -420,6 +499,19 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             store,
             net,
         } => {
+            let (out, out_named) = match output {
+                Some(out) => (out, "-o"),
+                None => (
+                    default_lock_path(&spec_path),
+                    "the default output (the spec's path with .lock)",
+                ),
+            };
+            let mut inputs = net.inputs();
+            inputs.push(Input {
+                named: "the spec",
+                path: &spec_path,
+            });
+            outputs::check(out_named, &out, &[], &inputs).map_err(output_error)?;
             let spec = Spec::load(&spec_path)?;
             let rules = net.rules()?;
             let client = net.client()?;
@@ -436,7 +528,6 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             ));
             endpoint_notes(&client, &report);
             let lock = lock?;
-            let out = output.unwrap_or_else(|| default_lock_path(&spec_path));
             write_atomic(&out, &lock.to_toml())?;
             report.info(&format!(
                 "wrote {} ({} image(s))",
@@ -478,11 +569,28 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             allow_missing_images,
             net,
         } => {
+            check_bundle_output(
+                &output,
+                split.is_some(),
+                &spec_path,
+                &key,
+                &lock,
+                &base,
+                &net,
+            )
+            .map_err(output_error)?;
+            let mtime = build::source_date_epoch()?;
             let spec_text = ferry::toml_file::read(&spec_path, "spec")?;
             let spec = Spec::parse(&spec_path, &spec_text)?;
             // The key first: a password prompt must not wait behind a long pull.
             let key = keys::load_secret(&key)?;
             let report = net.report();
+            for stale in outputs::remove_stale_temps(&output)? {
+                report.info(&format!(
+                    "removed {}, left by a build that was stopped",
+                    stale.display()
+                ));
+            }
             let store_dir = store.unwrap_or_else(default_store);
             let (lock, store) = pull_into(&spec, lock.as_deref(), &store_dir, &net, &report)?;
             build::build(build::BuildOptions {
@@ -495,6 +603,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 base: base.as_deref(),
                 split,
                 level,
+                mtime,
                 allow_missing_images,
                 report: &report,
             })?;
@@ -502,6 +611,63 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Inspect(args) => ferry_cli::inspect::run(&args)?,
     }
     Ok(())
+}
+
+/// Checks, before any work, that the bundle `output` (its `.minisig`, or with
+/// `--split` its parts and theirs) can be written and destroys no input.
+fn check_bundle_output(
+    output: &Path,
+    split: bool,
+    spec: &Path,
+    key: &Path,
+    lock: &Option<PathBuf>,
+    base: &Option<PathBuf>,
+    net: &NetArgs,
+) -> Result<(), OutputError> {
+    use ferry::archive::parts::{part_path, signature_path};
+    let mut inputs = net.inputs();
+    inputs.push(Input {
+        named: "the spec",
+        path: spec,
+    });
+    inputs.push(Input {
+        named: "--key",
+        path: key,
+    });
+    inputs.extend(lock.iter().map(|p| Input {
+        named: "--lock",
+        path: p,
+    }));
+    inputs.extend(base.iter().map(|p| Input {
+        named: "--base",
+        path: p,
+    }));
+    let mut also = vec![signature_path(output)];
+    if split {
+        // The parts a build writes, and those of an earlier build it removes.
+        let mut i = 1;
+        loop {
+            let part = part_path(output, i);
+            let exists = part.exists();
+            also.push(signature_path(&part));
+            also.push(part);
+            if !exists {
+                break;
+            }
+            i += 1;
+        }
+    }
+    outputs::check("-o", output, &also, &inputs)
+}
+
+/// An output that is one of the inputs is a bad command line (exit 2); one that
+/// cannot be written is a failure (exit 1).
+fn output_error(e: OutputError) -> anyhow::Error {
+    if e.is_usage() {
+        ferry_cli::exit::usage(e.to_string())
+    } else {
+        e.into()
+    }
 }
 
 fn main() -> ExitCode {

@@ -228,11 +228,36 @@ pub async fn resolve_image(
     {
         Ok(Ok(locked)) => Ok(locked),
         Ok(Err(fatal)) => Err(fatal.into()),
-        Err(failures) => Err(anyhow!(
-            "cannot resolve image {}: every endpoint failed ({failures})",
-            image.reference
-        )),
+        Err(failures) => Err(Unresolved {
+            reference: image.reference.to_string(),
+            reason: format!("every endpoint failed ({failures})"),
+        }
+        .into()),
     }
+}
+
+/// An image no endpoint could resolve.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot resolve image {reference}: {reason}")]
+pub struct Unresolved {
+    pub reference: String,
+    pub reason: String,
+}
+
+/// One error for every image that failed: the error itself when it is one, else
+/// `cannot resolve N images: A (why); B (why)`.
+fn all_failures(mut errors: Vec<anyhow::Error>) -> anyhow::Error {
+    if errors.len() == 1 {
+        return errors.remove(0);
+    }
+    let each: Vec<String> = errors
+        .iter()
+        .map(|e| match e.downcast_ref::<Unresolved>() {
+            Some(u) => format!("{} ({})", u.reference, u.reason),
+            None => format!("{e:#}"),
+        })
+        .collect();
+    anyhow!("cannot resolve {} images: {}", each.len(), each.join("; "))
 }
 
 /// Asks every endpoint of `image` for its tag and refuses when they disagree.
@@ -286,7 +311,8 @@ pub async fn resolve(
     store: Option<&Store>,
     report: &Report,
 ) -> anyhow::Result<Lock> {
-    let images: Vec<LockedImage> = stream::iter(spec.images.iter())
+    // Every image is tried, so that one error names all that failed.
+    let (images, failed): (Vec<_>, Vec<_>) = stream::iter(spec.images.iter())
         .map(|image| async move {
             if cross {
                 cross_check(client, rules, image, report).await?;
@@ -296,8 +322,16 @@ pub async fn resolve(
             anyhow::Ok(locked)
         })
         .buffered(jobs)
-        .try_collect()
-        .await?;
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .partition(Result::is_ok);
+    if !failed.is_empty() {
+        return Err(all_failures(
+            failed.into_iter().filter_map(Result::err).collect(),
+        ));
+    }
+    let images: Vec<LockedImage> = images.into_iter().filter_map(Result::ok).collect();
     let targets: Vec<(&FileSpec, Option<Platform>)> = spec
         .files
         .iter()

@@ -57,8 +57,13 @@ pub struct Credentials {
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum CredentialError {
-    #[error("--cred {0:?}: expected HOST=USER:PASSWORD")]
-    Flag(String),
+    /// A malformed `--cred`; the value is never shown, it may hold a password.
+    #[error("--cred {shown}: expected HOST=USER:PASSWORD ({reason})")]
+    Flag {
+        /// `HOST=…` when the value names a host, else `…`.
+        shown: String,
+        reason: &'static str,
+    },
     #[error("--user {0:?}: expected HOST=USER")]
     User(String),
     #[error("{0}")]
@@ -71,6 +76,36 @@ pub enum CredentialError {
         host: String,
         message: String,
     },
+}
+
+/// Splits a `--cred HOST=USER:PASSWORD` value; an error shows at most its host.
+pub fn parse_cred(flag: &str) -> Result<(&str, Basic), CredentialError> {
+    let Some((host, userpass)) = flag.split_once('=') else {
+        return Err(CredentialError::Flag {
+            shown: "…".into(),
+            reason: "no '=' after the host; the value is not shown, it may hold a password",
+        });
+    };
+    let bad = |reason| CredentialError::Flag {
+        shown: format!("{host}=…"),
+        reason,
+    };
+    if host.is_empty() {
+        return Err(CredentialError::Flag {
+            shown: "=…".into(),
+            reason: "no host before '='",
+        });
+    }
+    let (user, password) = userpass
+        .split_once(':')
+        .ok_or_else(|| bad("no ':' between user and password; the rest is not shown"))?;
+    Ok((
+        host,
+        Basic {
+            user: user.to_string(),
+            password: password.to_string(),
+        },
+    ))
 }
 
 /// What a credential helper prints, with a failure status, when it has nothing for
@@ -171,19 +206,8 @@ impl Credentials {
     pub fn load(flags: &[String]) -> Result<Credentials, CredentialError> {
         let mut creds = Credentials::default();
         for flag in flags {
-            let (host, userpass) = flag
-                .split_once('=')
-                .ok_or_else(|| CredentialError::Flag(flag.clone()))?;
-            let (user, password) = userpass
-                .split_once(':')
-                .ok_or_else(|| CredentialError::Flag(flag.clone()))?;
-            creds.by_host.insert(
-                host.to_string(),
-                Basic {
-                    user: user.to_string(),
-                    password: password.to_string(),
-                },
-            );
+            let (host, basic) = parse_cred(flag)?;
+            creds.by_host.insert(host.to_string(), basic);
         }
         if let Some(path) = docker_config_path() {
             if let Ok(text) = std::fs::read_to_string(&path) {

@@ -154,13 +154,20 @@ impl Lock {
         self.images.iter().find(|i| &i.reference == reference)
     }
 
-    /// Checks that the lock pins every image, file and platform `spec` asks for, and
+    /// Checks that the lock was written for `spec`'s release (name and version) and
+    /// pins every image, file and platform it asks for, and
     /// that a file's pin in the spec is the one locked.
     pub fn covers(&self, spec: &Spec, path: &Path) -> Result<(), LockError> {
         let invalid = |message: String| LockError::Invalid {
             path: path.to_path_buf(),
             message,
         };
+        if self.name != spec.name || self.spec_version != spec.version {
+            return Err(invalid(format!(
+                "the lock is for {} {}, the spec for {} {}: run `ferry-bundler lock` again",
+                self.name, self.spec_version, spec.name, spec.version
+            )));
+        }
         for wanted in &spec.images {
             let locked = self.image(&wanted.reference).ok_or_else(|| {
                 invalid(format!(

@@ -7,7 +7,8 @@
 //!                              reference (org.opencontainers.image.ref.name)
 //!   blobs/sha256/<hex>         manifests, configs, layers: verified before they appear
 //!   .ferry/partial/<hex>       downloads under way; resumed with Range, never served
-//!   .ferry/tmp/                temporary files, renamed into place once complete
+//!   .ferry/tmp/                temporary files (NAME.PID.SEQ.tmp), renamed into place
+//!                              once complete; a gone writer's are reclaimed
 //!   .ferry/staging/<run>/      blobs of a bundle being unpacked, until it checks out
 //!   .ferry/uploads/            pushes to the site registry under way
 //!   .ferry/bundles/<id>.json   the manifest of every bundle unpacked here (deltas
@@ -19,8 +20,9 @@
 //! name, fsynced and renamed. `index.json` names an image only once every blob it
 //! needs is present, so a store is consistent at every instant.
 //!
-//! Only [`Store::create`] (pull, unpack) makes a store; [`Store::open`] (serve,
-//! inspect, plan) refuses a directory that is not one.
+//! Only [`Store::create`] (pull, unpack) makes a store, in a new or empty
+//! directory; [`Store::open`] (serve, inspect, plan) refuses a directory that is
+//! not one.
 
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
@@ -32,6 +34,14 @@ use oci_spec::image::{ImageIndex, ImageIndexBuilder, MediaType};
 
 use crate::digest::Digest;
 use crate::manifest::{Descriptor, Manifest, ManifestError};
+
+/// Whether no process `pid` runs on this machine (so a temporary file it names is
+/// a leftover); `false` when it cannot tell (no /proc) or the process is this one.
+pub fn process_is_gone(pid: u32) -> bool {
+    pid != std::process::id()
+        && Path::new("/proc/self").exists()
+        && !Path::new("/proc").join(pid.to_string()).exists()
+}
 
 /// The annotation that names an image in `index.json`.
 pub const REF_NAME: &str = "org.opencontainers.image.ref.name";
@@ -52,6 +62,8 @@ pub enum StoreError {
     NotALayout { path: PathBuf, reason: String },
     #[error("{} is not a store (no oci-layout file): pull or unpack into it first", path.display())]
     NotAStore { path: PathBuf },
+    #[error("{} is not empty and not a store (no oci-layout file): name a new or empty directory, or an existing store", path.display())]
+    NotEmpty { path: PathBuf },
     #[error("blob {expected} does not match its content (got {actual})")]
     DigestMismatch { expected: Digest, actual: Digest },
     #[error("blob {digest} is not in the store {} (run pull)", root.display())]
@@ -78,7 +90,9 @@ fn sync_dir(dir: &Path) -> Result<(), StoreError> {
 }
 
 impl Store {
-    /// Opens the store at `root`, making it (an empty layout) if it does not exist.
+    /// Opens the store at `root`, making it (an empty layout) if it does not exist
+    /// or is an empty directory. A directory holding anything else without an
+    /// `oci-layout` file is refused and left as it was: its files are someone's.
     pub fn create(root: &Path) -> Result<Store, StoreError> {
         let store = Store {
             root: root.to_path_buf(),
@@ -92,6 +106,16 @@ impl Store {
         fs::create_dir_all(root).map_err(io_err(root))?;
         let layout = root.join("oci-layout");
         if !layout.exists() {
+            // What a create interrupted before it wrote oci-layout leaves is no
+            // one else's.
+            let ours = |name: &std::ffi::OsStr| name == "blobs" || name == ".ferry";
+            for entry in fs::read_dir(root).map_err(io_err(root))? {
+                if !ours(&entry.map_err(io_err(root))?.file_name()) {
+                    return Err(StoreError::NotEmpty {
+                        path: root.to_path_buf(),
+                    });
+                }
+            }
             store.private_dirs()?;
             store.write_atomic(&layout, LAYOUT.as_bytes())?;
         }
@@ -178,6 +202,28 @@ impl Store {
     /// long as the returned value lives.
     pub fn claim_uploads(&self, run: &str) -> Result<ClaimedDir, StoreError> {
         self.claim("uploads", run)
+    }
+
+    /// Removes the files of `.ferry/tmp` whose writer is gone (its process id is
+    /// in the name, `NAME.PID.SEQ.tmp`): what a run killed mid-write left. Returns
+    /// how many.
+    pub fn reclaim_tmp(&self) -> Result<usize, StoreError> {
+        let dir = self.tmp_dir();
+        let mut removed = 0;
+        for entry in fs::read_dir(&dir).map_err(io_err(&dir))? {
+            let name = entry.map_err(io_err(&dir))?.file_name();
+            let pid = name.to_str().and_then(|n| {
+                let mut parts = n.strip_suffix(".tmp")?.rsplit('.');
+                parts.next()?.parse::<u64>().ok()?;
+                parts.next()?.parse::<u32>().ok()
+            });
+            if pid.is_some_and(process_is_gone) {
+                let path = dir.join(&name);
+                fs::remove_file(&path).map_err(io_err(&path))?;
+                removed += 1;
+            }
+        }
+        Ok(removed)
     }
 
     /// Removes the upload directories whose `serve` is gone. Returns how many.
@@ -706,8 +752,19 @@ mod tests {
             .collect();
         assert_eq!(names, ["notes.txt"]);
         assert!(Store::open(&dir.path().join("missing")).is_err());
-        Store::create(dir.path()).unwrap();
-        Store::open(dir.path()).unwrap();
+        let e = Store::create(dir.path()).unwrap_err();
+        assert!(matches!(e, StoreError::NotEmpty { .. }), "{e}");
+        let names: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["notes.txt"]);
+        let empty = dir.path().join("empty");
+        fs::create_dir(&empty).unwrap();
+        Store::create(&empty).unwrap();
+        Store::open(&empty).unwrap();
+        Store::create(&empty).unwrap();
+        Store::create(&dir.path().join("new/store")).unwrap();
         let e = Store::create(&dir.path().join("notes.txt")).unwrap_err();
         assert!(
             e.to_string()

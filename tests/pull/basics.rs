@@ -211,7 +211,7 @@ fn bad_specs_and_rules_are_one_line_errors_naming_the_culprit() {
     );
     s.write(
         "l.lock",
-        "version = 1\nname = \"x\"\nspec_version = \"1\"\n",
+        "version = 1\nname = \"test\"\nspec_version = \"1.0.0\"\n",
     );
     let run = s
         .bundler(&[
