@@ -508,15 +508,17 @@ fn bad_command_lines_fail_with_one_error_line() {
         "serve littered a directory that is not a store"
     );
     assert!(!s.path("pki").exists(), "a refused serve made a PKI");
-    // Flags are checked before the store is looked at.
+    // Flags are checked before the store is looked at; a flag's bad value is a
+    // bad command line (exit 2), a missing file a failure (exit 1).
     std::fs::create_dir(s.path("store")).unwrap();
-    for (args, needle) in [
+    for (args, needle, code) in [
         (
             vec!["--tls", "bogus"],
             "--tls must be auto, off or CERT,KEY",
+            2,
         ),
-        (vec!["--auth-pull"], "--auth-pull needs --htpasswd"),
-        (vec!["--htpasswd", "missing"], "missing"),
+        (vec!["--auth-pull"], "--auth-pull needs --htpasswd", 2),
+        (vec!["--htpasswd", "missing"], "missing", 1),
     ] {
         let out = Command::new(installer())
             .args(["serve", "--store", "store"])
@@ -524,7 +526,7 @@ fn bad_command_lines_fail_with_one_error_line() {
             .current_dir(s.dir.path())
             .output()
             .unwrap();
-        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        assert_eq!(out.status.code(), Some(code), "{args:?}");
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(
             err.starts_with("error:") && err.contains(needle),
