@@ -6,7 +6,7 @@
 mod common;
 
 use common::store::sha256_file;
-use common::{mirror_to, spec, Run, Session};
+use common::{mirror_to, spec, Session};
 use ferry_testkit::image::{self, layer, platform_image, Flavor, Image};
 use ferry_testkit::registry::Registry;
 
@@ -15,19 +15,24 @@ const HOST: &str = "registry.example.io";
 /// A session with mirrors at `reg` (serving one small image), a key pair
 /// `k.{key,pub}`, the spec `spec.toml` and its lock `spec.lock`.
 fn world(reg: &Registry) -> Session {
+    world_of(reg, "apps/small", layer(71, 40_000))
+}
+
+/// [`world`] with the one image `repo:v1` of one layer `layer`.
+fn world_of(reg: &Registry, repo: &str, layer: Vec<u8>) -> Session {
     let img = Image::single(platform_image(
         Flavor::Oci,
         "linux",
         "amd64",
         None,
-        vec![layer(71, 40_000)],
+        vec![layer],
     ));
-    image::push(&reg.url(), "apps/small", "v1", &img);
+    image::push(&reg.url(), repo, "v1", &img);
     let s = Session::new();
     s.write("mirrors.toml", &mirror_to(HOST, reg.url()));
     s.write(
         "spec.toml",
-        &spec(&["linux/amd64"], &[&format!("{HOST}/apps/small:v1")]),
+        &spec(&["linux/amd64"], &[&format!("{HOST}/{repo}:v1")]),
     );
     s.bundler(&["keygen", "--name", "k", "--no-password"])
         .success();
@@ -38,29 +43,6 @@ fn world(reg: &Registry) -> Session {
 /// Every request the registry has answered so far.
 fn requests(reg: &Registry) -> usize {
     reg.count_requests("GET", "/v2/") + reg.count_requests("HEAD", "/v2/")
-}
-
-/// Asserts a bad command line: exit 2, one `error:` line, no panic.
-#[track_caller]
-fn usage_error(run: Run) -> Run {
-    assert_eq!(
-        run.status.code(),
-        Some(2),
-        "`{}` should have been a usage error:\n{}",
-        run.command,
-        run.stderr
-    );
-    assert!(!run.stderr.contains("panicked"), "{}", run.stderr);
-    assert_eq!(
-        run.stderr
-            .lines()
-            .filter(|l| l.starts_with("error:"))
-            .count(),
-        1,
-        "{}",
-        run.stderr
-    );
-    run
 }
 
 /// Regression (audit, defect 1): `-o` naming an input destroyed it (the base bundle
@@ -121,7 +103,7 @@ fn an_output_that_is_an_input_is_refused_before_any_work_and_the_input_kept() {
         ),
     ];
     for (out, extra, says) in cases {
-        let run = usage_error(build(out, extra));
+        let run = build(out, extra).usage();
         assert!(
             run.error_line().contains(says) && run.error_line().contains("name another output"),
             "{}",
@@ -133,7 +115,7 @@ fn an_output_that_is_an_input_is_refused_before_any_work_and_the_input_kept() {
     std::fs::rename(s.path("k.key"), s.path("new.tar.zst.minisig")).unwrap();
     let mut args = common::build_args("spec.toml", "spec.lock", "new.tar.zst");
     args[9] = "new.tar.zst.minisig";
-    let run = usage_error(s.bundler(&args));
+    let run = s.bundler(&args).usage();
     assert!(
         run.error_line()
             .contains("-o new.tar.zst.minisig is the same file as --key new.tar.zst.minisig"),
@@ -144,14 +126,16 @@ fn an_output_that_is_an_input_is_refused_before_any_work_and_the_input_kept() {
     assert!(!s.path("new.tar.zst").exists());
 
     // lock: `-o` the spec itself, and a spec whose default output is itself.
-    let run = usage_error(s.bundler(&[
-        "lock",
-        "spec.toml",
-        "--mirrors",
-        "mirrors.toml",
-        "-o",
-        "spec.toml",
-    ]));
+    let run = s
+        .bundler(&[
+            "lock",
+            "spec.toml",
+            "--mirrors",
+            "mirrors.toml",
+            "-o",
+            "spec.toml",
+        ])
+        .usage();
     assert!(
         run.error_line()
             .contains("-o spec.toml is the same file as the spec spec.toml"),
@@ -159,7 +143,9 @@ fn an_output_that_is_an_input_is_refused_before_any_work_and_the_input_kept() {
         run.stderr
     );
     std::fs::copy(s.path("spec.toml"), s.path("release.lock")).unwrap();
-    let run = usage_error(s.bundler(&["lock", "release.lock", "--mirrors", "mirrors.toml"]));
+    let run = s
+        .bundler(&["lock", "release.lock", "--mirrors", "mirrors.toml"])
+        .usage();
     assert!(
         run.error_line().contains(
             "the default output (the spec's path with .lock) release.lock is the same file as the spec release.lock"
@@ -360,7 +346,7 @@ fn a_malformed_cred_is_a_usage_error_that_never_shows_the_password() {
             if sub == "pull" {
                 args.extend(["--store", "store"]);
             }
-            let run = usage_error(s.bundler(&args));
+            let run = s.bundler(&args).usage();
             assert_eq!(
                 run.stderr.lines().next(),
                 Some(says),
@@ -437,7 +423,7 @@ fn flag_values_out_of_range_are_usage_errors_saying_the_true_range() {
             "error: invalid value '601' for '--head-start <SECONDS>': must be from 0 (ask every endpoint at once) to 600 seconds",
         ),
     ] {
-        let run = usage_error(s.bundler(&[&common::LOCK[..], &[flag, value]].concat()));
+        let run = s.bundler(&[&common::LOCK[..], &[flag, value]].concat()).usage();
         assert_eq!(run.stderr.lines().next(), Some(says), "{}", run.stderr);
     }
     let run = s
@@ -491,8 +477,9 @@ fn keygen_refuses_names_that_are_paths_empty_or_hidden_and_an_out_that_is_a_file
             "the name may not start with '.' (the keys would be hidden files)",
         ),
     ] {
-        let run =
-            usage_error(s.bundler(&["keygen", "--no-password", "--name", name, "--out", "keys"]));
+        let run = s
+            .bundler(&["keygen", "--no-password", "--name", name, "--out", "keys"])
+            .usage();
         assert_eq!(
             run.stderr.lines().next(),
             Some(format!("error: invalid value '{name}' for '--name <NAME>': {says}").as_str()),
@@ -546,23 +533,7 @@ fn temps(s: &Session, out: &str) -> Vec<String> {
 #[test]
 fn a_build_killed_midway_leaves_temp_files_that_the_next_build_and_pull_remove() {
     let reg = Registry::start();
-    let img = Image::single(platform_image(
-        Flavor::Oci,
-        "linux",
-        "amd64",
-        None,
-        vec![layer(91, 48 << 20)],
-    ));
-    image::push(&reg.url(), "apps/big", "v1", &img);
-    let s = Session::new();
-    s.write("mirrors.toml", &mirror_to(HOST, reg.url()));
-    s.write(
-        "spec.toml",
-        &spec(&["linux/amd64"], &[&format!("{HOST}/apps/big:v1")]),
-    );
-    s.bundler(&["keygen", "--name", "k", "--no-password"])
-        .success();
-    s.bundler(&common::LOCK).success();
+    let s = world_of(&reg, "apps/big", layer(91, 48 << 20));
     s.bundler(&common::LOCKED_PULL).success();
 
     // Killed (SIGKILL, as the OOM killer or a closed session does) once it writes.

@@ -215,6 +215,29 @@ impl Run {
         self
     }
 
+    /// Asserts a bad command line: exit 2, one `error:` line, no panic.
+    #[track_caller]
+    pub fn usage(self) -> Run {
+        assert_eq!(
+            self.status.code(),
+            Some(2),
+            "`{}` should have been a usage error:\n{}",
+            self.command,
+            self.stderr
+        );
+        assert!(!self.stderr.contains("panicked"), "{}", self.stderr);
+        assert_eq!(
+            self.stderr
+                .lines()
+                .filter(|l| l.starts_with("error:"))
+                .count(),
+            1,
+            "{}",
+            self.stderr
+        );
+        self
+    }
+
     /// The last `error:` line.
     pub fn error_line(&self) -> &str {
         self.stderr
