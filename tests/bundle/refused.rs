@@ -216,6 +216,13 @@ fn every_kind_of_bad_bundle_is_refused_and_the_store_left_untouched() {
     std::fs::write(s.path("plain.tar.zst"), b"not zstd").unwrap();
     s.installer(&["verify", "plain.tar.zst", "--key", "rel.pub"])
         .refused();
+    // A directory is a mistake on the command line, not a refused bundle (exit 1).
+    let line = s
+        .installer(&["verify", "site", "--key", "rel.pub"])
+        .failure()
+        .error_line()
+        .to_string();
+    assert!(line.contains("it is a directory, not a bundle"), "{line}");
     // And the good one still goes in.
     unpack(&s, "good.tar.zst", "site").success();
     assert_eq!(index_names(&s.path("site")).len(), 3);

@@ -180,7 +180,15 @@ impl PartReader {
     pub fn open(path: &Path, key: Option<&PublicKey>) -> Result<PartReader, ArchiveError> {
         let name = path.to_string_lossy();
         let Some(base) = name.strip_suffix(".001") else {
-            File::open(path).map_err(ArchiveError::io(path))?;
+            let file = File::open(path).map_err(ArchiveError::io(path))?;
+            // Linux opens a directory; reading it would fail as if the bundle
+            // were corrupt, and a directory is no refused bundle.
+            if file.metadata().map_err(ArchiveError::io(path))?.is_dir() {
+                return Err(ArchiveError::io(path)(std::io::Error::new(
+                    std::io::ErrorKind::IsADirectory,
+                    "it is a directory, not a bundle",
+                )));
+            }
             return Ok(PartReader {
                 parts: vec![path.to_path_buf()],
                 signatures: Vec::new(),
