@@ -508,6 +508,26 @@ fn bad_command_lines_fail_with_one_error_line() {
         "serve littered a directory that is not a store"
     );
     assert!(!s.path("pki").exists(), "a refused serve made a PKI");
+    // A port in use is said before the site CA is made (it used to leave a new CA).
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    std::fs::create_dir(s.path("served")).unwrap();
+    s.write("served/oci-layout", "{\"imageLayoutVersion\":\"1.0.0\"}");
+    let out = Command::new(installer())
+        .args([
+            "serve", "--store", "served", "--pki", "newpki", "--addr", &addr,
+        ])
+        .current_dir(s.dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&format!("listening on {addr}")), "{err}");
+    assert!(
+        !s.path("newpki").exists(),
+        "a serve that could not listen made a CA"
+    );
+    drop(taken);
     // Flags are checked before the store is looked at; a flag's bad value is a
     // bad command line (exit 2), a missing file a failure (exit 1).
     std::fs::create_dir(s.path("store")).unwrap();

@@ -317,6 +317,9 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
     // Only pull and unpack make a store: serving a directory that is not one
     // would show an empty registry and litter the directory.
     let store = Store::open(&args.store)?;
+    // Bound before the site CA is made: a port in use must not leave a new CA.
+    let listener = std::net::TcpListener::bind(args.addr)
+        .with_context(|| format!("listening on {}", args.addr))?;
     let tls = match mode {
         TlsMode::Off => None,
         TlsMode::Files(cert, key) => Some(tls::server_config(&cert, &key)?),
@@ -354,8 +357,6 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
         client_timeout: Duration::from_secs(args.client_timeout),
     }
     .prepare()?;
-    let listener = std::net::TcpListener::bind(args.addr)
-        .with_context(|| format!("listening on {}", args.addr))?;
     runtime()?.block_on(prepared.run(listener, server::shutdown_signal()))
 }
 
