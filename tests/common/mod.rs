@@ -194,35 +194,24 @@ impl Run {
     /// Asserts a refused bundle: exit 3, one `error:` line, no panic.
     #[track_caller]
     pub fn refused(self) -> Run {
-        assert_eq!(
-            self.status.code(),
-            Some(3),
-            "`{}` should have refused the bundle (exit 3):\nstdout:\n{}\nstderr:\n{}",
-            self.command,
-            self.stdout,
-            self.stderr
-        );
-        assert!(!self.stderr.contains("panicked"), "{}", self.stderr);
-        assert_eq!(
-            self.stderr
-                .lines()
-                .filter(|l| l.starts_with("error:"))
-                .count(),
-            1,
-            "{}",
-            self.stderr
-        );
-        self
+        self.ended_in_one_error(3, "should have refused the bundle (exit 3)")
     }
 
     /// Asserts a bad command line: exit 2, one `error:` line, no panic.
     #[track_caller]
     pub fn usage(self) -> Run {
+        self.ended_in_one_error(2, "should have been a usage error (exit 2)")
+    }
+
+    /// Asserts exit `code`, no panic and exactly one `error:` line.
+    #[track_caller]
+    fn ended_in_one_error(self, code: i32, should: &str) -> Run {
         assert_eq!(
             self.status.code(),
-            Some(2),
-            "`{}` should have been a usage error:\n{}",
+            Some(code),
+            "`{}` {should}:\nstdout:\n{}\nstderr:\n{}",
             self.command,
+            self.stdout,
             self.stderr
         );
         assert!(!self.stderr.contains("panicked"), "{}", self.stderr);
