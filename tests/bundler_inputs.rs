@@ -216,16 +216,9 @@ fn a_directory_with_other_files_is_not_made_a_store_but_new_empty_and_existing_s
     let s = world(&reg);
     s.write("notstore/readme.txt", "hi\n");
     let pull = |store: &str| {
-        s.bundler(&[
-            "pull",
-            "spec.toml",
-            "--lock",
-            "spec.lock",
-            "--mirrors",
-            "mirrors.toml",
-            "--store",
-            store,
-        ])
+        let mut args = common::LOCKED_PULL;
+        args[7] = store;
+        s.bundler(&args)
     };
     let run = pull("notstore").failure();
     assert_eq!(

@@ -77,13 +77,12 @@ pub fn check(
                 dir: dir.to_path_buf(),
             })
         }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(OutputError::NoDirectory {
-                output: output.to_path_buf(),
-                dir: dir.to_path_buf(),
-            })
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotADirectory => {
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory
+            ) =>
+        {
             return Err(OutputError::NoDirectory {
                 output: output.to_path_buf(),
                 dir: dir.to_path_buf(),

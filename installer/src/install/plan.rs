@@ -16,6 +16,7 @@ use super::steps::{Phase, Steps};
 use super::inventory::{HaMode, Inventory, Node, RegistryPlace, Role};
 use super::render::{self, containerd::Containerd, Tree};
 use crate::pki::cluster::{ClusterPki, EtcdMember};
+use ferry::Reference;
 
 /// One node's plan.
 pub struct NodePlan {
@@ -95,20 +96,10 @@ pub fn check(inventory: &Inventory, bundle: &Contents) -> anyhow::Result<()> {
             ));
         }
     }
-    let has = |repository: &str| {
-        bundle
-            .images
-            .iter()
-            .any(|r| r.registry() == "registry.k8s.io" && r.repository() == repository)
-    };
-    if !has("pause") {
-        say("the bundle has no registry.k8s.io/pause image (the sandbox image)".into());
-    }
-    if !has("kube-apiserver") {
-        say(
-            "the bundle has no registry.k8s.io/kube-apiserver image: which Kubernetes is it?"
-                .into(),
-        );
+    for repository in ["pause", "kube-apiserver"] {
+        if let Err(e) = kubernetes_image(bundle, repository) {
+            say(e.to_string());
+        }
     }
     // Programs by what decides them (arch, roles): a thousand workers ask once.
     let mut asked = BTreeSet::new();
@@ -132,8 +123,28 @@ pub fn check(inventory: &Inventory, bundle: &Contents) -> anyhow::Result<()> {
     }
 }
 
+/// `registry.k8s.io/REPOSITORY` as the bundle carries it, which every plan needs.
+fn kubernetes_image<'b>(bundle: &'b Contents, repository: &str) -> anyhow::Result<&'b Reference> {
+    bundle
+        .images
+        .iter()
+        .find(|r| r.registry() == "registry.k8s.io" && r.repository() == repository)
+        .ok_or_else(|| no_kubernetes_image(repository))
+}
+
+/// What the lack of [`kubernetes_image`] `repository` means for a plan.
+fn no_kubernetes_image(repository: &str) -> anyhow::Error {
+    match repository {
+        "pause" => anyhow!("the bundle has no registry.k8s.io/pause image (the sandbox image)"),
+        _ => {
+            anyhow!("the bundle has no registry.k8s.io/{repository} image: which Kubernetes is it?")
+        }
+    }
+}
+
 /// Plans every node. `ca_pem` is the CA the site registry's certificate chains to;
-/// `state` the cluster's state directory (its PKI is made there once).
+/// `state` the cluster's state directory (its PKI is made there once). The caller
+/// runs [`check`] first, before that CA is made.
 pub fn plan(
     inventory: &Inventory,
     bundle: &Contents,
@@ -141,7 +152,6 @@ pub fn plan(
     registry_tls: Option<&RegistryTls>,
     state: &Path,
 ) -> anyhow::Result<BTreeMap<String, NodePlan>> {
-    check(inventory, bundle)?;
     let (registry, pushed_under) = match &inventory.registry {
         RegistryPlace::Node { node, port } => {
             let n = inventory
@@ -164,14 +174,7 @@ pub fn plan(
         .collect::<BTreeSet<_>>()
         .into_iter()
         .collect();
-    let sandbox = bundle
-        .images
-        .iter()
-        .find(|r| r.registry() == "registry.k8s.io" && r.repository() == "pause")
-        .ok_or_else(|| {
-            anyhow!("the bundle has no registry.k8s.io/pause image (the sandbox image)")
-        })?
-        .to_string();
+    let sandbox = kubernetes_image(bundle, "pause")?.to_string();
 
     let mut common = Tree::new();
     render::containerd::render(
@@ -211,16 +214,10 @@ pub fn plan(
         })
         .collect();
     let pki = ClusterPki::ensure(state, &members).context("making the cluster PKI")?;
-    let version = bundle
-        .images
-        .iter()
-        .find(|r| r.registry() == "registry.k8s.io" && r.repository() == "kube-apiserver")
-        .and_then(|r| r.tag().map(str::to_string))
-        .ok_or_else(|| {
-            anyhow!(
-                "the bundle has no registry.k8s.io/kube-apiserver image: which Kubernetes is it?"
-            )
-        })?;
+    let version = kubernetes_image(bundle, "kube-apiserver")?
+        .tag()
+        .map(str::to_string)
+        .ok_or_else(|| no_kubernetes_image("kube-apiserver"))?;
     let token = pki.bootstrap_token()?;
     let ca_hash = pki.ca_cert_hash()?;
     let etcd_addresses: Vec<std::net::IpAddr> = etcd_nodes.iter().map(|n| n.address).collect();
@@ -370,11 +367,8 @@ pub fn write(
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
     std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
-    let tmp = parent.join(format!(
-        ".{}.tmp-{}",
-        out.file_name().and_then(|n| n.to_str()).unwrap_or("plan"),
-        std::process::id()
-    ));
+    let name = out.file_name().and_then(|n| n.to_str()).unwrap_or("plan");
+    let tmp = parent.join(format!(".{name}.tmp-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&tmp);
     let result = (|| -> anyhow::Result<()> {
         for (node, plan) in plans {
@@ -406,11 +400,7 @@ pub fn write(
         return Err(e);
     }
     // The earlier plan is moved aside, not deleted, until the new one is in place.
-    let old = parent.join(format!(
-        ".{}.old-{}",
-        out.file_name().and_then(|n| n.to_str()).unwrap_or("plan"),
-        std::process::id()
-    ));
+    let old = parent.join(format!(".{name}.old-{}", std::process::id()));
     let replaced = out.exists();
     if replaced {
         std::fs::rename(out, &old).with_context(|| format!("replacing {}", out.display()))?;
