@@ -1,9 +1,9 @@
-//! containerd for a node: `config.toml` for containerd 1.7 (config version 2) with
-//! the systemd cgroup driver, the bundle's pause image as the sandbox image and
-//! registry hosts from `certs.d`; a `hosts.toml` for every upstream registry host
-//! the bundle's images come from, naming the site registry as both the mirror and
-//! the `server`, so images keep their upstream names and containerd never falls
-//! back to the internet; the site CA; and `crictl.yaml`.
+//! containerd for a node: `config.toml` in config version 2 (which containerd 1.6
+//! and 1.7 both read) with the systemd cgroup driver, the bundle's pause image as
+//! the sandbox image and registry hosts from `certs.d`; a `hosts.toml` for every
+//! upstream registry host the bundle's images come from, naming the site registry
+//! as both the mirror and the `server`, so images keep their upstream names and
+//! containerd never falls back to the internet; the site CA; and `crictl.yaml`.
 //!
 //! The site registry on a node (`ferry-installer serve`) takes containerd's
 //! mirror requests as they come (`/v2/pause/...?ns=registry.k8s.io`). A registry
@@ -35,7 +35,7 @@ pub struct Containerd<'a> {
 
 fn config(c: &Containerd<'_>) -> String {
     format!(
-        r#"# Written by ferry-installer plan: containerd 1.7, config version 2.
+        r#"# Written by ferry-installer plan: config version 2, for containerd 1.6 and 1.7.
 version = 2
 root = "/var/lib/containerd"
 state = "/run/containerd"
