@@ -102,12 +102,8 @@ impl Spec {
             path: path.to_path_buf(),
             message,
         };
-        if raw.name.trim().is_empty() {
-            return Err(invalid("`name` is empty".into()));
-        }
-        if raw.version.trim().is_empty() {
-            return Err(invalid("`version` is empty".into()));
-        }
+        check_word("name", &raw.name, "").map_err(invalid)?;
+        check_word("version", &raw.version, "+").map_err(invalid)?;
         if raw.platforms.is_empty() {
             return Err(invalid(
                 "`platforms` is empty: name at least one, e.g. \"linux/amd64\"".into(),
@@ -178,6 +174,38 @@ impl Spec {
     }
 }
 
+/// Checks a release's `name` or `version`: ASCII letters, digits, `.`, `_`, `-`
+/// and the characters in `extra`, starting with a letter or digit, 128 at most.
+/// Both travel in file names, in the bundle's `name:version` and in the site's
+/// `--release`, where a `/`, a `:` or a space would be taken apart.
+fn check_word(field: &str, value: &str, extra: &str) -> Result<(), String> {
+    if value.is_empty() {
+        return Err(format!("`{field}` is empty"));
+    }
+    let allowed = |c: char| c.is_ascii_alphanumeric() || "._-".contains(c) || extra.contains(c);
+    if let Some(bad) = value.chars().find(|&c| !allowed(c)) {
+        return Err(format!(
+            "`{field}` {value:?} has {bad:?}: use letters, digits, '.', '_', '-'{}",
+            extra
+                .chars()
+                .map(|c| format!(", '{c}'"))
+                .collect::<String>()
+        ));
+    }
+    if !value.starts_with(|c: char| c.is_ascii_alphanumeric()) {
+        return Err(format!(
+            "`{field}` {value:?} must start with a letter or a digit"
+        ));
+    }
+    if value.len() > 128 {
+        return Err(format!(
+            "`{field}` is {} characters long; 128 at most",
+            value.len()
+        ));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -239,6 +267,25 @@ images = [
         .unwrap_err()
         .to_string();
         assert!(e.contains("neither a tag nor a digest"), "{e}");
+
+        for (name, version, culprit) in [
+            ("../k", "1", "'/'"),
+            ("k", "1.0/x", "'/'"),
+            ("k8s:prod", "1", "':'"),
+            ("k", "1 2", "' '"),
+            (".k", "1", "must start"),
+            ("", "1", "`name` is empty"),
+        ] {
+            let e = parse(&format!(
+                "name = {name:?}\nversion = {version:?}\nplatforms = [\"linux/amd64\"]\n"
+            ))
+            .unwrap_err()
+            .to_string();
+            assert!(e.starts_with("k.toml: `"), "{e}");
+            assert!(e.contains(culprit), "{e}");
+        }
+        parse("name = \"kube_1.31\"\nversion = \"v1.31.4-rc.1+ferry.2\"\nplatforms = [\"linux/amd64\"]\n")
+            .unwrap();
 
         let e = parse("name = \"k\"\nversion = \"1\"\nplatforms = [\"linux\"]\n")
             .unwrap_err()
