@@ -500,6 +500,47 @@ fn no_error_line_repeats_a_cause() {
     }
 }
 
+/// A store whose `index.json` was damaged (a field of the wrong type, a file cut
+/// short) is named with the file, the field and the line, by every command that
+/// reads it. oci-spec's own error says only "serde failed".
+#[test]
+fn a_damaged_index_json_is_named_with_its_line() {
+    let s = Session::new();
+    std::fs::create_dir(s.path("st")).unwrap();
+    s.write("st/oci-layout", r#"{"imageLayoutVersion":"1.0.0"}"#);
+    let damages = [
+        (
+            "{\"schemaVersion\":2,\n\"manifests\":[{\"mediaType\":\"application/vnd.oci.image.manifest.v1+json\",\n\"size\":\"x\"}]}\n",
+            "at line 3 column",
+        ),
+        ("{\"schemaVersion\":2,\n\"manifests\":[{\"mediaType\"", "EOF while parsing"),
+    ];
+    for (text, culprit) in damages {
+        s.write("st/index.json", text);
+        for args in [
+            &[
+                "serve",
+                "--store",
+                "st",
+                "--tls",
+                "off",
+                "--addr",
+                "127.0.0.1:0",
+            ][..],
+            &["push", "--store", "st", "--to", "http://127.0.0.1:1/x"][..],
+        ] {
+            let run = s.installer(args).failure();
+            let line = run.error_line();
+            assert!(
+                line.contains("st/index.json is damaged"),
+                "{args:?}: {line}"
+            );
+            assert!(line.contains(culprit), "{args:?}: {line}");
+            assert!(!line.contains("serde failed"), "{args:?}: {line}");
+        }
+    }
+}
+
 #[test]
 fn init_cluster_writes_a_commented_inventory_and_keeps_an_existing_one() {
     let s = Session::new();

@@ -120,9 +120,11 @@ impl Manifest {
             (None, None) if probe.layers.is_some() => MediaType::ImageManifest,
             (None, None) => return Err(ManifestError::Malformed("no mediaType".into())),
         };
-        let malformed = |e: oci_spec::OciSpecError| ManifestError::Malformed(e.to_string());
+        // serde_json's own error, not oci-spec's wrapper, whose text is only
+        // "serde failed": the field and the line are what a reader can act on.
+        let malformed = |e: serde_json::Error| ManifestError::Malformed(e.to_string());
         if media::is_index(&media_type) {
-            let index = ImageIndex::from_reader(bytes).map_err(malformed)?;
+            let index = serde_json::from_slice::<ImageIndex>(bytes).map_err(malformed)?;
             let entries = index
                 .manifests()
                 .iter()
@@ -145,7 +147,7 @@ impl Manifest {
                 entries,
             })
         } else if media::is_manifest(&media_type) {
-            let m = ImageManifest::from_reader(bytes).map_err(malformed)?;
+            let m = serde_json::from_slice::<ImageManifest>(bytes).map_err(malformed)?;
             Ok(Manifest::Image {
                 media_type,
                 config: descriptor(m.config())?,

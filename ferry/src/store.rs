@@ -60,6 +60,8 @@ pub enum StoreError {
     Io { path: PathBuf, error: io::Error },
     #[error("{} is not an OCI image layout: {reason}", path.display())]
     NotALayout { path: PathBuf, reason: String },
+    #[error("{} is damaged: {reason}", path.display())]
+    Damaged { path: PathBuf, reason: String },
     #[error("{} is not a store (no oci-layout file): pull or unpack into it first", path.display())]
     NotAStore { path: PathBuf },
     #[error("{} is not empty and not a store (no oci-layout file): name a new or empty directory, or an existing store", path.display())]
@@ -437,7 +439,7 @@ impl Store {
         for d in index.manifests() {
             let name = d.annotations().as_ref().and_then(|a| a.get(REF_NAME));
             if let Some(name) = name {
-                let digest = d.digest().try_into().map_err(|e| StoreError::NotALayout {
+                let digest = d.digest().try_into().map_err(|e| StoreError::Damaged {
                     path: self.root.join("index.json"),
                     reason: format!("{e}"),
                 })?;
@@ -457,10 +459,14 @@ impl Store {
     fn read_index(&self) -> Result<ImageIndex, StoreError> {
         let path = self.root.join("index.json");
         match fs::read(&path) {
-            Ok(bytes) => ImageIndex::from_reader(&bytes[..]).map_err(|e| StoreError::NotALayout {
-                path,
-                reason: e.to_string(),
-            }),
+            // serde_json's error names the field and line; oci-spec's says only
+            // "serde failed".
+            Ok(bytes) => {
+                serde_json::from_slice::<ImageIndex>(&bytes).map_err(|e| StoreError::Damaged {
+                    path,
+                    reason: e.to_string(),
+                })
+            }
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(empty_index()),
             Err(e) => Err(io_err(&path)(e)),
         }
@@ -640,7 +646,7 @@ pub fn render_index(images: &[(String, Descriptor)]) -> Vec<u8> {
 
 /// Parses `index.json` bytes into (name, descriptor) pairs.
 pub fn parse_index(bytes: &[u8]) -> Result<Vec<(String, Descriptor)>, String> {
-    let index = ImageIndex::from_reader(bytes).map_err(|e| e.to_string())?;
+    let index = serde_json::from_slice::<ImageIndex>(bytes).map_err(|e| e.to_string())?;
     let mut out = Vec::new();
     for d in index.manifests() {
         let name = d

@@ -183,9 +183,8 @@ impl Config {
     fn prepare(self) -> anyhow::Result<Prepared> {
         let uploads =
             uploads::Uploads::open(&self.store).context("preparing the upload directory")?;
-        let images = catalog::Images::load(self.store.clone()).with_context(|| {
-            format!("reading {}", self.store.root().join("index.json").display())
-        })?;
+        let images =
+            catalog::Images::load(self.store.clone()).context("loading the store's images")?;
         let state = Arc::new(router::State {
             images,
             store: self.store,
