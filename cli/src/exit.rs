@@ -67,10 +67,19 @@ pub fn render(e: &anyhow::Error) -> String {
     parts.join(": ")
 }
 
-/// The exit code for an error: [`REFUSED`] for a refused bundle, [`USAGE`] for a
-/// bad command line, else [`FAILURE`].
+/// Work stopped by Ctrl-C, after it removed what it had made: the command exits
+/// with [`crate::interrupt::INTERRUPTED`]. The text says what was left as it was.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Interrupted(pub String);
+
+/// The exit code for an error: [`crate::interrupt::INTERRUPTED`] for work stopped
+/// by Ctrl-C, [`REFUSED`] for a refused bundle, [`USAGE`] for a bad command line,
+/// else [`FAILURE`].
 pub fn code(e: &anyhow::Error) -> u8 {
-    if e.chain().any(|c| c.is::<Refused>()) {
+    if e.chain().any(|c| c.is::<Interrupted>()) {
+        crate::interrupt::INTERRUPTED
+    } else if e.chain().any(|c| c.is::<Refused>()) {
         REFUSED
     } else if e.chain().any(|c| c.is::<Usage>()) {
         USAGE

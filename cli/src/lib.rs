@@ -1,6 +1,7 @@
 //! What the command lines of `ferry-bundler` and `ferry-installer` share, so both
 //! look and behave alike: progress and report rendering on stderr ([`progress`]),
-//! one error line and the exit codes ([`exit`]), `inspect` ([`inspect`]),
+//! one error line and the exit codes ([`exit`]), Ctrl-C that lets work clean up
+//! ([`interrupt`]), `inspect` ([`inspect`]),
 //! completions and man pages ([`generate`]) and `--version` ([`VERSION`]).
 //!
 //! The `ferry` library draws nothing; it reports progress through
@@ -28,6 +29,7 @@ macro_rules! out {
 pub mod exit;
 pub mod generate;
 pub mod inspect;
+pub mod interrupt;
 pub mod progress;
 
 pub use exit::{main, Refused};

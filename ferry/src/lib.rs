@@ -8,6 +8,7 @@ pub mod addons;
 pub mod digest;
 pub mod file_spec;
 pub mod gc;
+pub mod interrupt;
 pub mod lock;
 pub mod manifest;
 pub mod media;

@@ -6,8 +6,10 @@ use std::path::Path;
 use anyhow::Context as _;
 use ferry::archive::parts::PartReader;
 use ferry::archive::unpack;
+use ferry::interrupt::Interruptible;
 use ferry::signing::PublicKey;
 use ferry::store::Store;
+use ferry_cli::exit::Interrupted;
 use ferry_cli::{human_bytes, Refused, Report};
 
 /// Runs one streaming pass over `bundle` (`verify`, or `unpack` into `store`) with a
@@ -16,9 +18,13 @@ fn stream(bundle: &Path, key: &Path, store: Option<&Path>, quiet: bool) -> anyho
     let key = PublicKey::load(key)?;
     let report = Report::new(quiet);
     let reader = PartReader::open(bundle, Some(&key)).map_err(|e| Refused::classify(bundle, e))?;
+    // Ctrl-C stops the stream at its next read, and the store is cleaned below.
+    let _catch = ferry_cli::interrupt::Catch::new().context("catching Ctrl-C")?;
+    let reader = Interruptible::new(reader, ferry::interrupt::flag());
     // A store this unpack makes is removed again if the bundle is refused: an
     // empty layout left behind would be served as an empty registry.
     let made = store.filter(|s| !s.exists());
+    let into = store.map(Path::to_path_buf);
     let store = store
         .map(|s| Store::create(s).with_context(|| format!("store {}", s.display())))
         .transpose()?;
@@ -33,6 +39,20 @@ fn stream(bundle: &Path, key: &Path, store: Option<&Path>, quiet: bool) -> anyho
             if let Some(made) = made {
                 drop(store);
                 let _ = std::fs::remove_dir_all(made);
+            }
+            if ferry::interrupt::requested() {
+                // Whatever the stream's last error, the signal is what stopped it.
+                return Err(anyhow::Error::new(Interrupted(match into {
+                    Some(into) => format!(
+                        "unpack of {} interrupted: nothing of it was added to {}",
+                        bundle.display(),
+                        into.display()
+                    ),
+                    None => format!(
+                        "verify of {} interrupted: the bundle was not checked to its end",
+                        bundle.display()
+                    ),
+                })));
             }
             return Err(Refused::classify(bundle, e));
         }

@@ -1,5 +1,6 @@
 //! Bundles against the store they go into: deltas on their base, split parts, a
-//! disk too small, a filesystem without direct writes, an unpack killed midway.
+//! disk too small, a filesystem without direct writes, an unpack killed midway or
+//! stopped by Ctrl-C.
 
 use super::*;
 
@@ -402,6 +403,104 @@ fn an_unpack_killed_midway_leaves_nothing_the_next_one_does_not_reclaim() {
         let path = s.path(&format!("site/blobs/sha256/{hex}"));
         assert_eq!(sha256_file(&path), hex, "{hex}");
     }
+}
+
+/// Files in the staging directories of `store`.
+fn staged_files(store: &Path) -> usize {
+    std::fs::read_dir(store.join(".ferry/staging"))
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .filter(|e| e.path().is_dir())
+                .map(|e| std::fs::read_dir(e.path()).map_or(0, |f| f.count()))
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+/// Regression: Ctrl-C killed an unpack silently (exit 130, no line), leaving its
+/// staging directory until the next unpack and the store it had just made. Now
+/// the first Ctrl-C stops it at its next read: it removes its staging (and the
+/// store it made), says so in one line, and exits 130.
+#[test]
+fn an_unpack_stopped_by_ctrl_c_says_so_and_leaves_the_store_as_it_was() {
+    let s = Session::new();
+    let (bundle, key) = common::cluster::bundle();
+    // One store this unpack makes, and one that holds a release already.
+    let lacking = common::cluster::bundle_lacking();
+    s.installer(&[
+        "unpack",
+        lacking.to_str().unwrap(),
+        "--key",
+        key.to_str().unwrap(),
+        "--store",
+        "kept",
+    ])
+    .success();
+    let before = snapshot(&s.path("kept"));
+    for store in ["made", "kept"] {
+        // The signal is sent once blobs are being staged. An unpack that ends
+        // before it lands (the bundle is 80 MiB) is tried again.
+        let (status, stderr) = (0..5)
+            .find_map(|_| {
+                let mut child = Command::new(common::bin_path("ferry-installer"))
+                    .args([
+                        "unpack",
+                        bundle.to_str().unwrap(),
+                        "--key",
+                        key.to_str().unwrap(),
+                        "--store",
+                        store,
+                        "--quiet",
+                    ])
+                    .current_dir(s.dir.path())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::piped())
+                    .spawn()
+                    .unwrap();
+                let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+                while staged_files(&s.path(store)) == 0 {
+                    if child.try_wait().unwrap().is_some() {
+                        break;
+                    }
+                    assert!(
+                        std::time::Instant::now() < deadline,
+                        "the unpack staged nothing"
+                    );
+                    std::thread::sleep(std::time::Duration::from_millis(1));
+                }
+                s.tool("kill", &["-INT", &child.id().to_string()]);
+                let out = child.wait_with_output().unwrap();
+                (!out.status.success()).then(|| {
+                    (
+                        out.status,
+                        String::from_utf8_lossy(&out.stderr).into_owned(),
+                    )
+                })
+            })
+            .expect("five unpacks ended before Ctrl-C reached them");
+        assert_eq!(status.code(), Some(130), "{store}: {status}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+        let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error:")).collect();
+        assert_eq!(
+            errors,
+            [format!(
+                "error: unpack of {} interrupted: nothing of it was added to {store}",
+                bundle.display()
+            )],
+            "{stderr}"
+        );
+    }
+    assert!(
+        !s.path("made").exists(),
+        "the store the unpack made is left"
+    );
+    assert_eq!(snapshot(&s.path("kept")), before, "the store was changed");
+    let staging: Vec<_> = std::fs::read_dir(s.path("kept/.ferry/staging"))
+        .map(|d| d.filter_map(|e| e.ok()).map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(staging.is_empty(), "staging left: {staging:?}");
+    // And the next unpack goes through.
+    unpack_cluster(&s, "kept").success();
 }
 
 /// Regression: a store blob damaged since it was pulled (same size, one byte
