@@ -42,7 +42,7 @@ log: { level: error, accesslog: { disabled: true } }
 storage: { filesystem: { rootdirectory: $WORK/registry }, delete: { enabled: true } }
 http: { addr: 127.0.0.1:$REG_PORT, secret: bench }
 YML
-  docker-registry serve "$WORK/registry.yml" >"$WORK/registry.log" 2>&1 &
+  "${REGISTRY_BIN:-docker-registry}" serve "$WORK/registry.yml" >"$WORK/registry.log" 2>&1 &
   REG_PID=$!
   PIDS+=("$REG_PID")
   wait_up "127.0.0.1:$REG_PORT"
