@@ -418,6 +418,7 @@ fn plan(
 ) -> anyhow::Result<()> {
     let planned =
         ferry_installer::install::commands::plan(inventory, store, out, pki, state, release)?;
+    adopted(&planned);
     ferry_cli::out!(
         "planned {} node(s) into {}: review, then install",
         planned.nodes,
@@ -426,12 +427,28 @@ fn plan(
     Ok(())
 }
 
+/// Says that a state an older ferry made is now recorded as the plan's cluster's.
+fn adopted(planned: &ferry_installer::install::commands::Planned) {
+    if planned.adopted {
+        ferry_cli::say!(
+            "note: {} had no record of its cluster (an older ferry made it); it is now {}'s: {}",
+            planned.state.display(),
+            planned.inventory.name,
+            planned
+                .state
+                .join(ferry_installer::install::state::RECORD)
+                .display()
+        );
+    }
+}
+
 /// `install`: unpack, plan, apply, then say how to reach the cluster.
 fn install(
     inventory: &std::path::Path,
     args: &ferry_installer::install::commands::InstallArgs,
 ) -> anyhow::Result<()> {
     let (planned, summary) = ferry_installer::install::commands::install(inventory, args)?;
+    adopted(&planned);
     let _ = std::fs::remove_dir_all(&args.options.ssh.control_dir);
     if args.options.dry_run {
         // Planning needs the bundle unpacked and the cluster's CAs made: those
