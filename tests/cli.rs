@@ -546,7 +546,8 @@ fn init_cluster_writes_a_commented_inventory_and_keeps_an_existing_one() {
     let s = Session::new();
     let run = s.installer(&["init-cluster", "--nodes", "4"]).success();
     assert!(
-        run.stdout.contains("wrote cluster.toml (4 node(s))"),
+        run.stdout
+            .contains("wrote cluster.toml (cluster ferry, 4 node(s))"),
         "{}",
         run.stdout
     );
@@ -577,4 +578,19 @@ fn init_cluster_writes_a_commented_inventory_and_keeps_an_existing_one() {
     s.installer(&["init-cluster", "--force", "-o", "cluster.toml"])
         .success();
     assert_ne!(s.read("cluster.toml"), "mine");
+    // Named after its file, so inventories side by side get states of their own;
+    // the default file, and a stem no cluster may take, keep "ferry".
+    for (file, name) in [
+        ("lab.toml", "lab"),
+        ("site-2", "site-2"),
+        ("Site_A.toml", "ferry"),
+    ] {
+        s.installer(&["init-cluster", "-o", file]).success();
+        let text = s.read(file);
+        assert!(text.contains(&format!("\nname = \"{name}\"\n")), "{file}");
+        assert!(
+            text.contains(&format!("ferry-installer plan {file} --store")),
+            "{file}"
+        );
+    }
 }

@@ -238,10 +238,16 @@ run install again to put it back.")]
 Examples:
   ferry-installer init-cluster                  # one node with every role
   ferry-installer init-cluster --nodes 5        # 3 control planes behind a VIP, 2 workers
-  ferry-installer init-cluster --nodes 3 -o site-a.toml
+  ferry-installer init-cluster --nodes 3 -o site-a.toml # the cluster \"site-a\"
+  ferry-installer init-cluster --name prod      # cluster.toml, of the cluster \"prod\"
 
 Every field is explained in the file. It is checked (names, addresses, roles,
-networks, VIP) whenever it is read.")]
+networks, VIP) whenever it is read.
+
+The cluster is named after the file: -o lab.toml writes name = \"lab\", so two
+inventories in one directory keep their CAs, keys and token apart (plan and install
+keep them in NAME.state beside the inventory). cluster.toml, or a name that is not
+a cluster name, gives \"ferry\"; --name says it outright.")]
     InitCluster {
         /// How many nodes the example has.
         #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=10000))]
@@ -249,6 +255,10 @@ networks, VIP) whenever it is read.")]
         /// Where to write it.
         #[arg(short, long, default_value = "cluster.toml")]
         output: PathBuf,
+        /// The cluster's name (lowercase letters, digits and '-') [default: the
+        /// file's name without .toml, else "ferry"].
+        #[arg(long, value_parser = cluster_name)]
+        name: Option<String>,
         /// Replace the file if it exists.
         #[arg(long)]
         force: bool,
@@ -389,8 +399,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::InitCluster {
             nodes,
             output,
+            name,
             force,
-        } => init_cluster(nodes.into(), &output, force),
+        } => init_cluster(nodes.into(), &output, name.as_deref(), force),
         Command::Completions { shell } => ferry_cli::generate::completions(Cli::command(), shell),
         Command::Man { out } => ferry_cli::generate::man(Cli::command(), out.as_deref()),
     }
@@ -407,6 +418,7 @@ fn plan(
 ) -> anyhow::Result<()> {
     let planned =
         ferry_installer::install::commands::plan(inventory, store, out, pki, state, release)?;
+    adopted(&planned);
     ferry_cli::out!(
         "planned {} node(s) into {}: review, then install",
         planned.nodes,
@@ -415,12 +427,28 @@ fn plan(
     Ok(())
 }
 
+/// Says that a state an older ferry made is now recorded as the plan's cluster's.
+fn adopted(planned: &ferry_installer::install::commands::Planned) {
+    if planned.adopted {
+        ferry_cli::say!(
+            "note: {} had no record of its cluster (an older ferry made it); it is now {}'s: {}",
+            planned.state.display(),
+            planned.inventory.name,
+            planned
+                .state
+                .join(ferry_installer::install::state::RECORD)
+                .display()
+        );
+    }
+}
+
 /// `install`: unpack, plan, apply, then say how to reach the cluster.
 fn install(
     inventory: &std::path::Path,
     args: &ferry_installer::install::commands::InstallArgs,
 ) -> anyhow::Result<()> {
     let (planned, summary) = ferry_installer::install::commands::install(inventory, args)?;
+    adopted(&planned);
     let _ = std::fs::remove_dir_all(&args.options.ssh.control_dir);
     if args.options.dry_run {
         // Planning needs the bundle unpacked and the cluster's CAs made: those
@@ -461,23 +489,39 @@ fn install(
     Ok(())
 }
 
+/// `--name` of init-cluster: a name the inventory will take.
+fn cluster_name(name: &str) -> Result<String, String> {
+    if ferry_installer::install::inventory::valid_cluster_name(name) {
+        Ok(name.to_string())
+    } else {
+        Err("a cluster name is lowercase letters, digits and '-' (63 at most)".into())
+    }
+}
+
 /// `init-cluster`: the example inventory, checked by the same parser `plan` uses.
-fn init_cluster(nodes: usize, output: &std::path::Path, force: bool) -> anyhow::Result<()> {
+fn init_cluster(
+    nodes: usize,
+    output: &std::path::Path,
+    name: Option<&str>,
+    force: bool,
+) -> anyhow::Result<()> {
     use anyhow::Context as _;
+    use ferry_installer::install::example;
     if output.exists() && !force {
         anyhow::bail!(
             "{} exists: edit it, or pass --force to replace it",
             output.display()
         );
     }
-    let text = ferry_installer::install::example::example(nodes);
+    let name = name.unwrap_or_else(|| example::name_for(output));
+    let text = example::named(nodes, name, output);
     ferry_installer::install::inventory::Inventory::parse(output, &text)
         .context("the example inventory does not check out (a bug)")?;
     let tmp = output.with_extension("toml.tmp");
     std::fs::write(&tmp, &text).with_context(|| format!("cannot write {}", tmp.display()))?;
     std::fs::rename(&tmp, output).with_context(|| format!("cannot write {}", output.display()))?;
     ferry_cli::out!(
-        "wrote {} ({nodes} node(s)): edit the names, addresses and SSH access",
+        "wrote {} (cluster {name}, {nodes} node(s)): edit the names, addresses and SSH access",
         output.display()
     );
     Ok(())

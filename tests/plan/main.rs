@@ -15,6 +15,7 @@ mod containerd;
 mod etcd;
 mod ha;
 mod pki;
+mod state;
 mod units;
 
 use std::collections::BTreeMap;

@@ -217,3 +217,49 @@ fn every_kubeadm_kubelet_and_kube_proxy_key_exists_in_kubeadm_1_31() {
         "{text}"
     );
 }
+
+/// Regression: a lone node's plan refreshed the bootstrap token in a join phase no
+/// node joins in. The refresh comes when a node is added, which changes the first
+/// control plane's plan, so install runs it before the join.
+#[test]
+fn the_bootstrap_token_is_refreshed_only_when_a_node_joins() {
+    let s = Session::new();
+    let site = common::cluster::site();
+    let plan = || {
+        s.installer(&[
+            "plan",
+            "cluster.toml",
+            "--store",
+            site.to_str().unwrap(),
+            "--out",
+            "plan",
+            "--pki",
+            "pki",
+        ])
+        .success()
+    };
+    s.installer(&["init-cluster", "--nodes", "1"]).success();
+    plan();
+    let steps = s.read("plan/node1/steps");
+    assert!(steps.contains("kubeadm init --config"), "{steps}");
+    assert!(!steps.contains("kubeadm token"), "{steps}");
+    assert!(!steps.contains("[join]"), "{steps}");
+    // kubeadm init still makes the cluster's one token, named in its config.
+    let token = s.read("ferry.state/bootstrap-token").trim().to_string();
+    assert!(s
+        .read("plan/node1/etc/kubernetes/ferry/kubeadm-init.yaml")
+        .contains(&format!("token: \"{token}\"")));
+
+    let mut inv = s.read("cluster.toml");
+    inv.push_str(
+        "\n[[nodes]]\nname = \"worker1\"\naddress = \"192.168.10.12\"\nroles = [\"worker\"]\n",
+    );
+    s.write("cluster.toml", &inv);
+    plan();
+    let steps = s.read("plan/node1/steps");
+    let join = steps.split("[join]").nth(1).expect("a join phase");
+    assert!(
+        join.contains(&format!("kubeadm token create {token} ")),
+        "{steps}"
+    );
+}

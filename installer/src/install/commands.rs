@@ -10,12 +10,15 @@ use super::apply::{self, Options, Summary};
 use super::contents::Contents;
 use super::inventory::{Inventory, RegistryPlace};
 use super::plan;
+use super::state::{Found, State};
 
 /// What `plan` made.
 pub struct Planned {
     pub inventory: Inventory,
     pub state: PathBuf,
     pub nodes: usize,
+    /// The state had no record of its cluster (an older ferry made it) and now has.
+    pub adopted: bool,
 }
 
 /// The state directory: `--state`, else `NAME.state` beside the inventory.
@@ -28,6 +31,14 @@ fn state_dir(inventory: &Path, inv: &Inventory, state: Option<PathBuf>) -> PathB
     })
 }
 
+/// The state directory, checked against the inventory's cluster before anything
+/// in it is made or changed.
+fn open_state(inventory: &Path, inv: &Inventory, given: Option<PathBuf>) -> anyhow::Result<State> {
+    let is_given = given.is_some();
+    let dir = state_dir(inventory, inv, given);
+    Ok(State::open(&dir, inventory, inv, is_given)?)
+}
+
 /// Plans every node of `inventory` from `store` into `out`.
 pub fn plan(
     inventory: &Path,
@@ -38,17 +49,18 @@ pub fn plan(
     release: Option<&str>,
 ) -> anyhow::Result<Planned> {
     let inv = Inventory::load(inventory)?;
-    let state = state_dir(inventory, &inv, state);
+    let state = open_state(inventory, &inv, state)?;
     plan_loaded(inv, store, out, pki, state, release)
 }
 
-/// [`plan`] of an inventory already read, into `state`.
+/// [`plan`] of an inventory already read, into `state` (checked to be its
+/// cluster's).
 fn plan_loaded(
     inv: Inventory,
     store: &Path,
     out: &Path,
     pki: &Path,
-    state: PathBuf,
+    state: State,
     release: Option<&str>,
 ) -> anyhow::Result<Planned> {
     plan::check_out(out)?;
@@ -56,6 +68,10 @@ fn plan_loaded(
     // What the bundle lacks is said before any key or certificate is made.
     let contents = Contents::read(&store, release)?;
     plan::check(&inv, &contents)?;
+    // Recorded before the state's first key, so no key is ever unclaimed.
+    state.claim()?;
+    let adopted = state.found == Found::Unrecorded;
+    let state = state.dir;
     let mut registry_tls = None;
     let ca_pem = match &inv.registry {
         RegistryPlace::Node { node, .. } => {
@@ -92,6 +108,7 @@ fn plan_loaded(
         nodes: plans.len(),
         inventory: inv,
         state,
+        adopted,
     })
 }
 
@@ -111,8 +128,9 @@ pub struct InstallArgs {
 
 /// Verifies and unpacks the bundle (if given), plans into `STATE/plan`, applies.
 pub fn install(inventory: &Path, args: &InstallArgs) -> anyhow::Result<(Planned, Summary)> {
-    // A bad inventory is said before a long unpack.
+    // A bad inventory, or a state of another cluster, is said before a long unpack.
     let inv = Inventory::load(inventory)?;
+    let state = open_state(inventory, &inv, args.state.clone())?;
     let mut release = args.release.clone();
     if let Some((bundle, key)) = &args.bundle {
         crate::bundle::unpack(bundle, key, &args.store, args.quiet)?;
@@ -121,8 +139,7 @@ pub fn install(inventory: &Path, args: &InstallArgs) -> anyhow::Result<(Planned,
             .with_context(|| format!("reading {}", bundle.display()))?;
         release = Some(format!("{}:{}", head.manifest.name, head.manifest.version));
     }
-    let state = state_dir(inventory, &inv, args.state.clone());
-    let out = state.join("plan");
+    let out = state.dir.join("plan");
     let planned = plan_loaded(inv, &args.store, &out, &args.pki, state, release.as_deref())?;
     let summary = apply::apply(
         &planned.inventory,

@@ -1,10 +1,36 @@
 //! The commented example inventory `ferry-installer init-cluster` writes: every
-//! field, what it means and its default, for a cluster of N nodes.
+//! field, what it means and its default, for a cluster of N nodes, named after
+//! the file it goes to.
 
-/// The example `cluster.toml` for `nodes` nodes: one node holds every role; from
-/// three on, three control planes (also the etcd members) behind a VIP, the rest
-/// workers.
+use std::path::Path;
+
+use super::inventory::valid_cluster_name;
+
+/// The name `init-cluster` gives a cluster whose inventory is `output`: the
+/// file's stem (`lab.toml`: `lab`), so that inventories side by side get state
+/// directories of their own (`NAME.state`); [`DEFAULT_NAME`] for `cluster.toml`,
+/// the default file, which says nothing of which cluster it is, and for a stem no
+/// cluster may be named (`Site_A.toml`).
+pub fn name_for(output: &Path) -> &str {
+    match output.file_stem().and_then(|s| s.to_str()) {
+        Some(stem) if stem != "cluster" && valid_cluster_name(stem) => stem,
+        _ => DEFAULT_NAME,
+    }
+}
+
+/// The name of a cluster nothing else names.
+pub const DEFAULT_NAME: &str = "ferry";
+
+/// The example `cluster.toml` for `nodes` nodes, named [`DEFAULT_NAME`].
 pub fn example(nodes: usize) -> String {
+    named(nodes, DEFAULT_NAME, Path::new("cluster.toml"))
+}
+
+/// The example inventory for `nodes` nodes, of the cluster `name`, to be written
+/// to `output` (which its comments name): one node holds every role; from three
+/// on, three control planes (also the etcd members) behind a VIP, the rest
+/// workers.
+pub fn named(nodes: usize, name: &str, output: &Path) -> String {
     let nodes = nodes.max(1);
     let ha = nodes >= 3;
     // 192.168.10.11 on, 250 addresses a /24, so any size gives valid addresses.
@@ -22,10 +48,13 @@ pub fn example(nodes: usize) -> String {
 # `install` applies. Written by `ferry-installer init-cluster --nodes {nodes}`; edit the
 # addresses, names and SSH access, then run:
 #
-#   ferry-installer plan cluster.toml --store /var/lib/ferry/store --out plan/
+#   ferry-installer plan {file} --store /var/lib/ferry/store --out plan/
 #
-# The cluster's name (lowercase letters, digits and '-').
-name = "ferry"
+# The cluster's name (lowercase letters, digits and '-'). Its state (CAs, keys,
+# bootstrap token), made by the first plan and reused, is kept in {name}.state
+# beside this file unless plan and install are given --state; the state records
+# this name and control_plane_endpoint, and refuses another cluster's.
+name = "{name}"
 
 [kubernetes]
 # host:port of the API server: the VIP with [ha] haproxy-keepalived, else the
@@ -59,6 +88,7 @@ port = 5000
 # apiservers and keepalived holds the VIP; "none" for one control plane.
 mode = "{mode}"
 "#,
+        file = output.display(),
         first = if ha { "master1" } else { "node1" },
         mode = if ha { "haproxy-keepalived" } else { "none" },
     );

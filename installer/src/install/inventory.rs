@@ -266,6 +266,12 @@ fn valid_node_name(name: &str) -> bool {
         && !name.ends_with('-')
 }
 
+/// Whether `name` may be a cluster's name (the inventory's `name`): a node
+/// name's rules, as it names the state directory and kubeadm's `clusterName`.
+pub fn valid_cluster_name(name: &str) -> bool {
+    valid_node_name(name)
+}
+
 fn overlap(a: &IpNet, b: &IpNet) -> bool {
     a.contains(&b.network()) || b.contains(&a.network())
 }
@@ -283,7 +289,7 @@ impl Inventory {
             path: path.to_path_buf(),
             message,
         };
-        if !valid_node_name(&raw.name) {
+        if !valid_cluster_name(&raw.name) {
             return Err(invalid(format!(
                 "name {:?}: a cluster name is lowercase letters, digits and '-'",
                 raw.name

@@ -2,7 +2,8 @@
 //! its commented example ([`example`]), the pure renderers of each node's files
 //! ([`render`]) and the plan that writes them per node ([`plan`]); applying a plan
 //! to the nodes ([`apply`], over [`transport`], after [`preflight`]), undoing it
-//! ([`reset`]), and the commands that run these ([`commands`]).
+//! ([`reset`]), the cluster's state directory and the record of whose it is
+//! ([`state`]), and the commands that run these ([`commands`]).
 
 use std::sync::Mutex;
 
@@ -17,6 +18,7 @@ pub mod preflight;
 pub mod programs;
 pub mod render;
 pub mod reset;
+pub mod state;
 pub mod steps;
 pub mod transport;
 

@@ -312,7 +312,11 @@ pub fn plan(
             render::kubeadm::init(&cluster, n, &mut files);
             node_steps.push(Phase::Init, render::kubeadm::INIT);
             // Nodes that join later need the token alive (it lives 24h from init).
-            node_steps.push(Phase::Join, render::kubeadm::token_refresh(&token));
+            // A lone node has no one to join: kubeadm init's own token does for
+            // it, and adding a node changes this plan, so the refresh comes then.
+            if inventory.nodes.len() > 1 {
+                node_steps.push(Phase::Join, render::kubeadm::token_refresh(&token));
+            }
             files.extend(addon_files.clone());
             node_steps.extend(Phase::Addons, addon_steps.iter().cloned());
         } else {

@@ -1,0 +1,250 @@
+//! A cluster's state directory (`NAME.state` beside the inventory, or `--state`):
+//! the CAs, keys and bootstrap token `plan` makes once and reuses, the last plan
+//! and the install logs, and `cluster`, the record of which cluster they belong
+//! to.
+//!
+//! Reusing another cluster's state would give a new cluster that cluster's CA,
+//! keys and token without a word, so `plan` and `install` check the record before
+//! anything in the state is made or changed ([`State::open`]), and write it when
+//! the state is first used ([`State::claim`]). The record holds what stays the
+//! same for the life of a cluster and sets it apart from its neighbours: its name
+//! (kubeadm's `clusterName`, etcd's cluster token) and its
+//! `control_plane_endpoint` (where kubeadm's certificates, kubeconfigs and every
+//! join point). Nodes are not in it: control planes and workers come and go while
+//! the CAs stay.
+//!
+//! ```text
+//! STATE/
+//!   cluster          name and control_plane_endpoint, TOML (this module)
+//!   pki/             the cluster PKI (crate::pki::cluster)
+//!   bootstrap-token  registry/  plan/  logs/
+//! ```
+//!
+//! A state an older ferry made has no record: it is adopted (the record written)
+//! rather than refused.
+
+use std::net::IpAddr;
+use std::os::unix::fs::DirBuilderExt as _;
+use std::path::{Path, PathBuf};
+
+use ferry::toml_file::{self, TomlError};
+use serde::{Deserialize, Serialize};
+
+use super::inventory::Inventory;
+
+/// The record's file name inside the state directory.
+pub const RECORD: &str = "cluster";
+
+/// Which cluster a state directory belongs to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Identity {
+    pub name: String,
+    pub control_plane_endpoint: String,
+}
+
+impl Identity {
+    /// The identity of the cluster `inventory` describes.
+    pub fn of(inventory: &Inventory) -> Identity {
+        Identity {
+            name: inventory.name.clone(),
+            control_plane_endpoint: inventory.kubernetes.control_plane_endpoint.clone(),
+        }
+    }
+
+    /// What differs from `other` (the inventory's), each as `field A, but FILE has
+    /// B`; empty when both are the same cluster. Endpoints are compared as
+    /// addresses, so `[fd00::1]:6443` and `[fd00:0::1]:6443` are one.
+    fn differences(&self, other: &Identity, inventory: &Path) -> Vec<String> {
+        let file = inventory.display();
+        let mut out = Vec::new();
+        if self.name != other.name {
+            out.push(format!(
+                "name {:?}, but {file} has {:?}",
+                self.name, other.name
+            ));
+        }
+        if endpoint_key(&self.control_plane_endpoint) != endpoint_key(&other.control_plane_endpoint)
+        {
+            out.push(format!(
+                "control_plane_endpoint {}, but {file} has {}",
+                self.control_plane_endpoint, other.control_plane_endpoint
+            ));
+        }
+        out
+    }
+}
+
+/// `host:port` in one spelling: an address host as its canonical text, a name in
+/// lowercase.
+fn endpoint_key(endpoint: &str) -> String {
+    let (host, port) = endpoint.rsplit_once(':').unwrap_or((endpoint, ""));
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let host = match host.parse::<IpAddr>() {
+        Ok(ip) => ip.to_string(),
+        Err(_) => host.to_ascii_lowercase(),
+    };
+    format!("{host}:{port}")
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    /// The state was made for another cluster.
+    #[error(
+        "the state {state} holds the CAs, keys and token of another cluster ({differs}): give {inventory} a state of its own ({remedy}), or delete {record} if it is the same cluster",
+        state = state.display(),
+        inventory = inventory.display(),
+        record = state.join(RECORD).display(),
+        differs = differs.join("; "),
+    )]
+    Another {
+        state: PathBuf,
+        inventory: PathBuf,
+        differs: Vec<String>,
+        /// How to give the inventory its own state.
+        remedy: &'static str,
+    },
+    #[error(transparent)]
+    Record(#[from] TomlError),
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// What the state directory was when it was opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Found {
+    /// Missing or empty: a new cluster's.
+    New,
+    /// Recorded as this cluster's.
+    Ours,
+    /// Used, without a record: an older ferry made it.
+    Unrecorded,
+}
+
+/// A state directory checked against an inventory.
+#[derive(Debug)]
+pub struct State {
+    pub dir: PathBuf,
+    pub identity: Identity,
+    pub found: Found,
+}
+
+impl State {
+    /// Checks `dir` against the cluster of `inventory` (read from `inventory_path`,
+    /// which errors name), changing nothing. `given`: whether the user named the
+    /// directory (`--state`), for the remedy a refusal suggests.
+    pub fn open(
+        dir: &Path,
+        inventory_path: &Path,
+        inventory: &Inventory,
+        given: bool,
+    ) -> Result<State, StateError> {
+        let identity = Identity::of(inventory);
+        let io = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| StateError::Io { path, source }
+        };
+        let record = dir.join(RECORD);
+        let found = match std::fs::read_to_string(&record) {
+            Ok(text) => {
+                let recorded: Identity = toml_file::parse(&record, &text)?;
+                let differs = recorded.differences(&identity, inventory_path);
+                if !differs.is_empty() {
+                    return Err(StateError::Another {
+                        state: dir.to_path_buf(),
+                        inventory: inventory_path.to_path_buf(),
+                        differs,
+                        remedy: if given {
+                            "another --state DIR"
+                        } else {
+                            "--state DIR, or a different name"
+                        },
+                    });
+                }
+                Found::Ours
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => match std::fs::read_dir(dir) {
+                Ok(mut entries) => {
+                    if entries.next().is_some() {
+                        Found::Unrecorded
+                    } else {
+                        Found::New
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Found::New,
+                Err(e) => return Err(io(dir)(e)),
+            },
+            Err(e) => return Err(io(&record)(e)),
+        };
+        Ok(State {
+            dir: dir.to_path_buf(),
+            identity,
+            found,
+        })
+    }
+
+    /// Records the cluster in the state (making the directory, 0700: it will hold
+    /// keys) unless it is recorded already. Called once everything that can be
+    /// checked without touching the state has been.
+    pub fn claim(&self) -> Result<(), StateError> {
+        if self.found == Found::Ours {
+            return Ok(());
+        }
+        let io = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| StateError::Io { path, source }
+        };
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&self.dir)
+            .map_err(io(&self.dir))?;
+        let text = format!(
+            "# The cluster this state (its CAs, keys and bootstrap token) belongs to:\n\
+             # ferry-installer plan and install refuse an inventory of another cluster.\n{}",
+            toml::to_string(&self.identity).expect("two strings serialise")
+        );
+        // Written whole or not at all: a torn record would refuse the cluster itself.
+        let record = self.dir.join(RECORD);
+        let tmp = self
+            .dir
+            .join(format!(".{RECORD}.tmp-{}", std::process::id()));
+        std::fs::write(&tmp, text).map_err(io(&tmp))?;
+        std::fs::rename(&tmp, &record).map_err(io(&record))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn identity(name: &str, endpoint: &str) -> Identity {
+        Identity {
+            name: name.into(),
+            control_plane_endpoint: endpoint.into(),
+        }
+    }
+
+    #[test]
+    fn an_endpoint_spelled_another_way_is_the_same_cluster() {
+        let inv = Path::new("c.toml");
+        let a = identity("a", "[fd00:0::1]:6443");
+        assert!(a
+            .differences(&identity("a", "[fd00::1]:6443"), inv)
+            .is_empty());
+        assert!(identity("a", "API.lan:6443")
+            .differences(&identity("a", "api.lan:6443"), inv)
+            .is_empty());
+        let other = a.differences(&identity("b", "[fd00::1]:443"), inv);
+        assert_eq!(
+            other,
+            [
+                "name \"a\", but c.toml has \"b\"",
+                "control_plane_endpoint [fd00:0::1]:6443, but c.toml has [fd00::1]:443"
+            ]
+        );
+    }
+}
