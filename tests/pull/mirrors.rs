@@ -1,6 +1,6 @@
 //! Mirror rules at work: a flattening mirror after a dead one, a stale mirror
-//! refused against the lock, a private CA, redirects to object storage, and
-//! mirrors that hang.
+//! refused against the lock, a mirror lacking blobs (said once, counted at the
+//! end), a private CA, redirects to object storage, and mirrors that hang.
 
 use super::*;
 
@@ -486,4 +486,114 @@ fn a_mirror_far_slower_than_upstream_is_left_mid_blob() {
             "{served:?}"
         );
     }
+}
+
+/// The lines of `stderr` that name `url`.
+fn lines_naming<'a>(stderr: &'a str, url: &str) -> Vec<&'a str> {
+    stderr.lines().filter(|l| l.contains(url)).collect()
+}
+
+#[test]
+fn a_mirror_lacking_many_blobs_is_warned_of_once_and_counted_at_the_end() {
+    const MISSING: usize = 20;
+    let upstream = Registry::start();
+    let layers: Vec<Vec<u8>> = (0..MISSING as u64).map(|i| layer(800 + i, 4096)).collect();
+    let img = Image::single(platform_image(Flavor::Oci, "linux", "amd64", None, layers));
+    image::push(&upstream.url(), "apps/many", "v1", &img);
+    // A mirror synced half-way: the manifest and the config, none of the layers.
+    let gappy = Proxy::start(
+        &upstream.addr(),
+        ProxyOptions {
+            fail_first: img.platforms[0]
+                .layers
+                .iter()
+                .map(|l| (l.digest.clone(), 404, 1000, None))
+                .collect(),
+            ..ProxyOptions::default()
+        },
+    );
+    let s = Session::new();
+    s.write(
+        "spec.toml",
+        &spec(&["linux/amd64"], &[&format!("{HOST}/apps/many:v1")]),
+    );
+    s.write("up.toml", &direct_mirrors(upstream.url()));
+    s.write("gappy.toml", &direct_mirrors(gappy.url()));
+    s.write(
+        "both.toml",
+        &mirrors(&[Rule {
+            host: HOST,
+            endpoints: vec![(gappy.url(), None, false), (upstream.url(), None, false)],
+        }]),
+    );
+    s.bundler(&["lock", "spec.toml", "--mirrors", "up.toml"])
+        .success();
+    let layer_lines = |stderr: &str| -> usize {
+        // Warnings and notes; an error line names its blob by design.
+        let named: Vec<&str> = lines_naming(stderr, &gappy.url())
+            .into_iter()
+            .filter(|l| !l.starts_with("error:"))
+            .collect();
+        img.platforms[0]
+            .layers
+            .iter()
+            .filter(|l| named.iter().any(|n| n.contains(&l.digest[7..19])))
+            .count()
+    };
+
+    // By default: the first missing blob is said as it happens, the others only
+    // counted in the end-of-run note; the upstream serves them all.
+    let run = pull_locked(&s, "both.toml", "store").success();
+    let named = lines_naming(&run.stderr, &gappy.url());
+    assert!(
+        named.len() <= 3 && layer_lines(&run.stderr) == 1,
+        "one line per kind of failure, not one per blob:\n{}",
+        run.stderr
+    );
+    let note = named
+        .iter()
+        .find(|l| l.starts_with("note:") && l.contains("(HTTP 404)"))
+        .unwrap_or_else(|| panic!("no note for the mirror:\n{}", run.stderr));
+    assert!(note.contains(&format!("{MISSING} blobs")), "{note}");
+    assert_eq!(
+        stored_blobs(&s.path("store")).len(),
+        MISSING + 2,
+        "{}",
+        run.stderr
+    );
+
+    // --verbose: each one.
+    let run = s
+        .bundler(&[
+            "pull",
+            "spec.toml",
+            "--lock",
+            "spec.lock",
+            "--mirrors",
+            "both.toml",
+            "--store",
+            "store-verbose",
+            "--verbose",
+        ])
+        .success();
+    assert_eq!(layer_lines(&run.stderr), MISSING, "{}", run.stderr);
+    assert!(
+        run.stderr.contains(&format!("{MISSING} blobs")),
+        "{}",
+        run.stderr
+    );
+
+    // Only the mirror: the run fails, and its error names the image and a blob in
+    // full; still one line for the mirror's missing blobs before it.
+    let run = pull_locked(&s, "gappy.toml", "store-gappy").failure();
+    let err = run.error_line();
+    assert!(
+        err.contains(&format!("cannot pull image {HOST}/apps/many:v1"))
+            && img.platforms[0]
+                .layers
+                .iter()
+                .any(|l| err.contains(&format!("blob {}", l.digest))),
+        "{err}"
+    );
+    assert_eq!(layer_lines(&run.stderr), 1, "{}", run.stderr);
 }
