@@ -16,25 +16,45 @@ use ferry_cli::Report;
 use serde::Serialize;
 use yaml_rust2::{Yaml, YamlLoader};
 
+use crate::failures::EndpointFailure;
 use crate::mirrors::{Endpoint, MirrorRules};
 use crate::resolve::first_answer;
-use ferry_client::{Client, FetchError};
+use ferry_client::{Asked, Client, FetchError, Problem};
 
 /// `index.yaml` larger than this is refused (it is read whole).
 const MAX_INDEX: usize = 64 << 20;
 
+/// Why one endpoint's answer for a chart's `index.yaml` or .tgz was not taken.
+#[derive(Debug, thiserror::Error)]
+enum ChartFileError {
+    #[error(transparent)]
+    Fetch(#[from] FetchError),
+    #[error("larger than {MAX_INDEX} bytes")]
+    TooLarge,
+    #[error("not YAML: {0}")]
+    NotYaml(String),
+    #[error("served sha256 {actual}, the index gives {expected}")]
+    WrongSha { actual: Digest, expected: Digest },
+}
+
+impl EndpointFailure for ChartFileError {
+    fn problem(&self) -> Option<Problem> {
+        Some(match self {
+            ChartFileError::Fetch(e) => e.problem(),
+            ChartFileError::TooLarge | ChartFileError::NotYaml(_) => Problem::Broken,
+            ChartFileError::WrongSha { .. } => Problem::WrongBytes,
+        })
+    }
+}
+
 /// A whole (small) download.
-async fn fetch(client: &Client, endpoint: &Endpoint) -> Result<Vec<u8>, String> {
-    let mut response = client.file(endpoint, 0).await.map_err(|e| e.to_string())?;
+async fn fetch(client: &Client, endpoint: &Endpoint) -> Result<Vec<u8>, ChartFileError> {
+    let mut response = client.file(endpoint, 0).await?;
     let mut body = Vec::new();
-    while let Some(chunk) = response
-        .chunk()
-        .await
-        .map_err(|e| FetchError::from(e).to_string())?
-    {
+    while let Some(chunk) = response.chunk().await.map_err(FetchError::from)? {
         body.extend_from_slice(&chunk);
         if body.len() > MAX_INDEX {
-            return Err(format!("larger than {MAX_INDEX} bytes"));
+            return Err(ChartFileError::TooLarge);
         }
     }
     Ok(body)
@@ -47,10 +67,10 @@ async fn fetch_checked<T>(
     url: &str,
     what: &str,
     report: &Report,
-    check: impl Fn(Vec<u8>) -> Result<T, String>,
+    check: impl Fn(Vec<u8>) -> Result<T, ChartFileError>,
 ) -> anyhow::Result<T> {
     let endpoints = rules.file_endpoints(url);
-    first_answer(client, &endpoints, what, report, |e| async {
+    first_answer(client, &endpoints, what, Asked::File, report, |e| async {
         fetch(client, e).await.and_then(&check)
     })
     .await
@@ -82,7 +102,7 @@ pub async fn resolve_chart(
         report,
         |b| {
             YamlLoader::load_from_str(&String::from_utf8_lossy(&b))
-                .map_err(|e| format!("not YAML: {e}"))
+                .map_err(|e| ChartFileError::NotYaml(e.to_string()))
         },
     )
     .await?;
@@ -130,9 +150,10 @@ pub async fn resolve_chart(
             fetch_checked(client, rules, &url, &what, report, |b| {
                 let actual = Digest::of(&b);
                 match &pinned {
-                    Some(d) if &actual != d => {
-                        Err(format!("served sha256 {actual}, the index gives {d}"))
-                    }
+                    Some(d) if &actual != d => Err(ChartFileError::WrongSha {
+                        actual,
+                        expected: d.clone(),
+                    }),
                     _ => Ok((b, actual)),
                 }
             })
@@ -178,11 +199,12 @@ async fn resolve_oci_chart(
     );
     let reference: ferry::Reference = text.parse().map_err(|e| anyhow!("{what}: {oci}: {e}"))?;
     let endpoints = rules.endpoints(&reference);
-    let (bytes, _, digest) = first_answer(client, &endpoints, &what, report, |e| {
-        crate::resolve::fetch_manifest(client, e, &chart.version, None)
-    })
-    .await
-    .map_err(|failures| anyhow!("{what}: every endpoint failed ({failures})"))?;
+    let (bytes, _, digest) =
+        first_answer(client, &endpoints, &what, Asked::Manifest, report, |e| {
+            crate::resolve::fetch_manifest(client, e, &chart.version, None)
+        })
+        .await
+        .map_err(|failures| anyhow!("{what}: every endpoint failed ({failures})"))?;
     let doc: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
     if doc["config"]["mediaType"] != artifact::HELM_CONFIG_TYPE {
         bail!(

@@ -17,8 +17,10 @@ use ferry::manifest::Descriptor;
 use ferry::store::Store;
 use ferry::Digest;
 use ferry_cli::Report;
-use ferry_client::{Client, Endpoint, FetchError, RetryPolicy, ATTEMPTS};
+use ferry_client::{Asked, Client, Endpoint, FetchError, Problem, RetryPolicy, ATTEMPTS};
 use reqwest::{Response, StatusCode};
+
+use crate::failures::{self, EndpointFailure};
 
 /// Where a blob can be downloaded from: a registry's blob endpoint, or a file URL
 /// (a file's bytes are the layer of its artifact).
@@ -32,6 +34,14 @@ impl Source {
     fn endpoint(&self) -> &Endpoint {
         let (Source::Blob(e) | Source::File(e)) = self;
         e
+    }
+
+    /// What it is asked for, to count its failures by.
+    fn asked(&self) -> Asked {
+        match self {
+            Source::Blob(_) => Asked::Blob,
+            Source::File(_) => Asked::File,
+        }
     }
 }
 
@@ -82,6 +92,22 @@ enum BlobError {
         path: PathBuf,
         error: std::io::Error,
     },
+}
+
+impl EndpointFailure for BlobError {
+    fn problem(&self) -> Option<Problem> {
+        match self {
+            BlobError::Fetch(e) => Some(e.problem()),
+            BlobError::WrongDigest { .. }
+            | BlobError::WrongFile { .. }
+            | BlobError::TooLong { .. } => Some(Problem::WrongBytes),
+            BlobError::Dropped(_) => Some(Problem::Broken),
+            // It was left alone for a while, as one that cannot be connected to.
+            BlobError::Stalled(_) => Some(Problem::Unavailable),
+            // This machine's disk, not the endpoint.
+            BlobError::Io { .. } => None,
+        }
+    }
 }
 
 /// How a transfer from one endpoint ended, short of an error.
@@ -271,10 +297,14 @@ async fn fetch(
         endpoints.iter().partition(|s| !client.demote(s.endpoint()));
     candidates.extend(demoted);
     let what = partial.what.clone();
-    let mut failures = Vec::new();
-    let mut fail = |source: &Source, e: &dyn std::fmt::Display| {
-        report.warn(&format!("{what} from {source} failed: {e}"));
-        failures.push(format!("{source}: {e}"));
+    let mut each_failure = Vec::new();
+    // Each failure goes into the error, should every endpoint fail; a warning
+    // says only the first of its kind from an endpoint (each, when verbose).
+    let mut fail = |source: &Source, e: &dyn EndpointFailure| {
+        failures::warn(client, report, source.endpoint(), source.asked(), e, || {
+            format!("{what} from {source} failed: {e}")
+        });
+        each_failure.push(format!("{source}: {e}"));
     };
     let mut started_over = false;
     // What an earlier run left may be the whole blob already.
@@ -313,7 +343,7 @@ async fn fetch(
             candidates.remove(0);
         }
         if candidates.is_empty() {
-            return Err(failures.join("; "));
+            return Err(each_failure.join("; "));
         }
         if want.is_none() {
             // Nothing can tell bytes from two endpoints apart: one serves them all.
@@ -331,7 +361,7 @@ async fn fetch(
             fail(candidates[*i], e);
         }
         let Some((i, response)) = raced.won else {
-            return Err(failures.join("; "));
+            return Err(each_failure.join("; "));
         };
         // The winner goes first: a wrong digest is blamed on candidates[0].
         let source = candidates.remove(i);

@@ -2,12 +2,14 @@
 //! mirror rules ([`mirrors`]), resolving
 //! a spec into a lock ([`resolve`]), pulling into the store ([`pull`]), signing keys
 //! ([`keys`]), building the bundle ([`build`]) and checking the files a command
-//! writes before it starts ([`outputs`]). The only Ferry code that talks to
-//! the internet.
+//! writes before it starts ([`outputs`]); an endpoint's failures are warned of once
+//! per kind and counted (`failures`). The only Ferry code that talks to the
+//! internet.
 
 pub mod build;
 pub mod charts;
 mod download;
+mod failures;
 pub mod keys;
 pub mod mirrors;
 pub mod outputs;

@@ -228,7 +228,8 @@ struct NetArgs {
     #[arg(long, short, conflicts_with = "verbose")]
     quiet: bool,
     /// Say each decision about an endpoint as it is made: skipped, passed over
-    /// for not answering in time, left mid-blob for a faster one.
+    /// for not answering in time, left mid-blob for a faster one; and warn of
+    /// each failure of an endpoint, not only the first of each kind.
     #[arg(long, short)]
     verbose: bool,
 }

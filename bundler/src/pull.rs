@@ -15,9 +15,10 @@ use ferry::store::Store;
 use ferry::Digest;
 use futures_util::{stream, StreamExt};
 
+use crate::failures::{self, EndpointFailure};
 use crate::resolve::{fetch_manifest, first_answer, EndpointError};
 use ferry_cli::{human_bytes, Report};
-use ferry_client::Client;
+use ferry_client::{Asked, Client, Problem};
 
 /// An image (or a file artifact) whose manifests are in the store, with the blobs
 /// it still needs and where each can come from.
@@ -57,15 +58,43 @@ async fn get_manifest(
     if store.has_blob(digest) {
         return Ok(Bytes::from(store.read_blob(digest)?));
     }
-    let bytes = first_answer(client, endpoints, image, report, |endpoint| {
-        manifest_from(client, endpoint, image, tag, digest, report)
-    })
+    let bytes = first_answer(
+        client,
+        endpoints,
+        image,
+        Asked::Manifest,
+        report,
+        |endpoint| manifest_from(client, endpoint, image, tag, digest, report),
+    )
     .await
     .map_err(|failures| {
         anyhow!("cannot pull image {image}: no endpoint served {digest} ({failures})")
     })?;
     put_manifest(store, digest, &bytes).await?;
     Ok(bytes)
+}
+
+/// Why one endpoint gave no manifest: asking by tag failed, or asking by digest
+/// did (after the tag served other bytes than the lock's, if it did).
+#[derive(Debug, thiserror::Error)]
+enum ManifestMiss {
+    #[error(transparent)]
+    Tag(EndpointError),
+    #[error("{}(by digest) {error}", refused.as_ref().map(|r| format!("{r}; ")).unwrap_or_default())]
+    Digest {
+        refused: Option<EndpointError>,
+        error: EndpointError,
+    },
+}
+
+impl EndpointFailure for ManifestMiss {
+    /// Counted as what ended the endpoint's try (a tag refused is counted
+    /// when it is warned of).
+    fn problem(&self) -> Option<Problem> {
+        match self {
+            ManifestMiss::Tag(e) | ManifestMiss::Digest { error: e, .. } => e.problem(),
+        }
+    }
 }
 
 /// One endpoint's try at a manifest: by tag first, if there is one, then by digest.
@@ -76,23 +105,25 @@ async fn manifest_from(
     tag: Option<&str>,
     digest: &Digest,
     report: &Report,
-) -> Result<Bytes, String> {
-    let mut refused = String::new();
+) -> Result<Bytes, ManifestMiss> {
+    let mut refused = None;
     if let Some(tag) = tag {
         match fetch_manifest(client, endpoint, tag, Some((digest, "lock"))).await {
             Ok((bytes, _, _)) => return Ok(bytes),
             Err(e @ EndpointError::WrongDigest { .. }) => {
                 // The tag moved or the mirror is stale; the locked digest may still be there.
-                report.warn(&format!("{image}: mirror {endpoint} refused: {e}"));
-                refused = format!("{e}; ");
+                failures::warn(client, report, endpoint, Asked::Manifest, &e, || {
+                    format!("{image}: mirror {endpoint} refused: {e}")
+                });
+                refused = Some(e);
             }
-            Err(e) => return Err(e.to_string()),
+            Err(e) => return Err(ManifestMiss::Tag(e)),
         }
     }
     let by_digest = digest.to_string();
     match fetch_manifest(client, endpoint, &by_digest, Some((digest, "lock"))).await {
         Ok((bytes, _, _)) => Ok(bytes),
-        Err(e) => Err(format!("{refused}(by digest) {e}")),
+        Err(error) => Err(ManifestMiss::Digest { refused, error }),
     }
 }
 

@@ -17,8 +17,9 @@ use ferry::Digest;
 use ferry::Platform;
 use futures_util::{stream, StreamExt, TryStreamExt};
 
+use crate::failures::{self, EndpointFailure};
 use ferry_cli::Report;
-use ferry_client::{Client, FetchError};
+use ferry_client::{Asked, Client, FetchError, Problem};
 
 /// Why one endpoint could not answer for an image.
 #[derive(Debug, thiserror::Error)]
@@ -34,6 +35,16 @@ pub enum EndpointError {
     },
     #[error(transparent)]
     Manifest(#[from] ferry::manifest::ManifestError),
+}
+
+impl EndpointFailure for EndpointError {
+    fn problem(&self) -> Option<Problem> {
+        match self {
+            EndpointError::Fetch(e) => Some(e.problem()),
+            EndpointError::WrongDigest { .. } => Some(Problem::WrongBytes),
+            EndpointError::Manifest(_) => Some(Problem::Broken),
+        }
+    }
 }
 
 /// A failure that no other endpoint can fix (the content itself is wrong for the spec).
@@ -184,17 +195,20 @@ async fn resolve_on(
 }
 
 /// Races `endpoints` for `attempt` (see [`Client::first_ok`]), first saying which
-/// are plain HTTP and then warning of each that failed (`what: endpoint failed`):
-/// the first good answer, or what every endpoint did, joined.
+/// are plain HTTP and then warning of those that failed (`what: endpoint failed`;
+/// the first of each kind from an endpoint, see [`failures::warn`]), counted as
+/// failures at something `asked` for: the first good answer, or what every
+/// endpoint did, joined.
 pub(crate) async fn first_answer<'e, T, E, Fut>(
     client: &Client,
     endpoints: &'e [Endpoint],
     what: &str,
+    asked: Asked,
     report: &Report,
     attempt: impl FnMut(&'e Endpoint) -> Fut,
 ) -> Result<T, String>
 where
-    E: std::fmt::Display,
+    E: EndpointFailure,
     Fut: std::future::Future<Output = Result<T, E>>,
 {
     for endpoint in endpoints {
@@ -203,12 +217,14 @@ where
         }
     }
     let raced = client.first_ok(endpoints, |e| e, attempt).await;
-    let mut failures = Vec::new();
+    let mut failed = Vec::new();
     for (i, e) in raced.errors {
-        report.warn(&format!("{what}: {} failed: {e}", endpoints[i]));
-        failures.push(format!("{}: {e}", endpoints[i]));
+        failures::warn(client, report, &endpoints[i], asked, &e, || {
+            format!("{what}: {} failed: {e}", endpoints[i])
+        });
+        failed.push(format!("{}: {e}", endpoints[i]));
     }
-    raced.won.map(|(_, value)| value).ok_or(failures.join("; "))
+    raced.won.map(|(_, value)| value).ok_or(failed.join("; "))
 }
 
 /// Resolves one image: its endpoints in order, each next one started too while
@@ -221,7 +237,7 @@ pub async fn resolve_image(
 ) -> anyhow::Result<LockedImage> {
     let endpoints = rules.endpoints(&image.reference);
     let what = image.reference.to_string();
-    match first_answer(client, &endpoints, &what, report, |e| {
+    match first_answer(client, &endpoints, &what, Asked::Image, report, |e| {
         resolve_on(client, e, image)
     })
     .await
@@ -275,10 +291,12 @@ pub async fn cross_check(
         }
         match fetch_manifest(client, &endpoint, &reference, None).await {
             Ok((_, _, digest)) => seen.push((endpoint, digest)),
-            Err(e) => report.warn(&format!(
-                "{}: {endpoint} not reachable for the cross-check: {e}",
-                image.reference
-            )),
+            Err(e) => failures::warn(client, report, &endpoint, Asked::Image, &e, || {
+                format!(
+                    "{}: {endpoint} not reachable for the cross-check: {e}",
+                    image.reference
+                )
+            }),
         }
     }
     if seen.windows(2).any(|w| w[0].1 != w[1].1) {

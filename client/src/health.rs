@@ -1,12 +1,15 @@
 //! What a run learns about its endpoints, shared by every task of the run: which
 //! could not be reached (skipped until a cool-down has passed), which did not
 //! answer before the next one was started, which served far slower than another
-//! (tried after it), and how fast each has served. Every decision is said as it is
-//! made when the run is verbose, and summed up in one note per endpoint at the end.
+//! (tried after it), how fast each has served, and how often each failed, by kind
+//! ([`crate::tally`]). Every decision is said as it is made when the run is
+//! verbose, and summed up in one note per endpoint (and kind of failure) at the end.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
+
+use crate::tally::{Asked, Problem, Say, Tally};
 
 /// How long an endpoint that could not be connected to is left alone.
 pub const COOL_DOWN: Duration = Duration::from_secs(60);
@@ -30,6 +33,8 @@ pub(crate) struct Health {
     /// Endpoints a transfer was moved to only to learn their speed: one at a time.
     exploring: Mutex<HashSet<String>>,
     probing: Mutex<HashSet<String>>,
+    /// Failures by endpoint and kind: the first of each said, the rest counted.
+    failures: Tally,
     verbose: bool,
 }
 
@@ -62,6 +67,11 @@ impl Health {
             use std::io::Write as _;
             let _ = writeln!(std::io::stderr(), "decision: {}", message());
         }
+    }
+
+    /// Counts a failure of `base`; whether to say it now.
+    pub(crate) fn failed(&self, base: &str, problem: Problem, asked: Asked) -> Say {
+        self.failures.count(base, problem, asked, self.verbose)
     }
 
     pub(crate) fn give_up(&self, base: &str, why: String) {
@@ -171,9 +181,12 @@ impl Health {
         }
     }
 
-    /// One line per endpoint skipped, passed over or left during the run, and why.
+    /// One line per endpoint skipped, passed over or left during the run, and why,
+    /// and one per endpoint and kind of failure, with how many times.
     pub(crate) fn notes(&self) -> Vec<String> {
         let down = self.down.lock().unwrap();
+        // An endpoint's failures to answer are told by its note of being skipped.
+        let mut failures = self.failures.notes(|base| down.contains_key(base));
         let mut notes: Vec<String> = down
             .iter()
             .map(|(base, d)| {
@@ -196,6 +209,7 @@ impl Health {
                 s.why, s.demoted
             ));
         }
+        notes.append(&mut failures);
         notes.sort();
         notes
     }

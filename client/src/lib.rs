@@ -17,6 +17,7 @@ mod push;
 mod race;
 pub mod retry;
 mod slow;
+mod tally;
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
@@ -41,6 +42,7 @@ pub use race::{Raced, HEAD_START};
 /// A request body, for [`Client::upload_stream`].
 pub use reqwest::Body;
 pub use retry::{parse_retry_after, Jitter, RetryPolicy, ATTEMPTS};
+pub use tally::{Asked, Problem, Say};
 
 #[derive(Debug, thiserror::Error)]
 pub enum FetchError {
@@ -115,6 +117,23 @@ impl From<reqwest::Error> for FetchError {
 }
 
 impl FetchError {
+    /// The kind of failure it is, to count like failures of an endpoint together.
+    pub fn problem(&self) -> Problem {
+        match self {
+            FetchError::NotFound { .. } => Problem::NotFound,
+            FetchError::Status { status, .. } => Problem::Status(status.as_u16()),
+            FetchError::NoCredentials { .. }
+            | FetchError::Auth(_)
+            | FetchError::Refused { .. }
+            | FetchError::Credentials(_) => Problem::Refused,
+            FetchError::Transport(e) if e.is_connect() || e.is_timeout() => Problem::Unavailable,
+            FetchError::Unreachable => Problem::Unavailable,
+            FetchError::Transport(_) | FetchError::TooLarge | FetchError::Protocol { .. } => {
+                Problem::Broken
+            }
+        }
+    }
+
     /// Worth trying the same endpoint again after a pause.
     fn retryable(&self) -> bool {
         match self {
@@ -281,7 +300,15 @@ impl Client {
         self.health.decide(message);
     }
 
-    /// One line per endpoint skipped, passed over or left during the run, and why.
+    /// Counts a failure of `endpoint` at something `asked` for, for its note at
+    /// the end of the run; whether to say it now (the first of its kind from that
+    /// endpoint, or each in a verbose run).
+    pub fn failed(&self, endpoint: &Endpoint, problem: Problem, asked: Asked) -> Say {
+        self.health.failed(&endpoint.base_url, problem, asked)
+    }
+
+    /// One line per endpoint skipped, passed over or left during the run, and why,
+    /// and one per endpoint and kind of failure, with how many times.
     pub fn endpoint_notes(&self) -> Vec<String> {
         self.health.notes()
     }

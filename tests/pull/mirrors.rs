@@ -1,6 +1,6 @@
 //! Mirror rules at work: a flattening mirror after a dead one, a stale mirror
-//! refused against the lock, a private CA, redirects to object storage, and
-//! mirrors that hang.
+//! refused against the lock, a mirror lacking blobs (said once, counted at the
+//! end), a private CA, redirects to object storage, and mirrors that hang.
 
 use super::*;
 
@@ -33,9 +33,11 @@ fn flattening_mirror_answers_for_registry_k8s_io_after_a_dead_endpoint() {
         }]),
     );
     let run = pull(&s, "store", &[]).success();
+    // Both images are resolved at once: whichever fails first is said.
     assert!(
         run.stderr
-            .contains(&format!("{dead}/coredns/coredns failed")),
+            .contains(&format!("{dead}/coredns/coredns failed"))
+            || run.stderr.contains(&format!("{dead}/pause failed")),
         "the dead endpoint is not named:\n{}",
         run.stderr
     );
@@ -71,17 +73,70 @@ fn a_mirror_serving_other_bytes_under_the_tag_is_refused_against_the_lock() {
     s.bundler(&["lock", "spec.toml", "--mirrors", "up.toml"])
         .success();
 
-    // The stale mirror comes first: refused by name, the upstream serves the locked bytes.
+    // The stale mirror comes first: refused by name (the first of its four tags as
+    // it happens, all four counted at the end), the upstream serves the locked bytes.
     let run = pull_locked(&s, "both.toml", "store").success();
+    let refusals: Vec<&str> = run
+        .stderr
+        .lines()
+        .filter(|l| l.contains(" refused: "))
+        .collect();
+    assert_eq!(refusals.len(), 1, "{}", run.stderr);
+    let warning = refusals[0];
+    assert!(warning.contains(&stale.url()), "{warning}");
+    let pairs = [
+        (&good.alpha, &other.alpha),
+        (&good.beta, &other.beta),
+        (&good.gamma, &other.gamma),
+        (&good.delta, &other.delta),
+    ];
+    assert!(
+        pairs
+            .iter()
+            .any(|(g, o)| warning.contains(g.digest()) && warning.contains(o.digest())),
+        "{warning}"
+    );
+    assert!(
+        run.stderr.contains(&format!(
+            "note: {} served other bytes than those asked for 4 manifests (stale or altered)",
+            stale.url()
+        )),
+        "{}",
+        run.stderr
+    );
+    // --verbose says each refusal, alpha's among them.
+    let run = s
+        .bundler(&[
+            "pull",
+            "spec.toml",
+            "--lock",
+            "spec.lock",
+            "--mirrors",
+            "both.toml",
+            "--store",
+            "store-verbose",
+            "--verbose",
+        ])
+        .success();
     let warning = run
         .stderr
         .lines()
         .find(|l| l.contains(&format!("{HOST}/apps/alpha:v1")) && l.contains("refused"))
         .unwrap_or_else(|| panic!("no refusal for alpha:\n{}", run.stderr));
-    assert!(warning.contains(&stale.url()), "{warning}");
     assert!(
-        warning.contains(good.alpha.digest()) && warning.contains(other.alpha.digest()),
+        warning.contains(&stale.url())
+            && warning.contains(good.alpha.digest())
+            && warning.contains(other.alpha.digest()),
         "{warning}"
+    );
+    assert_eq!(
+        run.stderr
+            .lines()
+            .filter(|l| l.contains(" refused: "))
+            .count(),
+        4,
+        "{}",
+        run.stderr
     );
     assert_eq!(
         index_entries(&s.path("store"))[&format!("{HOST}/apps/alpha:v1")].1,
@@ -431,4 +486,114 @@ fn a_mirror_far_slower_than_upstream_is_left_mid_blob() {
             "{served:?}"
         );
     }
+}
+
+/// The lines of `stderr` that name `url`.
+fn lines_naming<'a>(stderr: &'a str, url: &str) -> Vec<&'a str> {
+    stderr.lines().filter(|l| l.contains(url)).collect()
+}
+
+#[test]
+fn a_mirror_lacking_many_blobs_is_warned_of_once_and_counted_at_the_end() {
+    const MISSING: usize = 20;
+    let upstream = Registry::start();
+    let layers: Vec<Vec<u8>> = (0..MISSING as u64).map(|i| layer(800 + i, 4096)).collect();
+    let img = Image::single(platform_image(Flavor::Oci, "linux", "amd64", None, layers));
+    image::push(&upstream.url(), "apps/many", "v1", &img);
+    // A mirror synced half-way: the manifest and the config, none of the layers.
+    let gappy = Proxy::start(
+        &upstream.addr(),
+        ProxyOptions {
+            fail_first: img.platforms[0]
+                .layers
+                .iter()
+                .map(|l| (l.digest.clone(), 404, 1000, None))
+                .collect(),
+            ..ProxyOptions::default()
+        },
+    );
+    let s = Session::new();
+    s.write(
+        "spec.toml",
+        &spec(&["linux/amd64"], &[&format!("{HOST}/apps/many:v1")]),
+    );
+    s.write("up.toml", &direct_mirrors(upstream.url()));
+    s.write("gappy.toml", &direct_mirrors(gappy.url()));
+    s.write(
+        "both.toml",
+        &mirrors(&[Rule {
+            host: HOST,
+            endpoints: vec![(gappy.url(), None, false), (upstream.url(), None, false)],
+        }]),
+    );
+    s.bundler(&["lock", "spec.toml", "--mirrors", "up.toml"])
+        .success();
+    let layer_lines = |stderr: &str| -> usize {
+        // Warnings and notes; an error line names its blob by design.
+        let named: Vec<&str> = lines_naming(stderr, &gappy.url())
+            .into_iter()
+            .filter(|l| !l.starts_with("error:"))
+            .collect();
+        img.platforms[0]
+            .layers
+            .iter()
+            .filter(|l| named.iter().any(|n| n.contains(&l.digest[7..19])))
+            .count()
+    };
+
+    // By default: the first missing blob is said as it happens, the others only
+    // counted in the end-of-run note; the upstream serves them all.
+    let run = pull_locked(&s, "both.toml", "store").success();
+    let named = lines_naming(&run.stderr, &gappy.url());
+    assert!(
+        named.len() <= 3 && layer_lines(&run.stderr) == 1,
+        "one line per kind of failure, not one per blob:\n{}",
+        run.stderr
+    );
+    let note = named
+        .iter()
+        .find(|l| l.starts_with("note:") && l.contains("(HTTP 404)"))
+        .unwrap_or_else(|| panic!("no note for the mirror:\n{}", run.stderr));
+    assert!(note.contains(&format!("{MISSING} blobs")), "{note}");
+    assert_eq!(
+        stored_blobs(&s.path("store")).len(),
+        MISSING + 2,
+        "{}",
+        run.stderr
+    );
+
+    // --verbose: each one.
+    let run = s
+        .bundler(&[
+            "pull",
+            "spec.toml",
+            "--lock",
+            "spec.lock",
+            "--mirrors",
+            "both.toml",
+            "--store",
+            "store-verbose",
+            "--verbose",
+        ])
+        .success();
+    assert_eq!(layer_lines(&run.stderr), MISSING, "{}", run.stderr);
+    assert!(
+        run.stderr.contains(&format!("{MISSING} blobs")),
+        "{}",
+        run.stderr
+    );
+
+    // Only the mirror: the run fails, and its error names the image and a blob in
+    // full; still one line for the mirror's missing blobs before it.
+    let run = pull_locked(&s, "gappy.toml", "store-gappy").failure();
+    let err = run.error_line();
+    assert!(
+        err.contains(&format!("cannot pull image {HOST}/apps/many:v1"))
+            && img.platforms[0]
+                .layers
+                .iter()
+                .any(|l| err.contains(&format!("blob {}", l.digest))),
+        "{err}"
+    );
+    assert_eq!(layer_lines(&run.stderr), 1, "{}", run.stderr);
 }
