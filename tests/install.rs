@@ -521,8 +521,11 @@ fn reset_removes_what_install_put_on_a_node_and_nothing_else() {
         "test -x /usr/local/bin/kubelet && test -f /etc/kubernetes/kubelet.conf",
     );
     assert!(c.calls().iter().any(|l| l == "worker1 kubeadm reset -f"));
+    let before = c.calls().len();
 
-    // The next install puts it back.
+    // The next install puts it back. master1's plan is unchanged, yet it renews
+    // the bootstrap token before worker1 joins: the token lives 24 hours, and a
+    // node is often joined again days after the install.
     let run = c.install(&[]).success();
     assert!(
         run.stdout.contains("installed 1 node(s) (4 unchanged)"),
@@ -530,6 +533,17 @@ fn reset_removes_what_install_put_on_a_node_and_nothing_else() {
         run.stdout
     );
     c.ok("worker1", "test -f /etc/kubernetes/kubelet.conf");
+    let calls = c.calls().split_off(before);
+    let at = |prefix: &str| calls.iter().position(|l| l.starts_with(prefix));
+    let renewed = at("master1 kubeadm token create").unwrap_or_else(|| panic!("{calls:#?}"));
+    let joined = at("worker1 kubeadm join").unwrap_or_else(|| panic!("{calls:#?}"));
+    assert!(renewed < joined, "{calls:#?}");
+    for n in ["master2", "master3", "worker2"] {
+        assert!(
+            !calls.iter().any(|l| l.starts_with(&format!("{n} "))),
+            "{n}: {calls:#?}"
+        );
+    }
 }
 
 #[test]

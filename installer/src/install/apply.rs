@@ -366,6 +366,14 @@ pub fn apply(
         let (differ, done) = &inspected[&t.node.name];
         t.changed = !(differ.is_empty() && *done);
     }
+    // The first control plane's join steps renew the bootstrap token, which lives
+    // 24 hours: they run whenever any other node joins, even when the first
+    // control plane's own plan is unchanged (a node reset and joined again a day
+    // later would otherwise find the token gone).
+    let inits = |t: &Target<'_>| !t.steps.of(Phase::Init).is_empty();
+    let joining = targets
+        .iter()
+        .any(|t| t.changed && !inits(t) && !t.steps.of(Phase::Join).is_empty());
 
     // Then the files, and the store to the registry node.
     let summary = Mutex::new(Summary::default());
@@ -380,7 +388,12 @@ pub fn apply(
             for f in &differ {
                 out.push_str(&format!("\n  {}", f.path));
             }
-            if !t.changed {
+            if !t.changed && joining && inits(t) {
+                out.push_str(", but a node joins, so the bootstrap token is renewed:");
+                for s in t.steps.of(Phase::Join) {
+                    out.push_str(&format!("\n  [{}] {s}", Phase::Join));
+                }
+            } else if !t.changed {
                 out.push_str(", nothing would run");
             } else {
                 for phase in Phase::ALL {
@@ -413,16 +426,20 @@ pub fn apply(
         return Ok(summary.into_inner().expect("lock"));
     }
 
-    let run_phase = |t: &Target<'_>, phase: Phase| -> anyhow::Result<()> {
-        if !t.changed {
-            return Ok(());
-        }
+    let run_steps = |t: &Target<'_>, phase: Phase| -> anyhow::Result<()> {
         for step in t.steps.of(phase) {
             (opts.on_step)(&t.node.name, &format!("[{phase}] {step}"));
             t.run(&format!("[{phase}]"), step, Input::None)?;
             summary.lock().expect("lock").steps_run += 1;
         }
         Ok(())
+    };
+    let run_phase = |t: &Target<'_>, phase: Phase| -> anyhow::Result<()> {
+        if t.changed {
+            run_steps(t, phase)
+        } else {
+            Ok(())
+        }
     };
     let with = |phase: Phase| -> Vec<&Target<'_>> {
         targets
@@ -446,11 +463,18 @@ pub fn apply(
         run_phase(t, Phase::Init).map_err(|e| anyhow!("{e:#}; {rerun}"))?;
     }
     // Control planes join one at a time, then the workers together.
-    let (cps, workers): (Vec<&Target<'_>>, Vec<&Target<'_>>) = with(Phase::Join)
+    let (mut cps, workers): (Vec<&Target<'_>>, Vec<&Target<'_>>) = with(Phase::Join)
         .into_iter()
         .partition(|t| t.node.has(Role::ControlPlane));
+    // The first control plane's (the token's renewal, see `joining`) go first.
+    cps.sort_by_key(|t| !inits(t));
     for t in cps {
-        run_phase(t, Phase::Join).map_err(|e| anyhow!("{e:#}; {rerun}"))?;
+        let ran = if joining && inits(t) {
+            run_steps(t, Phase::Join)
+        } else {
+            run_phase(t, Phase::Join)
+        };
+        ran.map_err(|e| anyhow!("{e:#}; {rerun}"))?;
     }
     fail(
         super::parallel(&workers, opts.jobs, |t| run_phase(t, Phase::Join)),
