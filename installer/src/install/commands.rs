@@ -159,6 +159,7 @@ pub fn reset(
     ssh: &super::transport::SshOptions,
 ) -> anyhow::Result<()> {
     let inv = Inventory::load(inventory)?;
-    let state = state_dir(inventory, &inv, state);
-    super::reset::reset(&inv, nodes, &state.join("plan"), ssh)
+    // Another cluster's plan would name its files, on this cluster's nodes.
+    let state = open_state(inventory, &inv, state)?;
+    super::reset::reset(&inv, nodes, &state.dir.join("plan"), ssh)
 }
