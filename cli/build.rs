@@ -18,11 +18,16 @@ fn main() {
         .filter(|c| !c.is_empty())
         .or_else(|| git(&["rev-parse", "--short=12", "HEAD"]))
         .unwrap_or_else(|| "unknown".into());
-    // Rebuild when HEAD moves: a commit, a checkout, a fetch that packs refs.
+    // Rebuild when HEAD moves: a commit, a checkout, a fetch that packs refs. In a
+    // linked worktree HEAD is the worktree's own, but the branches and packed-refs
+    // live in the common directory.
     if let Some(git_dir) = git(&["rev-parse", "--absolute-git-dir"]).map(PathBuf::from) {
-        let mut watch = vec![git_dir.join("HEAD"), git_dir.join("packed-refs")];
+        let common = git(&["rev-parse", "--path-format=absolute", "--git-common-dir"])
+            .map(PathBuf::from)
+            .unwrap_or_else(|| git_dir.clone());
+        let mut watch = vec![git_dir.join("HEAD"), common.join("packed-refs")];
         if let Some(head_ref) = git(&["symbolic-ref", "-q", "HEAD"]) {
-            watch.push(git_dir.join(head_ref));
+            watch.push(common.join(head_ref));
         }
         for path in watch.iter().filter(|p| Path::exists(p)) {
             println!("cargo:rerun-if-changed={}", path.display());
