@@ -593,4 +593,12 @@ fn init_cluster_writes_a_commented_inventory_and_keeps_an_existing_one() {
             "{file}"
         );
     }
+    // A missing directory is said of the file asked for, not of a temporary one.
+    let run = s
+        .installer(&["init-cluster", "-o", "nodir/x.toml"])
+        .failure();
+    assert_eq!(
+        run.error_line(),
+        "error: cannot write nodir/x.toml: No such file or directory (os error 2)"
+    );
 }

@@ -518,7 +518,8 @@ fn init_cluster(
     ferry_installer::install::inventory::Inventory::parse(output, &text)
         .context("the example inventory does not check out (a bug)")?;
     let tmp = output.with_extension("toml.tmp");
-    std::fs::write(&tmp, &text).with_context(|| format!("cannot write {}", tmp.display()))?;
+    // Named as the user gave it: the temporary file is ours, not theirs.
+    std::fs::write(&tmp, &text).with_context(|| format!("cannot write {}", output.display()))?;
     std::fs::rename(&tmp, output).with_context(|| format!("cannot write {}", output.display()))?;
     ferry_cli::out!(
         "wrote {} (cluster {name}, {nodes} node(s)): edit the names, addresses and SSH access",
