@@ -159,7 +159,12 @@ impl Drop for Mounted {
 
 /// `ferry-installer unpack` of the shared cluster bundle into `store`, not yet checked.
 fn unpack_cluster(s: &Session, store: &str) -> Run {
-    let (bundle, key) = common::cluster::bundle();
+    unpack_release(s, &common::cluster::bundle().0, store)
+}
+
+/// `ferry-installer unpack` of `bundle`, signed by the cluster release's key.
+fn unpack_release(s: &Session, bundle: &Path, store: &str) -> Run {
+    let key = common::cluster::bundle().1;
     s.installer(&[
         "unpack",
         bundle.to_str().unwrap(),
@@ -426,16 +431,7 @@ fn an_unpack_stopped_by_ctrl_c_says_so_and_leaves_the_store_as_it_was() {
     let s = Session::new();
     let (bundle, key) = common::cluster::bundle();
     // One store this unpack makes, and one that holds a release already.
-    let lacking = common::cluster::bundle_lacking();
-    s.installer(&[
-        "unpack",
-        lacking.to_str().unwrap(),
-        "--key",
-        key.to_str().unwrap(),
-        "--store",
-        "kept",
-    ])
-    .success();
+    unpack_release(&s, &common::cluster::bundle_lacking(), "kept").success();
     let before = snapshot(&s.path("kept"));
     for store in ["made", "kept"] {
         // The signal is sent once blobs are being staged. An unpack that ends
