@@ -14,6 +14,7 @@
 //!   .ferry/bundles/<id>.json   the manifest of every bundle unpacked here (deltas
 //!                              name their base by it)
 //!   .ferry/lock                held while index.json is rewritten
+//!   .ferry/gc.lock             shared by unpacks, taken alone by gc (crate::gc)
 //! ```
 //! This module owns every path in that tree: other code asks the store for them.
 //! A blob becomes visible only after its digest matched: it is written to a temporary
@@ -66,6 +67,8 @@ pub enum StoreError {
     NotAStore { path: PathBuf },
     #[error("{} is not empty and not a store (no oci-layout file): name a new or empty directory, or an existing store", path.display())]
     NotEmpty { path: PathBuf },
+    #[error("an unpack into {} is under way: run gc once it is done", root.display())]
+    Busy { root: PathBuf },
     #[error("blob {expected} does not match its content (got {actual})")]
     DigestMismatch { expected: Digest, actual: Digest },
     #[error("blob {digest} is not in the store {} (run pull)", root.display())]
@@ -176,6 +179,11 @@ impl Store {
 
     fn tmp_dir(&self) -> PathBuf {
         self.private("tmp")
+    }
+
+    /// The lock `gc` takes alone and unpacks share (see `crate::gc`).
+    pub(crate) fn gc_lock_path(&self) -> PathBuf {
+        self.private("gc.lock")
     }
 
     fn private(&self, name: &str) -> PathBuf {
@@ -556,6 +564,15 @@ impl Store {
         }
         out.sort_by(|a, b| a.0.cmp(&b.0));
         Ok(out)
+    }
+
+    /// Makes blob `digest` young for `gc` (its modification time is now): a push
+    /// that found it already there counts on it until its manifest lands.
+    pub fn touch_blob(&self, digest: &Digest) -> Result<(), StoreError> {
+        let path = self.blob_path(digest);
+        File::open(&path)
+            .and_then(|f| f.set_modified(std::time::SystemTime::now()))
+            .map_err(io_err(&path))
     }
 
     /// Removes a blob file (the caller has made sure nothing needs it).

@@ -12,8 +12,11 @@ use ferry_cli::{human_bytes, Report};
 pub fn run(store: &Path, grace: Duration, dry_run: bool, quiet: bool) -> anyhow::Result<()> {
     let report = Report::new(quiet);
     let s = Store::open(store).with_context(|| format!("store {}", store.display()))?;
-    let found = ferry::gc::collect(&s, grace, dry_run)
-        .with_context(|| format!("store {}", store.display()))?;
+    let found = ferry::gc::collect(&s, grace, dry_run).map_err(|e| match e {
+        // It names the store already.
+        ferry::store::StoreError::Busy { .. } => anyhow::Error::new(e),
+        e => anyhow::Error::new(e).context(format!("store {}", store.display())),
+    })?;
     if dry_run {
         for (digest, size) in &found.removed {
             report.info(&format!("would remove {digest} ({})", human_bytes(*size)));

@@ -101,8 +101,10 @@ Examples:
 
 Images are removed with DELETE through `serve` (push credentials), or leave with
 the release that named them; gc then removes what nothing reaches. It may run
-while serve does: blobs younger than --grace are kept, so a push under way
-(blobs sent, manifest not yet) loses nothing.")]
+while serve does: blobs younger than --grace are kept, and so are those a push
+found already there (HEAD or mount makes them young), so a push under way (blobs
+sent, manifest not yet) loses nothing. It refuses to run while an unpack into the
+store does.")]
     Gc {
         /// The store.
         #[arg(long)]

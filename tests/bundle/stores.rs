@@ -499,6 +499,62 @@ fn an_unpack_stopped_by_ctrl_c_says_so_and_leaves_the_store_as_it_was() {
     unpack_cluster(&s, "kept").success();
 }
 
+/// Regression: gc during an unpack took blobs the unpack had found "already
+/// there" (old, and reached by no image since a delete), and the unpack then named
+/// an image whose blobs were gone. An unpack now holds gc off until its end: gc
+/// refuses, naming the store, while one is frozen midway (SIGSTOP).
+#[test]
+fn gc_does_not_run_while_an_unpack_counts_on_the_store() {
+    let s = Session::new();
+    let (bundle, key) = common::cluster::bundle();
+    let lacking = common::cluster::bundle_lacking();
+    let mut tries = 0;
+    let mut child = loop {
+        tries += 1;
+        assert!(tries <= 5, "five unpacks ended before they could be frozen");
+        let _ = std::fs::remove_dir_all(s.path("st"));
+        unpack_release(&s, &lacking, "st").success();
+        let mut child = Command::new(common::bin_path("ferry-installer"))
+            .args([
+                "unpack",
+                bundle.to_str().unwrap(),
+                "--key",
+                key.to_str().unwrap(),
+                "--store",
+                "st",
+                "--quiet",
+            ])
+            .current_dir(s.dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        while staged_files(&s.path("st")) == 0 && child.try_wait().unwrap().is_none() {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        s.tool("kill", &["-STOP", &child.id().to_string()]);
+        if child.try_wait().unwrap().is_none() {
+            break child;
+        }
+    };
+    let before = common::store::stored_blobs(&s.path("st"));
+    let run = s
+        .installer(&["gc", "--store", "st", "--grace", "0s"])
+        .failure();
+    assert_eq!(
+        run.error_line(),
+        "error: an unpack into st is under way: run gc once it is done"
+    );
+    assert_eq!(common::store::stored_blobs(&s.path("st")), before);
+    s.tool("kill", &["-CONT", &child.id().to_string()]);
+    assert!(child.wait().unwrap().success());
+    // Once it is done, gc runs; both releases' blobs are reached and stay.
+    let run = s
+        .installer(&["gc", "--store", "st", "--grace", "0s"])
+        .success();
+    assert!(run.stderr.contains("removed 0 blob(s)"), "{}", run.stderr);
+}
+
 /// Regression: a store blob damaged since it was pulled (same size, one byte
 /// changed) was signed into the bundle, which the site then refused. `build` checks
 /// every blob against its digest as it packs, and refuses, naming it.

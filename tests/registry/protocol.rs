@@ -600,6 +600,29 @@ fn deletes_and_gc_remove_an_old_image_while_serve_keeps_serving_the_rest() {
     // With the default grace (1 h) the freshly unpacked blobs are all young.
     let run = s.installer(&["gc", "--store", "store"]).success();
     assert!(run.stderr.contains("removed 0 blob(s)"), "{}", run.stderr);
+    // Hours later, a push finds one of beta's blobs here (HEAD) and skips it: gc
+    // leaves that one be for its manifest to come, and takes beta's others.
+    s.tool(
+        "sh",
+        &[
+            "-c",
+            "find store/blobs -type f -exec touch -d '3 hours ago' {} +",
+        ],
+    );
+    let beta_blobs: Vec<_> = f.beta.platforms[1].blobs().collect();
+    let (asked, others) = beta_blobs.split_last().unwrap();
+    assert!(!others.is_empty());
+    let url = blob_url("registry.k8s.io/apps/beta", &asked.digest);
+    assert_eq!(raw(a, "HEAD", &url, &[ALICE], b"").status, 200);
+    s.installer(&["gc", "--store", "store"]).success();
+    let kept = common::store::stored_blobs(&s.path("store"));
+    assert!(
+        kept.contains(&asked.digest),
+        "the blob a push found was taken"
+    );
+    for b in others {
+        assert!(!kept.contains(&b.digest), "{} was kept", b.digest);
+    }
     let run = s
         .installer(&["gc", "--store", "store", "--grace", "0s"])
         .success();

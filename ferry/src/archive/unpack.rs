@@ -346,6 +346,11 @@ fn run(
     store: Option<&Store>,
     progress: &dyn Progress,
 ) -> Result<Outcome, ArchiveError> {
+    // The blobs found already there stay until the commit names them.
+    let _kept = store
+        .map(crate::gc::keep_blobs)
+        .transpose()
+        .map_err(ArchiveError::Store)?;
     let staging: std::cell::OnceCell<ClaimedDir> = std::cell::OnceCell::new();
     let mut staged: Vec<(PathBuf, Digest)> = Vec::new();
     let mut syncer = store.map(|_| Syncer::start());

@@ -138,6 +138,11 @@ pub async fn get(ctx: &Ctx, digest: &str) -> ApiResult {
     resp.headers_mut()
         .insert(header::CONTENT_LENGTH, HeaderValue::from(len));
     if ctx.method == Method::HEAD {
+        // A push that finds the blob here skips it: gc must not take it before the
+        // manifest lands (crate::gc). Best effort: a failure costs only that.
+        if !ctx.state.read_only {
+            let _ = ctx.state.store.touch_blob(&d);
+        }
         return Ok(resp);
     }
     if start > 0 {

@@ -297,6 +297,8 @@ pub async fn start(ctx: &Ctx, body: Body) -> ApiResult {
         // Cross-repository mount: the store is one pool, so any present blob mounts.
         if let Ok(d) = m.parse::<Digest>() {
             if ctx.state.store.has_blob(&d) {
+                // Young again for gc until the manifest that needs it lands.
+                let _ = ctx.state.store.touch_blob(&d);
                 return Ok(created(&ctx.raw_name, &d));
             }
         }
