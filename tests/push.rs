@@ -131,10 +131,17 @@ fn skopeo_raw(reference: &str, extra: &[&str]) -> Vec<u8> {
 fn assert_byte_exact(store: &Path, at: &str, extra: &[&str]) -> usize {
     let mut checked = 0;
     for (name, digest, children) in manifests(store) {
-        let (repo, tag) = name.rsplit_once(':').unwrap();
+        // `REPO:TAG`, or `REPO@DIGEST` for a manifest `serve` took by digest.
+        let (repo, reference) = match name.split_once('@') {
+            Some((repo, digest)) => (repo, format!("@{digest}")),
+            None => {
+                let (repo, tag) = name.rsplit_once(':').unwrap();
+                (repo, format!(":{tag}"))
+            }
+        };
         let stored = |d: &str| std::fs::read(store.join("blobs/sha256").join(&d[7..])).unwrap();
         assert_eq!(
-            skopeo_raw(&format!("{at}/{repo}:{tag}"), extra),
+            skopeo_raw(&format!("{at}/{repo}{reference}"), extra),
             stored(&digest),
             "{name}"
         );
@@ -552,6 +559,42 @@ fn a_second_site_registry_of_ferry_serve_takes_a_push() {
         srv.log()
     );
     assert_byte_exact(&store, srv.addr(), &["--tls-verify=false"]);
+
+    // A signature pushed to the standby by digest alone is kept there by that
+    // digest, and goes on by it into the next registry (registry:2).
+    let (name, digest) = index_digests(&s.path("standby"))
+        .into_iter()
+        .next()
+        .unwrap();
+    let bytes = std::fs::read(s.path(&format!("standby/blobs/sha256/{}", &digest[7..]))).unwrap();
+    let mut sig: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+    sig["annotations"] = serde_json::json!({ "org.example.signature": "yes" });
+    std::fs::write(s.path("sig.json"), serde_json::to_vec(&sig).unwrap()).unwrap();
+    let sig_digest = format!("sha256:{}", common::store::sha256_file(&s.path("sig.json")));
+    let repo = name.rsplit_once(':').unwrap().0;
+    let media_type = sig["mediaType"].as_str().unwrap();
+    s.tool(
+        "curl",
+        &[
+            "-fsS",
+            "-u",
+            "alice:s3cret",
+            "-X",
+            "PUT",
+            "-H",
+            &format!("Content-Type: {media_type}"),
+            "--data-binary",
+            "@sig.json",
+            &format!("{to}/v2/{repo}/manifests/{sig_digest}"),
+        ],
+    );
+    let names = common::store::index_names(&s.path("standby"));
+    assert!(names.contains(&format!("{repo}@{sig_digest}")), "{names:?}");
+    let reg = Registry::start();
+    s.installer(&["push", "--store", "standby", "--to", &reg.url()])
+        .success();
+    let checked = assert_byte_exact(&s.path("standby"), &reg.addr(), &["--tls-verify=false"]);
+    assert!(checked > names.len(), "{checked}");
 }
 
 #[test]

@@ -531,6 +531,28 @@ fn uploads_monolithic_chunked_and_mounted_are_verified_and_atomic() {
         b"",
     );
     assert_eq!(r.body, good.as_bytes());
+    // So did the signature pushed by digest (it was kept in memory alone, and
+    // lost), and gc keeps it: index.json names it by its digest.
+    let names = common::store::index_names(&s.path("store"));
+    assert!(
+        names
+            .iter()
+            .any(|n| n.ends_with(&format!("site/art@{sig_digest}"))),
+        "{names:?}"
+    );
+    s.installer(&["gc", "--store", "store", "--grace", "0s"])
+        .success();
+    let r = raw(
+        srv.addr(),
+        "GET",
+        &format!("/v2/site/art/manifests/{sig_digest}"),
+        &[("Accept", ACCEPT_ALL)],
+        b"",
+    );
+    assert_eq!((r.status, r.body.as_slice()), (200, sig.as_bytes()));
+    let r = get(srv.addr(), &format!("/v2/site/art/referrers/{subject}"));
+    let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(v["manifests"][0]["digest"], sig_digest.as_str());
 }
 
 #[test]

@@ -102,7 +102,8 @@ struct Image {
     /// The store's name, `registry.k8s.io/pause:3.10`.
     label: String,
     endpoint: Endpoint,
-    tag: String,
+    /// `None` for a manifest the store names by digest: pushed by it alone.
+    tag: Option<String>,
     top: Descriptor,
     top_bytes: Bytes,
     /// The platform manifests the store holds, with their bytes.
@@ -193,10 +194,16 @@ fn images(source: &Source<'_>, target: &Target) -> Result<Vec<Image>, PushError>
     };
     let mut out = Vec::new();
     for (label, top) in &source.index {
-        let (name, tag) = label
-            .rsplit_once(':')
-            .filter(|(_, tag)| !tag.contains('/'))
-            .ok_or_else(|| PushError::Name(label.clone()))?;
+        // `REPO:TAG`, or `REPO@DIGEST` for a manifest pushed by digest (a signature
+        // pushed to `serve`): that one goes by digest alone.
+        let (name, tag) = match label.split_once('@') {
+            Some((name, _)) => (name, None),
+            None => label
+                .rsplit_once(':')
+                .filter(|(_, tag)| !tag.contains('/'))
+                .map(|(name, tag)| (name, Some(tag.to_string())))
+                .ok_or_else(|| PushError::Name(label.clone()))?,
+        };
         let top_bytes = (source.manifest)(&top.digest)?.ok_or_else(|| missing_blob(&top.digest))?;
         let manifest_error = |error| StoreError::Manifest {
             digest: top.digest.clone(),
@@ -244,7 +251,7 @@ fn images(source: &Source<'_>, target: &Target) -> Result<Vec<Image>, PushError>
                 upstream: false,
                 connect_timeout: None,
             },
-            tag: tag.to_string(),
+            tag,
             label: label.clone(),
             top: top.clone(),
             top_bytes,
@@ -437,7 +444,7 @@ async fn manifests(
                 client,
                 image,
                 &image.top,
-                Some(&image.tag),
+                image.tag.as_deref(),
                 &image.top_bytes,
             )
         })

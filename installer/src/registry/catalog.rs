@@ -182,15 +182,6 @@ fn entry(digest: &Digest, media_type: &str, bytes: Bytes) -> ManifestEntry {
     }
 }
 
-/// A manifest pushed by digest only. `index.json` names tagged images only, so
-/// these are remembered here and re-added after every reload.
-#[derive(Debug, Clone)]
-struct Untagged {
-    repo: String,
-    digest: Digest,
-    media_type: String,
-}
-
 /// What identifies one version of `index.json` (atomic rewrites change the inode).
 type Stamp = Option<(SystemTime, u64, u64)>;
 
@@ -198,7 +189,6 @@ type Stamp = Option<(SystemTime, u64, u64)>;
 pub struct Images {
     store: Store,
     current: RwLock<Arc<Catalog>>,
-    untagged: Mutex<Vec<Untagged>>,
     /// Held while rebuilding, so two reloads never interleave.
     stamp: Mutex<Stamp>,
 }
@@ -209,7 +199,6 @@ impl Images {
         let images = Images {
             store,
             current: RwLock::new(Arc::new(Catalog::default())),
-            untagged: Mutex::new(Vec::new()),
             stamp: Mutex::new(None),
         };
         images.reload()?;
@@ -264,9 +253,6 @@ impl Images {
                     .insert(tag.to_string(), desc.digest.clone());
             }
         }
-        for u in self.untagged.lock().expect("untagged lock").iter() {
-            cat.add(&self.store, &u.repo, &u.digest, &u.media_type, 0)?;
-        }
         let reachable: HashSet<&Digest> = cat.repos.values().flat_map(|r| &r.manifests).collect();
         let keep: HashSet<Digest> = reachable.into_iter().cloned().collect();
         cat.manifests.retain(|d, _| keep.contains(d));
@@ -282,34 +268,6 @@ impl Images {
             self.reload()?;
         }
         Ok(changed)
-    }
-
-    /// Remembers a manifest pushed by digest to `repo` and makes it servable.
-    pub fn add_untagged(
-        &self,
-        repo: &str,
-        digest: &Digest,
-        media_type: &str,
-    ) -> Result<(), StoreError> {
-        {
-            let mut u = self.untagged.lock().expect("untagged lock");
-            if !u.iter().any(|x| x.repo == repo && &x.digest == digest) {
-                u.push(Untagged {
-                    repo: repo.to_string(),
-                    digest: digest.clone(),
-                    media_type: media_type.to_string(),
-                });
-            }
-        }
-        self.reload()
-    }
-
-    /// Forgets a manifest pushed by digest to `repo`; whether it was one.
-    pub fn forget_untagged(&self, repo: &str, digest: &Digest) -> bool {
-        let mut u = self.untagged.lock().expect("untagged lock");
-        let before = u.len();
-        u.retain(|x| !(x.repo == repo && &x.digest == digest));
-        before != u.len()
     }
 
     /// Number of repositories and of manifests (for the start-up line and /metrics).

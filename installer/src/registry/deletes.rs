@@ -34,27 +34,34 @@ pub async fn manifest(ctx: &Ctx, reference: &str) -> ApiResult {
         .repos
         .get(&ctx.repo)
         .ok_or_else(|| ApiError::new(Code::NameUnknown).detail(ctx.raw_name.clone()))?;
-    let (names, digest): (Vec<String>, Option<Digest>) = if reference.contains(':') {
+    let names: Vec<String> = if reference.contains(':') {
         let d: Digest = reference.parse().map_err(|e: ferry::digest::DigestError| {
             ApiError::new(Code::DigestInvalid).detail(e.to_string())
         })?;
-        let tags = repo
+        let mut names: Vec<String> = repo
             .tags
             .iter()
             .filter(|(_, t)| **t == d)
             .map(|(tag, _)| format!("{}:{tag}", ctx.repo))
             .collect();
-        (tags, Some(d))
+        // A manifest pushed here by digest is named by it.
+        let pinned = format!("{}@{d}", ctx.repo);
+        if ctx
+            .state
+            .store
+            .images()
+            .is_ok_and(|i| i.contains_key(&pinned))
+        {
+            names.push(pinned);
+        }
+        names
     } else {
         if !names::valid_tag(reference) || !repo.tags.contains_key(reference) {
             return Err(unknown_manifest(format!("unknown tag={reference}")));
         }
-        (vec![format!("{}:{reference}", ctx.repo)], None)
+        vec![format!("{}:{reference}", ctx.repo)]
     };
-    let untagged = digest
-        .as_ref()
-        .is_some_and(|d| ctx.state.images.forget_untagged(&ctx.repo, d));
-    if names.is_empty() && !untagged {
+    if names.is_empty() {
         return Err(unknown_manifest(format!(
             "{reference} is not a manifest of {} (a platform manifest goes with its index)",
             ctx.raw_name

@@ -280,19 +280,18 @@ pub async fn put(ctx: &Ctx, reference: &str, body: Body) -> ApiResult {
         digest: digest.clone(),
         size: bytes.len() as u64,
     };
-    let name = format!("{}:{reference}", ctx.repo);
+    // A manifest pushed by digest (a signature, an SBOM) is named `REPO@DIGEST`:
+    // in index.json like a tag, so it survives a restart and gc keeps its blobs.
+    let name = if by_digest {
+        format!("{}@{digest}", ctx.repo)
+    } else {
+        format!("{}:{reference}", ctx.repo)
+    };
     let state = ctx.state.clone();
-    let repo = ctx.repo.clone();
     tokio::task::spawn_blocking(move || -> Result<(), ferry::store::StoreError> {
         state.store.put_blob(&desc.digest, &bytes)?;
-        if by_digest {
-            state
-                .images
-                .add_untagged(&repo, &desc.digest, desc.media_type.as_ref())
-        } else {
-            state.store.set_images(&[(name, desc)])?;
-            state.images.reload()
-        }
+        state.store.set_images(&[(name, desc)])?;
+        state.images.reload()
     })
     .await
     .map_err(ApiError::internal)?
