@@ -253,6 +253,61 @@ fn a_node_arch_the_bundle_lacks_is_refused_naming_the_node() {
     }
 }
 
+/// Regression: plan named only the first program and the first addon file a
+/// bundle lacked, so each rerun found one more. Every one is named at once.
+#[test]
+fn everything_the_bundle_lacks_is_named_at_once() {
+    let w = world();
+    let s = &w.s;
+    s.tool(
+        "cp",
+        &[
+            "-a",
+            w.site.to_str().unwrap(),
+            s.path("gappy").to_str().unwrap(),
+        ],
+    );
+    let gone = [
+        "files/kubelet:",
+        "files/kubeadm:",
+        "files/calico.yaml:",
+        "files/nodelocaldns.yaml:",
+        "charts/kubelet-csr-approver:",
+    ];
+    let mut index: serde_json::Value = serde_json::from_str(&s.read("gappy/index.json")).unwrap();
+    index["manifests"].as_array_mut().unwrap().retain(|m| {
+        let name = m["annotations"]["org.opencontainers.image.ref.name"]
+            .as_str()
+            .unwrap();
+        !gone.iter().any(|g| name.starts_with(g))
+    });
+    s.write("gappy/index.json", &index.to_string());
+    let run = s
+        .installer(&[
+            "plan",
+            "cluster.toml",
+            "--store",
+            "gappy",
+            "--out",
+            "plan",
+            "--pki",
+            "pki",
+        ])
+        .failure();
+    let line = run.error_line();
+    assert!(line.contains("(5 problems)"), "{line}");
+    for lacked in [
+        "kubelet ",
+        "kubeadm ",
+        "calico.yaml",
+        "nodelocaldns.yaml",
+        "kubelet-csr-approver",
+    ] {
+        assert!(line.contains(lacked), "{lacked}: {line}");
+    }
+    assert!(!s.path("plan").exists() && !s.path("pki").exists());
+}
+
 /// Regression: `plan --out DIR` replaced whatever DIR held (the inventory, the
 /// cluster's state, anything) with the plan. Only an earlier plan is replaced.
 #[test]

@@ -38,6 +38,18 @@ fn kube_dns(service_cidr: &ipnet::IpNet) -> anyhow::Result<IpAddr> {
     Ok(dns)
 }
 
+/// What of the addons' manifests and chart the bundle lacks, each said: [`render`]
+/// stops at the first.
+pub fn lacking(bundle: &Contents) -> Vec<String> {
+    let mut out: Vec<String> = [CALICO, NODELOCALDNS, METRICS_SERVER]
+        .into_iter()
+        .filter_map(|f| bundle.file_text(f).err())
+        .map(|e| format!("{e:#}"))
+        .collect();
+    out.extend(bundle.chart(CSR_APPROVER).err().map(|e| format!("{e:#}")));
+    out
+}
+
 /// The addons' files (under the first control plane's root) and the steps that
 /// apply them there and wait until every node is Ready and every addon runs. `registry` is the site registry's `https://host:port`.
 pub fn render(

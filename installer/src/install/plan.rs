@@ -105,13 +105,27 @@ pub fn check(inventory: &Inventory, bundle: &Contents) -> anyhow::Result<()> {
     let mut asked = BTreeSet::new();
     for n in &inventory.nodes {
         if asked.insert((n.arch.clone(), n.roles.clone())) && bundle.arches.contains(&n.arch) {
-            if let Err(e) = programs::for_node(bundle, n, false) {
-                say(format!("{e:#}"));
+            let lacks = programs::lacking(bundle, n);
+            if lacks.is_empty() {
+                // What else there is to find: an archive where a program is expected.
+                if let Err(e) = programs::for_node(bundle, n, false) {
+                    say(format!("{e:#}"));
+                }
+            }
+            for lack in lacks {
+                say(lack);
             }
         }
     }
-    if let Err(e) = super::addons::render(bundle, inventory, "") {
-        say(format!("{e:#}"));
+    let addons = super::addons::lacking(bundle);
+    if addons.is_empty() {
+        // What else rendering finds: images the addons run that the bundle lacks.
+        if let Err(e) = super::addons::render(bundle, inventory, "") {
+            say(format!("{e:#}"));
+        }
+    }
+    for lack in addons {
+        say(lack);
     }
     match problems.len() {
         0 => Ok(()),

@@ -143,17 +143,27 @@ pub fn own_arch() -> &'static str {
 
 /// The programs `node` gets. `registry` says whether it runs the site registry
 /// (and so this ferry-installer, which must be built for its arch).
+/// The programs `node` runs, by its roles.
+fn wanted(node: &Node) -> impl Iterator<Item = &'static Program> + '_ {
+    PROGRAMS.iter().filter(|p| match p.on {
+        On::Every => true,
+        On::ControlPlanes => node.has(Role::ControlPlane),
+        On::EtcdMembers => node.has(Role::Etcd),
+    })
+}
+
+/// What of `node`'s programs the bundle lacks, each said: [`for_node`] stops at
+/// the first.
+pub fn lacking(contents: &Contents, node: &Node) -> Vec<String> {
+    wanted(node)
+        .filter_map(|p| contents.file(p.file, Some(&node.arch)).err())
+        .map(|e| format!("{e:#}"))
+        .collect()
+}
+
 pub fn for_node(contents: &Contents, node: &Node, registry: bool) -> anyhow::Result<Programs> {
     let mut out = Programs::new();
-    for p in PROGRAMS {
-        let wanted = match p.on {
-            On::Every => true,
-            On::ControlPlanes => node.has(Role::ControlPlane),
-            On::EtcdMembers => node.has(Role::Etcd),
-        };
-        if !wanted {
-            continue;
-        }
+    for p in wanted(node) {
         let (version, layer) = contents
             .file(p.file, Some(&node.arch))
             .with_context(|| format!("node {}", node.name))?;
