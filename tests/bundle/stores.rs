@@ -44,6 +44,26 @@ fn a_delta_applies_only_on_top_of_its_base() {
     unpack(&s, "v2-delta.tar.zst", "wrongbase").refused();
     assert_eq!(snapshot(&s.path("wrongbase")), before);
 
+    // On a store that held its base, from which gc has since taken blobs: said so,
+    // not that the base is missing (the advice to unpack it again is the same).
+    unpack(&s, "v1.tar.zst", "collected").success();
+    let layer = std::fs::read_dir(s.path("collected/blobs/sha256"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .max_by_key(|p| std::fs::metadata(p).unwrap().len())
+        .unwrap();
+    std::fs::remove_file(&layer).unwrap();
+    let run = unpack(&s, "v2-delta.tar.zst", "collected").refused();
+    let line = run.error_line();
+    assert!(
+        line.contains("on top of test 1.0.0, which the store at collected held, but 1 of the files it takes from it are gone (blobs/sha256/"),
+        "{line}"
+    );
+    assert!(
+        line.contains("unpack test 1.0.0's bundle again first"),
+        "{line}"
+    );
+
     // On top of its base: the store ends up as the full v2 would leave it.
     unpack(&s, "v1.tar.zst", "site").success();
     unpack(&s, "v2-delta.tar.zst", "site").success();

@@ -174,6 +174,14 @@ pub enum ArchiveError {
         manifest: Digest,
         store: PathBuf,
     },
+    #[error("this is a delta bundle on top of {name} {version}, which the store at {} held, but {missing} of the files it takes from it are gone ({first}, ...; gc removes what DELETEs leave): unpack {name} {version}'s bundle again first", store.display())]
+    BaseIncomplete {
+        name: String,
+        version: String,
+        store: PathBuf,
+        missing: usize,
+        first: String,
+    },
     #[error("store blob {} is damaged: its bytes hash to {actual}, not the digest it is named by; delete it and pull again", path.display())]
     Damaged { path: PathBuf, actual: Digest },
     #[error("{0}")]

@@ -311,11 +311,20 @@ fn prepare(s: &Store, head: &Head) -> Result<ClaimedDir, ArchiveError> {
         if !s.bundle_record(&base.manifest).is_file() {
             return Err(missing_base());
         }
-        for e in &manifest.external {
-            let present = fs::metadata(s.root().join(&e.path)).is_ok_and(|m| m.len() == e.size);
-            if !present {
-                return Err(missing_base());
-            }
+        let gone: Vec<&str> = manifest
+            .external
+            .iter()
+            .filter(|e| !fs::metadata(s.root().join(&e.path)).is_ok_and(|m| m.len() == e.size))
+            .map(|e| e.path.as_str())
+            .collect();
+        if let Some(first) = gone.first() {
+            return Err(ArchiveError::BaseIncomplete {
+                name: base.name.clone(),
+                version: base.version.clone(),
+                store: s.root().to_path_buf(),
+                missing: gone.len(),
+                first: first.to_string(),
+            });
         }
     }
     // What an unpack killed midway left is reclaimed first; its space counts.
