@@ -88,6 +88,12 @@ fn skopeo_pulls_over_tls_with_the_generated_ca_which_is_kept_across_restarts() {
             && log.contains("server certificate (made now) names:"),
         "{log}"
     );
+    // The name the last certificate had and this one lacks is said, with the fix
+    // (regression: dropped without a word, and nodes using it failed TLS).
+    assert!(
+        log.contains("warning: the certificate it replaced also named registry.site.test: clients that reach the registry by it now fail TLS; to keep it, pass --san registry.site.test"),
+        "{log}"
+    );
     skopeo_check(
         &[&cert_dir],
         srv.addr(),

@@ -84,10 +84,12 @@ pub(crate) fn write_file(path: &Path, text: &str, private: bool) -> anyhow::Resu
 
 /// What [`Pki::ensure_server_cert`] made anew: nodes need to be told of a new CA,
 /// not of a new server certificate.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Made {
     pub ca: bool,
     pub certificate: bool,
+    /// Names the certificate it replaced had and the new one has not.
+    pub dropped: Vec<String>,
 }
 
 impl Pki {
@@ -172,6 +174,11 @@ impl Pki {
         let want = sans.join("\n") + "\n";
         let have = fs::read_to_string(&sans_file).unwrap_or_default();
         if made.ca || have != want || !server_pem.exists() || !server_key.exists() {
+            made.dropped = have
+                .lines()
+                .filter(|h| !h.is_empty() && !sans.iter().any(|s| s == h))
+                .map(str::to_string)
+                .collect();
             // The issuer object is rebuilt from the kept key and the fixed subject.
             let issuer = ca_params()?.self_signed(&ca_key)?;
             let key = KeyPair::generate()?;

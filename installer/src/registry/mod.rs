@@ -342,6 +342,17 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 now(made.certificate),
                 sans.join(", ")
             );
+            if !made.dropped.is_empty() {
+                // The names come from this command line alone: a restart without
+                // an earlier --san replaces the certificate without it.
+                ferry_cli::say!(
+                    "warning: the certificate it replaced also named {}: clients that reach the registry by {} now fail TLS; to keep {}, pass --san {}",
+                    made.dropped.join(", "),
+                    if made.dropped.len() == 1 { "it" } else { "them" },
+                    if made.dropped.len() == 1 { "it" } else { "them" },
+                    made.dropped.join(" --san ")
+                );
+            }
             let (cert, key) = pki.registry_cert();
             Some(tls::server_config(&cert, &key)?)
         }
