@@ -519,6 +519,37 @@ fn an_unpack_stopped_by_ctrl_c_says_so_and_leaves_the_store_as_it_was() {
     unpack_cluster(&s, "kept").success();
 }
 
+/// Regression: unpack opened its bundle twice, so one coming through a named pipe
+/// (a bundle streamed off a device) lost its writer at the first close and hung at
+/// the second open. It reads the pipe once, to the end.
+#[test]
+fn a_bundle_through_a_named_pipe_unpacks() {
+    let s = Session::new();
+    let (bundle, _) = common::cluster::bundle();
+    s.tool("mkfifo", &[s.path("pipe.tar.zst").to_str().unwrap()]);
+    let pipe = s.path("pipe.tar.zst");
+    let writer = std::thread::spawn(move || {
+        let mut f = std::fs::OpenOptions::new().write(true).open(pipe).unwrap();
+        f.write_all(&std::fs::read(bundle).unwrap()).unwrap();
+    });
+    let mut child = Command::new("timeout")
+        .arg("120")
+        .arg(common::bin_path("ferry-installer"))
+        .args(["unpack", "pipe.tar.zst", "--key"])
+        .arg(common::cluster::bundle().1)
+        .args(["--store", "piped", "--quiet"])
+        .current_dir(s.dir.path())
+        .spawn()
+        .unwrap();
+    assert!(
+        child.wait().unwrap().success(),
+        "the unpack through a pipe failed or hung"
+    );
+    writer.join().unwrap();
+    unpack_cluster(&s, "direct").success();
+    assert_eq!(snapshot(&s.path("piped")), snapshot(&s.path("direct")));
+}
+
 /// Regression: gc during an unpack took blobs the unpack had found "already
 /// there" (old, and reached by no image since a delete), and the unpack then named
 /// an image whose blobs were gone. An unpack now holds gc off until its end: gc

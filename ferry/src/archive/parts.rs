@@ -189,13 +189,18 @@ impl PartReader {
                     "it is a directory, not a bundle",
                 )));
             }
+            // Read through the file opened here: a pipe (mkfifo) opened twice
+            // loses its writer at the first close and waits forever at the next.
             return Ok(PartReader {
                 parts: vec![path.to_path_buf()],
                 signatures: Vec::new(),
                 bundle: String::new(),
                 key: None,
                 index: 0,
-                current: None,
+                current: Some((
+                    io::BufReader::with_capacity(1 << 20, file),
+                    Prehash::default(),
+                )),
             });
         };
         let base = PathBuf::from(base);
