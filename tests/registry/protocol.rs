@@ -694,6 +694,12 @@ fn deletes_and_gc_remove_an_old_image_while_serve_keeps_serving_the_rest() {
             "--read-only",
         ],
     );
+    // Its first line says so (it said "push with credentials").
+    assert!(
+        srv.log().contains("; push disabled (--read-only)"),
+        "{}",
+        srv.log()
+    );
     let pause = "/v2/registry.k8s.io/pause/manifests/3.10";
     let r = raw(srv.addr(), "DELETE", pause, &[ALICE], b"");
     assert_eq!((r.status, r.code()), (405, "UNSUPPORTED".to_string()));

@@ -180,10 +180,10 @@ pub async fn run(
     ferry_cli::say!(
         "serving {} ({repos} repositories, {manifests} manifests); push {}",
         state.store.root().display(),
-        if state.auth.is_some() {
-            "with credentials"
-        } else {
-            "disabled (no --htpasswd)"
+        match (state.read_only, state.auth.is_some()) {
+            (true, _) => "disabled (--read-only)",
+            (false, true) => "with credentials",
+            (false, false) => "disabled (no --htpasswd)",
         }
     );
     // Tests and scripts wait for this line (it carries the port when --addr :0).
