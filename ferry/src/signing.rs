@@ -93,6 +93,15 @@ impl PublicKey {
     /// Parses a `.pub` file's text (`what` names it in errors).
     pub fn parse(text: &str, what: &str) -> Result<PublicKey, SignError> {
         let bytes = payload(text, what, "public key")?;
+        // A secret key starts with its signature algorithm, then its KDF and
+        // checksum algorithms ("Ed", "Sc" or "\0\0", "B2"): name the mistake.
+        if bytes.len() > 42 && &bytes[..2] == b"Ed" && &bytes[4..6] == b"B2" {
+            return Err(format_err(
+                what,
+                "public key",
+                "it is a secret key: give the public key beside it (.pub)",
+            ));
+        }
         if bytes.len() != 42 || &bytes[..2] != b"Ed" {
             return Err(format_err(
                 what,

@@ -71,12 +71,16 @@ fn stream(bundle: &Path, key: &Path, store: Option<&Path>, quiet: bool) -> anyho
             human_bytes(o.bytes_present)
         ),
         None => format!(
-            "bundle {} {} is intact: signed by {}, {} entries, {} checked",
+            "bundle {} {} is intact: signed by {}, {} entries, {} checked{}",
             m.name,
             m.version,
             o.head.key_id,
             m.entries.len(),
-            human_bytes(m.content_size())
+            human_bytes(m.content_size()),
+            m.base.as_ref().map_or_else(String::new, |b| format!(
+                "; a delta: it unpacks only into a store holding {} {}",
+                b.name, b.version
+            ))
         ),
     });
     Ok(())

@@ -34,6 +34,25 @@ fn a_delta_applies_only_on_top_of_its_base() {
         "{v}"
     );
 
+    // verify says what a delta needs; a secret key given for the public one is
+    // named as such.
+    let run = s
+        .installer(&["verify", "v2-delta.tar.zst", "--key", "rel.pub"])
+        .success();
+    assert!(
+        run.stderr
+            .contains("; a delta: it unpacks only into a store holding test 1.0.0"),
+        "{}",
+        run.stderr
+    );
+    let run = s
+        .installer(&["verify", "v2-delta.tar.zst", "--key", "rel.key"])
+        .failure();
+    assert_eq!(
+        run.error_line(),
+        "error: rel.key is not a minisign public key: it is a secret key: give the public key beside it (.pub)"
+    );
+
     // On an empty store, or one holding another bundle: refused, and said why.
     let run = unpack(&s, "v2-delta.tar.zst", "empty").refused();
     assert!(run.error_line().contains("does not hold"), "{}", run.stderr);

@@ -154,6 +154,12 @@ fn a_state_made_for_another_cluster_is_refused_in_one_line_and_left_as_it_was() 
     // And reset, whose plan would name another cluster's files.
     let reset = s.installer(&["reset", "lab.toml", "node1", "--yes"]);
     assert_eq!(one_error_line(reset), line);
+    // A node the inventory lacks is named with the inventory.
+    let reset = s.installer(&["reset", "lab.toml", "nosuch", "--yes"]);
+    assert_eq!(
+        one_error_line(reset),
+        "error: node nosuch is not in the inventory lab.toml"
+    );
     // A state named outright is another cluster's by its name too.
     s.installer(&["init-cluster", "-o", "shop.toml"]).success();
     let line = one_error_line(plan(

@@ -531,6 +531,12 @@ fn bad_command_lines_fail_with_one_error_line() {
     // Flags are checked before the store is looked at; a flag's bad value is a
     // bad command line (exit 2), a missing file a failure (exit 1).
     std::fs::create_dir(s.path("store")).unwrap();
+    // htpasswd's own default scheme, which registry:2 refuses too.
+    let md5 = Command::new("htpasswd")
+        .args(["-mbn", "alice", "secret"])
+        .output()
+        .unwrap();
+    std::fs::write(s.path("md5.htpasswd"), md5.stdout).unwrap();
     for (args, needle, code) in [
         (
             vec!["--tls", "bogus"],
@@ -539,6 +545,11 @@ fn bad_command_lines_fail_with_one_error_line() {
         ),
         (vec!["--auth-pull"], "--auth-pull needs --htpasswd", 2),
         (vec!["--htpasswd", "missing"], "missing", 1),
+        (
+            vec!["--htpasswd", "md5.htpasswd"],
+            "md5.htpasswd line 1: user alice's hash is MD5 (htpasswd -m, its default), not bcrypt: make it again with `htpasswd -Bbn alice PASSWORD`",
+            1,
+        ),
     ] {
         let out = Command::new(installer())
             .args(["serve", "--store", "store"])

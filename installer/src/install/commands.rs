@@ -159,6 +159,12 @@ pub fn reset(
     ssh: &super::transport::SshOptions,
 ) -> anyhow::Result<()> {
     let inv = Inventory::load(inventory)?;
+    if let Some(n) = nodes
+        .iter()
+        .find(|n| !inv.nodes.iter().any(|m| &m.name == *n))
+    {
+        anyhow::bail!("node {n} is not in the inventory {}", inventory.display());
+    }
     // Another cluster's plan would name its files, on this cluster's nodes.
     let state = open_state(inventory, &inv, state)?;
     super::reset::reset(&inv, nodes, &state.dir.join("plan"), ssh)

@@ -19,6 +19,13 @@ pub enum AuthFileError {
     Read { path: String, error: std::io::Error },
     #[error("{path} line {line}: expected user:bcrypt-hash (make it with `htpasswd -Bbn USER PASSWORD`)")]
     Malformed { path: String, line: usize },
+    #[error("{path} line {line}: user {user}'s hash is {kind}, not bcrypt: make it again with `htpasswd -Bbn {user} PASSWORD` (registry:2 takes bcrypt alone too)")]
+    NotBcrypt {
+        path: String,
+        line: usize,
+        user: String,
+        kind: &'static str,
+    },
     #[error("{path}: no users")]
     Empty { path: String },
 }
@@ -55,10 +62,25 @@ impl Htpasswd {
                 path: p.clone(),
                 line: i + 1,
             })?;
-            if user.is_empty() || !hash.starts_with("$2") {
+            if user.is_empty() {
                 return Err(AuthFileError::Malformed {
                     path: p.clone(),
                     line: i + 1,
+                });
+            }
+            if !hash.starts_with("$2") {
+                // The other schemes `htpasswd` makes, by their prefixes.
+                let kind = match hash {
+                    h if h.starts_with("$apr1$") => "MD5 (htpasswd -m, its default)",
+                    h if h.starts_with("{SHA}") => "SHA-1 (htpasswd -s)",
+                    h if h.starts_with("$5$") || h.starts_with("$6$") => "SHA-2 crypt",
+                    _ => "plain text or crypt",
+                };
+                return Err(AuthFileError::NotBcrypt {
+                    path: p.clone(),
+                    line: i + 1,
+                    user: user.to_string(),
+                    kind,
                 });
             }
             users.insert(user.to_string(), hash.to_string());

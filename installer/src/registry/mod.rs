@@ -73,7 +73,11 @@ Files of the bundle (kubelet, containerd, ...) are OCI artifacts named
 files/NAME:VERSION (oras pull HOST:5000/files/kubelet:1.31.14 --platform linux/amd64),
 and plain HTTP downloads, with Range, ETag (the sha256) and Content-Length:
   curl -O https://registry.site.lan:5000/files/kubelet/1.31.14/linux/amd64/kubelet
-  curl -O https://registry.site.lan:5000/files/calico.yaml/3.29.7/calico.yaml";
+  curl -O https://registry.site.lan:5000/files/calico.yaml/3.29.7/calico.yaml
+
+Prometheus counters (requests by route, method and status; bytes; no image names),
+open even with --auth-pull:
+  curl https://registry.site.lan:5000/metrics";
 
 /// Options of `ferry-installer serve`.
 #[derive(clap::Args)]
