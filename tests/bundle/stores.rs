@@ -158,6 +158,31 @@ fn split_bundles_find_their_parts_and_name_the_missing_one() {
         run.stderr
     );
     std::fs::write(&second, original).unwrap();
+    // Parts 2 and 3 swapped, each with its signature: named before a byte is read
+    // (it was "truncated or corrupt: Data corruption detected").
+    let swap = |a: &str, b: &str| {
+        for ext in ["", ".minisig"] {
+            let (a, b) = (s.path(&format!("{a}{ext}")), s.path(&format!("{b}{ext}")));
+            std::fs::rename(&a, s.path("swap")).unwrap();
+            std::fs::rename(&b, &a).unwrap();
+            std::fs::rename(s.path("swap"), &b).unwrap();
+        }
+    };
+    swap(&parts[1], &parts[2]);
+    let run = unpack(&s, "k8s.tar.zst.001", "site").refused();
+    assert!(
+        run.error_line().contains(&format!(
+            "part 2 of {n} ({}) is signed as \"ferry bundle test 1.0.0 sha256:",
+            parts[1],
+            n = parts.len()
+        )) && run.error_line().contains(&format!(
+            " part 3/{}\": a part out of order, or of another bundle",
+            parts.len()
+        )),
+        "{}",
+        run.stderr
+    );
+    swap(&parts[1], &parts[2]);
     unpack(&s, "k8s.tar.zst.001", "site").success();
     assert_eq!(index_names(&s.path("site")).len(), 3);
 }

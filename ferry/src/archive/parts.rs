@@ -243,6 +243,16 @@ impl PartReader {
                     p.display()
                 ))
             })?;
+            // Checked for good when the part has been read; a part whose
+            // signature names another place is said before any byte is read
+            // (swapped parts, or one of another bundle, fail to decompress first).
+            let named = crate::signing::trusted_comment(&sig).unwrap_or_default();
+            if named != part_comment(&bundle, index, count) {
+                return Err(ArchiveError::Part(format!(
+                    "part {index} of {count} ({}) is signed as {named:?}: a part out of order, or of another bundle",
+                    p.display()
+                )));
+            }
             parts.push(p);
             signatures.push(sig);
         }
