@@ -71,7 +71,7 @@ pub enum StoreError {
     Busy { root: PathBuf },
     #[error("blob {expected} does not match its content (got {actual})")]
     DigestMismatch { expected: Digest, actual: Digest },
-    #[error("blob {digest} is not in the store {} (run pull)", root.display())]
+    #[error("blob {digest} is not in the store {} (pull, or unpack its bundle, again)", root.display())]
     Missing { digest: Digest, root: PathBuf },
     #[error("manifest {digest}: {error}")]
     Manifest {

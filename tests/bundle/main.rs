@@ -147,7 +147,8 @@ fn snapshot(dir: &Path) -> BTreeSet<(String, String)> {
                 stack.push(p);
             } else {
                 let rel = p.strip_prefix(dir).unwrap().display().to_string();
-                if !rel.starts_with(".ferry/lock") {
+                // The store's own locks (index.json's, gc's) are not the bundle's.
+                if !rel.starts_with(".ferry/lock") && rel != ".ferry/gc.lock" {
                     out.insert((rel, sha256_file(&p)));
                 }
             }

@@ -116,6 +116,20 @@ fn split_bundles_find_their_parts_and_name_the_missing_one() {
     assert!(!s.path("k8s.tar.zst").exists());
     s.installer(&["verify", "k8s.tar.zst.001", "--key", "rel.pub"])
         .success();
+    // The whole name, or a later part, is pointed at the first part.
+    for (given, says) in [
+        (
+            "k8s.tar.zst",
+            "it was split into parts: give the first, k8s.tar.zst.001",
+        ),
+        (
+            "k8s.tar.zst.002",
+            "it is part 2 of 4 of a split bundle: give the first, k8s.tar.zst.001",
+        ),
+    ] {
+        let run = s.installer(&["inspect", given]).failure();
+        assert!(run.error_line().ends_with(says), "{}", run.stderr);
+    }
     s.installer(&["inspect", "k8s.tar.zst.001"]).success();
 
     // Rejoined, the parts are the unsplit bundle.

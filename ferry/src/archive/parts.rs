@@ -180,7 +180,34 @@ impl PartReader {
     pub fn open(path: &Path, key: Option<&PublicKey>) -> Result<PartReader, ArchiveError> {
         let name = path.to_string_lossy();
         let Some(base) = name.strip_suffix(".001") else {
-            let file = File::open(path).map_err(ArchiveError::io(path))?;
+            let first = part_path(path, 1);
+            let file = match File::open(path) {
+                Ok(file) => file,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound && first.is_file() => {
+                    return Err(ArchiveError::io(path)(std::io::Error::new(
+                        e.kind(),
+                        format!(
+                            "it was split into parts: give the first, {}",
+                            first.display()
+                        ),
+                    )))
+                }
+                Err(e) => return Err(ArchiveError::io(path)(e)),
+            };
+            // A later part given for the bundle: its signature says which it is.
+            let named = std::fs::read_to_string(signature_path(path))
+                .ok()
+                .and_then(|sig| crate::signing::trusted_comment(&sig))
+                .and_then(|c| parse_part_comment(&c));
+            if let Some((_, i, count)) = named.filter(|(_, i, _)| *i > 1) {
+                let first = name
+                    .rsplit_once('.')
+                    .map_or_else(|| name.to_string(), |(b, _)| format!("{b}.001"));
+                return Err(ArchiveError::io(path)(std::io::Error::new(
+                    std::io::ErrorKind::InvalidInput,
+                    format!("it is part {i} of {count} of a split bundle: give the first, {first}"),
+                )));
+            }
             // Linux opens a directory; reading it would fail as if the bundle
             // were corrupt, and a directory is no refused bundle.
             if file.metadata().map_err(ArchiveError::io(path))?.is_dir() {
