@@ -320,10 +320,7 @@ fn a_write_that_fails_midway_stops_the_unpack_names_the_file_and_leaves_the_stor
     assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
     let blobs = s.path("site/blobs/sha256");
     assert!(!blobs.exists() || std::fs::read_dir(&blobs).unwrap().count() == 0);
-    let staging = s.path("site/.ferry/staging");
-    let left: Vec<_> = std::fs::read_dir(&staging)
-        .map(|d| d.filter_map(|e| e.ok()).map(|e| e.file_name()).collect())
-        .unwrap_or_default();
+    let left = staging_left(&s.path("site"));
     assert!(left.is_empty(), "{left:?}");
     // With room, the same unpack goes through.
     unpack_cluster(&s, "site").success();
@@ -433,7 +430,6 @@ fn an_unpack_killed_midway_leaves_nothing_the_next_one_does_not_reclaim() {
         "--store",
         "site",
     ];
-    let staging = s.path("site/.ferry/staging");
     // kill -9 once blobs are being staged, at two different points.
     for wait_files in [1, 4] {
         let mut child = Command::new(common::bin_path("ferry-installer"))
@@ -445,15 +441,7 @@ fn an_unpack_killed_midway_leaves_nothing_the_next_one_does_not_reclaim() {
             .unwrap();
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
         loop {
-            let staged: usize = std::fs::read_dir(&staging)
-                .map(|d| {
-                    d.filter_map(|e| e.ok())
-                        .filter(|e| e.path().is_dir())
-                        .map(|e| std::fs::read_dir(e.path()).map_or(0, |f| f.count()))
-                        .sum()
-                })
-                .unwrap_or(0);
-            if staged >= wait_files {
+            if staged_files(&s.path("site")) >= wait_files {
                 break;
             }
             assert!(
@@ -465,15 +453,13 @@ fn an_unpack_killed_midway_leaves_nothing_the_next_one_does_not_reclaim() {
         child.kill().unwrap();
         child.wait().unwrap();
         assert!(
-            std::fs::read_dir(&staging).unwrap().count() > 0,
+            !staging_left(&s.path("site")).is_empty(),
             "the killed unpack left no staging to reclaim"
         );
     }
     // The next unpack reclaims what the killed ones left and completes.
     s.installer(&args).success();
-    let left: Vec<_> = std::fs::read_dir(&staging)
-        .map(|d| d.filter_map(|e| e.ok()).map(|e| e.file_name()).collect())
-        .unwrap_or_default();
+    let left = staging_left(&s.path("site"));
     assert!(left.is_empty(), "{left:?}");
     // And the store is exactly what a clean unpack makes.
     unpack_cluster(&s, "clean").success();
@@ -489,6 +475,13 @@ fn an_unpack_killed_midway_leaves_nothing_the_next_one_does_not_reclaim() {
         let path = s.path(&format!("site/blobs/sha256/{hex}"));
         assert_eq!(sha256_file(&path), hex, "{hex}");
     }
+}
+
+/// What `store`'s staging area holds (directories and their lock files).
+fn staging_left(store: &Path) -> Vec<std::ffi::OsString> {
+    std::fs::read_dir(store.join(".ferry/staging"))
+        .map(|d| d.filter_map(|e| e.ok()).map(|e| e.file_name()).collect())
+        .unwrap_or_default()
 }
 
 /// Files in the staging directories of `store`.
@@ -572,10 +565,8 @@ fn an_unpack_stopped_by_ctrl_c_says_so_and_leaves_the_store_as_it_was() {
         "the store the unpack made is left"
     );
     assert_eq!(snapshot(&s.path("kept")), before, "the store was changed");
-    let staging: Vec<_> = std::fs::read_dir(s.path("kept/.ferry/staging"))
-        .map(|d| d.filter_map(|e| e.ok()).map(|e| e.file_name()).collect())
-        .unwrap_or_default();
-    assert!(staging.is_empty(), "staging left: {staging:?}");
+    let left = staging_left(&s.path("kept"));
+    assert!(left.is_empty(), "staging left: {left:?}");
     // And the next unpack goes through.
     unpack_cluster(&s, "kept").success();
 }
