@@ -50,8 +50,12 @@ pub struct Summary<'a> {
     /// Whether the manifest's signature was checked against a public key (`--key`);
     /// the entries are not read.
     pub signature_verified: bool,
+    /// A delta's base as one line: `NAME VERSION (ID)`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub base: Option<String>,
+    /// The same, field by field, for scripts.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub base_release: Option<BaseSummary<'a>>,
     pub images: Vec<ImageSummary<'a>>,
     pub files: Vec<FileSummary<'a>>,
     pub charts: Vec<ChartSummary>,
@@ -61,6 +65,15 @@ pub struct Summary<'a> {
     /// Bytes the file(s) take.
     pub file_size: u64,
     pub dedup_savings: u64,
+}
+
+/// The release a delta bundle unpacks onto.
+#[derive(Debug, Serialize)]
+pub struct BaseSummary<'a> {
+    pub name: &'a str,
+    pub version: &'a str,
+    /// The base bundle's id (the digest of its signed manifest).
+    pub id: String,
 }
 
 #[derive(Debug, Serialize)]
@@ -102,6 +115,11 @@ impl<'a> Summary<'a> {
                 .base
                 .as_ref()
                 .map(|b| format!("{} {} ({})", b.name, b.version, b.manifest)),
+            base_release: m.base.as_ref().map(|b| BaseSummary {
+                name: &b.name,
+                version: &b.version,
+                id: b.manifest.to_string(),
+            }),
             images: m
                 .images
                 .iter()

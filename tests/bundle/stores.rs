@@ -33,6 +33,17 @@ fn a_delta_applies_only_on_top_of_its_base() {
             .starts_with("test 1.0.0 (sha256:"),
         "{v}"
     );
+    // And field by field, for scripts: the base's id is v1's.
+    let v1: serde_json::Value = serde_json::from_str(
+        &s.installer(&["inspect", "v1.tar.zst", "--json"])
+            .success()
+            .stdout,
+    )
+    .unwrap();
+    assert_eq!(v["base_release"]["name"], "test", "{v}");
+    assert_eq!(v["base_release"]["version"], "1.0.0", "{v}");
+    assert_eq!(v["base_release"]["id"], v1["id"], "{v}");
+    assert!(v1.get("base_release").is_none(), "{v1}");
 
     // verify says what a delta needs; a secret key given for the public one is
     // named as such.
