@@ -443,24 +443,11 @@ fn an_unpack_killed_midway_leaves_nothing_the_next_one_does_not_reclaim() {
     ];
     // kill -9 once blobs are being staged, at two different points.
     for wait_files in [1, 4] {
-        let mut child = Command::new(common::bin_path("ferry-installer"))
-            .args(args)
-            .current_dir(s.dir.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-        loop {
-            if staged_files(&s.path("site")) >= wait_files {
-                break;
-            }
-            assert!(
-                std::time::Instant::now() < deadline && child.try_wait().unwrap().is_none(),
-                "the unpack ended before it staged {wait_files} file(s)"
-            );
-            std::thread::sleep(std::time::Duration::from_millis(5));
-        }
+        let mut child = unpack_until_staged(&s, "site", wait_files);
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the unpack ended before it staged {wait_files} file(s)"
+        );
         child.kill().unwrap();
         child.wait().unwrap();
         assert!(
@@ -507,6 +494,31 @@ fn staged_files(store: &Path) -> usize {
         .unwrap_or(0)
 }
 
+/// `ferry-installer unpack --quiet` of the cluster bundle into `store`, started
+/// and returned once it has staged `files` files, or has ended (the caller tells
+/// which); its stderr is piped. Fails after 60 s of neither.
+fn unpack_until_staged(s: &Session, store: &str, files: usize) -> std::process::Child {
+    let (bundle, key) = common::cluster::bundle();
+    let mut child = Command::new(common::bin_path("ferry-installer"))
+        .args(["unpack", bundle.to_str().unwrap(), "--key"])
+        .arg(key)
+        .args(["--store", store, "--quiet"])
+        .current_dir(s.dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while staged_files(&s.path(store)) < files && child.try_wait().unwrap().is_none() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the unpack staged fewer than {files} file(s) in 60 s"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    child
+}
+
 /// Regression: Ctrl-C killed an unpack silently (exit 130, no line), leaving its
 /// staging directory until the next unpack and the store it had just made. Now
 /// the first Ctrl-C stops it at its next read: it removes its staging (and the
@@ -514,7 +526,7 @@ fn staged_files(store: &Path) -> usize {
 #[test]
 fn an_unpack_stopped_by_ctrl_c_says_so_and_leaves_the_store_as_it_was() {
     let s = Session::new();
-    let (bundle, key) = common::cluster::bundle();
+    let bundle = common::cluster::bundle().0;
     // One store this unpack makes, and one that holds a release already.
     unpack_release(&s, &common::cluster::bundle_lacking(), "kept").success();
     let before = snapshot(&s.path("kept"));
@@ -523,32 +535,7 @@ fn an_unpack_stopped_by_ctrl_c_says_so_and_leaves_the_store_as_it_was() {
         // before it lands (the bundle is 80 MiB) is tried again.
         let (status, stderr) = (0..5)
             .find_map(|_| {
-                let mut child = Command::new(common::bin_path("ferry-installer"))
-                    .args([
-                        "unpack",
-                        bundle.to_str().unwrap(),
-                        "--key",
-                        key.to_str().unwrap(),
-                        "--store",
-                        store,
-                        "--quiet",
-                    ])
-                    .current_dir(s.dir.path())
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::piped())
-                    .spawn()
-                    .unwrap();
-                let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-                while staged_files(&s.path(store)) == 0 {
-                    if child.try_wait().unwrap().is_some() {
-                        break;
-                    }
-                    assert!(
-                        std::time::Instant::now() < deadline,
-                        "the unpack staged nothing"
-                    );
-                    std::thread::sleep(std::time::Duration::from_millis(1));
-                }
+                let child = unpack_until_staged(&s, store, 1);
                 s.tool("kill", &["-INT", &child.id().to_string()]);
                 let out = child.wait_with_output().unwrap();
                 (!out.status.success()).then(|| {
@@ -620,7 +607,6 @@ fn a_bundle_through_a_named_pipe_unpacks() {
 #[test]
 fn gc_does_not_run_while_an_unpack_counts_on_the_store() {
     let s = Session::new();
-    let (bundle, key) = common::cluster::bundle();
     let lacking = common::cluster::bundle_lacking();
     let mut tries = 0;
     let mut child = loop {
@@ -628,24 +614,7 @@ fn gc_does_not_run_while_an_unpack_counts_on_the_store() {
         assert!(tries <= 5, "five unpacks ended before they could be frozen");
         let _ = std::fs::remove_dir_all(s.path("st"));
         unpack_release(&s, &lacking, "st").success();
-        let mut child = Command::new(common::bin_path("ferry-installer"))
-            .args([
-                "unpack",
-                bundle.to_str().unwrap(),
-                "--key",
-                key.to_str().unwrap(),
-                "--store",
-                "st",
-                "--quiet",
-            ])
-            .current_dir(s.dir.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        while staged_files(&s.path("st")) == 0 && child.try_wait().unwrap().is_none() {
-            std::thread::sleep(std::time::Duration::from_millis(1));
-        }
+        let mut child = unpack_until_staged(&s, "st", 1);
         s.tool("kill", &["-STOP", &child.id().to_string()]);
         if child.try_wait().unwrap().is_none() {
             break child;
