@@ -309,6 +309,38 @@ fn files_travel_lock_build_unpack_serve_and_come_out_byte_exact() {
             .collect();
         assert_eq!(got, want, "{target}");
     }
+
+    // The catalog names files as the store does, and a DELETE of a file's tag
+    // (with push credentials) removes it, as for an image.
+    let catalog = String::from_utf8(curl(&[&format!("{base}/v2/_catalog")])).unwrap();
+    assert!(
+        catalog.contains("\"files/kubelet\"") && !catalog.contains("docker.io/files"),
+        "{catalog}"
+    );
+    srv.terminate();
+    let users = Command::new("htpasswd")
+        .args(["-Bbn", "alice", "s3cret"])
+        .output()
+        .unwrap();
+    s.write("users", &String::from_utf8(users.stdout).unwrap());
+    let srv = Serve::start(
+        s,
+        &["--store", "site", "--tls", "off", "--htpasswd", "users"],
+    );
+    let base = format!("http://{}", srv.addr());
+    let delete = |what: &str| {
+        let out = Command::new("curl")
+            .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "-u"])
+            .args(["alice:s3cret", "-X", "DELETE"])
+            .arg(format!("{base}/v2/files/app.yaml/manifests/{what}"))
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    assert_eq!(delete("2.0.0"), "202");
+    assert_eq!(delete("2.0.0"), "404");
+    assert!(!s.read("site/index.json").contains("files/app.yaml:2.0.0"));
+    assert!(s.read("site/index.json").contains("files/kubelet:1.0.0"));
 }
 
 #[test]

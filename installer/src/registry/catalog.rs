@@ -59,6 +59,9 @@ pub struct Repo {
     pub manifests: HashSet<Digest>,
     /// subject digest -> manifests in this repository that refer to it.
     pub referrers: HashMap<Digest, Vec<Digest>>,
+    /// The name as `index.json` spells it (`files/kubelet`, not the resolved
+    /// `docker.io/files/kubelet`), for `/v2/_catalog`.
+    pub shown: String,
 }
 
 /// A consistent snapshot of everything the store serves.
@@ -182,6 +185,15 @@ fn entry(digest: &Digest, media_type: &str, bytes: Bytes) -> ManifestEntry {
     }
 }
 
+/// `name` without its tag or digest.
+fn repository_part(name: &str) -> &str {
+    let name = name.split_once('@').map_or(name, |(n, _)| n);
+    match name.rfind(':') {
+        Some(i) if !name[i..].contains('/') => &name[..i],
+        _ => name,
+    }
+}
+
 /// What identifies one version of `index.json` (atomic rewrites change the inode).
 type Stamp = Option<(SystemTime, u64, u64)>;
 
@@ -245,12 +257,12 @@ impl Images {
                 );
                 continue;
             }
+            let entry = cat.repos.get_mut(&repo).expect("added above");
+            if entry.shown.is_empty() {
+                entry.shown = repository_part(&name).to_string();
+            }
             if let Some(tag) = r.tag() {
-                cat.repos
-                    .get_mut(&repo)
-                    .expect("added above")
-                    .tags
-                    .insert(tag.to_string(), desc.digest.clone());
+                entry.tags.insert(tag.to_string(), desc.digest.clone());
             }
         }
         let reachable: HashSet<&Digest> = cat.repos.values().flat_map(|r| &r.manifests).collect();

@@ -10,8 +10,11 @@
 
 use axum::body::Body;
 use axum::http::{Response, StatusCode};
+use std::collections::BTreeMap;
+
 use ferry::manifest::Descriptor;
-use ferry::Digest;
+use ferry::store::StoreError;
+use ferry::{Digest, Reference};
 
 use super::error::{ApiError, ApiResult, Code};
 use super::names;
@@ -34,48 +37,65 @@ pub async fn manifest(ctx: &Ctx, reference: &str) -> ApiResult {
         .repos
         .get(&ctx.repo)
         .ok_or_else(|| ApiError::new(Code::NameUnknown).detail(ctx.raw_name.clone()))?;
-    let names: Vec<String> = if reference.contains(':') {
-        let d: Digest = reference.parse().map_err(|e: ferry::digest::DigestError| {
+    let by = if reference.contains(':') {
+        By::Digest(reference.parse().map_err(|e: ferry::digest::DigestError| {
             ApiError::new(Code::DigestInvalid).detail(e.to_string())
-        })?;
-        let mut names: Vec<String> = repo
-            .tags
-            .iter()
-            .filter(|(_, t)| **t == d)
-            .map(|(tag, _)| format!("{}:{tag}", ctx.repo))
-            .collect();
-        // A manifest pushed here by digest is named by it.
-        let pinned = format!("{}@{d}", ctx.repo);
-        if ctx
-            .state
-            .store
-            .images()
-            .is_ok_and(|i| i.contains_key(&pinned))
-        {
-            names.push(pinned);
-        }
-        names
+        })?)
     } else {
         if !names::valid_tag(reference) || !repo.tags.contains_key(reference) {
             return Err(unknown_manifest(format!("unknown tag={reference}")));
         }
-        vec![format!("{}:{reference}", ctx.repo)]
+        By::Tag(reference.to_string())
     };
-    if names.is_empty() {
+    let state = ctx.state.clone();
+    let repo = ctx.repo.clone();
+    let removed = tokio::task::spawn_blocking(move || -> Result<usize, StoreError> {
+        let names = index_names(&state.store.images()?, &repo, &by);
+        if names.is_empty() {
+            return Ok(0);
+        }
+        let removed = state.store.remove_images(&names)?;
+        state.images.reload()?;
+        Ok(removed)
+    })
+    .await
+    .map_err(ApiError::internal)?
+    .map_err(ApiError::internal)?;
+    if removed == 0 {
         return Err(unknown_manifest(format!(
             "{reference} is not a manifest of {} (a platform manifest goes with its index)",
             ctx.raw_name
         )));
     }
-    let state = ctx.state.clone();
-    tokio::task::spawn_blocking(move || -> Result<(), ferry::store::StoreError> {
-        state.store.remove_images(&names)?;
-        state.images.reload()
-    })
-    .await
-    .map_err(ApiError::internal)?
-    .map_err(ApiError::internal)?;
     Ok(accepted())
+}
+
+/// What a manifest DELETE names.
+enum By {
+    Tag(String),
+    Digest(Digest),
+}
+
+/// The `index.json` names of repository `repo` that `by` deletes: the tag, or
+/// every tag pointing at the digest and a manifest pushed by it. The store spells
+/// names as they came (`files/kubelet:1.31.14`, `busybox:1.36`), and the request's
+/// repository is resolved (`docker.io/files/kubelet`), so names are compared
+/// resolved.
+fn index_names(images: &BTreeMap<String, Descriptor>, repo: &str, by: &By) -> Vec<String> {
+    images
+        .iter()
+        .filter(|(name, desc)| {
+            let Ok(r) = name.parse::<Reference>() else {
+                return false;
+            };
+            r.name() == repo
+                && match by {
+                    By::Tag(tag) => r.tag() == Some(tag.as_str()),
+                    By::Digest(d) => desc.digest == *d,
+                }
+        })
+        .map(|(name, _)| name.clone())
+        .collect()
 }
 
 /// `DELETE /v2/<name>/blobs/<digest>`.

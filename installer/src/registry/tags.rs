@@ -47,7 +47,9 @@ fn link(path: &str, next: Next, resp: &mut axum::response::Response) {
 
 pub fn catalog(state: &State, q: &Query) -> ApiResult {
     let cat = state.images.get();
-    let (repos, next) = page(cat.repos.keys(), q)?;
+    let mut shown: Vec<&String> = cat.repos.values().map(|r| &r.shown).collect();
+    shown.sort();
+    let (repos, next) = page(shown.into_iter(), q)?;
     let mut resp =
         json_response(serde_json::to_vec(&json!({ "repositories": repos })).expect("json"));
     link("/v2/_catalog", next, &mut resp);
