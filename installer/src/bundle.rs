@@ -36,6 +36,7 @@ fn stream(bundle: &Path, key: &Path, store: Option<&Path>, quiet: bool) -> anyho
     let o = match result {
         Ok(o) => o,
         Err(e) => {
+            let removed = made.is_some();
             if let Some(made) = made {
                 drop(store);
                 let _ = std::fs::remove_dir_all(made);
@@ -43,6 +44,11 @@ fn stream(bundle: &Path, key: &Path, store: Option<&Path>, quiet: bool) -> anyho
             if ferry::interrupt::requested() {
                 // Whatever the stream's last error, the signal is what stopped it.
                 return Err(anyhow::Error::new(Interrupted(match into {
+                    Some(into) if removed => format!(
+                        "unpack of {} interrupted: the store {} it had made was removed",
+                        bundle.display(),
+                        into.display()
+                    ),
                     Some(into) => format!(
                         "unpack of {} interrupted: nothing of it was added to {}",
                         bundle.display(),
@@ -58,13 +64,18 @@ fn stream(bundle: &Path, key: &Path, store: Option<&Path>, quiet: bool) -> anyho
         }
     };
     let m = &o.head.manifest;
+    if let Some(store) = &store {
+        moved(store, m, &o.moved);
+    }
     report.info(&match &store {
         Some(store) => format!(
-            "unpacked {} {} into {}: {} image(s); {} blob(s), {} written; {} blob(s), {} already there",
+            "unpacked {} {} into {}: {} image(s), {} file(s), {} chart(s); {} blob(s), {} written; {} blob(s), {} already there",
             m.name,
             m.version,
             store.root().display(),
             m.images.len(),
+            m.files.len(),
+            m.charts.len(),
             o.blobs_written,
             human_bytes(o.bytes_written),
             o.blobs_present,
@@ -84,6 +95,29 @@ fn stream(bundle: &Path, key: &Path, store: Option<&Path>, quiet: bool) -> anyho
         ),
     });
     Ok(())
+}
+
+/// Warns of each name the unpack took from another release's manifest: nodes
+/// pulling that tag now get this release's, and plan refuses the other release.
+fn moved(store: &Store, m: &ferry::archive::BundleManifest, moved: &[unpack::Moved]) {
+    if moved.is_empty() {
+        return;
+    }
+    let releases = ferry::archive::unpacked(store).unwrap_or_default();
+    for mv in moved {
+        let owner = releases.iter().find(|r| r.names(&mv.name, &mv.from));
+        ferry_cli::say!(
+            "warning: {} moved to {} ({}) from {}{}",
+            mv.name,
+            mv.to,
+            m.release(),
+            mv.from,
+            owner.map_or_else(String::new, |o| format!(
+                " ({0}): {0} no longer plans until its bundle is unpacked again",
+                o.release()
+            ))
+        );
+    }
 }
 
 /// `verify`: checks the signature and every byte, writing nothing.

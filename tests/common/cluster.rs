@@ -236,6 +236,12 @@ pub fn bundle_lacking() -> PathBuf {
     release().join("lacking.tar.zst")
 }
 
+/// A later release (test:1.0.2) whose `docker.io/library/busybox:1.36` is other
+/// content than test:1.0.0's: upstream moved the tag.
+pub fn bundle_moved() -> PathBuf {
+    release().join("moved.tar.zst")
+}
+
 /// The release's signed bundle and its public key.
 pub fn bundle() -> (PathBuf, PathBuf) {
     let dir = release();
@@ -353,7 +359,40 @@ fn release() -> PathBuf {
             lacking.to_str().unwrap(),
         ])
         .success();
-        for f in ["b.tar.zst", "lacking.tar.zst", "k.pub"] {
+        // A later release whose busybox:1.36 upstream re-tagged to other content.
+        let (repo, tag) = ("library/busybox", "1.36");
+        image::push(
+            &reg.url(),
+            repo,
+            tag,
+            &Image::single(platform_image(
+                Flavor::Oci,
+                "linux",
+                "amd64",
+                None,
+                vec![layer(20, 40_000)],
+            )),
+        );
+        s.write(
+            "moved.toml",
+            &text.replacen("version = \"1.0.0\"", "version = \"1.0.2\"", 1),
+        );
+        s.bundler(&[
+            "lock",
+            "moved.toml",
+            "--mirrors",
+            "mirrors.toml",
+            "-o",
+            "moved.lock",
+        ])
+        .success();
+        s.bundler(&super::build_args(
+            "moved.toml",
+            "moved.lock",
+            "moved.tar.zst",
+        ))
+        .success();
+        for f in ["b.tar.zst", "lacking.tar.zst", "moved.tar.zst", "k.pub"] {
             std::fs::copy(s.path(f), dir.join(f)).unwrap();
         }
         let mut f = std::fs::File::create(dir.join("README")).unwrap();

@@ -201,3 +201,83 @@ fn a_store_with_two_releases_plans_the_one_named() {
         "{line}"
     );
 }
+
+#[test]
+fn a_tag_a_later_release_moved_is_named_at_unpack_and_refused_by_plan_until_unpacked_again() {
+    let w = world();
+    let s = &w.s;
+    let (bundle, key) = common::cluster::bundle();
+    let unpack = |b: &std::path::Path| {
+        s.installer(&[
+            "unpack",
+            b.to_str().unwrap(),
+            "--key",
+            key.to_str().unwrap(),
+            "--store",
+            "three",
+        ])
+        .success()
+    };
+    let plan = |release: &str| {
+        s.installer(&[
+            "plan",
+            "cluster.toml",
+            "--store",
+            "three",
+            "--out",
+            "plan",
+            "--pki",
+            "pki",
+            "--release",
+            release,
+        ])
+    };
+    assert!(!unpack(&bundle).stderr.contains("warning"));
+    let busybox = "docker.io/library/busybox:1.36";
+    let index = |release: &str| -> serde_json::Value {
+        serde_json::from_str(&s.read("three/index.json"))
+            .unwrap_or_else(|e| panic!("{release}: {e}"))
+    };
+    let digest_of = |v: &serde_json::Value| -> String {
+        v["manifests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["annotations"]["org.opencontainers.image.ref.name"] == busybox)
+            .unwrap()["digest"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let old = digest_of(&index("test 1.0.0"));
+    let moved = unpack(&common::cluster::bundle_moved());
+    let new = digest_of(&index("test 1.0.2"));
+    assert_ne!(old, new);
+    assert!(
+        moved.stderr.contains(&format!(
+            "warning: {busybox} moved to {new} (test 1.0.2) from {old} (test 1.0.0): test 1.0.0 no longer plans until its bundle is unpacked again"
+        )),
+        "{}",
+        moved.stderr
+    );
+    assert_eq!(
+        moved.stderr.matches("warning:").count(),
+        1,
+        "{}",
+        moved.stderr
+    );
+    plan("test:1.0.2").success();
+    let line = plan("test:1.0.0").failure().error_line().to_string();
+    assert!(
+        line.contains(&format!(
+            "three no longer holds test 1.0.0 as it was unpacked: {busybox} is {new} (test 1.0.2's), not {old}; unpack test 1.0.0's bundle again"
+        )),
+        "{line}"
+    );
+    // Unpacked again, the older release has its tag back, and the later one is refused.
+    assert!(unpack(&bundle)
+        .stderr
+        .contains(&format!("{busybox} moved to {old} (test 1.0.0)")));
+    plan("test:1.0.0").success();
+    plan("test:1.0.2").failure();
+}

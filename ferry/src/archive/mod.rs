@@ -211,7 +211,29 @@ pub fn valid_entry_path(path: &str) -> bool {
     }
 }
 
+/// The releases unpacked into `store`, as its bundle records hold them (a release
+/// unpacked as a delta and again in full is there twice).
+pub fn unpacked(store: &crate::store::Store) -> Result<Vec<BundleManifest>, ArchiveError> {
+    store
+        .bundle_records()?
+        .iter()
+        .map(|bytes| BundleManifest::parse(bytes))
+        .collect()
+}
+
 impl BundleManifest {
+    /// `NAME VERSION`, as messages name a release.
+    pub fn release(&self) -> String {
+        format!("{} {}", self.name, self.version)
+    }
+
+    /// Whether this release names image `name` at `digest`.
+    pub fn names(&self, name: &str, digest: &Digest) -> bool {
+        self.images
+            .iter()
+            .any(|i| i.name == name && i.digest == *digest)
+    }
+
     /// Parses and checks manifest bytes: paths are safe, sorted and unique, and a blob's
     /// path names its own digest.
     pub fn parse(bytes: &[u8]) -> Result<BundleManifest, ArchiveError> {

@@ -31,6 +31,17 @@ pub struct Outcome {
     /// Blobs the store already held (checked in the bundle, not written again).
     pub blobs_present: usize,
     pub bytes_present: u64,
+    /// Names the store gave another manifest before this unpack moved them.
+    pub moved: Vec<Moved>,
+}
+
+/// A name (`docker.io/library/busybox:1.36`) an unpack took from the manifest
+/// the store named by it: two releases that carry one tag with other content.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Moved {
+    pub name: String,
+    pub from: Digest,
+    pub to: Digest,
 }
 
 /// Removes the staging directory however the unpack ends.
@@ -366,6 +377,7 @@ fn run(
     let mut index_bytes: Option<Vec<u8>> = None;
     let mut outcome_written = (0usize, 0u64);
     let mut outcome_present = (0usize, 0u64);
+    let mut moved = Vec::new();
     let mut buf = vec![0u8; 1 << 18];
     let mut flusher = Flusher::for_many_files();
     let what = if store.is_some() {
@@ -437,7 +449,7 @@ fn run(
                 .map_err(|e| ArchiveError::BadManifest(format!("index.json: {e}")))?,
             None => Vec::new(),
         };
-        commit(store, &staged, &head, &images)?;
+        moved = commit(store, &staged, &head, &images)?;
     }
     drop(staging);
     Ok(Outcome {
@@ -446,20 +458,35 @@ fn run(
         bytes_written: outcome_written.1,
         blobs_present: outcome_present.0,
         bytes_present: outcome_present.1,
+        moved,
     })
 }
 
-/// Moves verified blobs into place, names the images and records the bundle.
+/// Moves verified blobs into place, names the images and records the bundle;
+/// returns the names it moved from another manifest.
 fn commit(
     store: &Store,
     staged: &[(PathBuf, Digest)],
     head: &Head,
     images: &[(String, crate::manifest::Descriptor)],
-) -> Result<(), ArchiveError> {
+) -> Result<Vec<Moved>, ArchiveError> {
     store.adopt_blobs(staged)?;
+    let mut moved = Vec::new();
     if !images.is_empty() {
+        let before = store.images()?;
+        moved = images
+            .iter()
+            .filter_map(|(name, desc)| {
+                let old = before.get(name).filter(|old| old.digest != desc.digest)?;
+                Some(Moved {
+                    name: name.clone(),
+                    from: old.digest.clone(),
+                    to: desc.digest.clone(),
+                })
+            })
+            .collect();
         store.set_images(images)?;
     }
     store.record_bundle(&head.id, &head.manifest_bytes)?;
-    Ok(())
+    Ok(moved)
 }

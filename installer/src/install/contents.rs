@@ -32,23 +32,67 @@ pub struct Contents<'s> {
     found: std::sync::Mutex<HashMap<FileKey, (String, FileLayer)>>,
 }
 
+/// How many changed names an error lists before it counts the rest.
+const LISTED: usize = 3;
+
+/// Refuses a release whose images the store no longer names at the digests its
+/// bundle did: a later release moved a tag, or a DELETE removed one. Its nodes
+/// would pull other content, or nothing.
+fn changed_since_unpacked(
+    store: &Store,
+    index: &BTreeMap<String, ferry::manifest::Descriptor>,
+    mine: &[BundleManifest],
+    others: &[BundleManifest],
+) -> anyhow::Result<()> {
+    let mut changed: BTreeMap<&str, String> = BTreeMap::new();
+    for i in mine.iter().flat_map(|m| &m.images) {
+        match index.get(&i.name) {
+            Some(now) if now.digest == i.digest => {}
+            Some(now) => {
+                let by = others
+                    .iter()
+                    .find(|o| o.names(&i.name, &now.digest))
+                    .map_or_else(String::new, |o| format!(" ({}'s)", o.release()));
+                changed.insert(
+                    &i.name,
+                    format!("{} is {}{by}, not {}", i.name, now.digest, i.digest),
+                );
+            }
+            None => {
+                changed.insert(&i.name, format!("{} is gone", i.name));
+            }
+        }
+    }
+    if changed.is_empty() {
+        return Ok(());
+    }
+    let release = mine[0].release();
+    let mut listed: Vec<String> = changed.into_values().collect();
+    let more = listed.len().saturating_sub(LISTED);
+    listed.truncate(LISTED);
+    if more > 0 {
+        listed.push(format!("and {more} more"));
+    }
+    bail!(
+        "{} no longer holds {release} as it was unpacked: {}; unpack {release}'s bundle again",
+        store.root().display(),
+        listed.join("; ")
+    )
+}
+
 impl<'s> Contents<'s> {
     /// Reads the bundle records of `store`: those of `release` (`NAME:VERSION`, as
     /// `inspect` shows a bundle), or of the one release the store holds.
     pub fn read(store: &'s Store, release: Option<&str>) -> anyhow::Result<Contents<'s>> {
-        let records = store.bundle_records()?;
-        if records.is_empty() {
+        if store.bundle_records()?.is_empty() {
             bail!(
                 "{} holds no unpacked bundle: ferry-installer unpack BUNDLE --store {} first",
                 store.root().display(),
                 store.root().display()
             );
         }
-        let mut manifests = Vec::new();
-        for bytes in &records {
-            manifests
-                .push(BundleManifest::parse(bytes).map_err(|e| anyhow!("a bundle record: {e}"))?);
-        }
+        let manifests: Vec<BundleManifest> = ferry::archive::unpacked(store)
+            .with_context(|| format!("{}: a bundle record", store.root().display()))?;
         let releases: BTreeSet<String> = manifests
             .iter()
             .map(|m| format!("{}:{}", m.name, m.version))
@@ -76,10 +120,11 @@ impl<'s> Contents<'s> {
             index: store.images()?,
             found: std::sync::Mutex::new(HashMap::new()),
         };
-        for m in manifests
+        let (mine, others): (Vec<BundleManifest>, Vec<BundleManifest>) = manifests
             .into_iter()
-            .filter(|m| format!("{}:{}", m.name, m.version) == chosen)
-        {
+            .partition(|m| format!("{}:{}", m.name, m.version) == chosen);
+        changed_since_unpacked(store, &contents.index, &mine, &others)?;
+        for m in mine {
             contents
                 .arches
                 .extend(m.platforms.iter().map(|p| p.architecture.clone()));
