@@ -11,6 +11,7 @@
 
 use std::collections::BTreeSet;
 use std::fs::{File, OpenOptions, TryLockError};
+use std::io::ErrorKind;
 use std::time::{Duration, SystemTime};
 
 use crate::digest::Digest;
@@ -34,11 +35,20 @@ impl Collected {
     }
 }
 
-/// Every blob an image of the store reaches: each top-level manifest, the
-/// platform manifests it holds, and their configs and layers.
-pub fn reachable(store: &Store) -> Result<BTreeSet<Digest>, StoreError> {
+/// Every blob an image of the store reaches (but those named only in `without`):
+/// each top-level manifest, the platform manifests it holds, and their configs
+/// and layers.
+pub fn reachable(
+    store: &Store,
+    without: &BTreeSet<String>,
+) -> Result<BTreeSet<Digest>, StoreError> {
     let mut out = BTreeSet::new();
-    for top in store.images()?.values() {
+    let images = store.images()?;
+    for top in images
+        .iter()
+        .filter(|(name, _)| !without.contains(*name))
+        .map(|(_, top)| top)
+    {
         out.insert(top.digest.clone());
         let bytes = store.read_blob(&top.digest)?;
         let parsed = Manifest::parse(&bytes, Some(top.media_type.as_ref())).map_err(|error| {
@@ -78,52 +88,88 @@ pub fn reachable(store: &Store) -> Result<BTreeSet<Digest>, StoreError> {
 /// store until it has named them in `index.json`: no gc runs meanwhile.
 #[must_use = "gc is held off only while this lives"]
 pub struct BlobsKept {
-    _lock: File,
+    _lock: Option<File>,
 }
 
 /// Holds gc off `store`, waiting for one under way (it takes seconds).
 pub fn keep_blobs(store: &Store) -> Result<BlobsKept, StoreError> {
     let file = gc_lock(store)?;
-    let path = store.gc_lock_path();
-    file.lock_shared()
-        .map_err(|error| StoreError::Io { path, error })?;
+    if let Some(file) = &file {
+        let path = store.gc_lock_path();
+        file.lock_shared()
+            .map_err(|error| StoreError::Io { path, error })?;
+    }
     Ok(BlobsKept { _lock: file })
 }
 
-fn gc_lock(store: &Store) -> Result<File, StoreError> {
+/// The lock file gc and unpacks share; none on read-only media that lacks one,
+/// where no unpack can run either.
+fn gc_lock(store: &Store) -> Result<Option<File>, StoreError> {
     let path = store.gc_lock_path();
+    let read_only = |e: &std::io::Error| e.kind() == ErrorKind::ReadOnlyFilesystem;
     if let Some(dir) = path.parent() {
         // A layout another tool made has no `.ferry` yet.
-        std::fs::create_dir_all(dir).map_err(|error| StoreError::Io {
-            path: dir.to_path_buf(),
-            error,
-        })?;
+        match std::fs::create_dir_all(dir) {
+            Ok(()) => {}
+            Err(e) if read_only(&e) => return Ok(None),
+            Err(error) => {
+                return Err(StoreError::Io {
+                    path: dir.to_path_buf(),
+                    error,
+                })
+            }
+        }
     }
-    OpenOptions::new()
+    let opened = OpenOptions::new()
         .create(true)
         .truncate(false)
         .write(true)
-        .open(&path)
-        .map_err(|error| StoreError::Io { path, error })
+        .open(&path);
+    match opened {
+        Ok(file) => Ok(Some(file)),
+        // A lock works on a file opened only to read as well.
+        Err(e) if read_only(&e) => match File::open(&path) {
+            Ok(file) => Ok(Some(file)),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+            Err(error) => Err(StoreError::Io { path, error }),
+        },
+        Err(error) => Err(StoreError::Io { path, error }),
+    }
+}
+
+/// gc's hold on a store: no unpack runs while it lives.
+#[must_use = "unpacks are held off only while this lives"]
+pub struct Exclusive {
+    _lock: Option<File>,
+}
+
+/// Takes `store` for gc (and what goes with it, such as retiring a release).
+/// Refused ([`StoreError::Busy`]) while an unpack into the store runs.
+pub fn exclusive(store: &Store) -> Result<Exclusive, StoreError> {
+    let lock = gc_lock(store)?;
+    match lock.as_ref().map(File::try_lock) {
+        None | Some(Ok(())) => Ok(Exclusive { _lock: lock }),
+        Some(Err(TryLockError::WouldBlock)) => Err(StoreError::Busy {
+            root: store.root().to_path_buf(),
+        }),
+        Some(Err(TryLockError::Error(error))) => {
+            let path = store.gc_lock_path();
+            Err(StoreError::Io { path, error })
+        }
+    }
 }
 
 /// Finds the blobs no image reaches, older than `grace`, and removes them unless
-/// `dry_run`. Refused ([`StoreError::Busy`]) while an unpack into the store runs.
-pub fn collect(store: &Store, grace: Duration, dry_run: bool) -> Result<Collected, StoreError> {
-    let lock = gc_lock(store)?;
-    match lock.try_lock() {
-        Ok(()) => {}
-        Err(TryLockError::WouldBlock) => {
-            return Err(StoreError::Busy {
-                root: store.root().to_path_buf(),
-            })
-        }
-        Err(TryLockError::Error(error)) => {
-            let path = store.gc_lock_path();
-            return Err(StoreError::Io { path, error });
-        }
-    }
-    let keep = reachable(store)?;
+/// `dry_run`. Blobs that only names in `without` reach count as unreached (a dry
+/// run of retiring a release).
+pub fn collect(
+    store: &Store,
+    grace: Duration,
+    dry_run: bool,
+    without: &BTreeSet<String>,
+    _held: &Exclusive,
+) -> Result<Collected, StoreError> {
+    let keep = reachable(store, without)?;
     let now = SystemTime::now();
     let mut found = Collected::default();
     for (digest, meta) in store.blobs()? {

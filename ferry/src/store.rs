@@ -334,6 +334,16 @@ impl Store {
         self.write_atomic(&record, manifest)
     }
 
+    /// Forgets that bundle `id` was unpacked here (its release is retired).
+    pub fn forget_bundle(&self, id: &Digest) -> Result<(), StoreError> {
+        let record = self.bundle_record(id);
+        match fs::remove_file(&record) {
+            Ok(()) => sync_dir(record.parent().expect("records live in a directory")),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(io_err(&record)(e)),
+        }
+    }
+
     /// Moves verified, fsynced files into place as blobs, then makes the renames
     /// durable. The caller has checked each file against its digest.
     pub fn adopt_blobs(&self, files: &[(PathBuf, Digest)]) -> Result<(), StoreError> {
@@ -487,6 +497,12 @@ impl Store {
     /// Names `descriptor` as image `name` in `index.json`, replacing any earlier entry
     /// of that name. The blobs it needs must already be in the store.
     pub fn set_images(&self, images: &[(String, Descriptor)]) -> Result<(), StoreError> {
+        // Names already as asked need no lock and no write, so a complete store
+        // on read-only media (a shared cache) can still be built from.
+        let now = self.images()?;
+        if images.iter().all(|(n, d)| now.get(n) == Some(d)) {
+            return Ok(());
+        }
         // Two pulls into one store must not lose each other's index entries.
         let lock = self.lock_index()?;
         let index = self.read_index()?;

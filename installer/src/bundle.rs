@@ -103,7 +103,7 @@ fn moved(store: &Store, m: &ferry::archive::BundleManifest, moved: &[unpack::Mov
     if moved.is_empty() {
         return;
     }
-    let releases = ferry::archive::unpacked(store).unwrap_or_default();
+    let releases = ferry::archive::releases::unpacked(store).unwrap_or_default();
     for mv in moved {
         let owner = releases.iter().find(|r| r.names(&mv.name, &mv.from));
         ferry_cli::say!(

@@ -98,9 +98,12 @@ Examples:
 Examples:
   ferry-installer gc --store /var/lib/ferry/store --dry-run    # what would go
   ferry-installer gc --store /var/lib/ferry/store
+  ferry-installer gc --store /var/lib/ferry/store --retire kubernetes:1.31.13 --dry-run
 
 Images are removed with DELETE through `serve` (push credentials), or leave with
-the release that named them; gc then removes what nothing reaches. It may run
+the release that named them (--retire NAME:VERSION, as `inspect` names it: the
+names only it gives go, those another release shares stay); gc then removes what
+nothing reaches. It may run
 while serve does: blobs younger than --grace are kept, and so are those a push
 found already there (HEAD or mount makes them young), so a push under way (blobs
 sent, manifest not yet) loses nothing. It refuses to run while an unpack into the
@@ -115,6 +118,10 @@ store does.")]
         /// Keep unreached blobs younger than this.
         #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
         grace: std::time::Duration,
+        /// First retire this release (NAME:VERSION): its images, files and charts
+        /// go, but those another release names too.
+        #[arg(long, value_name = "NAME:VERSION", value_parser = release_arg)]
+        retire: Option<String>,
         /// Print nothing but errors.
         #[arg(long, short)]
         quiet: bool,
@@ -156,7 +163,7 @@ they run. What it lacks is named, and nothing is written.")]
         #[arg(long, value_name = "DIR")]
         state: Option<PathBuf>,
         /// The release to plan (NAME:VERSION, as inspect shows it) when the store holds several.
-        #[arg(long, value_name = "NAME:VERSION")]
+        #[arg(long, value_name = "NAME:VERSION", value_parser = release_arg)]
         release: Option<String>,
     },
     /// Install the cluster: verify and unpack the bundle, plan, apply to every node.
@@ -179,7 +186,7 @@ STATE/logs/<node>.log.")]
         #[arg(long, requires = "key", value_name = "FILE")]
         bundle: Option<PathBuf>,
         /// Without --bundle: the release to install (NAME:VERSION) when the store holds several.
-        #[arg(long, value_name = "NAME:VERSION", conflicts_with = "bundle")]
+        #[arg(long, value_name = "NAME:VERSION", conflicts_with = "bundle", value_parser = release_arg)]
         release: Option<String>,
         /// The release's public key (minisign format), for --bundle.
         #[arg(long, value_name = "FILE")]
@@ -304,8 +311,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             store,
             dry_run,
             grace,
+            retire,
             quiet,
-        } => ferry_installer::gc::run(&store, grace, dry_run, quiet),
+        } => ferry_installer::gc::run(&store, grace, dry_run, retire.as_deref(), quiet),
         Command::Plan {
             inventory,
             store,
@@ -406,6 +414,21 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         } => init_cluster(nodes.into(), &output, name.as_deref(), force),
         Command::Completions { shell } => ferry_cli::generate::completions(Cli::command(), shell),
         Command::Man { out } => ferry_cli::generate::man(Cli::command(), out.as_deref()),
+    }
+}
+
+/// A release as `--release` and `--retire` take it: `NAME:VERSION`, as `inspect`
+/// shows a bundle.
+fn release_arg(value: &str) -> Result<String, String> {
+    match value.split_once(':') {
+        Some((name, version))
+            if !name.is_empty() && !version.is_empty() && !version.contains(':') =>
+        {
+            Ok(value.to_string())
+        }
+        _ => Err(format!(
+            "{value:?} is not NAME:VERSION (e.g. kubernetes:1.31.14, as inspect shows a bundle)"
+        )),
     }
 }
 

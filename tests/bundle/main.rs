@@ -345,3 +345,56 @@ fn builds_are_byte_reproducible() {
         "{listing}"
     );
 }
+
+/// Regression: a build from a complete store took the store's index lock to name
+/// what was already named, so a store on read-only media (a shared cache) failed
+/// with "Read-only file system". It now builds the same bytes from it.
+#[test]
+fn a_complete_store_on_read_only_media_is_built_from() {
+    let reg = Registry::start();
+    seed(&reg, 2, 100_000);
+    let s = prepare(&reg, &[0, 1], "k8s");
+    build(&s, "k8s", "a.tar.zst", &[]);
+    std::fs::create_dir_all(s.path("ro")).unwrap();
+    let mount = |args: &[&str]| {
+        let ok = std::process::Command::new("mount")
+            .args(args)
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "mount {args:?} (needs root)");
+    };
+    let (store, ro) = (s.path("store"), s.path("ro"));
+    mount(&["--bind", store.to_str().unwrap(), ro.to_str().unwrap()]);
+    let unmount = Unmount(ro.clone());
+    mount(&["-o", "remount,bind,ro", ro.to_str().unwrap()]);
+    let run = s.bundler(&[
+        "build",
+        "k8s.toml",
+        "--lock",
+        "k8s.lock",
+        "--mirrors",
+        "mirrors.toml",
+        "--store",
+        "ro",
+        "--key",
+        "rel.key",
+        "-o",
+        "b.tar.zst",
+    ]);
+    drop(unmount);
+    run.success();
+    assert_eq!(
+        std::fs::read(s.path("a.tar.zst")).unwrap(),
+        std::fs::read(s.path("b.tar.zst")).unwrap()
+    );
+}
+
+/// Unmounts its directory when dropped.
+struct Unmount(std::path::PathBuf);
+
+impl Drop for Unmount {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
+}

@@ -687,3 +687,72 @@ fn a_store_blob_damaged_after_the_pull_is_refused_by_build_naming_it() {
         sha256_file(&s.path("b.tar.zst"))
     );
 }
+
+/// Regression: `serve --read-only` prepared its upload directory and `gc --dry-run`
+/// opened its lock to write, so neither ran on a store on read-only media (an
+/// ISO, a read-only mount): "Read-only file system".
+#[test]
+fn a_store_on_read_only_media_is_served_read_only_and_gc_dry_runs_on_it() {
+    let s = Session::new();
+    let media = Mounted::new(s.path("media"), "tmpfs", "size=256m");
+    unpack_cluster(&s, "media/site").success();
+    let ok = std::process::Command::new("mount")
+        .args(["-o", "remount,ro"])
+        .arg(&media.0)
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "remounting read-only");
+    let srv = common::serve::Serve::start(
+        &s,
+        &["--store", "media/site", "--tls", "off", "--read-only"],
+    );
+    let out = std::process::Command::new("curl")
+        .args([
+            "-sSf",
+            "-H",
+            "Accept: application/vnd.oci.image.index.v1+json",
+        ])
+        .args([
+            "-H",
+            "Accept: application/vnd.docker.distribution.manifest.list.v2+json",
+        ])
+        .arg(format!(
+            "http://{}/v2/registry.k8s.io/pause/manifests/3.10",
+            srv.addr()
+        ))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    drop(srv);
+    let dry = s
+        .installer(&["gc", "--store", "media/site", "--dry-run"])
+        .success();
+    assert!(
+        dry.stderr.contains("would remove 0 blob(s)"),
+        "{}",
+        dry.stderr
+    );
+    // Without --read-only, serve says what to do.
+    let line = s
+        .installer(&[
+            "serve",
+            "--store",
+            "media/site",
+            "--tls",
+            "off",
+            "--addr",
+            "127.0.0.1:0",
+        ])
+        .failure()
+        .error_line()
+        .to_string();
+    assert!(
+        line.contains("serve a store on read-only media with --read-only"),
+        "{line}"
+    );
+}

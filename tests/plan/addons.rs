@@ -281,3 +281,103 @@ fn a_tag_a_later_release_moved_is_named_at_unpack_and_refused_by_plan_until_unpa
     plan("test:1.0.0").success();
     plan("test:1.0.2").failure();
 }
+
+#[test]
+fn gc_retire_drops_the_names_only_that_release_gives_and_gc_takes_their_blobs() {
+    let w = world();
+    let s = &w.s;
+    let (bundle, key) = common::cluster::bundle();
+    let unpack = |b: &std::path::Path| {
+        s.installer(&[
+            "unpack",
+            b.to_str().unwrap(),
+            "--key",
+            key.to_str().unwrap(),
+            "--store",
+            "st",
+        ])
+        .success()
+    };
+    unpack(&bundle);
+    unpack(&common::cluster::bundle_moved());
+    let busybox = "docker.io/library/busybox:1.36";
+    let gc = |extra: &[&str]| {
+        let mut args = vec!["gc", "--store", "st", "--grace", "0s"];
+        args.extend(extra);
+        s.installer(&args)
+    };
+    let index = s.read("st/index.json");
+    // The dry run names what would go, and changes nothing.
+    let dry = gc(&["--retire", "test:1.0.2", "--dry-run"]).success();
+    assert!(
+        dry.stderr.contains(&format!("would drop {busybox}\n")),
+        "{}",
+        dry.stderr
+    );
+    assert_eq!(
+        dry.stderr.matches("would drop").count(),
+        1,
+        "{}",
+        dry.stderr
+    );
+    assert!(
+        dry.stderr.contains("would retire test:1.0.2: 1 name(s); "),
+        "{}",
+        dry.stderr
+    );
+    // Both busybox images: 1.0.0's, unreached since the move, and 1.0.2's.
+    assert!(
+        dry.stderr.contains("would remove 6 blob(s)"),
+        "{}",
+        dry.stderr
+    );
+    assert_eq!(
+        s.read("st/index.json"),
+        index,
+        "a dry run changed index.json"
+    );
+
+    let done = gc(&["--retire", "test:1.0.2"]).success();
+    assert!(
+        done.stderr.contains("retired test:1.0.2: 1 name(s); "),
+        "{}",
+        done.stderr
+    );
+    assert!(done.stderr.contains("removed 6 blob(s)"), "{}", done.stderr);
+    let index = s.read("st/index.json");
+    assert!(!index.contains(busybox), "{index}");
+    assert!(index.contains("docker.io/calico/node:v3.29.7"), "{index}");
+    let plan = |release: &str| {
+        s.installer(&[
+            "plan",
+            "cluster.toml",
+            "--store",
+            "st",
+            "--out",
+            "plan",
+            "--pki",
+            "pki",
+            "--release",
+            release,
+        ])
+    };
+    let line = plan("test:1.0.2").failure().error_line().to_string();
+    assert!(
+        line.contains("st holds no release test:1.0.2 (it holds test:1.0.0)"),
+        "{line}"
+    );
+    let line = plan("test:1.0.0").failure().error_line().to_string();
+    assert!(line.contains(&format!("{busybox} is gone")), "{line}");
+    unpack(&bundle);
+    plan("test:1.0.0").success();
+
+    let line = gc(&["--retire", "test:9"])
+        .failure()
+        .error_line()
+        .to_string();
+    assert!(
+        line.contains("st holds no release test:9 (it holds test:1.0.0)"),
+        "{line}"
+    );
+    gc(&["--retire", "test"]).usage();
+}

@@ -15,6 +15,7 @@
 
 pub mod pack;
 pub mod parts;
+pub mod releases;
 pub mod unpack;
 pub mod write;
 
@@ -186,6 +187,12 @@ pub enum ArchiveError {
     Damaged { path: PathBuf, actual: Digest },
     #[error("{0}")]
     Part(String),
+    #[error("{} holds no release {release} (it holds {held})", store.display())]
+    NoRelease {
+        store: PathBuf,
+        release: String,
+        held: String,
+    },
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
 }
@@ -211,17 +218,12 @@ pub fn valid_entry_path(path: &str) -> bool {
     }
 }
 
-/// The releases unpacked into `store`, as its bundle records hold them (a release
-/// unpacked as a delta and again in full is there twice).
-pub fn unpacked(store: &crate::store::Store) -> Result<Vec<BundleManifest>, ArchiveError> {
-    store
-        .bundle_records()?
-        .iter()
-        .map(|bytes| BundleManifest::parse(bytes))
-        .collect()
-}
-
 impl BundleManifest {
+    /// `NAME:VERSION`, as `--release` names a release.
+    pub fn release_arg(&self) -> String {
+        format!("{}:{}", self.name, self.version)
+    }
+
     /// `NAME VERSION`, as messages name a release.
     pub fn release(&self) -> String {
         format!("{} {}", self.name, self.version)

@@ -91,7 +91,7 @@ impl<'s> Contents<'s> {
                 store.root().display()
             );
         }
-        let manifests: Vec<BundleManifest> = ferry::archive::unpacked(store)
+        let manifests: Vec<BundleManifest> = ferry::archive::releases::unpacked(store)
             .with_context(|| format!("{}: a bundle record", store.root().display()))?;
         let releases: BTreeSet<String> = manifests
             .iter()

@@ -185,8 +185,16 @@ impl Config {
     }
 
     fn prepare(self) -> anyhow::Result<Prepared> {
-        let uploads =
-            uploads::Uploads::open(&self.store).context("preparing the upload directory")?;
+        let uploads = if self.read_only {
+            uploads::Uploads::none(&self.store)
+        } else {
+            uploads::Uploads::open(&self.store).with_context(|| {
+                format!(
+                    "preparing the upload directory {} (serve a store on read-only media with --read-only)",
+                    self.store.uploads_dir().display()
+                )
+            })?
+        };
         let images =
             catalog::Images::load(self.store.clone()).context("loading the store's images")?;
         let state = Arc::new(router::State {

@@ -41,10 +41,20 @@ struct Session {
 /// A session, locked by the one request working on it at a time.
 type Shared = Arc<tokio::sync::Mutex<Session>>;
 
+/// Where the store keeps its blobs (the directory of any blob's path).
+fn blob_dir(store: &Store) -> PathBuf {
+    store
+        .blob_path(&Digest::of(b""))
+        .parent()
+        .expect("blobs live in a directory")
+        .to_path_buf()
+}
+
 /// The upload sessions under way.
 pub struct Uploads {
-    /// This serve's own directory under the store's uploads, held while it runs.
-    _claimed: ferry::store::ClaimedDir,
+    /// This serve's own directory under the store's uploads, held while it runs
+    /// (none under `--read-only`).
+    _claimed: Option<ferry::store::ClaimedDir>,
     dir: PathBuf,
     blob_dir: PathBuf,
     /// id -> (repository it was started for, session)
@@ -71,18 +81,23 @@ impl Uploads {
             .claim_uploads(&format!("serve-{}", std::process::id()))
             .map_err(other)?;
         let dir = claimed.path().to_path_buf();
-        let probe = Digest::of(b"");
-        let blob_dir = store
-            .blob_path(&probe)
-            .parent()
-            .expect("blobs live in a directory")
-            .to_path_buf();
         Ok(Uploads {
-            _claimed: claimed,
+            _claimed: Some(claimed),
             dir,
-            blob_dir,
+            blob_dir: blob_dir(store),
             sessions: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// No uploads (`--read-only`): nothing in the store is touched, so it may sit
+    /// on read-only media.
+    pub fn none(store: &Store) -> Uploads {
+        Uploads {
+            _claimed: None,
+            dir: store.uploads_dir(),
+            blob_dir: blob_dir(store),
+            sessions: Mutex::new(HashMap::new()),
+        }
     }
 
     pub fn count(&self) -> usize {
