@@ -189,6 +189,23 @@ impl Node {
     pub fn has(&self, role: Role) -> bool {
         self.roles.contains(&role)
     }
+
+    /// The ports the cluster's own services take on this node, by what takes them
+    /// (kubeadm 1.31's defaults; the site registry's port aside).
+    pub fn service_ports(&self) -> Vec<(u16, &'static str)> {
+        let mut out = vec![(10250, "the kubelet"), (10256, "kube-proxy")];
+        if self.has(Role::ControlPlane) {
+            out.extend([
+                (6443, "kube-apiserver"),
+                (10257, "kube-controller-manager"),
+                (10259, "kube-scheduler"),
+            ]);
+        }
+        if self.has(Role::Etcd) {
+            out.extend([(2379, "etcd (clients)"), (2380, "etcd (peers)")]);
+        }
+        out
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -371,6 +388,28 @@ impl Inventory {
                 overrides: n.overrides,
             });
         }
+        // One address family: kubeadm's single-stack cluster takes its family from
+        // the service network.
+        let v4 = k.service_cidr.addr().is_ipv4();
+        let family = |ip: &IpAddr| if ip.is_ipv4() { "IPv4" } else { "IPv6" };
+        let cluster_family = family(&k.service_cidr.addr());
+        if k.pod_cidr.addr().is_ipv4() != v4 {
+            return Err(invalid(format!(
+                "kubernetes: pod_cidr {} is {}, service_cidr {} is {cluster_family}: give both in one family",
+                k.pod_cidr,
+                family(&k.pod_cidr.addr()),
+                k.service_cidr
+            )));
+        }
+        if let Some(n) = nodes.iter().find(|n| n.address.is_ipv4() != v4) {
+            return Err(invalid(format!(
+                "node {}: address {} is {}, but the cluster is {cluster_family} (service_cidr {}): give the node's {cluster_family} address",
+                n.name,
+                n.address,
+                family(&n.address),
+                k.service_cidr
+            )));
+        }
         let count = |r: Role| nodes.iter().filter(|n| n.has(r)).count();
         if count(Role::ControlPlane) == 0 {
             return Err(invalid(
@@ -400,6 +439,17 @@ impl Inventory {
                     return Err(invalid(
                         "registry: ca is for an existing registry (url); the site registry on a node uses the site CA".into(),
                     ));
+                }
+                let port = raw.registry.port;
+                let on = nodes.iter().find(|n| n.name == node).expect("checked above");
+                if let Some((_, what)) = on.service_ports().into_iter().find(|(p, _)| *p == port) {
+                    return Err(invalid(format!(
+                        "registry: port {port} on node {node} is {what}'s: choose another (the default is {})",
+                        default_registry_port()
+                    )));
+                }
+                if port == 0 {
+                    return Err(invalid("registry: port 0 is not a port".into()));
                 }
                 RegistryPlace::Node {
                     node,
@@ -441,6 +491,12 @@ impl Inventory {
                     "ha: mode haproxy-keepalived needs interface, where the VIP lives (e.g. eth0)"
                         .into(),
                 ));
+            }
+            if vip.is_ipv4() != v4 {
+                return Err(invalid(format!(
+                    "ha: vip {vip} is {}, but the cluster is {cluster_family}: give an {cluster_family} address of the nodes' network",
+                    family(&vip)
+                )));
             }
             if let Some(n) = nodes.iter().find(|n| n.address == vip) {
                 return Err(invalid(format!(

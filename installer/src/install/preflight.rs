@@ -16,17 +16,7 @@ const MIN_FREE_KIB: u64 = 2 * 1024 * 1024;
 
 /// The ports `node` will listen on, by what takes them.
 fn ports(inventory: &Inventory, node: &Node) -> Vec<(u16, &'static str)> {
-    let mut out = vec![(10250, "the kubelet")];
-    if node.has(Role::ControlPlane) {
-        out.extend([
-            (6443, "kube-apiserver"),
-            (10257, "kube-controller-manager"),
-            (10259, "kube-scheduler"),
-        ]);
-    }
-    if node.has(Role::Etcd) {
-        out.extend([(2379, "etcd (clients)"), (2380, "etcd (peers)")]);
-    }
+    let mut out = node.service_ports();
     if let RegistryPlace::Node { node: r, port } = &inventory.registry {
         if r == &node.name {
             out.push((*port, "the site registry"));

@@ -140,6 +140,27 @@ fn bad_inventories_are_refused_naming_the_node_and_field() {
             ha.replacen("port = 22", "port = 0", 1),
             "node master1: ssh port 0 is not a port",
         ),
+        (
+            ha.replace("port = 5000", "port = 6443"),
+            "registry: port 6443 on node master1 is kube-apiserver's: choose another (the default is 5000)",
+        ),
+        (
+            ha.replace("port = 5000", "port = 2380"),
+            "registry: port 2380 on node master1 is etcd (peers)'s",
+        ),
+        (
+            ha.replace("address = \"192.168.10.13\"", "address = \"fd00::13\""),
+            "node master3: address fd00::13 is IPv6, but the cluster is IPv4 (service_cidr 10.233.0.0/18): give the node's IPv4 address",
+        ),
+        (
+            ha.replace("pod_cidr = \"10.233.64.0/18\"", "pod_cidr = \"fd00:10::/64\""),
+            "kubernetes: pod_cidr fd00:10::/64 is IPv6, service_cidr 10.233.0.0/18 is IPv4",
+        ),
+        (
+            ha.replace("vip = \"192.168.10.10\"", "vip = \"fd00::10\"")
+                .replace("192.168.10.10:6443", "[fd00::10]:6443"),
+            "ha: vip fd00::10 is IPv6, but the cluster is IPv4",
+        ),
     ];
     for (text, want) in cases {
         let e = parse(&text).expect_err(want);
