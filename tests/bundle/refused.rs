@@ -216,6 +216,23 @@ fn every_kind_of_bad_bundle_is_refused_and_the_store_left_untouched() {
     std::fs::write(s.path("plain.tar.zst"), b"not zstd").unwrap();
     s.installer(&["verify", "plain.tar.zst", "--key", "rel.pub"])
         .refused();
+    // The signature or the lock given for the bundle is named for what it is.
+    for (file, expect) in [
+        (
+            "good.tar.zst.minisig",
+            "it is a minisign signature: give the bundle it signs (.tar.zst)",
+        ),
+        ("k8s.lock", "it is text ("),
+    ] {
+        for cmd in ["verify", "inspect"] {
+            let run = s.installer(&[cmd, file, "--key", "rel.pub"]).refused();
+            assert!(
+                run.error_line().contains(expect),
+                "{cmd} {file}: {}",
+                run.stderr
+            );
+        }
+    }
     // A directory is a mistake on the command line, not a refused bundle (exit 1).
     let line = s
         .installer(&["verify", "site", "--key", "rel.pub"])

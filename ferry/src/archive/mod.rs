@@ -408,9 +408,40 @@ pub fn read_head_of(path: &Path, key: Option<&PublicKey>) -> Result<(Head, u64),
     Ok((read_head(reader, key)?, size))
 }
 
+/// `input`, once its first bytes are those of a zstd frame; what it is instead
+/// otherwise (a signature or a lock given for the bundle is a common slip).
+pub(crate) fn zstd_input(mut input: impl Read) -> Result<impl Read, ArchiveError> {
+    const ZSTD: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
+    let mut first = Vec::with_capacity(32);
+    (&mut input)
+        .take(32)
+        .read_to_end(&mut first)
+        .map_err(|e| ArchiveError::Corrupt(e.to_string()))?;
+    // A skippable frame (0x184D2A5?, little-endian) may lead a zstd stream too.
+    let skippable =
+        first.len() >= 4 && first[0] & 0xf0 == 0x50 && first[1..4] == [0x2a, 0x4d, 0x18];
+    if !(first.starts_with(&ZSTD) || skippable) {
+        let what = if first.is_empty() {
+            "the file is empty".to_string()
+        } else if first.starts_with(b"untrusted comment:") {
+            "it is a minisign signature: give the bundle it signs (.tar.zst)".to_string()
+        } else if let Ok(text) = std::str::from_utf8(&first) {
+            format!(
+                "it is text ({:?}...), not zstd",
+                text.lines().next().unwrap_or("")
+            )
+        } else {
+            let hex: Vec<String> = first.iter().take(4).map(|b| format!("{b:02x}")).collect();
+            format!("it is not zstd (it starts with {})", hex.join(" "))
+        };
+        return Err(ArchiveError::NotABundle(what));
+    }
+    Ok(std::io::Cursor::new(first).chain(input))
+}
+
 /// Reads only the head of a bundle (for `inspect`): the rest is never decompressed.
 pub fn read_head(input: impl Read, key: Option<&PublicKey>) -> Result<Head, ArchiveError> {
-    let decoder = zstd::stream::read::Decoder::new(input)
+    let decoder = zstd::stream::read::Decoder::new(zstd_input(input)?)
         .map_err(|e| ArchiveError::NotABundle(format!("not zstd: {e}")))?;
     let mut archive = tar::Archive::new(decoder);
     let mut entries = archive

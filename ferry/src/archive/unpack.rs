@@ -200,7 +200,7 @@ pub fn stream(
     each: &mut dyn FnMut(EntryReader<'_>) -> Result<(), ArchiveError>,
 ) -> Result<Head, ArchiveError> {
     let corrupt = |e: io::Error| ArchiveError::Corrupt(e.to_string());
-    let decoder = zstd::stream::read::Decoder::new(input)
+    let decoder = zstd::stream::read::Decoder::new(super::zstd_input(input)?)
         .map_err(|e| ArchiveError::NotABundle(format!("not zstd: {e}")))?;
     // Decompress on one core while this one hashes and writes.
     let mut archive = tar::Archive::new(crate::pipe::read_ahead(decoder));
