@@ -319,15 +319,17 @@ fn prepare(s: &Store, head: &Head) -> Result<ClaimedDir, ArchiveError> {
             manifest: base.manifest.clone(),
             store: s.root().to_path_buf(),
         };
-        if !s.bundle_record(&base.manifest).is_file() {
-            return Err(missing_base());
-        }
+        // What the delta takes from its base is what it needs: a store that holds
+        // all of it (its base, or its own release unpacked in full) takes it.
         let gone: Vec<&str> = manifest
             .external
             .iter()
             .filter(|e| !fs::metadata(s.root().join(&e.path)).is_ok_and(|m| m.len() == e.size))
             .map(|e| e.path.as_str())
             .collect();
+        if !gone.is_empty() && !s.bundle_record(&base.manifest).is_file() {
+            return Err(missing_base());
+        }
         if let Some(first) = gone.first() {
             return Err(ArchiveError::BaseIncomplete {
                 name: base.name.clone(),
