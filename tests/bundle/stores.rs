@@ -64,6 +64,22 @@ fn a_delta_applies_only_on_top_of_its_base() {
         "error: rel.key is not a minisign public key: it is a secret key: give the public key beside it (.pub)"
     );
 
+    // push --bundle refuses a delta from its signed head, before reading on.
+    let line = s
+        .installer(&[
+            "push",
+            "--bundle",
+            "v2-delta.tar.zst",
+            "--key",
+            "rel.pub",
+            "--to",
+            "http://127.0.0.1:9",
+        ])
+        .failure()
+        .error_line()
+        .to_string();
+    assert!(line.contains("a delta bundle needs its base"), "{line}");
+
     // On an empty store, or one holding another bundle: refused, and said why.
     let run = unpack(&s, "v2-delta.tar.zst", "empty").refused();
     assert!(run.error_line().contains("does not hold"), "{}", run.stderr);

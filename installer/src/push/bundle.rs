@@ -170,13 +170,17 @@ fn first_pass(path: &Path, key: &PublicKey, progress: &dyn Progress) -> Result<K
     let mut kept = Kept::default();
     let mut delta = false;
     let reader = PartReader::open(path, Some(key))?;
-    stream(
+    let streamed = stream(
         reader,
         key,
         "verifying",
         progress,
         &mut |head| {
-            delta = head.manifest.base.is_some();
+            if head.manifest.base.is_some() {
+                // Refused from its signed head, before the rest is read.
+                delta = true;
+                return Err(ArchiveError::Part("a delta bundle".into()));
+            }
             for e in &head.manifest.entries {
                 if e.path.starts_with("blobs/") {
                     kept.blobs.insert(e.sha256.clone(), e.size);
@@ -198,10 +202,11 @@ fn first_pass(path: &Path, key: &PublicKey, progress: &dyn Progress) -> Result<K
             }
             Ok(())
         },
-    )?;
+    );
     if delta {
         return Err(PushError::Delta);
     }
+    streamed?;
     Ok(kept)
 }
 

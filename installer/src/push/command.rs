@@ -38,7 +38,10 @@ bundle is refused.";
 
 /// Options of `ferry-installer push`.
 #[derive(clap::Args)]
-#[command(after_help = AFTER_HELP)]
+#[command(
+    after_help = AFTER_HELP,
+    override_usage = "ferry-installer push --store <DIR> --to <URL> [OPTIONS]\n       ferry-installer push --bundle <FILE> --key <FILE> --to <URL> [OPTIONS]"
+)]
 pub struct PushArgs {
     /// The store to push (an unpacked bundle).
     #[arg(
