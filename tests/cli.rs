@@ -427,7 +427,7 @@ fn no_error_line_repeats_a_cause() {
         (
             "ferry-bundler",
             &["build", "s.toml", "--key", "nope.key", "-o", "b.tar.zst"],
-            "nope.key",
+            "cannot read the secret key nope.key",
         ),
         (
             "ferry-bundler",
@@ -442,7 +442,7 @@ fn no_error_line_repeats_a_cause() {
         (
             "ferry-installer",
             &["verify", "not-a-bundle.tar.zst", "--key", "nope.pub"],
-            "nope.pub",
+            "cannot read the public key nope.pub",
         ),
         (
             "ferry-installer",

@@ -23,6 +23,12 @@ pub enum SignError {
         path: PathBuf,
         error: std::io::Error,
     },
+    #[error("cannot read the {kind} {}: {error}", path.display())]
+    ReadKey {
+        kind: &'static str,
+        path: PathBuf,
+        error: std::io::Error,
+    },
     #[error("{what} is not a minisign {kind}: {reason}")]
     Format {
         what: String,
@@ -83,10 +89,7 @@ pub struct PublicKey {
 
 impl PublicKey {
     pub fn load(path: &Path) -> Result<PublicKey, SignError> {
-        let text = std::fs::read_to_string(path).map_err(|error| SignError::Io {
-            path: path.to_path_buf(),
-            error,
-        })?;
+        let text = read(path, "public key")?;
         PublicKey::parse(&text, &path.display().to_string())
     }
 
@@ -247,7 +250,7 @@ pub struct SecretKey {
 impl SecretKey {
     /// Whether the key file at `path` needs a password.
     pub fn is_encrypted(path: &Path) -> Result<bool, SignError> {
-        let text = read(path)?;
+        let text = read(path, "secret key")?;
         let bytes = payload(&text, &path.display().to_string(), "secret key")?;
         Ok(bytes.get(2..4) != Some(&[0, 0]))
     }
@@ -255,7 +258,7 @@ impl SecretKey {
     /// Reads (and with `password`, decrypts) a minisign secret key file.
     pub fn load(path: &Path, password: Option<String>) -> Result<SecretKey, SignError> {
         let what = path.display().to_string();
-        let text = read(path)?;
+        let text = read(path, "secret key")?;
         let encrypted = SecretKey::is_encrypted(path)?;
         let bytes = if encrypted {
             let boxed = minisign::SecretKeyBox::from_string(&text)
@@ -319,8 +322,9 @@ impl SecretKey {
     }
 }
 
-fn read(path: &Path) -> Result<String, SignError> {
-    std::fs::read_to_string(path).map_err(|error| SignError::Io {
+fn read(path: &Path, kind: &'static str) -> Result<String, SignError> {
+    std::fs::read_to_string(path).map_err(|error| SignError::ReadKey {
+        kind,
         path: path.to_path_buf(),
         error,
     })
