@@ -189,6 +189,12 @@ pub fn build(o: BuildOptions<'_>) -> anyhow::Result<Vec<PathBuf>> {
         ),
         None => None,
     };
+    if let Some(why) = base
+        .as_ref()
+        .and_then(|b| odd_base(&b.manifest, &o.spec.name, &o.spec.version))
+    {
+        o.report.warn(&why);
+    }
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
     let result = write::write(
         Contents {
@@ -246,4 +252,55 @@ pub fn build(o: BuildOptions<'_>) -> anyhow::Result<Vec<PathBuf>> {
         }
     ));
     Ok(written.paths)
+}
+
+/// Why a delta's base is not what one would expect (an earlier version of the same
+/// release), if it is not: the site unpacks the delta only onto that base.
+fn odd_base(base: &ferry::archive::BundleManifest, name: &str, version: &str) -> Option<String> {
+    let (b, v) = (&base.version, version);
+    if base.name != name {
+        return Some(format!(
+            "the base is {} {b}, another release than {name}: sites unpack this delta only onto a store holding that one",
+            base.name
+        ));
+    }
+    if b == v {
+        return Some(format!(
+            "the base is {name} {v} itself: the delta carries only what a store holding it lacks"
+        ));
+    }
+    let numbers = |s: &str| -> Option<Vec<u64>> {
+        let core = s.split(['-', '+']).next()?;
+        core.split('.').map(|p| p.parse().ok()).collect()
+    };
+    match (numbers(b), numbers(v)) {
+        (Some(nb), Some(nv)) if nb > nv => Some(format!(
+            "the base {name} {b} is newer than {v}: this delta goes back to an older release"
+        )),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod odd_base_tests {
+    use super::odd_base;
+
+    fn base(name: &str, version: &str) -> ferry::archive::BundleManifest {
+        serde_json::from_value(serde_json::json!({
+            "format": ferry::archive::FORMAT_VERSION, "name": name, "version": version,
+            "platforms": [], "spec": "", "lock": "", "images": [], "entries": []
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_base_that_is_not_an_earlier_version_of_the_release_is_said_to_be_odd() {
+        assert_eq!(odd_base(&base("k8s", "1.31.13"), "k8s", "1.31.14"), None);
+        assert_eq!(odd_base(&base("k8s", "1.31.9"), "k8s", "1.31.10"), None);
+        assert_eq!(odd_base(&base("k8s", "rc1"), "k8s", "1.0"), None);
+        let why = |b: &str, bv: &str| odd_base(&base(b, bv), "k8s", "1.31.14").unwrap();
+        assert!(why("k8s", "1.31.14").contains("itself"));
+        assert!(why("k8s", "1.32.0").contains("goes back to an older release"));
+        assert!(why("other", "1.0").contains("another release than k8s"));
+    }
 }
