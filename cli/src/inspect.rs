@@ -64,7 +64,11 @@ pub struct Summary<'a> {
     pub total_size: u64,
     /// Bytes the file(s) take.
     pub file_size: u64,
+    /// What sharing blobs saves across the release (a delta's base included).
     pub dedup_savings: u64,
+    /// A delta's bytes that come from its base (not carried).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub from_base: Option<u64>,
 }
 
 /// The release a delta bundle unpacks onto.
@@ -152,6 +156,10 @@ impl<'a> Summary<'a> {
             total_size: m.content_size(),
             file_size,
             dedup_savings: m.dedup_savings(),
+            from_base: m
+                .base
+                .as_ref()
+                .map(|_| m.external.iter().map(|e| e.size).sum()),
         }
     }
 
@@ -213,11 +221,25 @@ impl<'a> Summary<'a> {
             }
         }
         out.push_str(&format!(
-            "content    {} in {} entries ({} in the file)\ndedup      {} saved by storing shared blobs once\n",
+            "content    {} in {} entries ({} in the file)\n",
             human_bytes(self.total_size),
             self.entries,
             human_bytes(self.file_size),
-            human_bytes(self.dedup_savings)
+        ));
+        if let Some(from_base) = self.from_base {
+            out.push_str(&format!(
+                "from base  {} the site's store holds already\n",
+                human_bytes(from_base)
+            ));
+        }
+        out.push_str(&format!(
+            "dedup      {} saved by storing shared blobs once{}\n",
+            human_bytes(self.dedup_savings),
+            if self.from_base.is_some() {
+                " (across the release, its base included)"
+            } else {
+                ""
+            }
         ));
         out
     }

@@ -64,6 +64,19 @@ fn a_delta_applies_only_on_top_of_its_base() {
         "error: rel.key is not a minisign public key: it is a secret key: give the public key beside it (.pub)"
     );
 
+    // inspect says what the delta takes from its base, and whose dedup it shows.
+    let text = s
+        .installer(&["inspect", "v2-delta.tar.zst"])
+        .success()
+        .stdout;
+    assert!(text.contains("\nfrom base  "), "{text}");
+    assert!(
+        text.contains("saved by storing shared blobs once (across the release, its base included)"),
+        "{text}"
+    );
+    assert!(v["from_base"].as_u64().unwrap() > 0, "{v}");
+    assert!(v1.get("from_base").is_none(), "{v1}");
+
     // push --bundle refuses a delta from its signed head, before reading on.
     let line = s
         .installer(&[
