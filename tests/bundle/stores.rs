@@ -489,6 +489,16 @@ fn an_unpack_killed_midway_leaves_nothing_the_next_one_does_not_reclaim() {
             "the killed unpack left no staging to reclaim"
         );
     }
+    // serve says the store names no image yet, and what to do (--read-only
+    // leaves the staging for the next unpack to reclaim).
+    let srv = common::serve::Serve::start(&s, &["--store", "site", "--tls", "off", "--read-only"]);
+    assert!(
+        srv.log()
+            .contains("warning: site names no image: unpack a bundle into it"),
+        "{}",
+        srv.log()
+    );
+    drop(srv);
     // The next unpack reclaims what the killed ones left and completes.
     s.installer(&args).success();
     let left = staging_left(&s.path("site"));

@@ -186,6 +186,14 @@ pub async fn run(
             (false, false) => "disabled (no --htpasswd)",
         }
     );
+    if repos == 0 && (state.read_only || state.auth.is_none()) {
+        // Nothing to pull, and nothing may be pushed: an unpack killed before it
+        // named its images leaves such a store.
+        ferry_cli::say!(
+            "warning: {} names no image: unpack a bundle into it (an unpack that was stopped: run it again)",
+            state.store.root().display()
+        );
+    }
     // Tests and scripts wait for this line (it carries the port when --addr :0).
     ferry_cli::say!(
         "listening on {}://{local}",
