@@ -60,6 +60,16 @@ fn stream(bundle: &Path, key: &Path, store: Option<&Path>, quiet: bool) -> anyho
                     ),
                 })));
             }
+            // A part that fails to decompress is found by its signature.
+            let e = match e {
+                ferry::archive::ArchiveError::Corrupt(_) => {
+                    match ferry::archive::parts::wrong_part(bundle, &key) {
+                        Some(why) => ferry::archive::ArchiveError::Part(why),
+                        None => e,
+                    }
+                }
+                e => e,
+            };
             return Err(Refused::classify(bundle, e));
         }
     };

@@ -178,6 +178,26 @@ fn split_bundles_find_their_parts_and_name_the_missing_one() {
         let run = s.installer(&["inspect", given]).failure();
         assert!(run.error_line().ends_with(&says), "{}", run.stderr);
     }
+    // A part renamed: its signature says what it is (it was "truncated or
+    // corrupt: incomplete frame").
+    for ext in ["", ".minisig"] {
+        std::fs::copy(
+            s.path(&format!("{}{ext}", parts[0])),
+            s.path(&format!("k8s.part1{ext}")),
+        )
+        .unwrap();
+    }
+    let run = s
+        .installer(&["verify", "k8s.part1", "--key", "rel.pub"])
+        .failure();
+    assert!(
+        run.error_line().ends_with(&format!(
+            "it is part 1 of {n} of a split bundle: the parts must keep the names the build gave them (NAME.001 to NAME.{n:03}): give the first",
+            n = parts.len()
+        )),
+        "{}",
+        run.stderr
+    );
     s.installer(&["inspect", "k8s.tar.zst.001"]).success();
 
     // Rejoined, the parts are the unsplit bundle.
@@ -245,6 +265,27 @@ fn split_bundles_find_their_parts_and_name_the_missing_one() {
         run.stderr
     );
     swap(&parts[1], &parts[2]);
+    // The data of parts 2 and 3 swapped, their signatures left: the part that
+    // fails to decompress is found by its signature (it was "Data corruption
+    // detected", naming no part).
+    let swap_data = |a: &str, b: &str| {
+        let (a, b) = (s.path(a), s.path(b));
+        std::fs::rename(&a, s.path("swap")).unwrap();
+        std::fs::rename(&b, &a).unwrap();
+        std::fs::rename(s.path("swap"), &b).unwrap();
+    };
+    swap_data(&parts[1], &parts[2]);
+    let run = unpack(&s, "k8s.tar.zst.001", "site").refused();
+    assert!(
+        run.error_line().contains(&format!(
+            "part 2 of {} ({}) is wrong",
+            parts.len(),
+            parts[1]
+        )),
+        "{}",
+        run.stderr
+    );
+    swap_data(&parts[1], &parts[2]);
     unpack(&s, "k8s.tar.zst.001", "site").success();
     assert_eq!(index_names(&s.path("site")).len(), 3);
 }

@@ -199,13 +199,20 @@ impl PartReader {
                 .ok()
                 .and_then(|sig| crate::signing::trusted_comment(&sig))
                 .and_then(|c| parse_part_comment(&c));
-            if let Some((_, i, count)) = named.filter(|(_, i, _)| *i > 1) {
-                let first = name
+            if let Some((_, i, count)) = named.filter(|(_, _, count)| *count > 1) {
+                // Parts are found by the names the build gave them: NAME.001, ...
+                let numbered = name
                     .rsplit_once('.')
-                    .map_or_else(|| name.to_string(), |(b, _)| format!("{b}.001"));
+                    .filter(|(_, n)| n.len() == 3 && n.bytes().all(|b| b.is_ascii_digit()));
+                let fix = match numbered {
+                    Some((base, _)) => format!("give the first, {base}.001"),
+                    None => format!(
+                        "the parts must keep the names the build gave them (NAME.001 to NAME.{count:03}): give the first"
+                    ),
+                };
                 return Err(ArchiveError::io(path)(std::io::Error::new(
                     std::io::ErrorKind::InvalidInput,
-                    format!("it is part {i} of {count} of a split bundle: give the first, {first}"),
+                    format!("it is part {i} of {count} of a split bundle: {fix}"),
                 )));
             }
             // Linux opens a directory; reading it would fail as if the bundle
@@ -332,6 +339,25 @@ impl PartReader {
             )));
         }
         Ok(())
+    }
+}
+
+/// The first part of the split bundle `path` whose bytes its signature does not
+/// cover, said as [`PartReader`] says it: for naming the part at fault once a
+/// stream through them failed (a part's check comes only at its end, and a
+/// swapped or damaged part usually fails to decompress before that).
+pub fn wrong_part(path: &Path, key: &PublicKey) -> Option<String> {
+    let mut reader = PartReader::open(path, Some(key)).ok()?;
+    if reader.signatures.is_empty() {
+        return None;
+    }
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        match reader.read(&mut buf) {
+            Ok(0) => return None,
+            Ok(_) => {}
+            Err(e) => return Some(e.to_string()),
+        }
     }
 }
 
