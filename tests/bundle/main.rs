@@ -355,19 +355,7 @@ fn a_complete_store_on_read_only_media_is_built_from() {
     seed(&reg, 2, 100_000);
     let s = prepare(&reg, &[0, 1], "k8s");
     build(&s, "k8s", "a.tar.zst", &[]);
-    std::fs::create_dir_all(s.path("ro")).unwrap();
-    let mount = |args: &[&str]| {
-        let ok = std::process::Command::new("mount")
-            .args(args)
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "mount {args:?} (needs root)");
-    };
-    let (store, ro) = (s.path("store"), s.path("ro"));
-    mount(&["--bind", store.to_str().unwrap(), ro.to_str().unwrap()]);
-    let unmount = Unmount(ro.clone());
-    mount(&["-o", "remount,bind,ro", ro.to_str().unwrap()]);
+    let ro = Mounted::bind_read_only(&s.path("store"), s.path("ro"));
     let run = s.bundler(&[
         "build",
         "k8s.toml",
@@ -382,7 +370,7 @@ fn a_complete_store_on_read_only_media_is_built_from() {
         "-o",
         "b.tar.zst",
     ]);
-    drop(unmount);
+    drop(ro);
     run.success();
     assert_eq!(
         std::fs::read(s.path("a.tar.zst")).unwrap(),
@@ -390,11 +378,47 @@ fn a_complete_store_on_read_only_media_is_built_from() {
     );
 }
 
-/// Unmounts its directory when dropped.
-struct Unmount(std::path::PathBuf);
+/// A filesystem mounted at `dir`, unmounted on drop.
+struct Mounted(std::path::PathBuf);
 
-impl Drop for Unmount {
+impl Mounted {
+    /// `mount -t FSTYPE -o OPTIONS FSTYPE DIR` (needs root).
+    fn new(dir: std::path::PathBuf, fstype: &str, options: &str) -> Mounted {
+        std::fs::create_dir_all(&dir).unwrap();
+        mount(&["-t", fstype, "-o", options, fstype, dir.to_str().unwrap()]);
+        Mounted(dir)
+    }
+
+    /// `mount --bind FROM DIR`, then read-only.
+    fn bind_read_only(from: &Path, dir: std::path::PathBuf) -> Mounted {
+        std::fs::create_dir_all(&dir).unwrap();
+        mount(&["--bind", from.to_str().unwrap(), dir.to_str().unwrap()]);
+        let m = Mounted(dir);
+        mount(&["-o", "remount,bind,ro", m.0.to_str().unwrap()]);
+        m
+    }
+
+    /// `mount -o remount,OPTIONS DIR`.
+    fn remount(&self, options: &str) {
+        mount(&[
+            "-o",
+            &format!("remount,{options}"),
+            self.0.to_str().unwrap(),
+        ]);
+    }
+
+    fn grow(&self, size: &str) {
+        self.remount(&format!("size={size}"));
+    }
+}
+
+impl Drop for Mounted {
     fn drop(&mut self) {
         let _ = std::process::Command::new("umount").arg(&self.0).status();
     }
+}
+
+fn mount(args: &[&str]) {
+    let ok = Command::new("mount").args(args).status().unwrap().success();
+    assert!(ok, "mount {args:?} (needs root)");
 }

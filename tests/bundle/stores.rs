@@ -290,40 +290,6 @@ fn split_bundles_find_their_parts_and_name_the_missing_one() {
     assert_eq!(index_names(&s.path("site")).len(), 3);
 }
 
-/// A filesystem mounted at `dir`, unmounted on drop.
-struct Mounted(std::path::PathBuf);
-
-impl Mounted {
-    /// `mount -t FSTYPE -o OPTIONS FSTYPE DIR` (needs root).
-    fn new(dir: std::path::PathBuf, fstype: &str, options: &str) -> Mounted {
-        std::fs::create_dir_all(&dir).unwrap();
-        let ok = std::process::Command::new("mount")
-            .args(["-t", fstype, "-o", options, fstype])
-            .arg(&dir)
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "mounting a {fstype} (needs root)");
-        Mounted(dir)
-    }
-
-    fn grow(&self, size: &str) {
-        let ok = std::process::Command::new("mount")
-            .args(["-o", &format!("remount,size={size}")])
-            .arg(&self.0)
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok);
-    }
-}
-
-impl Drop for Mounted {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount").arg(&self.0).status();
-    }
-}
-
 /// `ferry-installer unpack` of the shared cluster bundle into `store`, not yet checked.
 fn unpack_cluster(s: &Session, store: &str) -> Run {
     unpack_release(s, &common::cluster::bundle().0, store)
@@ -781,37 +747,23 @@ fn a_store_on_read_only_media_is_served_read_only_and_gc_dry_runs_on_it() {
     let s = Session::new();
     let media = Mounted::new(s.path("media"), "tmpfs", "size=256m");
     unpack_cluster(&s, "media/site").success();
-    let ok = std::process::Command::new("mount")
-        .args(["-o", "remount,ro"])
-        .arg(&media.0)
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok, "remounting read-only");
+    media.remount("ro");
     let srv = common::serve::Serve::start(
         &s,
         &["--store", "media/site", "--tls", "off", "--read-only"],
     );
-    let out = std::process::Command::new("curl")
-        .args([
+    let url = format!(
+        "http://{}/v2/registry.k8s.io/pause/manifests/3.10",
+        srv.addr()
+    );
+    s.tool(
+        "curl",
+        &[
             "-sSf",
             "-H",
-            "Accept: application/vnd.oci.image.index.v1+json",
-        ])
-        .args([
-            "-H",
             "Accept: application/vnd.docker.distribution.manifest.list.v2+json",
-        ])
-        .arg(format!(
-            "http://{}/v2/registry.k8s.io/pause/manifests/3.10",
-            srv.addr()
-        ))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+            &url,
+        ],
     );
     drop(srv);
     let dry = s

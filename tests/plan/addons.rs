@@ -156,17 +156,11 @@ fn an_image_an_addon_runs_that_the_bundle_lacks_is_refused_by_name() {
 fn a_store_with_two_releases_plans_the_one_named() {
     let w = world();
     let s = &w.s;
-    let (bundle, key) = common::cluster::bundle();
-    for b in [bundle, common::cluster::bundle_lacking()] {
-        s.installer(&[
-            "unpack",
-            b.to_str().unwrap(),
-            "--key",
-            key.to_str().unwrap(),
-            "--store",
-            "two",
-        ])
-        .success();
+    for b in [
+        common::cluster::bundle().0,
+        common::cluster::bundle_lacking(),
+    ] {
+        unpack_into(s, &b, "two");
     }
     let plan = |release: Option<&str>| {
         let mut args = vec![
@@ -206,32 +200,9 @@ fn a_store_with_two_releases_plans_the_one_named() {
 fn a_tag_a_later_release_moved_is_named_at_unpack_and_refused_by_plan_until_unpacked_again() {
     let w = world();
     let s = &w.s;
-    let (bundle, key) = common::cluster::bundle();
-    let unpack = |b: &std::path::Path| {
-        s.installer(&[
-            "unpack",
-            b.to_str().unwrap(),
-            "--key",
-            key.to_str().unwrap(),
-            "--store",
-            "three",
-        ])
-        .success()
-    };
-    let plan = |release: &str| {
-        s.installer(&[
-            "plan",
-            "cluster.toml",
-            "--store",
-            "three",
-            "--out",
-            "plan",
-            "--pki",
-            "pki",
-            "--release",
-            release,
-        ])
-    };
+    let bundle = common::cluster::bundle().0;
+    let unpack = |b: &std::path::Path| unpack_into(s, b, "three");
+    let plan = |release: &str| plan_release(s, "three", release);
     assert!(!unpack(&bundle).stderr.contains("warning"));
     let busybox = "docker.io/library/busybox:1.36";
     let index = |release: &str| -> serde_json::Value {
@@ -286,18 +257,8 @@ fn a_tag_a_later_release_moved_is_named_at_unpack_and_refused_by_plan_until_unpa
 fn gc_retire_drops_the_names_only_that_release_gives_and_gc_takes_their_blobs() {
     let w = world();
     let s = &w.s;
-    let (bundle, key) = common::cluster::bundle();
-    let unpack = |b: &std::path::Path| {
-        s.installer(&[
-            "unpack",
-            b.to_str().unwrap(),
-            "--key",
-            key.to_str().unwrap(),
-            "--store",
-            "st",
-        ])
-        .success()
-    };
+    let bundle = common::cluster::bundle().0;
+    let unpack = |b: &std::path::Path| unpack_into(s, b, "st");
     unpack(&bundle);
     unpack(&common::cluster::bundle_moved());
     let busybox = "docker.io/library/busybox:1.36";
@@ -347,20 +308,7 @@ fn gc_retire_drops_the_names_only_that_release_gives_and_gc_takes_their_blobs() 
     let index = s.read("st/index.json");
     assert!(!index.contains(busybox), "{index}");
     assert!(index.contains("docker.io/calico/node:v3.29.7"), "{index}");
-    let plan = |release: &str| {
-        s.installer(&[
-            "plan",
-            "cluster.toml",
-            "--store",
-            "st",
-            "--out",
-            "plan",
-            "--pki",
-            "pki",
-            "--release",
-            release,
-        ])
-    };
+    let plan = |release: &str| plan_release(s, "st", release);
     let line = plan("test:1.0.2").failure().error_line().to_string();
     assert!(
         line.contains("st holds no release test:1.0.2 (it holds test:1.0.0)"),
@@ -380,4 +328,34 @@ fn gc_retire_drops_the_names_only_that_release_gives_and_gc_takes_their_blobs() 
         "{line}"
     );
     gc(&["--retire", "test"]).usage();
+}
+
+/// `ferry-installer unpack BUNDLE --store STORE`, signed by the cluster release's key.
+fn unpack_into(s: &common::Session, bundle: &std::path::Path, store: &str) -> common::Run {
+    let key = common::cluster::bundle().1;
+    s.installer(&[
+        "unpack",
+        bundle.to_str().unwrap(),
+        "--key",
+        key.to_str().unwrap(),
+        "--store",
+        store,
+    ])
+    .success()
+}
+
+/// `ferry-installer plan cluster.toml --store STORE --release RELEASE`, not yet checked.
+fn plan_release(s: &common::Session, store: &str, release: &str) -> common::Run {
+    s.installer(&[
+        "plan",
+        "cluster.toml",
+        "--store",
+        store,
+        "--out",
+        "plan",
+        "--pki",
+        "pki",
+        "--release",
+        release,
+    ])
 }
