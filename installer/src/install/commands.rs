@@ -50,6 +50,7 @@ pub fn plan(
 ) -> anyhow::Result<Planned> {
     let inv = Inventory::load(inventory)?;
     let state = open_state(inventory, &inv, state)?;
+    let _held = state.lock()?;
     plan_loaded(inv, store, out, pki, state, release)
 }
 
@@ -131,6 +132,8 @@ pub fn install(inventory: &Path, args: &InstallArgs) -> anyhow::Result<(Planned,
     // A bad inventory, or a state of another cluster, is said before a long unpack.
     let inv = Inventory::load(inventory)?;
     let state = open_state(inventory, &inv, args.state.clone())?;
+    // Held to the end of the apply: another install would drive the same nodes.
+    let _held = state.lock()?;
     let mut release = args.release.clone();
     if let Some((bundle, key)) = &args.bundle {
         crate::bundle::unpack(bundle, key, &args.store, args.quiet)?;
@@ -167,5 +170,6 @@ pub fn reset(
     }
     // Another cluster's plan would name its files, on this cluster's nodes.
     let state = open_state(inventory, &inv, state)?;
+    let _held = state.lock()?;
     super::reset::reset(&inv, nodes, &state.dir.join("plan"), ssh)
 }

@@ -104,6 +104,8 @@ pub enum StateError {
         /// How to give the inventory its own state.
         remedy: &'static str,
     },
+    #[error("another plan, install or reset is using {}: wait for it to end", state.display())]
+    Busy { state: PathBuf },
     #[error(transparent)]
     Record(#[from] TomlError),
     #[error("{}: {source}", path.display())]
@@ -112,6 +114,13 @@ pub enum StateError {
         source: std::io::Error,
     },
 }
+
+/// The state's lock file (see [`State::lock`]).
+const LOCK: &str = ".lock";
+
+/// A state held by one command ([`State::lock`]) while this lives.
+#[must_use = "the state is held only while this lives"]
+pub struct StateLock(#[allow(dead_code)] std::fs::File);
 
 /// What the state directory was when it was opened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -168,7 +177,8 @@ impl State {
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => match std::fs::read_dir(dir) {
                 Ok(mut entries) => {
-                    if entries.next().is_some() {
+                    // The lock file of a run that made nothing else is no content.
+                    if entries.any(|e| e.is_ok_and(|e| e.file_name() != LOCK)) {
                         Found::Unrecorded
                     } else {
                         Found::New
@@ -189,6 +199,35 @@ impl State {
     /// Records the cluster in the state (making the directory, 0700: it will hold
     /// keys) unless it is recorded already. Called once everything that can be
     /// checked without touching the state has been.
+    /// Holds the state for this command alone: two plans at once would make two
+    /// different CAs into the same files, and two installs would drive the same
+    /// nodes. A second one is refused rather than made to wait without a word.
+    pub fn lock(&self) -> Result<StateLock, StateError> {
+        let io = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| StateError::Io { path, source }
+        };
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&self.dir)
+            .map_err(io(&self.dir))?;
+        let path = self.dir.join(LOCK);
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(io(&path))?;
+        match file.try_lock() {
+            Ok(()) => Ok(StateLock(file)),
+            Err(std::fs::TryLockError::WouldBlock) => Err(StateError::Busy {
+                state: self.dir.clone(),
+            }),
+            Err(std::fs::TryLockError::Error(e)) => Err(io(&path)(e)),
+        }
+    }
+
     pub fn claim(&self) -> Result<(), StateError> {
         if self.found == Found::Ours {
             return Ok(());

@@ -68,7 +68,13 @@ pub(crate) fn this_year() -> i32 {
 }
 
 pub(crate) fn write_file(path: &Path, text: &str, private: bool) -> anyhow::Result<()> {
-    let tmp = path.with_extension("tmp");
+    // A name of its own: another process writing the same file must not share it.
+    static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let tmp = path.with_extension(format!(
+        "tmp-{}-{}",
+        std::process::id(),
+        SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    ));
     let mut f = fs::OpenOptions::new()
         .write(true)
         .create(true)
@@ -122,9 +128,26 @@ impl Pki {
             .with_context(|| format!("creating {}", self.dir.display()))
     }
 
+    /// Holds the PKI directory while a CA or certificate is looked for and made:
+    /// two processes (a plan and a serve starting) must not each make a CA key and
+    /// leave one's certificate beside the other's key.
+    fn hold(&self) -> anyhow::Result<fs::File> {
+        let path = self.dir.join(".lock");
+        let file = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .with_context(|| format!("opening {}", path.display()))?;
+        file.lock()
+            .with_context(|| format!("locking {}", path.display()))?;
+        Ok(file)
+    }
+
     /// The site CA's certificate (PEM), made with its key if the site has none yet.
     pub fn ensure_ca(&self) -> anyhow::Result<String> {
         self.create_dir()?;
+        let _held = self.hold()?;
         let ca_pem = self.ca_cert();
         let ca_key = self.dir.join("ca.key");
         if !(ca_pem.exists() && ca_key.exists()) {
@@ -148,6 +171,7 @@ impl Pki {
     /// newly made.
     pub fn ensure_server_cert(&self, out: &Path, sans: &[String]) -> anyhow::Result<Made> {
         self.create_dir()?;
+        let _held = self.hold()?;
         fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
