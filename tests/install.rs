@@ -544,6 +544,36 @@ fn reset_removes_what_install_put_on_a_node_and_nothing_else() {
             "{n}: {calls:#?}"
         );
     }
+
+    // Regression: the first control plane reset and installed again ran `kubeadm
+    // init` (reset had removed admin.conf, its guard), which would start a second
+    // cluster beside the one master2 and master3 carry on. master2 now takes the
+    // first control plane's part (its init finds the cluster there), renews the
+    // token, and master1 joins again as a control plane.
+    c.s.installer(&[
+        "reset",
+        "cluster.toml",
+        "master1",
+        "--yes",
+        "--ssh-config",
+        "ssh.conf",
+    ])
+    .success();
+    let before = c.calls().len();
+    c.install(&[]).success();
+    let calls = c.calls().split_off(before);
+    let at = |prefix: &str| calls.iter().position(|l| l.starts_with(prefix));
+    assert!(
+        !calls.iter().any(|l| l.contains("kubeadm init")),
+        "{calls:#?}"
+    );
+    let renewed = at("master2 kubeadm token create").unwrap_or_else(|| panic!("{calls:#?}"));
+    let joined = at("master1 kubeadm join").unwrap_or_else(|| panic!("{calls:#?}"));
+    assert!(renewed < joined, "{calls:#?}");
+    c.ok("master1", "test -f /etc/kubernetes/admin.conf");
+    // master2 keeps that part: the next install has nothing to do.
+    let run = c.install(&[]).success();
+    assert!(run.stdout.contains("nothing to do"), "{}", run.stdout);
 }
 
 #[test]

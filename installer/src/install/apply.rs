@@ -499,6 +499,7 @@ pub fn apply(
     });
     fail(errors, &rerun)?;
     for t in &targets {
+        super::state::installed_again(state, &t.node.name);
         (opts.on_step)(&t.node.name, if t.changed { "done" } else { "unchanged" });
         t.transport.close();
         let mut s = summary.lock().expect("lock");

@@ -171,5 +171,5 @@ pub fn reset(
     // Another cluster's plan would name its files, on this cluster's nodes.
     let state = open_state(inventory, &inv, state)?;
     let _held = state.lock()?;
-    super::reset::reset(&inv, nodes, &state.dir.join("plan"), ssh)
+    super::reset::reset(&inv, nodes, &state.dir, ssh)
 }

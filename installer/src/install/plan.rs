@@ -220,6 +220,13 @@ pub fn plan(
         .iter()
         .filter(|n| n.has(Role::ControlPlane))
         .collect();
+    let first = super::state::first_control_plane(
+        state,
+        &control_planes
+            .iter()
+            .map(|n| n.name.as_str())
+            .collect::<Vec<_>>(),
+    )?;
     let members: Vec<EtcdMember<'_>> = etcd_nodes
         .iter()
         .map(|n| EtcdMember {
@@ -322,7 +329,7 @@ pub fn plan(
             node_steps.extend(Phase::Etcd, render::etcd::steps());
         }
         // The inventory has a control plane: checked when it was read.
-        if n.name == control_planes[0].name {
+        if n.name == first {
             render::kubeadm::init(&cluster, n, &mut files);
             node_steps.push(Phase::Init, render::kubeadm::INIT);
             // Nodes that join later need the token alive (it lives 24h from init).

@@ -52,13 +52,15 @@ pub fn script(files: &[String]) -> String {
     s
 }
 
-/// Resets `names` (nodes of `inventory`) whose plan is in `plan_dir`.
+/// Resets `names` (nodes of `inventory`) whose plan is in `state`'s, and records
+/// each in the state (see [`super::state::reset_nodes`]).
 pub fn reset(
     inventory: &Inventory,
     names: &[String],
-    plan_dir: &Path,
+    state: &Path,
     ssh: &SshOptions,
 ) -> anyhow::Result<()> {
+    let plan_dir = state.join("plan");
     std::fs::create_dir_all(&ssh.control_dir)
         .with_context(|| format!("creating {}", ssh.control_dir.display()))?;
     for name in names {
@@ -89,6 +91,7 @@ pub fn reset(
                 String::from_utf8_lossy(&out.stderr).trim()
             );
         }
+        super::state::record_reset(state, name)?;
         ferry_cli::say!("{name}: reset ({} planned file(s) removed)", files.len());
     }
     Ok(())

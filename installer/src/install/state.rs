@@ -115,6 +115,70 @@ pub enum StateError {
     },
 }
 
+/// Where the state records the nodes `reset` has reset and not installed again.
+const RESET: &str = "reset";
+
+/// Where the state records the control plane that ran `kubeadm init`, and keeps
+/// the bootstrap token and the addons (see [`first_control_plane`]).
+const FIRST: &str = "first-control-plane";
+
+/// Records that `node` was reset. If it was the first control plane, the cluster
+/// lives on in the others, and another takes that part: `kubeadm init` on the
+/// reset one would start a second cluster beside the live one.
+pub fn record_reset(dir: &Path, node: &str) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    let path = dir.join(RESET).join(node);
+    std::fs::create_dir_all(dir.join(RESET))
+        .and_then(|()| std::fs::write(&path, b""))
+        .with_context(|| format!("recording the reset in {}", path.display()))?;
+    if first_recorded(dir).as_deref() == Some(node) {
+        let first = dir.join(FIRST);
+        std::fs::remove_file(&first).with_context(|| format!("removing {}", first.display()))?;
+    }
+    Ok(())
+}
+
+/// Forgets the reset of `node`, installed again.
+pub fn installed_again(dir: &Path, node: &str) {
+    let _ = std::fs::remove_file(dir.join(RESET).join(node));
+}
+
+fn first_recorded(dir: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(dir.join(FIRST)).ok()?;
+    Some(text.trim().to_string()).filter(|n| !n.is_empty())
+}
+
+/// The control plane (of `control_planes`, in inventory order) that plans
+/// `kubeadm init` (a no-op once the cluster is there), renews the bootstrap
+/// token and applies the addons: the one recorded, while it has not been reset;
+/// else the first not reset (the first of all when every one was: the cluster
+/// is made anew). Recorded for the next plans.
+pub fn first_control_plane(dir: &Path, control_planes: &[&str]) -> anyhow::Result<String> {
+    use anyhow::Context as _;
+    let reset: std::collections::BTreeSet<String> = std::fs::read_dir(dir.join(RESET))
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .filter_map(|e| e.file_name().into_string().ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    let live: Vec<&str> = control_planes
+        .iter()
+        .copied()
+        .filter(|n| !reset.contains(*n))
+        .collect();
+    let first = first_recorded(dir)
+        .filter(|r| live.contains(&r.as_str()))
+        .or_else(|| live.first().map(|n| n.to_string()))
+        .unwrap_or_else(|| control_planes[0].to_string());
+    if first_recorded(dir).as_deref() != Some(first.as_str()) {
+        let path = dir.join(FIRST);
+        std::fs::write(&path, format!("{first}\n"))
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(first)
+}
+
 /// The state's lock file (see [`State::lock`]).
 const LOCK: &str = ".lock";
 
