@@ -348,11 +348,27 @@ fn a_failure_on_one_node_names_the_node_step_and_output_and_a_rerun_finishes() {
     }
     let log = c.s.read("ferry.state/logs/worker2.log");
     assert!(log.contains("kubeadm: injected failure\n[exit 1]"), "{log}");
-    // The fault goes; the rerun finishes, and does not make the cluster again.
+    // The fault goes; the rerun gets as far as the addons, where master1 fails.
     c.ok("worker2", "rm /etc/ferry-test-fail");
+    c.ok("master1", "echo kubectl > /etc/ferry-test-fail");
+    let line = c.install(&[]).failure().error_line().to_string();
+    assert!(line.contains("node master1: [addons]"), "{line}");
+    // Every other node is through and recorded: the last rerun runs master1's
+    // steps alone (it restarted every node's services).
+    c.ok("master1", "rm /etc/ferry-test-fail");
+    let before = c.calls().len();
     let run = c.install(&[]).success();
-    assert!(run.stdout.contains("installed 5 node(s)"), "{}", run.stdout);
+    assert!(
+        run.stdout.contains("installed 1 node(s) (4 unchanged)"),
+        "{}",
+        run.stdout
+    );
     let calls = c.calls();
+    assert!(
+        calls[before..].iter().all(|l| l.starts_with("master1 ")),
+        "{:#?}",
+        &calls[before..]
+    );
     let count = |p: &str| calls.iter().filter(|l| l.starts_with(p)).count();
     assert_eq!(count("master1 kubeadm init"), 1, "{calls:#?}");
     assert_eq!(count("master2 kubeadm join"), 1, "{calls:#?}");

@@ -447,13 +447,37 @@ pub fn apply(
             .filter(|t| !t.steps.of(phase).is_empty())
             .collect()
     };
-    // Everything at once, then etcd members together (a member waits for its peers).
+    // A node is recorded as installed once its last phase is through: a rerun
+    // after a later failure leaves it alone (its services are not restarted).
+    let record = |ts: &[&Target<'_>]| -> anyhow::Result<()> {
+        let errors = super::parallel(ts, opts.jobs, |t| {
+            if t.changed {
+                t.run(
+                    "recording the install",
+                    &format!(
+                        "mkdir -p \"$(dirname {MARKER})\" && printf %s {} > {MARKER}",
+                        t.plan
+                    ),
+                    Input::None,
+                )?;
+            }
+            Ok(())
+        });
+        fail(errors, &rerun)
+    };
+    // Workers at once; control planes one at a time, so a restart of haproxy and
+    // keepalived on a live cluster never takes every holder of the VIP at once.
+    // Then etcd members together (a member waits for its peers).
+    let (cps, others): (Vec<&Target<'_>>, Vec<&Target<'_>>) = with(Phase::Prepare)
+        .into_iter()
+        .partition(|t| t.node.has(Role::ControlPlane));
     fail(
-        super::parallel(&with(Phase::Prepare), opts.jobs, |t| {
-            run_phase(t, Phase::Prepare)
-        }),
+        super::parallel(&others, opts.jobs, |t| run_phase(t, Phase::Prepare)),
         &rerun,
     )?;
+    for t in cps {
+        run_phase(t, Phase::Prepare).map_err(|e| anyhow!("{e:#}; {rerun}"))?;
+    }
     let etcd = with(Phase::Etcd);
     fail(
         super::parallel(&etcd, etcd.len(), |t| run_phase(t, Phase::Etcd)),
@@ -480,24 +504,14 @@ pub fn apply(
         super::parallel(&workers, opts.jobs, |t| run_phase(t, Phase::Join)),
         &rerun,
     )?;
-    for t in with(Phase::Addons) {
+    let (addons, done): (Vec<&Target<'_>>, Vec<&Target<'_>>) = targets
+        .iter()
+        .partition(|t| !t.steps.of(Phase::Addons).is_empty());
+    record(&done)?;
+    for t in &addons {
         run_phase(t, Phase::Addons).map_err(|e| anyhow!("{e:#}; {rerun}"))?;
     }
-    // Only a complete install is recorded: a rerun after a failure runs again.
-    let errors = super::parallel(&targets, opts.jobs, |t| {
-        if t.changed {
-            t.run(
-                "recording the install",
-                &format!(
-                    "mkdir -p \"$(dirname {MARKER})\" && printf %s {} > {MARKER}",
-                    t.plan
-                ),
-                Input::None,
-            )?;
-        }
-        Ok(())
-    });
-    fail(errors, &rerun)?;
+    record(&addons)?;
     for t in &targets {
         super::state::installed_again(state, &t.node.name);
         (opts.on_step)(&t.node.name, if t.changed { "done" } else { "unchanged" });
