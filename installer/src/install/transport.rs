@@ -64,7 +64,8 @@ impl Transport {
             "BatchMode=yes".to_string(),
             format!("StrictHostKeyChecking={host_keys}"),
             "ControlMaster=auto".to_string(),
-            format!("ControlPath={}/%C", opts.control_dir.display()),
+            // Quoted: ssh splits an option's value at spaces (a TMPDIR may hold some).
+            format!("ControlPath=\"{}/%C\"", opts.control_dir.display()),
             "ControlPersist=120".to_string(),
             "ConnectTimeout=15".to_string(),
             "ServerAliveInterval=15".to_string(),
@@ -189,6 +190,43 @@ mod tests {
         assert_eq!(
             String::from_utf8_lossy(&out.stdout),
             "echo 'it''s' \"$HOME\""
+        );
+    }
+
+    /// Regression: a TMPDIR with a space broke every connection ("keyword
+    /// controlpath extra arguments at end of line"). `ssh -G` prints the options
+    /// it would use, and connects nowhere.
+    #[test]
+    fn a_control_directory_with_a_space_reaches_ssh_whole() {
+        let inv = super::super::inventory::Inventory::parse(
+            std::path::Path::new("cluster.toml"),
+            &super::super::example::example(4),
+        )
+        .unwrap();
+        let opts = SshOptions {
+            config: None,
+            accept_new_host_keys: false,
+            control_dir: "/tmp/ferry test tmp/ferry-ssh-1".into(),
+        };
+        let Transport::Ssh { args, target } = Transport::for_node(&inv.nodes[3], &opts) else {
+            panic!("an example node is not this host");
+        };
+        let out = Command::new("ssh")
+            .args(&args)
+            .arg("-G")
+            .arg(&target)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with("controlpath /tmp/ferry test tmp/ferry-ssh-1/")),
+            "{text}"
         );
     }
 
