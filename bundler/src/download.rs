@@ -94,6 +94,49 @@ enum BlobError {
     },
 }
 
+/// Why a download failed.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum DownloadError {
+    /// Writing to this machine's disk failed (full, read-only, broken): no endpoint
+    /// is at fault and none can help, so the run stops. What reached the disk stays
+    /// in the partial file, for a rerun to resume from.
+    #[error("{}: {error}", path.display())]
+    Disk {
+        path: PathBuf,
+        error: std::io::Error,
+    },
+    /// Every endpoint failed: what each did.
+    #[error("{0}")]
+    Endpoints(String),
+}
+
+/// The one line a failed write into `store` ends the run with: which store, that
+/// its disk is full if it is, and `left` (what was still to fetch), if known.
+pub(crate) fn disk_error(store: &Store, e: &DownloadError, left: Option<u64>) -> anyhow::Error {
+    let root = store.root().display();
+    let full = matches!(e, DownloadError::Disk { error, .. }
+        if matches!(error.kind(), std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded));
+    if !full {
+        return anyhow::anyhow!("cannot write to the store {root}: {e}");
+    }
+    let left = match left {
+        Some(n) if n > 0 => format!(", and {} is still to fetch", ferry_cli::human_bytes(n)),
+        _ => String::new(),
+    };
+    anyhow::anyhow!(
+        "the disk holding the store {root} is full ({e}){left}: make room, or pull into a --store elsewhere; a rerun resumes where this one stopped"
+    )
+}
+
+impl From<BlobError> for DownloadError {
+    fn from(e: BlobError) -> DownloadError {
+        match e {
+            BlobError::Io { path, error } => DownloadError::Disk { path, error },
+            other => DownloadError::Endpoints(other.to_string()),
+        }
+    }
+}
+
 impl EndpointFailure for BlobError {
     fn problem(&self) -> Option<Problem> {
         match self {
@@ -199,9 +242,12 @@ pub(crate) async fn download(
     store: &Store,
     job: &BlobJob,
     report: &Report,
-) -> Result<u64, String> {
+) -> Result<u64, DownloadError> {
     let path = store.partial_path(&job.digest);
-    let io = |e: std::io::Error| format!("{}: {e}", path.display());
+    let io = |error: std::io::Error| DownloadError::Disk {
+        path: path.clone(),
+        error,
+    };
     let Some(mut file) = lock_partial(store, &job.digest).await.map_err(io)? else {
         return Ok(0);
     };
@@ -250,7 +296,10 @@ pub(crate) async fn download(
     .await;
     match committed {
         Ok(Ok(())) => Ok(fetched),
-        Ok(Err(e)) => Err(e.to_string()),
+        Ok(Err(ferry::store::StoreError::Io { path, error })) => {
+            Err(DownloadError::Disk { path, error })
+        }
+        Ok(Err(e)) => Err(DownloadError::Endpoints(e.to_string())),
         Err(e) => Err(io(e)),
     }
 }
@@ -272,7 +321,7 @@ pub(crate) async fn hash(
     what: &str,
     endpoints: &[Source],
     report: &Report,
-) -> Result<Hashed, String> {
+) -> Result<Hashed, DownloadError> {
     let mut partial = Partial::new(None, PathBuf::new(), what, None);
     let (digest, size) = fetch(client, want, endpoints, &mut partial, report).await?;
     Ok(Hashed {
@@ -284,14 +333,15 @@ pub(crate) async fn hash(
 
 /// Fills `partial` from `endpoints` with bytes hashing to `want` (any bytes, if
 /// `None`, as long as one endpoint served them all); returns their digest and
-/// size. The error names what each endpoint did.
+/// size. The error names what each endpoint did, or the local write that failed:
+/// that stops at once, as no endpoint is to blame and none can help.
 async fn fetch(
     client: &Client,
     want: Option<&Digest>,
     endpoints: &[Source],
     partial: &mut Partial,
     report: &Report,
-) -> Result<(Digest, u64), String> {
+) -> Result<(Digest, u64), DownloadError> {
     // Endpoints left lately for being slow go last.
     let (mut candidates, demoted): (Vec<&Source>, Vec<&Source>) =
         endpoints.iter().partition(|s| !client.demote(s.endpoint()));
@@ -318,7 +368,7 @@ async fn fetch(
     loop {
         if complete {
             complete = false;
-            partial.flush().map_err(|e| e.to_string())?;
+            partial.flush()?;
             let received = partial.hasher.len();
             let actual = std::mem::take(&mut partial.hasher).finish();
             let Some(want) = want.filter(|w| **w != actual) else {
@@ -326,7 +376,7 @@ async fn fetch(
             };
             report.sub(received);
             let mixed = partial.mixed;
-            partial.truncate(report).map_err(|e| e.to_string())?;
+            partial.truncate(report)?;
             if mixed && !started_over {
                 // What was kept came from elsewhere (and is gone now): ask again
                 // from zero, every endpoint.
@@ -343,12 +393,15 @@ async fn fetch(
             candidates.remove(0);
         }
         if candidates.is_empty() {
-            return Err(each_failure.join("; "));
+            return Err(DownloadError::Endpoints(each_failure.join("; ")));
         }
         if want.is_none() {
             // Nothing can tell bytes from two endpoints apart: one serves them all.
-            partial.truncate(report).map_err(|e| e.to_string())?;
+            partial.truncate(report)?;
         }
+        // Whatever is still buffered goes to the disk first, so the next endpoint is
+        // asked from the bytes the partial file holds.
+        partial.flush()?;
         let offset = partial.hasher.len();
         let raced = client
             .first_ok(
@@ -361,7 +414,7 @@ async fn fetch(
             fail(candidates[*i], e);
         }
         let Some((i, response)) = raced.won else {
-            return Err(each_failure.join("; "));
+            return Err(DownloadError::Endpoints(each_failure.join("; ")));
         };
         // The winner goes first: a wrong digest is blamed on candidates[0].
         let source = candidates.remove(i);
@@ -380,10 +433,13 @@ async fn fetch(
                 let next = candidates.remove(j);
                 candidates.insert(0, next);
             }
+            Err(BlobError::Io { path, error }) => {
+                return Err(DownloadError::Disk { path, error });
+            }
             Err(e) => {
                 if matches!(e, BlobError::TooLong { .. }) {
                     // Bytes that cannot all be the blob's: none is kept.
-                    partial.truncate(report).map_err(|e| e.to_string())?;
+                    partial.truncate(report)?;
                 }
                 fail(source, &e);
                 candidates.remove(0);

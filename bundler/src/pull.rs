@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::Instant;
 
-use crate::download::{download, BlobJob, Source};
+use crate::download::{disk_error, download, BlobJob, DownloadError, Source};
 use crate::mirrors::{Endpoint, MirrorRules};
 use anyhow::{anyhow, bail};
 use bytes::Bytes;
@@ -334,30 +334,47 @@ pub async fn pull(
     // Largest first keeps the pool busy to the end instead of waiting on one big layer.
     let mut queue: Vec<&BlobJob> = jobs_by_digest.values().collect();
     queue.sort_by_key(|j| std::cmp::Reverse(j.size));
-    let results: Vec<(Digest, Result<u64, String>)> = stream::iter(queue)
+    let mut downloads = stream::iter(queue)
         .map(|job| async move {
             (
                 job.digest.clone(),
                 download(client, store, job, report).await,
             )
         })
-        .buffer_unordered(jobs)
-        .collect()
-        .await;
-    report.finish();
-
+        .buffer_unordered(jobs);
     let mut failed: HashMap<Digest, String> = HashMap::new();
-    for (digest, result) in results {
+    let mut done = std::collections::HashSet::new();
+    while let Some((digest, result)) = downloads.next().await {
         match result {
             Ok(n) => {
                 summary.blobs_fetched += 1;
                 summary.bytes_fetched += n;
+                done.insert(digest);
+            }
+            Err(e @ DownloadError::Disk { .. }) => {
+                // This machine's disk, not an endpoint: the other downloads stop
+                // here (dropped with the stream), each keeping what reached its
+                // partial file, and nothing is retried elsewhere.
+                drop(downloads);
+                report.finish();
+                let left: u64 = jobs_by_digest
+                    .values()
+                    .filter(|j| !done.contains(&j.digest))
+                    .filter_map(|j| {
+                        let kept =
+                            std::fs::metadata(store.partial_path(&j.digest)).map_or(0, |m| m.len());
+                        Some(j.size?.saturating_sub(kept))
+                    })
+                    .sum();
+                return Err(disk_error(store, &e, Some(left)));
             }
             Err(e) => {
-                failed.insert(digest, e);
+                failed.insert(digest, e.to_string());
             }
         }
     }
+    drop(downloads);
+    report.finish();
 
     let mut complete = Vec::new();
     for plan in ready {

@@ -14,7 +14,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 
 use common::store::{index_names, sha256_file};
-use common::{mirror_to, spec, Run, Session};
+use common::{mirror_to, spec, Mounted, Run, Session};
 use ferry_testkit::image::{self, layer, platform_image, Flavor, Image};
 use ferry_testkit::registry::Registry;
 use sha2::{Digest as _, Sha256};

@@ -215,40 +215,6 @@ fn split_bundles_find_their_parts_and_name_the_missing_one() {
     assert_eq!(index_names(&s.path("site")).len(), 3);
 }
 
-/// A filesystem mounted at `dir`, unmounted on drop.
-struct Mounted(std::path::PathBuf);
-
-impl Mounted {
-    /// `mount -t FSTYPE -o OPTIONS FSTYPE DIR` (needs root).
-    fn new(dir: std::path::PathBuf, fstype: &str, options: &str) -> Mounted {
-        std::fs::create_dir_all(&dir).unwrap();
-        let ok = std::process::Command::new("mount")
-            .args(["-t", fstype, "-o", options, fstype])
-            .arg(&dir)
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "mounting a {fstype} (needs root)");
-        Mounted(dir)
-    }
-
-    fn grow(&self, size: &str) {
-        let ok = std::process::Command::new("mount")
-            .args(["-o", &format!("remount,size={size}")])
-            .arg(&self.0)
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok);
-    }
-}
-
-impl Drop for Mounted {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount").arg(&self.0).status();
-    }
-}
-
 /// `ferry-installer unpack` of the shared cluster bundle into `store`, not yet checked.
 fn unpack_cluster(s: &Session, store: &str) -> Run {
     unpack_release(s, &common::cluster::bundle().0, store)

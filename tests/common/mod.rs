@@ -534,3 +534,38 @@ pub fn private_ca(s: &Session) {
         ],
     );
 }
+
+/// A filesystem mounted at `dir`, unmounted on drop.
+pub struct Mounted(pub std::path::PathBuf);
+
+impl Mounted {
+    /// `mount -t FSTYPE -o OPTIONS FSTYPE DIR` (needs root).
+    pub fn new(dir: std::path::PathBuf, fstype: &str, options: &str) -> Mounted {
+        std::fs::create_dir_all(&dir).unwrap();
+        let ok = std::process::Command::new("mount")
+            .args(["-t", fstype, "-o", options, fstype])
+            .arg(&dir)
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "mounting a {fstype} (needs root)");
+        Mounted(dir)
+    }
+
+    /// Remounts it with room for `size` (`1g`).
+    pub fn grow(&self, size: &str) {
+        let ok = std::process::Command::new("mount")
+            .args(["-o", &format!("remount,size={size}")])
+            .arg(&self.0)
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok);
+    }
+}
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
+}

@@ -7,6 +7,7 @@ mod common;
 mod auth;
 mod basics;
 mod faults;
+mod local;
 mod mirrors;
 
 use std::collections::BTreeSet;
