@@ -345,3 +345,35 @@ fn builds_are_byte_reproducible() {
         "{listing}"
     );
 }
+
+/// The forms of `out` in the session: `OUT`, `OUT.NNN` and their `.minisig`s.
+fn forms_of(s: &Session, out: &str) -> BTreeSet<String> {
+    std::fs::read_dir(s.path(""))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.starts_with(out) && !n.ends_with(".notes"))
+        .collect()
+}
+
+#[test]
+fn a_build_replaces_the_other_form_of_its_output_split_or_not_and_nothing_else() {
+    let reg = Registry::start();
+    seed(&reg, 8, 3 << 20);
+    let s = prepare(&reg, &[0, 1, 2], "k8s");
+    s.write("rel.tar.zst.notes", "mine");
+    build(&s, "k8s", "rel.tar.zst", &["--split", "1M"]);
+    let split = forms_of(&s, "rel.tar.zst");
+    assert!(split.contains("rel.tar.zst.003.minisig"), "{split:?}");
+    // Unsplit to the same output: the parts go, once the new bundle is in place.
+    build(&s, "k8s", "rel.tar.zst", &[]);
+    let whole: BTreeSet<String> = ["rel.tar.zst", "rel.tar.zst.minisig"]
+        .map(String::from)
+        .into();
+    assert_eq!(forms_of(&s, "rel.tar.zst"), whole);
+    // And back: the unsplit bundle goes.
+    build(&s, "k8s", "rel.tar.zst", &["--split", "1M"]);
+    assert_eq!(forms_of(&s, "rel.tar.zst"), split);
+    assert_eq!(s.read("rel.tar.zst.notes"), "mine");
+    s.installer(&["verify", "rel.tar.zst.001", "--key", "rel.pub"])
+        .success();
+}
