@@ -570,16 +570,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             allow_missing_images,
             net,
         } => {
-            check_bundle_output(
-                &output,
-                split.is_some(),
-                &spec_path,
-                &key,
-                &lock,
-                &base,
-                &net,
-            )
-            .map_err(output_error)?;
+            check_bundle_output(&output, &spec_path, &key, &lock, &base, &net)
+                .map_err(output_error)?;
             let mtime = build::source_date_epoch()?;
             let spec_text = ferry::toml_file::read(&spec_path, "spec")?;
             let spec = Spec::parse(&spec_path, &spec_text)?;
@@ -614,11 +606,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Checks, before any work, that the bundle `output` (its `.minisig`, or with
-/// `--split` its parts and theirs) can be written and destroys no input.
+/// Checks, before any work, that the bundle `output` (its `.minisig`, its parts
+/// and theirs: written, or removed as the other form) can be written and
+/// destroys no input.
 fn check_bundle_output(
     output: &Path,
-    split: bool,
     spec: &Path,
     key: &Path,
     lock: &Option<PathBuf>,
@@ -644,19 +636,18 @@ fn check_bundle_output(
         path: p,
     }));
     let mut also = vec![signature_path(output)];
-    if split {
-        // The parts a build writes, and those of an earlier build it removes.
-        let mut i = 1;
-        loop {
-            let part = part_path(output, i);
-            let exists = part.exists();
-            also.push(signature_path(&part));
-            also.push(part);
-            if !exists {
-                break;
-            }
-            i += 1;
+    // The parts a build writes, and those of an earlier build it removes (every
+    // part, when this build is not split).
+    let mut i = 1;
+    loop {
+        let part = part_path(output, i);
+        let exists = part.exists();
+        also.push(signature_path(&part));
+        also.push(part);
+        if !exists {
+            break;
         }
+        i += 1;
     }
     outputs::check("-o", output, &also, &inputs)
 }
