@@ -7,7 +7,7 @@ use common::Mounted;
 use ferry_testkit::FileServer;
 use sha2::{Digest as _, Sha256};
 
-const FILE: &str = "/dl/tool";
+pub(super) const FILE: &str = "/dl/tool";
 
 /// Bytes that do not compress away.
 pub(super) fn noise(seed: u32, len: usize) -> Vec<u8> {

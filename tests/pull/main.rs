@@ -7,6 +7,7 @@ mod common;
 mod auth;
 mod basics;
 mod faults;
+mod file_faults;
 mod local;
 mod mirrors;
 
