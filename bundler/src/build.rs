@@ -221,7 +221,10 @@ pub fn build(o: BuildOptions<'_>) -> anyhow::Result<Vec<PathBuf>> {
     let written = result.map_err(|e| match e {
         // The archive names the file; said once.
         ferry::archive::ArchiveError::Io { path, error } if path == o.out => {
-            anyhow!("cannot write the bundle {}: {error}", o.out.display())
+            output_failed(o.out, &error, None)
+        }
+        ferry::archive::ArchiveError::Output { entry, error, .. } => {
+            output_failed(o.out, &error, entry.as_deref())
         }
         e => anyhow::Error::new(e).context(format!("cannot write the bundle {}", o.out.display())),
     })?;
@@ -246,4 +249,22 @@ pub fn build(o: BuildOptions<'_>) -> anyhow::Result<Vec<PathBuf>> {
         }
     ));
     Ok(written.paths)
+}
+
+/// The error line of a bundle `out` that could not be written (while `entry` was,
+/// if known): a full disk is said as such.
+fn output_failed(out: &Path, error: &std::io::Error, entry: Option<&str>) -> anyhow::Error {
+    let at = entry.map_or_else(String::new, |e| format!(", writing entry {e}"));
+    let full = matches!(
+        error.kind(),
+        std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+    );
+    if full {
+        anyhow!(
+            "cannot write the bundle {}: the disk is full ({error}{at}): make room, or write it elsewhere with -o",
+            out.display()
+        )
+    } else {
+        anyhow!("cannot write the bundle {}: {error}{at}", out.display())
+    }
 }

@@ -129,6 +129,14 @@ pub enum ArchiveError {
         path: PathBuf,
         error: std::io::Error,
     },
+    /// Writing the archive failed (its output, not a file that goes into it), while
+    /// `entry` was written, if it was one's turn.
+    #[error("{}: {error}{}", output.display(), entry.as_ref().map(|e| format!(" (writing entry {e})")).unwrap_or_default())]
+    Output {
+        output: PathBuf,
+        entry: Option<String>,
+        error: std::io::Error,
+    },
     #[error("not a ferry bundle: {0}")]
     NotABundle(String),
     #[error("the bundle is not signed: its second entry is {0:?}, not {SIGNATURE_ENTRY}")]

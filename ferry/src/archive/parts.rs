@@ -88,8 +88,13 @@ impl PartWriter {
 
     fn close_current(&mut self) -> io::Result<()> {
         if let Some((w, tmp, path, prehash, size)) = self.current.take() {
-            let (file, _) = w.finish()?;
-            file.sync_all()?;
+            // Out of `current`, the temp file is this code's to remove if it fails
+            // (the last write of a full disk fails here).
+            let synced = w.finish().and_then(|(file, _)| file.sync_all());
+            if let Err(e) = synced {
+                let _ = std::fs::remove_file(&tmp);
+                return Err(e);
+            }
             self.done.push(Part {
                 tmp,
                 path,

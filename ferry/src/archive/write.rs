@@ -155,10 +155,19 @@ pub fn write(
         &sources,
         &out.pack,
         progress,
-    )?;
-    let io = |e| ArchiveError::Io {
-        path: out.path.to_path_buf(),
-        error: e,
+    )
+    .map_err(|e| match e {
+        ArchiveError::Output { entry, error, .. } => ArchiveError::Output {
+            output: out.path.to_path_buf(),
+            entry,
+            error,
+        },
+        e => e,
+    })?;
+    let io = |error| ArchiveError::Output {
+        output: out.path.to_path_buf(),
+        entry: None,
+        error,
     };
     let parts = finished.finish().and_then(PartWriter::finish).map_err(io)?;
     let count = parts.len();
