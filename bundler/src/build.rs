@@ -218,6 +218,14 @@ pub fn build(o: BuildOptions<'_>) -> anyhow::Result<Vec<PathBuf>> {
         o.report,
     );
     o.report.finish();
+    if result.is_err() && ferry::interrupt::requested() {
+        // Whatever the pack's last error, the signal is what stopped it; the
+        // unfinished bundle went with the writer.
+        return Err(anyhow::Error::new(ferry_cli::exit::Interrupted(format!(
+            "build interrupted: the unfinished bundle was removed, and {} was not written",
+            o.out.display()
+        ))));
+    }
     let written = result.map_err(|e| match e {
         // The archive names the file; said once.
         ferry::archive::ArchiveError::Io { path, error } if path == o.out => {

@@ -544,6 +544,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         } => {
             let spec = Spec::load(&spec_path)?;
             let report = net.report();
+            // Ctrl-C stops the downloads; what they fetched stays for a rerun.
+            let _catch = ferry_cli::interrupt::Catch::new().context("catching Ctrl-C")?;
             pull_into(&spec, lock.as_deref(), &store, &net, &report)?;
         }
         Command::Keygen {
@@ -584,6 +586,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     stale.display()
                 ));
             }
+            // After the password prompt, which Ctrl-C ends as usual: from here
+            // it stops the pull or the pack, which clean up after themselves.
+            let _catch = ferry_cli::interrupt::Catch::new().context("catching Ctrl-C")?;
             let store_dir = store.unwrap_or_else(default_store);
             let (lock, store) = pull_into(&spec, lock.as_deref(), &store_dir, &net, &report)?;
             build::build(build::BuildOptions {

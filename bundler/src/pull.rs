@@ -17,6 +17,7 @@ use futures_util::{stream, StreamExt};
 
 use crate::failures::{self, EndpointFailure};
 use crate::resolve::{fetch_manifest, first_answer, EndpointError};
+use ferry_cli::exit::Interrupted;
 use ferry_cli::{human_bytes, Report};
 use ferry_client::{Asked, Client, Problem};
 
@@ -272,6 +273,14 @@ fn chart_into_store(store: &Store, chart: &ferry::lock::LockedChart) -> anyhow::
     Ok(artifact.top)
 }
 
+/// Returns once the process is asked to stop (Ctrl-C, SIGTERM; see
+/// `ferry_cli::interrupt::Catch`).
+async fn asked_to_stop() {
+    while !ferry::interrupt::requested() {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
 /// Pulls every image of `lock` into `store`.
 pub async fn pull(
     client: &Client,
@@ -344,7 +353,28 @@ pub async fn pull(
         .buffer_unordered(jobs);
     let mut failed: HashMap<Digest, String> = HashMap::new();
     let mut done = std::collections::HashSet::new();
-    while let Some((digest, result)) = downloads.next().await {
+    loop {
+        let next = tokio::select! {
+            next = downloads.next() => next,
+            () = asked_to_stop() => {
+                // Ctrl-C or SIGTERM: every download stops where it is (dropped
+                // with the stream), its bytes kept in its partial file.
+                drop(downloads);
+                report.finish();
+                let kept = jobs_by_digest
+                    .keys()
+                    .next()
+                    .and_then(|d| Some(store.partial_path(d).parent()?.to_path_buf()))
+                    .unwrap_or_else(|| store.root().to_path_buf());
+                return Err(anyhow::Error::new(Interrupted(format!(
+                    "pull interrupted: what was downloaded is kept in {}, and a rerun resumes from it",
+                    kept.display()
+                ))));
+            }
+        };
+        let Some((digest, result)) = next else {
+            break;
+        };
         match result {
             Ok(n) => {
                 summary.blobs_fetched += 1;

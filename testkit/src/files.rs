@@ -94,6 +94,11 @@ impl FileServer {
             .insert(path.to_string(), fault);
     }
 
+    /// Makes `path` behave again.
+    pub fn heal(&self, path: &str) {
+        self.state.faults.lock().unwrap().remove(path);
+    }
+
     /// Every request so far, as `METHOD PATH` plus ` range=VALUE` when one was asked.
     pub fn requests(&self) -> Vec<String> {
         self.state.requests.lock().unwrap().clone()

@@ -314,6 +314,8 @@ pub fn pack<W: Write>(
                     });
                 }
                 let n = read_up_to(&mut file, &mut head).map_err(ArchiveError::io(path))?;
+                // Ctrl-C (when the binary catches it) stops the pack at its next read.
+                let file = crate::interrupt::Interruptible::new(file, crate::interrupt::flag());
                 (n, Box::new(file))
             }
         };

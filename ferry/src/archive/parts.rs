@@ -136,6 +136,11 @@ impl Write for PartWriter {
         if buf.is_empty() {
             return Ok(0);
         }
+        // Ctrl-C (when the binary catches it) stops the output at its next write:
+        // compressing can keep the reads long done.
+        if crate::interrupt::requested() {
+            return Err(io::Error::other(crate::interrupt::Interrupted));
+        }
         if self.current.is_none() {
             self.open_next()?;
         }
