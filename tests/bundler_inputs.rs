@@ -629,3 +629,28 @@ fn lock_names_every_image_it_cannot_resolve_in_one_error() {
     assert!(!line.contains("apps/small:v1"), "{line}");
     assert!(!s.path("new.lock").exists());
 }
+
+/// `NAME.pub` a dangling link: keygen wrote `NAME.key`, then failed on the link
+/// (`File exists`), and the orphan key made every rerun refuse.
+#[test]
+fn keygen_checks_both_files_before_writing_either_even_through_a_dangling_link() {
+    let s = Session::new();
+    std::os::unix::fs::symlink("/nonexistent/target.pub", s.path("lnk.pub")).unwrap();
+    let run = s
+        .bundler(&["keygen", "--no-password", "--name", "lnk"])
+        .failure();
+    assert_eq!(
+        run.error_line(),
+        "error: ./lnk.pub already exists: choose another --name or --out, or remove it",
+        "{}",
+        run.stderr
+    );
+    assert!(
+        s.path("lnk.key").symlink_metadata().is_err(),
+        "an orphan key"
+    );
+    // Once the link is gone, the same command goes through.
+    std::fs::remove_file(s.path("lnk.pub")).unwrap();
+    s.bundler(&["keygen", "--no-password", "--name", "lnk"])
+        .success();
+}
