@@ -83,6 +83,11 @@ enum BlobError {
     WrongFile { expected: Digest, actual: Digest },
     #[error("served more than the {size} bytes the manifest gives for blob {digest}")]
     TooLong { digest: Digest, size: u64 },
+    /// A whole answer, shorter than the blob: another file, not a dropped
+    /// connection (with the bytes of another endpoint before it, no digest of its
+    /// own to give).
+    #[error("served {served} bytes, not {size}")]
+    Short { served: u64, size: u64 },
     #[error("connection dropped {ATTEMPTS} times: {0}")]
     Dropped(String),
     #[error("{0}")]
@@ -143,7 +148,8 @@ impl EndpointFailure for BlobError {
             BlobError::Fetch(e) => Some(e.problem()),
             BlobError::WrongDigest { .. }
             | BlobError::WrongFile { .. }
-            | BlobError::TooLong { .. } => Some(Problem::WrongBytes),
+            | BlobError::TooLong { .. }
+            | BlobError::Short { .. } => Some(Problem::WrongBytes),
             BlobError::Dropped(_) => Some(Problem::Broken),
             // It was left alone for a while, as one that cannot be connected to.
             BlobError::Stalled(_) => Some(Problem::Unavailable),
@@ -437,7 +443,13 @@ async fn fetch(
                 return Err(DownloadError::Disk { path, error });
             }
             Err(e) => {
-                if matches!(e, BlobError::TooLong { .. }) {
+                if matches!(
+                    e,
+                    BlobError::TooLong { .. }
+                        | BlobError::Short { .. }
+                        | BlobError::WrongDigest { .. }
+                        | BlobError::WrongFile { .. }
+                ) {
                     // Bytes that cannot all be the blob's: none is kept.
                     partial.truncate(report)?;
                 }
@@ -501,6 +513,9 @@ async fn receive(
             let length = response.content_length()?;
             Some(partial.hasher.len() + length)
         });
+        // What this answer says it holds, to tell a body that ended where it said
+        // it would from one cut off.
+        let length = response.content_length();
         let started = Instant::now();
         let begun_at = partial.hasher.len();
         let mut checked = started;
@@ -555,6 +570,21 @@ async fn receive(
         if !ended_short {
             partial.flush()?;
             return Ok(Received::Complete);
+        }
+        if length == Some(here) {
+            // All it said it would send, and still short: another file, which
+            // asking again would only fetch again.
+            partial.flush()?;
+            let served = partial.hasher.len();
+            let Some(expected) = digest.filter(|_| begun_at == 0).cloned() else {
+                let size = total.unwrap_or_default();
+                return Err(BlobError::Short { served, size });
+            };
+            let actual = partial.hasher.clone().finish();
+            return Err(match source {
+                Source::Blob(_) => BlobError::WrongDigest { expected, actual },
+                Source::File(_) => BlobError::WrongFile { expected, actual },
+            });
         }
         // A dropped connection or a short body: resume from what arrived.
         partial.flush()?;

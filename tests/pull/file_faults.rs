@@ -5,6 +5,7 @@
 use super::local::{file_session, noise, FILE};
 use super::*;
 use ferry_testkit::{Fault, FileServer};
+use sha2::{Digest as _, Sha256};
 
 #[test]
 fn a_redirect_whose_target_fails_names_the_target_and_leaves_the_mirror_usable() {
@@ -28,3 +29,31 @@ fn a_redirect_whose_target_fails_names_the_target_and_leaves_the_mirror_usable()
     // The mirror answered: it is not the one skipped for being unreachable.
     assert!(!run.stderr.contains("was skipped"), "{}", run.stderr);
 }
+
+#[test]
+fn a_short_but_complete_answer_is_another_file_not_a_dropped_connection() {
+    let (bad, good) = (FileServer::start(), FileServer::start());
+    let bytes = noise(4, 3_000_000);
+    bad.put(FILE, bytes.clone());
+    good.put(FILE, bytes.clone());
+    let s = file_session(&bytes, &[bad.url(), good.url()]);
+    s.bundler(&LOCK).success();
+    // 200 with a Content-Length of 12000, and 12000 bytes.
+    let short = noise(9, 12_000);
+    bad.fault(FILE, Fault::Serve(short.clone()));
+    let run = s.bundler(&LOCKED_PULL).success();
+    let said = format!(
+        "{}{FILE} failed: served sha256:{}, not the pinned sha256:{}",
+        bad.url(),
+        hex::encode(Sha256::digest(&short)),
+        hex::encode(Sha256::digest(&bytes))
+    );
+    assert!(run.stderr.contains(&said), "{}", run.stderr);
+    assert!(!run.stderr.contains("dropped"), "{}", run.stderr);
+    // Asked once, not again and again; the next endpoint served it whole.
+    let asked = bad.requests().len();
+    assert_eq!(asked, 2, "once by lock, once by pull: {:?}", bad.requests());
+    let sha = hex::encode(Sha256::digest(&bytes));
+    assert!(std::fs::read(s.path(&format!("store/blobs/sha256/{sha}"))).unwrap() == bytes);
+}
+
