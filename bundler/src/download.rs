@@ -254,7 +254,10 @@ pub(crate) async fn download(
         path: path.clone(),
         error,
     };
-    let Some(mut file) = lock_partial(store, &job.digest).await.map_err(io)? else {
+    let Some(mut file) = lock_partial(store, &job.digest, job.size)
+        .await
+        .map_err(io)?
+    else {
         return Ok(0);
     };
     let size = job.size;
@@ -628,10 +631,20 @@ fn faster(
 /// Opens the partial file of a blob for this process alone. Another pull into the
 /// same store may be writing it: then wait, and skip the download if that pull
 /// finishes the blob. Returns `None` when the blob is already in the store.
-async fn lock_partial(store: &Store, digest: &Digest) -> std::io::Result<Option<std::fs::File>> {
+async fn lock_partial(
+    store: &Store,
+    digest: &Digest,
+    size: Option<u64>,
+) -> std::io::Result<Option<std::fs::File>> {
     let path = store.partial_path(digest);
+    // A blob of another size than its manifest gives (cut short) is fetched
+    // again; the new one replaces it.
+    let has = || {
+        std::fs::metadata(store.blob_path(digest))
+            .is_ok_and(|m| m.is_file() && size.is_none_or(|s| m.len() == s))
+    };
     loop {
-        if store.has_blob(digest) {
+        if has() {
             return Ok(None);
         }
         let file = std::fs::OpenOptions::new()
@@ -642,7 +655,7 @@ async fn lock_partial(store: &Store, digest: &Digest) -> std::io::Result<Option<
             .open(&path)?;
         match file.try_lock() {
             // The holder may have committed the blob just before letting go.
-            Ok(()) if store.has_blob(digest) => return Ok(None),
+            Ok(()) if has() => return Ok(None),
             Ok(()) => return Ok(Some(file)),
             Err(std::fs::TryLockError::WouldBlock) => {
                 tokio::time::sleep(Duration::from_millis(250)).await

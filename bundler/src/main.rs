@@ -530,10 +530,18 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             endpoint_notes(&client, &report);
             let lock = lock?;
             write_atomic(&out, &lock.to_toml())?;
+            // A file is counted once, however many platforms it has.
+            let files: std::collections::BTreeSet<(&str, &str)> = lock
+                .files
+                .iter()
+                .map(|f| (f.name.as_str(), f.version.as_str()))
+                .collect();
             report.info(&format!(
-                "wrote {} ({} image(s))",
+                "wrote {} ({} image(s), {} file(s), {} chart(s))",
                 out.display(),
-                lock.images.len()
+                lock.images.len(),
+                files.len(),
+                lock.charts.len()
             ));
         }
         Command::Pull {

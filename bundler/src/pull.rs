@@ -21,9 +21,28 @@ use ferry_cli::exit::Interrupted;
 use ferry_cli::{human_bytes, Report};
 use ferry_client::{Asked, Client, Problem};
 
+/// What a plan brings into the store, to name and count it by.
+#[derive(Clone, Copy, PartialEq)]
+enum Kind {
+    Image,
+    File,
+    Chart,
+}
+
+impl Kind {
+    fn word(self) -> &'static str {
+        match self {
+            Kind::Image => "image",
+            Kind::File => "file",
+            Kind::Chart => "chart",
+        }
+    }
+}
+
 /// An image (or a file artifact) whose manifests are in the store, with the blobs
 /// it still needs and where each can come from.
 struct ImagePlan {
+    kind: Kind,
     name: String,
     top: Descriptor,
     blobs: Vec<(Descriptor, Vec<Source>)>,
@@ -38,6 +57,8 @@ struct ImagePlan {
 #[derive(Debug, Default)]
 pub struct Summary {
     pub images: usize,
+    pub files: usize,
+    pub charts: usize,
     pub blobs_fetched: usize,
     pub bytes_fetched: u64,
     pub blobs_reused: usize,
@@ -166,6 +187,7 @@ async fn fetch_oci_chart(
     let blobs = ferry::store::platform_blobs(&top, &bytes)?;
     let sources: Vec<Source> = endpoints.into_iter().map(Source::Blob).collect();
     Ok(ImagePlan {
+        kind: Kind::Chart,
         name: reference.to_string(),
         top,
         blobs: blobs.into_iter().map(|b| (b, sources.clone())).collect(),
@@ -204,6 +226,7 @@ async fn fetch_manifests(
         );
     }
     Ok(ImagePlan {
+        kind: Kind::Image,
         chart: None,
         aliases: Vec::new(),
         name,
@@ -224,6 +247,7 @@ fn file_plans(rules: &MirrorRules, lock: &Lock, store: &Store) -> anyhow::Result
             store.put_blob(digest, bytes)?;
         }
         plans.push(ImagePlan {
+            kind: Kind::File,
             chart: None,
             aliases: Vec::new(),
             name: artifact.name,
@@ -253,6 +277,7 @@ fn file_plans(rules: &MirrorRules, lock: &Lock, store: &Store) -> anyhow::Result
             .into_iter()
             .map(Source::File);
         plans.push(ImagePlan {
+            kind: Kind::Chart,
             name: ferry::artifact::chart_ref_name(&chart.name, &chart.version),
             top: tgz.clone(),
             blobs: vec![(tgz, sources.collect())],
@@ -271,6 +296,22 @@ fn chart_into_store(store: &Store, chart: &ferry::lock::LockedChart) -> anyhow::
         store.put_blob(digest, bytes)?;
     }
     Ok(artifact.top)
+}
+
+/// Whether `blob` is in the store whole: one of another size (cut short) is
+/// fetched again, and replaced.
+fn stored(store: &Store, blob: &Descriptor) -> bool {
+    std::fs::metadata(store.blob_path(&blob.digest))
+        .is_ok_and(|m| m.is_file() && m.len() == blob.size)
+}
+
+/// Counts a plan pulled whole.
+fn count(summary: &mut Summary, kind: Kind) {
+    match kind {
+        Kind::Image => summary.images += 1,
+        Kind::File => summary.files += 1,
+        Kind::Chart => summary.charts += 1,
+    }
 }
 
 /// Returns once the process is asked to stop (Ctrl-C, SIGTERM; see
@@ -322,7 +363,7 @@ pub async fn pull(
             if present.contains(&blob.digest) {
                 continue;
             }
-            if !jobs_by_digest.contains_key(&blob.digest) && store.has_blob(&blob.digest) {
+            if !jobs_by_digest.contains_key(&blob.digest) && stored(store, blob) {
                 present.insert(blob.digest.clone());
                 summary.blobs_reused += 1;
                 summary.bytes_reused += blob.size;
@@ -414,12 +455,23 @@ pub async fn pull(
             .map(|(b, _)| b)
             .find(|b| failed.contains_key(&b.digest))
         {
-            Some(b) => errors.push(format!(
-                "cannot pull image {}: blob {} failed ({})",
-                plan.name, b.digest, failed[&b.digest]
-            )),
+            Some(b) => errors.push(match plan.kind {
+                Kind::Image => format!(
+                    "cannot pull image {}: blob {} failed ({})",
+                    plan.name, b.digest, failed[&b.digest]
+                ),
+                // Its one layer is the file (or the .tgz) itself.
+                kind => format!(
+                    "cannot pull {} {} ({}): {}",
+                    kind.word(),
+                    plan.name,
+                    b.digest,
+                    failed[&b.digest]
+                ),
+            }),
             None => match &plan.chart {
                 None => {
+                    count(&mut summary, plan.kind);
                     for alias in &plan.aliases {
                         complete.push((alias.clone(), plan.top.clone()));
                     }
@@ -427,19 +479,23 @@ pub async fn pull(
                 }
                 Some(chart) => match tokio::task::block_in_place(|| chart_into_store(store, chart))
                 {
-                    Ok(top) => complete.push((plan.name, top)),
+                    Ok(top) => {
+                        count(&mut summary, plan.kind);
+                        complete.push((plan.name, top));
+                    }
                     Err(e) => errors.push(format!("cannot pull {}: {e:#}", plan.name)),
                 },
             },
         }
     }
-    summary.images = complete.len();
     if !complete.is_empty() {
         store.set_images(&complete)?;
     }
     report.info(&format!(
-        "pulled {} image(s) into {}: {} blob(s), {} fetched in {:.1}s; {} blob(s), {} already in the store",
+        "pulled {} image(s), {} file(s), {} chart(s) into {}: {} blob(s), {} fetched in {:.1}s; {} blob(s), {} already in the store",
         summary.images,
+        summary.files,
+        summary.charts,
         store.root().display(),
         summary.blobs_fetched,
         human_bytes(summary.bytes_fetched),

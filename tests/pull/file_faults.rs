@@ -57,3 +57,48 @@ fn a_short_but_complete_answer_is_another_file_not_a_dropped_connection() {
     assert!(std::fs::read(s.path(&format!("store/blobs/sha256/{sha}"))).unwrap() == bytes);
 }
 
+/// A files-only spec was summed up as `pulled 1 image(s)`, a failed file as
+/// `cannot pull image files/…: blob …`, the lock as `(0 image(s))`; a store blob
+/// cut short counted as present and never fetched again.
+#[test]
+fn files_are_named_and_counted_as_files_and_a_blob_cut_short_is_fetched_again() {
+    let files = FileServer::start();
+    let bytes = noise(7, 300_000);
+    files.put(FILE, bytes.clone());
+    let s = file_session(&bytes, &[files.url()]);
+    let run = s.bundler(&LOCK).success();
+    assert!(
+        run.stderr
+            .contains("wrote spec.lock (0 image(s), 1 file(s), 0 chart(s))"),
+        "{}",
+        run.stderr
+    );
+    let sha = hex::encode(Sha256::digest(&bytes));
+    files.fault(FILE, Fault::Serve(noise(8, 300_000)));
+    let run = s.bundler(&LOCKED_PULL).failure();
+    assert!(
+        run.error_line().starts_with(&format!(
+            "error: cannot pull file files/tool:1.0.0 (sha256:{sha}): "
+        )),
+        "{}",
+        run.stderr
+    );
+    files.heal(FILE);
+    let run = s.bundler(&LOCKED_PULL).success();
+    assert!(
+        run.stderr
+            .contains("pulled 0 image(s), 1 file(s), 0 chart(s) into store: 1 blob(s)"),
+        "{}",
+        run.stderr
+    );
+    // Cut short, it is fetched again (and replaced), not counted as present.
+    let blob = s.path(&format!("store/blobs/sha256/{sha}"));
+    std::fs::write(&blob, &bytes[..100]).unwrap();
+    let run = s.bundler(&LOCKED_PULL).success();
+    assert!(
+        run.stderr.contains("1 blob(s), 293.0 KiB fetched"),
+        "{}",
+        run.stderr
+    );
+    assert!(std::fs::read(&blob).unwrap() == bytes);
+}

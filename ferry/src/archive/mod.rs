@@ -190,6 +190,12 @@ pub enum ArchiveError {
         missing: usize,
         first: String,
     },
+    #[error("store blob {} is {actual} bytes, not the {expected} its manifest gives: pull again, which fetches it anew", path.display())]
+    ShortBlob {
+        path: PathBuf,
+        expected: u64,
+        actual: u64,
+    },
     #[error("store blob {} is damaged: its bytes hash to {actual}, not the digest it is named by; delete it and pull again", path.display())]
     Damaged { path: PathBuf, actual: Digest },
     #[error("{0}")]

@@ -307,8 +307,8 @@ pub fn pack<W: Write>(
                 let mut file = std::fs::File::open(path).map_err(ArchiveError::io(path))?;
                 let len = file.metadata().map_err(ArchiveError::io(path))?.len();
                 if len != size {
-                    return Err(ArchiveError::WrongSize {
-                        path: path.display().to_string(),
+                    return Err(ArchiveError::ShortBlob {
+                        path: path.clone(),
                         expected: size,
                         actual: len,
                     });
