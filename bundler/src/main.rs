@@ -90,7 +90,8 @@ SOURCE_DATE_EPOCH (or 0). A password-protected key reads FERRY_KEY_PASSWORD or a
         /// Pin images to this lock (without it, tags are resolved now).
         #[arg(long)]
         lock: Option<PathBuf>,
-        /// The store to pull into and pack from [default: ~/.cache/ferry/store].
+        /// The store to pull into and pack from [default: $XDG_CACHE_HOME/ferry/store,
+        /// else ~/.cache/ferry/store].
         #[arg(long)]
         store: Option<PathBuf>,
         /// Make a delta: leave out every blob this older bundle holds.
@@ -382,12 +383,22 @@ fn parse_size(text: &str) -> Result<u64, String> {
     Ok(size)
 }
 
-fn default_store() -> PathBuf {
-    let cache = std::env::var_os("XDG_CACHE_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
-        .unwrap_or_else(|| PathBuf::from(".cache"));
-    cache.join("ferry").join("store")
+fn default_store() -> anyhow::Result<PathBuf> {
+    // Only an absolute path counts (a relative one would put the store wherever
+    // the command runs), as the XDG base directory spec says.
+    let absolute = |name: &str| {
+        std::env::var_os(name)
+            .map(PathBuf::from)
+            .filter(|p| p.is_absolute())
+    };
+    let cache = absolute("XDG_CACHE_HOME")
+        .or_else(|| absolute("HOME").map(|h| h.join(".cache")))
+        .ok_or_else(|| {
+            ferry_cli::exit::usage(
+                "no --store, and neither HOME nor XDG_CACHE_HOME is set to an absolute path to keep the default store under: give --store DIR",
+            )
+        })?;
+    Ok(cache.join("ferry").join("store"))
 }
 
 /// `--lock`, checked against the spec and cut to the images and platforms it asks for.
@@ -582,6 +593,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         } => {
             check_bundle_output(&output, &spec_path, &key, &lock, &base, &net)
                 .map_err(output_error)?;
+            let store_dir = match store {
+                Some(dir) => dir,
+                None => default_store()?,
+            };
             let mtime = build::source_date_epoch()?;
             let spec_text = ferry::toml_file::read(&spec_path, "spec")?;
             let spec = Spec::parse(&spec_path, &spec_text)?;
@@ -597,7 +612,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             // After the password prompt, which Ctrl-C ends as usual: from here
             // it stops the pull or the pack, which clean up after themselves.
             let _catch = ferry_cli::interrupt::Catch::new().context("catching Ctrl-C")?;
-            let store_dir = store.unwrap_or_else(default_store);
+
             let (lock, store) = pull_into(&spec, lock.as_deref(), &store_dir, &net, &report)?;
             build::build(build::BuildOptions {
                 spec_text,
