@@ -135,7 +135,7 @@ pub fn build(o: BuildOptions<'_>) -> anyhow::Result<Vec<PathBuf>> {
         files.push(BundleFile {
             name: locked[0].name.clone(),
             version: locked[0].version.clone(),
-            file_name: ferry::file_spec::file_name(&locked[0].url).to_string(),
+            file_name: ferry::artifact::file_name_of(&locked),
             platforms: locked.iter().filter_map(|f| f.platform.clone()).collect(),
             size: locked.iter().map(|f| f.size).sum(),
         });
