@@ -629,3 +629,61 @@ fn lock_names_every_image_it_cannot_resolve_in_one_error() {
     assert!(!line.contains("apps/small:v1"), "{line}");
     assert!(!s.path("new.lock").exists());
 }
+
+/// `NAME.pub` a dangling link: keygen wrote `NAME.key`, then failed on the link
+/// (`File exists`), and the orphan key made every rerun refuse.
+#[test]
+fn keygen_checks_both_files_before_writing_either_even_through_a_dangling_link() {
+    let s = Session::new();
+    std::os::unix::fs::symlink("/nonexistent/target.pub", s.path("lnk.pub")).unwrap();
+    let run = s
+        .bundler(&["keygen", "--no-password", "--name", "lnk"])
+        .failure();
+    assert_eq!(
+        run.error_line(),
+        "error: ./lnk.pub already exists: choose another --name or --out, or remove it",
+        "{}",
+        run.stderr
+    );
+    assert!(
+        s.path("lnk.key").symlink_metadata().is_err(),
+        "an orphan key"
+    );
+    // Once the link is gone, the same command goes through.
+    std::fs::remove_file(s.path("lnk.pub")).unwrap();
+    s.bundler(&["keygen", "--no-password", "--name", "lnk"])
+        .success();
+}
+
+/// Without HOME, `build`'s default store was `./.cache/ferry/store`, wherever the
+/// command ran.
+#[test]
+fn build_without_store_home_or_xdg_cache_home_asks_for_store() {
+    let s = Session::new();
+    s.write(
+        "spec.toml",
+        "name = \"x\"\nversion = \"1\"\nplatforms = []\n",
+    );
+    s.bundler(&["keygen", "--no-password", "--name", "k"])
+        .success();
+    for home in [None, Some("relative")] {
+        let mut cmd = std::process::Command::new(common::bin_path("ferry-bundler"));
+        cmd.args(["build", "spec.toml", "--key", "k.key", "-o", "x.tar.zst"])
+            .current_dir(s.path(""))
+            .env_remove("XDG_CACHE_HOME")
+            .env_remove("HOME");
+        if let Some(h) = home {
+            cmd.env("HOME", h);
+        }
+        let out = cmd.output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{stderr}");
+        assert_eq!(
+            stderr.trim(),
+            "error: no --store, and neither HOME nor XDG_CACHE_HOME is set to an absolute path to keep the default store under: give --store DIR"
+        );
+    }
+    assert!(!s.path(".cache").exists() && !s.path("relative").exists());
+    let help = s.bundler(&["build", "--help"]).success().stdout;
+    assert!(help.contains("$XDG_CACHE_HOME/ferry/store"), "{help}");
+}

@@ -135,7 +135,7 @@ pub fn build(o: BuildOptions<'_>) -> anyhow::Result<Vec<PathBuf>> {
         files.push(BundleFile {
             name: locked[0].name.clone(),
             version: locked[0].version.clone(),
-            file_name: ferry::file_spec::file_name(&locked[0].url).to_string(),
+            file_name: ferry::artifact::file_name_of(&locked),
             platforms: locked.iter().filter_map(|f| f.platform.clone()).collect(),
             size: locked.iter().map(|f| f.size).sum(),
         });
@@ -224,10 +224,21 @@ pub fn build(o: BuildOptions<'_>) -> anyhow::Result<Vec<PathBuf>> {
         o.report,
     );
     o.report.finish();
+    if result.is_err() && ferry::interrupt::requested() {
+        // Whatever the pack's last error, the signal is what stopped it; the
+        // unfinished bundle went with the writer.
+        return Err(anyhow::Error::new(ferry_cli::exit::Interrupted(format!(
+            "build interrupted: the unfinished bundle was removed, and {} was not written",
+            o.out.display()
+        ))));
+    }
     let written = result.map_err(|e| match e {
         // The archive names the file; said once.
         ferry::archive::ArchiveError::Io { path, error } if path == o.out => {
-            anyhow!("cannot write the bundle {}: {error}", o.out.display())
+            output_failed(o.out, &error, None)
+        }
+        ferry::archive::ArchiveError::Output { entry, error, .. } => {
+            output_failed(o.out, &error, entry.as_deref())
         }
         e => anyhow::Error::new(e).context(format!("cannot write the bundle {}", o.out.display())),
     })?;
@@ -252,6 +263,24 @@ pub fn build(o: BuildOptions<'_>) -> anyhow::Result<Vec<PathBuf>> {
         }
     ));
     Ok(written.paths)
+}
+
+/// The error line of a bundle `out` that could not be written (while `entry` was,
+/// if known): a full disk is said as such.
+fn output_failed(out: &Path, error: &std::io::Error, entry: Option<&str>) -> anyhow::Error {
+    let at = entry.map_or_else(String::new, |e| format!(", writing entry {e}"));
+    let full = matches!(
+        error.kind(),
+        std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+    );
+    if full {
+        anyhow!(
+            "cannot write the bundle {}: the disk is full ({error}{at}): make room, or write it elsewhere with -o",
+            out.display()
+        )
+    } else {
+        anyhow!("cannot write the bundle {}: {error}{at}", out.display())
+    }
 }
 
 /// Why a delta's base is not what one would expect (an earlier version of the same

@@ -33,7 +33,7 @@ enum ChartFileError {
     TooLarge,
     #[error("not YAML: {0}")]
     NotYaml(String),
-    #[error("served sha256 {actual}, the index gives {expected}")]
+    #[error("served {actual}, the index gives {expected}")]
     WrongSha { actual: Digest, expected: Digest },
 }
 
@@ -408,4 +408,18 @@ pub fn chart_artifact(chart: &LockedChart, tgz: &[u8]) -> anyhow::Result<Artifac
         config,
         &annotations,
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_wrong_sha_names_each_digest_once() {
+        let (actual, expected) = (Digest::of(b"a"), Digest::of(b"b"));
+        let e = ChartFileError::WrongSha { actual, expected };
+        let text = e.to_string();
+        assert!(text.starts_with("served sha256:"), "{text}");
+        assert!(!text.contains("sha256 sha256:"), "{text}");
+    }
 }

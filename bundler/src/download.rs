@@ -83,6 +83,11 @@ enum BlobError {
     WrongFile { expected: Digest, actual: Digest },
     #[error("served more than the {size} bytes the manifest gives for blob {digest}")]
     TooLong { digest: Digest, size: u64 },
+    /// A whole answer, shorter than the blob: another file, not a dropped
+    /// connection (with the bytes of another endpoint before it, no digest of its
+    /// own to give).
+    #[error("served {served} bytes, not {size}")]
+    Short { served: u64, size: u64 },
     #[error("connection dropped {ATTEMPTS} times: {0}")]
     Dropped(String),
     #[error("{0}")]
@@ -94,13 +99,57 @@ enum BlobError {
     },
 }
 
+/// Why a download failed.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum DownloadError {
+    /// Writing to this machine's disk failed (full, read-only, broken): no endpoint
+    /// is at fault and none can help, so the run stops. What reached the disk stays
+    /// in the partial file, for a rerun to resume from.
+    #[error("{}: {error}", path.display())]
+    Disk {
+        path: PathBuf,
+        error: std::io::Error,
+    },
+    /// Every endpoint failed: what each did.
+    #[error("{0}")]
+    Endpoints(String),
+}
+
+/// The one line a failed write into `store` ends the run with: which store, that
+/// its disk is full if it is, and `left` (what was still to fetch), if known.
+pub(crate) fn disk_error(store: &Store, e: &DownloadError, left: Option<u64>) -> anyhow::Error {
+    let root = store.root().display();
+    let full = matches!(e, DownloadError::Disk { error, .. }
+        if matches!(error.kind(), std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded));
+    if !full {
+        return anyhow::anyhow!("cannot write to the store {root}: {e}");
+    }
+    let left = match left {
+        Some(n) if n > 0 => format!(", and {} is still to fetch", ferry_cli::human_bytes(n)),
+        _ => String::new(),
+    };
+    anyhow::anyhow!(
+        "the disk holding the store {root} is full ({e}){left}: make room, or pull into a --store elsewhere; a rerun resumes where this one stopped"
+    )
+}
+
+impl From<BlobError> for DownloadError {
+    fn from(e: BlobError) -> DownloadError {
+        match e {
+            BlobError::Io { path, error } => DownloadError::Disk { path, error },
+            other => DownloadError::Endpoints(other.to_string()),
+        }
+    }
+}
+
 impl EndpointFailure for BlobError {
     fn problem(&self) -> Option<Problem> {
         match self {
             BlobError::Fetch(e) => Some(e.problem()),
             BlobError::WrongDigest { .. }
             | BlobError::WrongFile { .. }
-            | BlobError::TooLong { .. } => Some(Problem::WrongBytes),
+            | BlobError::TooLong { .. }
+            | BlobError::Short { .. } => Some(Problem::WrongBytes),
             BlobError::Dropped(_) => Some(Problem::Broken),
             // It was left alone for a while, as one that cannot be connected to.
             BlobError::Stalled(_) => Some(Problem::Unavailable),
@@ -199,10 +248,16 @@ pub(crate) async fn download(
     store: &Store,
     job: &BlobJob,
     report: &Report,
-) -> Result<u64, String> {
+) -> Result<u64, DownloadError> {
     let path = store.partial_path(&job.digest);
-    let io = |e: std::io::Error| format!("{}: {e}", path.display());
-    let Some(mut file) = lock_partial(store, &job.digest).await.map_err(io)? else {
+    let io = |error: std::io::Error| DownloadError::Disk {
+        path: path.clone(),
+        error,
+    };
+    let Some(mut file) = lock_partial(store, &job.digest, job.size)
+        .await
+        .map_err(io)?
+    else {
         return Ok(0);
     };
     let size = job.size;
@@ -250,7 +305,10 @@ pub(crate) async fn download(
     .await;
     match committed {
         Ok(Ok(())) => Ok(fetched),
-        Ok(Err(e)) => Err(e.to_string()),
+        Ok(Err(ferry::store::StoreError::Io { path, error })) => {
+            Err(DownloadError::Disk { path, error })
+        }
+        Ok(Err(e)) => Err(DownloadError::Endpoints(e.to_string())),
         Err(e) => Err(io(e)),
     }
 }
@@ -272,7 +330,7 @@ pub(crate) async fn hash(
     what: &str,
     endpoints: &[Source],
     report: &Report,
-) -> Result<Hashed, String> {
+) -> Result<Hashed, DownloadError> {
     let mut partial = Partial::new(None, PathBuf::new(), what, None);
     let (digest, size) = fetch(client, want, endpoints, &mut partial, report).await?;
     Ok(Hashed {
@@ -284,14 +342,15 @@ pub(crate) async fn hash(
 
 /// Fills `partial` from `endpoints` with bytes hashing to `want` (any bytes, if
 /// `None`, as long as one endpoint served them all); returns their digest and
-/// size. The error names what each endpoint did.
+/// size. The error names what each endpoint did, or the local write that failed:
+/// that stops at once, as no endpoint is to blame and none can help.
 async fn fetch(
     client: &Client,
     want: Option<&Digest>,
     endpoints: &[Source],
     partial: &mut Partial,
     report: &Report,
-) -> Result<(Digest, u64), String> {
+) -> Result<(Digest, u64), DownloadError> {
     // Endpoints left lately for being slow go last.
     let (mut candidates, demoted): (Vec<&Source>, Vec<&Source>) =
         endpoints.iter().partition(|s| !client.demote(s.endpoint()));
@@ -318,7 +377,7 @@ async fn fetch(
     loop {
         if complete {
             complete = false;
-            partial.flush().map_err(|e| e.to_string())?;
+            partial.flush()?;
             let received = partial.hasher.len();
             let actual = std::mem::take(&mut partial.hasher).finish();
             let Some(want) = want.filter(|w| **w != actual) else {
@@ -326,7 +385,7 @@ async fn fetch(
             };
             report.sub(received);
             let mixed = partial.mixed;
-            partial.truncate(report).map_err(|e| e.to_string())?;
+            partial.truncate(report)?;
             if mixed && !started_over {
                 // What was kept came from elsewhere (and is gone now): ask again
                 // from zero, every endpoint.
@@ -343,12 +402,15 @@ async fn fetch(
             candidates.remove(0);
         }
         if candidates.is_empty() {
-            return Err(each_failure.join("; "));
+            return Err(DownloadError::Endpoints(each_failure.join("; ")));
         }
         if want.is_none() {
             // Nothing can tell bytes from two endpoints apart: one serves them all.
-            partial.truncate(report).map_err(|e| e.to_string())?;
+            partial.truncate(report)?;
         }
+        // Whatever is still buffered goes to the disk first, so the next endpoint is
+        // asked from the bytes the partial file holds.
+        partial.flush()?;
         let offset = partial.hasher.len();
         let raced = client
             .first_ok(
@@ -361,7 +423,7 @@ async fn fetch(
             fail(candidates[*i], e);
         }
         let Some((i, response)) = raced.won else {
-            return Err(each_failure.join("; "));
+            return Err(DownloadError::Endpoints(each_failure.join("; ")));
         };
         // The winner goes first: a wrong digest is blamed on candidates[0].
         let source = candidates.remove(i);
@@ -380,10 +442,19 @@ async fn fetch(
                 let next = candidates.remove(j);
                 candidates.insert(0, next);
             }
+            Err(BlobError::Io { path, error }) => {
+                return Err(DownloadError::Disk { path, error });
+            }
             Err(e) => {
-                if matches!(e, BlobError::TooLong { .. }) {
+                if matches!(
+                    e,
+                    BlobError::TooLong { .. }
+                        | BlobError::Short { .. }
+                        | BlobError::WrongDigest { .. }
+                        | BlobError::WrongFile { .. }
+                ) {
                     // Bytes that cannot all be the blob's: none is kept.
-                    partial.truncate(report).map_err(|e| e.to_string())?;
+                    partial.truncate(report)?;
                 }
                 fail(source, &e);
                 candidates.remove(0);
@@ -445,6 +516,9 @@ async fn receive(
             let length = response.content_length()?;
             Some(partial.hasher.len() + length)
         });
+        // What this answer says it holds, to tell a body that ended where it said
+        // it would from one cut off.
+        let length = response.content_length();
         let started = Instant::now();
         let begun_at = partial.hasher.len();
         let mut checked = started;
@@ -500,6 +574,21 @@ async fn receive(
             partial.flush()?;
             return Ok(Received::Complete);
         }
+        if length == Some(here) {
+            // All it said it would send, and still short: another file, which
+            // asking again would only fetch again.
+            partial.flush()?;
+            let served = partial.hasher.len();
+            let Some(expected) = digest.filter(|_| begun_at == 0).cloned() else {
+                let size = total.unwrap_or_default();
+                return Err(BlobError::Short { served, size });
+            };
+            let actual = partial.hasher.clone().finish();
+            return Err(match source {
+                Source::Blob(_) => BlobError::WrongDigest { expected, actual },
+                Source::File(_) => BlobError::WrongFile { expected, actual },
+            });
+        }
         // A dropped connection or a short body: resume from what arrived.
         partial.flush()?;
         drops += 1;
@@ -542,10 +631,20 @@ fn faster(
 /// Opens the partial file of a blob for this process alone. Another pull into the
 /// same store may be writing it: then wait, and skip the download if that pull
 /// finishes the blob. Returns `None` when the blob is already in the store.
-async fn lock_partial(store: &Store, digest: &Digest) -> std::io::Result<Option<std::fs::File>> {
+async fn lock_partial(
+    store: &Store,
+    digest: &Digest,
+    size: Option<u64>,
+) -> std::io::Result<Option<std::fs::File>> {
     let path = store.partial_path(digest);
+    // A blob of another size than its manifest gives (cut short) is fetched
+    // again; the new one replaces it.
+    let has = || {
+        std::fs::metadata(store.blob_path(digest))
+            .is_ok_and(|m| m.is_file() && size.is_none_or(|s| m.len() == s))
+    };
     loop {
-        if store.has_blob(digest) {
+        if has() {
             return Ok(None);
         }
         let file = std::fs::OpenOptions::new()
@@ -556,7 +655,7 @@ async fn lock_partial(store: &Store, digest: &Digest) -> std::io::Result<Option<
             .open(&path)?;
         match file.try_lock() {
             // The holder may have committed the blob just before letting go.
-            Ok(()) if store.has_blob(digest) => return Ok(None),
+            Ok(()) if has() => return Ok(None),
             Ok(()) => return Ok(Some(file)),
             Err(std::fs::TryLockError::WouldBlock) => {
                 tokio::time::sleep(Duration::from_millis(250)).await

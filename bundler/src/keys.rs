@@ -37,7 +37,9 @@ pub fn keygen(dir: &Path, name: &str, no_password: bool) -> anyhow::Result<(Path
     let public = dir.join(format!("{name}.pub"));
     let secret = dir.join(format!("{name}.key"));
     for p in [&public, &secret] {
-        if p.exists() {
+        // Not `exists()`: it follows a link, and a dangling one (which creating
+        // the file refuses) would pass.
+        if p.symlink_metadata().is_ok() {
             bail!(
                 "{} already exists: choose another --name or --out, or remove it",
                 p.display()
@@ -64,7 +66,12 @@ pub fn keygen(dir: &Path, name: &str, no_password: bool) -> anyhow::Result<(Path
     let (pub_text, key_text) = signing::generate(password)?;
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     write_new(&secret, &key_text, 0o600)?;
-    write_new(&public, &pub_text, 0o644)?;
+    if let Err(e) = write_new(&public, &pub_text, 0o644) {
+        // A secret key without its public key is no use, and would make a rerun
+        // refuse: none is left.
+        let _ = std::fs::remove_file(&secret);
+        return Err(e);
+    }
     Ok((public, secret))
 }
 

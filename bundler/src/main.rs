@@ -90,7 +90,8 @@ SOURCE_DATE_EPOCH (or 0). A password-protected key reads FERRY_KEY_PASSWORD or a
         /// Pin images to this lock (without it, tags are resolved now).
         #[arg(long)]
         lock: Option<PathBuf>,
-        /// The store to pull into and pack from [default: ~/.cache/ferry/store].
+        /// The store to pull into and pack from [default: $XDG_CACHE_HOME/ferry/store,
+        /// else ~/.cache/ferry/store].
         #[arg(long)]
         store: Option<PathBuf>,
         /// Make a delta: leave out every blob this older bundle holds.
@@ -382,12 +383,22 @@ fn parse_size(text: &str) -> Result<u64, String> {
     Ok(size)
 }
 
-fn default_store() -> PathBuf {
-    let cache = std::env::var_os("XDG_CACHE_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
-        .unwrap_or_else(|| PathBuf::from(".cache"));
-    cache.join("ferry").join("store")
+fn default_store() -> anyhow::Result<PathBuf> {
+    // Only an absolute path counts (a relative one would put the store wherever
+    // the command runs), as the XDG base directory spec says.
+    let absolute = |name: &str| {
+        std::env::var_os(name)
+            .map(PathBuf::from)
+            .filter(|p| p.is_absolute())
+    };
+    let cache = absolute("XDG_CACHE_HOME")
+        .or_else(|| absolute("HOME").map(|h| h.join(".cache")))
+        .ok_or_else(|| {
+            ferry_cli::exit::usage(
+                "no --store, and neither HOME nor XDG_CACHE_HOME is set to an absolute path to keep the default store under: give --store DIR",
+            )
+        })?;
+    Ok(cache.join("ferry").join("store"))
 }
 
 /// `--lock`, checked against the spec and cut to the images and platforms it asks for.
@@ -530,10 +541,18 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             endpoint_notes(&client, &report);
             let lock = lock?;
             write_atomic(&out, &lock.to_toml())?;
+            // A file is counted once, however many platforms it has.
+            let files: std::collections::BTreeSet<(&str, &str)> = lock
+                .files
+                .iter()
+                .map(|f| (f.name.as_str(), f.version.as_str()))
+                .collect();
             report.info(&format!(
-                "wrote {} ({} image(s))",
+                "wrote {} ({} image(s), {} file(s), {} chart(s))",
                 out.display(),
-                lock.images.len()
+                lock.images.len(),
+                files.len(),
+                lock.charts.len()
             ));
         }
         Command::Pull {
@@ -544,6 +563,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         } => {
             let spec = Spec::load(&spec_path)?;
             let report = net.report();
+            // Ctrl-C stops the downloads; what they fetched stays for a rerun.
+            let _catch = ferry_cli::interrupt::Catch::new().context("catching Ctrl-C")?;
             pull_into(&spec, lock.as_deref(), &store, &net, &report)?;
         }
         Command::Keygen {
@@ -570,16 +591,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             allow_missing_images,
             net,
         } => {
-            check_bundle_output(
-                &output,
-                split.is_some(),
-                &spec_path,
-                &key,
-                &lock,
-                &base,
-                &net,
-            )
-            .map_err(output_error)?;
+            check_bundle_output(&output, &spec_path, &key, &lock, &base, &net)
+                .map_err(output_error)?;
+            let store_dir = match store {
+                Some(dir) => dir,
+                None => default_store()?,
+            };
             let mtime = build::source_date_epoch()?;
             let spec_text = ferry::toml_file::read(&spec_path, "spec")?;
             let spec = Spec::parse(&spec_path, &spec_text)?;
@@ -592,7 +609,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     stale.display()
                 ));
             }
-            let store_dir = store.unwrap_or_else(default_store);
+            // After the password prompt, which Ctrl-C ends as usual: from here
+            // it stops the pull or the pack, which clean up after themselves.
+            let _catch = ferry_cli::interrupt::Catch::new().context("catching Ctrl-C")?;
+
             let (lock, store) = pull_into(&spec, lock.as_deref(), &store_dir, &net, &report)?;
             build::build(build::BuildOptions {
                 spec_text,
@@ -614,11 +634,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Checks, before any work, that the bundle `output` (its `.minisig`, or with
-/// `--split` its parts and theirs) can be written and destroys no input.
+/// Checks, before any work, that the bundle `output` (its `.minisig`, its parts
+/// and theirs: written, or removed as the other form) can be written and
+/// destroys no input.
 fn check_bundle_output(
     output: &Path,
-    split: bool,
     spec: &Path,
     key: &Path,
     lock: &Option<PathBuf>,
@@ -644,19 +664,18 @@ fn check_bundle_output(
         path: p,
     }));
     let mut also = vec![signature_path(output)];
-    if split {
-        // The parts a build writes, and those of an earlier build it removes.
-        let mut i = 1;
-        loop {
-            let part = part_path(output, i);
-            let exists = part.exists();
-            also.push(signature_path(&part));
-            also.push(part);
-            if !exists {
-                break;
-            }
-            i += 1;
+    // The parts a build writes, and those of an earlier build it removes (every
+    // part, when this build is not split).
+    let mut i = 1;
+    loop {
+        let part = part_path(output, i);
+        let exists = part.exists();
+        also.push(signature_path(&part));
+        also.push(part);
+        if !exists {
+            break;
         }
+        i += 1;
     }
     outputs::check("-o", output, &also, &inputs)
 }

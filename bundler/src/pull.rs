@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::Instant;
 
-use crate::download::{download, BlobJob, Source};
+use crate::download::{disk_error, download, BlobJob, DownloadError, Source};
 use crate::mirrors::{Endpoint, MirrorRules};
 use anyhow::{anyhow, bail};
 use bytes::Bytes;
@@ -17,12 +17,32 @@ use futures_util::{stream, StreamExt};
 
 use crate::failures::{self, EndpointFailure};
 use crate::resolve::{fetch_manifest, first_answer, EndpointError};
+use ferry_cli::exit::Interrupted;
 use ferry_cli::{human_bytes, Report};
 use ferry_client::{Asked, Client, Problem};
+
+/// What a plan brings into the store, to name and count it by.
+#[derive(Clone, Copy, PartialEq)]
+enum Kind {
+    Image,
+    File,
+    Chart,
+}
+
+impl Kind {
+    fn word(self) -> &'static str {
+        match self {
+            Kind::Image => "image",
+            Kind::File => "file",
+            Kind::Chart => "chart",
+        }
+    }
+}
 
 /// An image (or a file artifact) whose manifests are in the store, with the blobs
 /// it still needs and where each can come from.
 struct ImagePlan {
+    kind: Kind,
     name: String,
     top: Descriptor,
     blobs: Vec<(Descriptor, Vec<Source>)>,
@@ -37,6 +57,8 @@ struct ImagePlan {
 #[derive(Debug, Default)]
 pub struct Summary {
     pub images: usize,
+    pub files: usize,
+    pub charts: usize,
     pub blobs_fetched: usize,
     pub bytes_fetched: u64,
     pub blobs_reused: usize,
@@ -165,6 +187,7 @@ async fn fetch_oci_chart(
     let blobs = ferry::store::platform_blobs(&top, &bytes)?;
     let sources: Vec<Source> = endpoints.into_iter().map(Source::Blob).collect();
     Ok(ImagePlan {
+        kind: Kind::Chart,
         name: reference.to_string(),
         top,
         blobs: blobs.into_iter().map(|b| (b, sources.clone())).collect(),
@@ -203,6 +226,7 @@ async fn fetch_manifests(
         );
     }
     Ok(ImagePlan {
+        kind: Kind::Image,
         chart: None,
         aliases: Vec::new(),
         name,
@@ -223,6 +247,7 @@ fn file_plans(rules: &MirrorRules, lock: &Lock, store: &Store) -> anyhow::Result
             store.put_blob(digest, bytes)?;
         }
         plans.push(ImagePlan {
+            kind: Kind::File,
             chart: None,
             aliases: Vec::new(),
             name: artifact.name,
@@ -252,6 +277,7 @@ fn file_plans(rules: &MirrorRules, lock: &Lock, store: &Store) -> anyhow::Result
             .into_iter()
             .map(Source::File);
         plans.push(ImagePlan {
+            kind: Kind::Chart,
             name: ferry::artifact::chart_ref_name(&chart.name, &chart.version),
             top: tgz.clone(),
             blobs: vec![(tgz, sources.collect())],
@@ -270,6 +296,30 @@ fn chart_into_store(store: &Store, chart: &ferry::lock::LockedChart) -> anyhow::
         store.put_blob(digest, bytes)?;
     }
     Ok(artifact.top)
+}
+
+/// Whether `blob` is in the store whole: one of another size (cut short) is
+/// fetched again, and replaced.
+fn stored(store: &Store, blob: &Descriptor) -> bool {
+    std::fs::metadata(store.blob_path(&blob.digest))
+        .is_ok_and(|m| m.is_file() && m.len() == blob.size)
+}
+
+/// Counts a plan pulled whole.
+fn count(summary: &mut Summary, kind: Kind) {
+    match kind {
+        Kind::Image => summary.images += 1,
+        Kind::File => summary.files += 1,
+        Kind::Chart => summary.charts += 1,
+    }
+}
+
+/// Returns once the process is asked to stop (Ctrl-C, SIGTERM; see
+/// `ferry_cli::interrupt::Catch`).
+async fn asked_to_stop() {
+    while !ferry::interrupt::requested() {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
 }
 
 /// Pulls every image of `lock` into `store`.
@@ -313,7 +363,7 @@ pub async fn pull(
             if present.contains(&blob.digest) {
                 continue;
             }
-            if !jobs_by_digest.contains_key(&blob.digest) && store.has_blob(&blob.digest) {
+            if !jobs_by_digest.contains_key(&blob.digest) && stored(store, blob) {
                 present.insert(blob.digest.clone());
                 summary.blobs_reused += 1;
                 summary.bytes_reused += blob.size;
@@ -334,30 +384,68 @@ pub async fn pull(
     // Largest first keeps the pool busy to the end instead of waiting on one big layer.
     let mut queue: Vec<&BlobJob> = jobs_by_digest.values().collect();
     queue.sort_by_key(|j| std::cmp::Reverse(j.size));
-    let results: Vec<(Digest, Result<u64, String>)> = stream::iter(queue)
+    let mut downloads = stream::iter(queue)
         .map(|job| async move {
             (
                 job.digest.clone(),
                 download(client, store, job, report).await,
             )
         })
-        .buffer_unordered(jobs)
-        .collect()
-        .await;
-    report.finish();
-
+        .buffer_unordered(jobs);
     let mut failed: HashMap<Digest, String> = HashMap::new();
-    for (digest, result) in results {
+    let mut done = std::collections::HashSet::new();
+    loop {
+        let next = tokio::select! {
+            next = downloads.next() => next,
+            () = asked_to_stop() => {
+                // Ctrl-C or SIGTERM: every download stops where it is (dropped
+                // with the stream), its bytes kept in its partial file.
+                drop(downloads);
+                report.finish();
+                let kept = jobs_by_digest
+                    .keys()
+                    .next()
+                    .and_then(|d| Some(store.partial_path(d).parent()?.to_path_buf()))
+                    .unwrap_or_else(|| store.root().to_path_buf());
+                return Err(anyhow::Error::new(Interrupted(format!(
+                    "pull interrupted: what was downloaded is kept in {}, and a rerun resumes from it",
+                    kept.display()
+                ))));
+            }
+        };
+        let Some((digest, result)) = next else {
+            break;
+        };
         match result {
             Ok(n) => {
                 summary.blobs_fetched += 1;
                 summary.bytes_fetched += n;
+                done.insert(digest);
+            }
+            Err(e @ DownloadError::Disk { .. }) => {
+                // This machine's disk, not an endpoint: the other downloads stop
+                // here (dropped with the stream), each keeping what reached its
+                // partial file, and nothing is retried elsewhere.
+                drop(downloads);
+                report.finish();
+                let left: u64 = jobs_by_digest
+                    .values()
+                    .filter(|j| !done.contains(&j.digest))
+                    .filter_map(|j| {
+                        let kept =
+                            std::fs::metadata(store.partial_path(&j.digest)).map_or(0, |m| m.len());
+                        Some(j.size?.saturating_sub(kept))
+                    })
+                    .sum();
+                return Err(disk_error(store, &e, Some(left)));
             }
             Err(e) => {
-                failed.insert(digest, e);
+                failed.insert(digest, e.to_string());
             }
         }
     }
+    drop(downloads);
+    report.finish();
 
     let mut complete = Vec::new();
     for plan in ready {
@@ -367,12 +455,23 @@ pub async fn pull(
             .map(|(b, _)| b)
             .find(|b| failed.contains_key(&b.digest))
         {
-            Some(b) => errors.push(format!(
-                "cannot pull image {}: blob {} failed ({})",
-                plan.name, b.digest, failed[&b.digest]
-            )),
+            Some(b) => errors.push(match plan.kind {
+                Kind::Image => format!(
+                    "cannot pull image {}: blob {} failed ({})",
+                    plan.name, b.digest, failed[&b.digest]
+                ),
+                // Its one layer is the file (or the .tgz) itself.
+                kind => format!(
+                    "cannot pull {} {} ({}): {}",
+                    kind.word(),
+                    plan.name,
+                    b.digest,
+                    failed[&b.digest]
+                ),
+            }),
             None => match &plan.chart {
                 None => {
+                    count(&mut summary, plan.kind);
                     for alias in &plan.aliases {
                         complete.push((alias.clone(), plan.top.clone()));
                     }
@@ -380,19 +479,23 @@ pub async fn pull(
                 }
                 Some(chart) => match tokio::task::block_in_place(|| chart_into_store(store, chart))
                 {
-                    Ok(top) => complete.push((plan.name, top)),
+                    Ok(top) => {
+                        count(&mut summary, plan.kind);
+                        complete.push((plan.name, top));
+                    }
                     Err(e) => errors.push(format!("cannot pull {}: {e:#}", plan.name)),
                 },
             },
         }
     }
-    summary.images = complete.len();
     if !complete.is_empty() {
         store.set_images(&complete)?;
     }
     report.info(&format!(
-        "pulled {} image(s) into {}: {} blob(s), {} fetched in {:.1}s; {} blob(s), {} already in the store",
+        "pulled {} image(s), {} file(s), {} chart(s) into {}: {} blob(s), {} fetched in {:.1}s; {} blob(s), {} already in the store",
         summary.images,
+        summary.files,
+        summary.charts,
         store.root().display(),
         summary.blobs_fetched,
         human_bytes(summary.bytes_fetched),

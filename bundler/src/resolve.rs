@@ -395,8 +395,12 @@ async fn keep_file(
         what: what.to_string(),
         endpoints,
     };
-    if let Err(e) = download::download(client, store, &job, report).await {
-        return Err(unserved(what, pin, e));
+    match download::download(client, store, &job, report).await {
+        Ok(_) => {}
+        Err(e @ download::DownloadError::Disk { .. }) => {
+            return Err(download::disk_error(store, &e, None));
+        }
+        Err(e) => return Err(unserved(what, pin, e)),
     }
     let size = kept(store).map_err(|e| anyhow!("{}: {e}", store.blob_path(pin).display()))?;
     report.info(&format!("locked {what} -> {pin}, kept in the store"));

@@ -63,6 +63,11 @@ pub enum FetchError {
     /// Described in full here (reqwest's own text hides the cause), so not a source.
     #[error("{}", describe(.0))]
     Transport(reqwest::Error),
+    /// The endpoint answered with a redirect whose target failed: the target is
+    /// named, and the endpoint itself is not left alone for it (github.com's
+    /// release downloads answer from objects.githubusercontent.com).
+    #[error("redirected to {to}: {}", describe(error))]
+    Redirected { to: String, error: reqwest::Error },
     #[error("manifest larger than {MAX_MANIFEST_BYTES} bytes")]
     TooLarge,
     #[error("skipped: it could not be connected to moments ago")]
@@ -128,9 +133,10 @@ impl FetchError {
             | FetchError::Credentials(_) => Problem::Refused,
             FetchError::Transport(e) if e.is_connect() || e.is_timeout() => Problem::Unavailable,
             FetchError::Unreachable => Problem::Unavailable,
-            FetchError::Transport(_) | FetchError::TooLarge | FetchError::Protocol { .. } => {
-                Problem::Broken
-            }
+            FetchError::Transport(_)
+            | FetchError::Redirected { .. }
+            | FetchError::TooLarge
+            | FetchError::Protocol { .. } => Problem::Broken,
         }
     }
 
@@ -141,6 +147,13 @@ impl FetchError {
                 *status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error()
             }
             FetchError::Transport(e) => !e.is_builder() && !e.is_redirect(),
+            // A target that cannot be reached now will not be in a moment either.
+            FetchError::Redirected { error, .. } => {
+                !error.is_builder()
+                    && !error.is_redirect()
+                    && !error.is_connect()
+                    && !error.is_timeout()
+            }
             _ => false,
         }
     }
@@ -188,7 +201,14 @@ pub struct Client {
     head_start: Duration,
     /// What the run has learnt about its endpoints; shared with probes.
     health: Arc<Health>,
+    /// Where each request under way was last redirected to, by the URL asked:
+    /// reqwest's error names only the URL asked, and a failed target is not the
+    /// endpoint's fault.
+    redirects: Redirects,
 }
+
+/// The last redirect target of each request under way, by the URL it asked.
+type Redirects = Arc<Mutex<HashMap<reqwest::Url, reqwest::Url>>>;
 
 /// The default of [`ClientOptions::connect_timeout`].
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
@@ -217,13 +237,16 @@ impl Client {
             }
             roots.extend(certs);
         }
+        let redirects = Redirects::default();
         Ok(Client {
             http: http_client(
                 &options.user_agent,
                 &roots,
                 options.connect_timeout,
                 options.stall_timeout,
+                &redirects,
             )?,
+            redirects,
             user_agent: options.user_agent,
             roots,
             stall_timeout: options.stall_timeout,
@@ -246,8 +269,14 @@ impl Client {
             return c.clone();
         }
         // The same settings built once already: it cannot fail now.
-        let c = http_client(&self.user_agent, &self.roots, t, self.stall_timeout)
-            .unwrap_or_else(|_| self.http.clone());
+        let c = http_client(
+            &self.user_agent,
+            &self.roots,
+            t,
+            self.stall_timeout,
+            &self.redirects,
+        )
+        .unwrap_or_else(|_| self.http.clone());
         clients.insert(t, c.clone());
         c
     }
@@ -408,7 +437,12 @@ impl Client {
             if let Some(auth) = self.tokens.lock().unwrap().get(&key) {
                 request = request.header(AUTHORIZATION, auth.clone());
             }
-            let result = match request.send().await {
+            let (http, request) = request.build_split();
+            let request = request?;
+            let asked = request.url().clone();
+            let sent = http.execute(request).await;
+            let redirected = self.redirects.lock().unwrap().remove(&asked);
+            let result = match sent {
                 Ok(r) if r.status().is_success() => return Ok(r),
                 Ok(r) if r.status() == StatusCode::UNAUTHORIZED && !authenticated => {
                     authenticated = true;
@@ -444,7 +478,17 @@ impl Client {
                         .and_then(|v| parse_retry_after(v, SystemTime::now()));
                     (status_error(r).await, retry_after)
                 }
-                Err(e) => (FetchError::Transport(e), None),
+                // A redirect was followed: the error is its target's.
+                Err(e) => match redirected {
+                    Some(to) => (
+                        FetchError::Redirected {
+                            to: to.to_string(),
+                            error: e,
+                        },
+                        None,
+                    ),
+                    None => (FetchError::Transport(e), None),
+                },
             };
             let (error, retry_after) = result;
             // A connection that cannot be opened (refused, or dropped until the
@@ -550,9 +594,23 @@ fn http_client(
     roots: &[reqwest::Certificate],
     connect_timeout: Duration,
     stall_timeout: Duration,
+    redirects: &Redirects,
 ) -> Result<reqwest::Client, ClientSetupError> {
+    let redirects = Arc::clone(redirects);
+    // reqwest's default (up to 10 redirects), noting where each request went.
+    let policy = reqwest::redirect::Policy::custom(move |attempt| {
+        if attempt.previous().len() > 10 {
+            return attempt.error("too many redirects");
+        }
+        if let Some(asked) = attempt.previous().first() {
+            let to = attempt.url().clone();
+            redirects.lock().unwrap().insert(asked.clone(), to);
+        }
+        attempt.follow()
+    });
     let mut builder = reqwest::Client::builder()
         .user_agent(user_agent)
+        .redirect(policy)
         .connect_timeout(connect_timeout)
         .read_timeout(stall_timeout)
         .pool_max_idle_per_host(64);

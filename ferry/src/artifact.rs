@@ -199,7 +199,7 @@ pub fn file_artifact(entries: &[&LockedFile]) -> Artifact {
         "artifactType": FILE_ARTIFACT_TYPE,
         "manifests": list,
         "annotations": {
-            TITLE: crate::file_spec::file_name(&first.url),
+            TITLE: file_name_of(entries),
             VERSION: first.version,
         },
     }));
@@ -211,6 +211,41 @@ pub fn file_artifact(entries: &[&LockedFile]) -> Artifact {
         platforms,
         blobs,
     }
+}
+
+/// What the files of one artifact are called together: the file name they share,
+/// or, where each platform's is its own (`tool-amd64`, `tool-arm64`), that name
+/// as a template in the spec's spelling (`tool-{arch}`), else each name in turn,
+/// joined by `, `. Each platform's own name is its layer's title.
+pub fn file_name_of(entries: &[&LockedFile]) -> String {
+    let names: Vec<&str> = entries
+        .iter()
+        .map(|f| crate::file_spec::file_name(&f.url))
+        .collect();
+    let Some(first) = names.first() else {
+        return String::new();
+    };
+    if names.iter().all(|n| n == first) {
+        return first.to_string();
+    }
+    let templates: Vec<String> = entries
+        .iter()
+        .zip(&names)
+        .map(|(f, n)| match &f.platform {
+            Some(p) => n.replace(&p.architecture, "{arch}").replace(&p.os, "{os}"),
+            None => n.to_string(),
+        })
+        .collect();
+    if templates.iter().all(|t| *t == templates[0]) {
+        return templates[0].clone();
+    }
+    let mut each: Vec<&str> = Vec::new();
+    for n in names {
+        if !each.contains(&n) {
+            each.push(n);
+        }
+    }
+    each.join(", ")
 }
 
 /// Every file artifact of a lock, one per (name, version), in lock order.
@@ -295,5 +330,32 @@ mod tests {
         assert_eq!(a.platforms, vec![a.top.clone()]);
         let v: Value = serde_json::from_slice(&a.blobs[1].1).unwrap();
         assert_eq!(v["layers"][0]["annotations"][TITLE], "calico.yaml");
+    }
+
+    #[test]
+    fn files_named_per_platform_are_called_by_a_template_and_each_layer_by_its_own() {
+        let with_url = |platform, bytes: &[u8], url: &str| LockedFile {
+            url: url.into(),
+            ..locked(Some(platform), bytes)
+        };
+        let amd = with_url("linux/amd64", b"amd", "https://x.io/v1/tool-linux-amd64");
+        let arm = with_url("linux/arm64", b"arm", "https://x.io/v1/tool-linux-arm64");
+        let a = file_artifact(&[&amd, &arm]);
+        let index: Value = serde_json::from_slice(&a.blobs.last().unwrap().1).unwrap();
+        assert_eq!(index["annotations"][TITLE], "tool-{os}-{arch}");
+        let m = &a
+            .blobs
+            .iter()
+            .find(|(d, _)| *d == a.platforms[1].digest)
+            .unwrap()
+            .1;
+        assert_eq!(file_layer(m).unwrap().title, "tool-linux-arm64");
+        // Names no template covers are each said; one shared name is that name.
+        let odd = with_url("linux/arm64", b"arm", "https://x.io/v1/tool.arm");
+        assert_eq!(file_name_of(&[&amd, &odd]), "tool-linux-amd64, tool.arm");
+        assert_eq!(
+            file_name_of(&[&locked(Some("linux/amd64"), b"a")]),
+            "kubelet"
+        );
     }
 }

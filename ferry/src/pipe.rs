@@ -166,6 +166,17 @@ impl<W> WriteBehind<W> {
     }
 }
 
+impl<W> Drop for WriteBehind<W> {
+    /// Dropped unfinished (a failed or interrupted write): waits for the thread,
+    /// so that the writer's own cleanup (a temp file removed) is done before the
+    /// caller goes on, or the process exits.
+    fn drop(&mut self) {
+        if self.thread.is_some() {
+            let _ = self.join();
+        }
+    }
+}
+
 impl<W> Write for WriteBehind<W> {
     fn write(&mut self, data: &[u8]) -> io::Result<usize> {
         let room = CHUNK - self.buf.len();

@@ -26,6 +26,9 @@ pub enum Fault {
     StallAfter(u64),
     /// Serve these bytes instead of the real ones, every time.
     Serve(Vec<u8>),
+    /// Answer `302 Found` with this `Location`, every time (github.com sends its
+    /// release downloads to objects.githubusercontent.com).
+    Redirect(String),
 }
 
 #[derive(Default)]
@@ -91,6 +94,11 @@ impl FileServer {
             .insert(path.to_string(), fault);
     }
 
+    /// Makes `path` behave again.
+    pub fn heal(&self, path: &str) {
+        self.state.faults.lock().unwrap().remove(path);
+    }
+
     /// Every request so far, as `METHOD PATH` plus ` range=VALUE` when one was asked.
     pub fn requests(&self) -> Vec<String> {
         self.state.requests.lock().unwrap().clone()
@@ -153,6 +161,13 @@ fn serve(state: &State, stream: TcpStream) -> io::Result<()> {
             other => other.cloned(),
         }
     };
+    if let Some(Fault::Redirect(to)) = &fault {
+        let head = format!(
+            "HTTP/1.1 302 Found\r\nLocation: {to}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        );
+        out.write_all(head.as_bytes())?;
+        return Ok(());
+    }
     let body = match (&fault, state.files.lock().unwrap().get(&path)) {
         (Some(Fault::Serve(other)), _) => other.clone(),
         (_, Some(bytes)) => bytes.clone(),

@@ -14,7 +14,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 
 use common::store::{index_names, sha256_file};
-use common::{mirror_to, spec, Run, Session};
+use common::{mirror_to, spec, Mounted, Run, Session};
 use ferry_testkit::image::{self, layer, platform_image, Flavor, Image};
 use ferry_testkit::registry::Registry;
 use sha2::{Digest as _, Sha256};
@@ -378,47 +378,34 @@ fn a_complete_store_on_read_only_media_is_built_from() {
     );
 }
 
-/// A filesystem mounted at `dir`, unmounted on drop.
-struct Mounted(std::path::PathBuf);
-
-impl Mounted {
-    /// `mount -t FSTYPE -o OPTIONS FSTYPE DIR` (needs root).
-    fn new(dir: std::path::PathBuf, fstype: &str, options: &str) -> Mounted {
-        std::fs::create_dir_all(&dir).unwrap();
-        mount(&["-t", fstype, "-o", options, fstype, dir.to_str().unwrap()]);
-        Mounted(dir)
-    }
-
-    /// `mount --bind FROM DIR`, then read-only.
-    fn bind_read_only(from: &Path, dir: std::path::PathBuf) -> Mounted {
-        std::fs::create_dir_all(&dir).unwrap();
-        mount(&["--bind", from.to_str().unwrap(), dir.to_str().unwrap()]);
-        let m = Mounted(dir);
-        mount(&["-o", "remount,bind,ro", m.0.to_str().unwrap()]);
-        m
-    }
-
-    /// `mount -o remount,OPTIONS DIR`.
-    fn remount(&self, options: &str) {
-        mount(&[
-            "-o",
-            &format!("remount,{options}"),
-            self.0.to_str().unwrap(),
-        ]);
-    }
-
-    fn grow(&self, size: &str) {
-        self.remount(&format!("size={size}"));
-    }
+/// The forms of `out` in the session: `OUT`, `OUT.NNN` and their `.minisig`s.
+fn forms_of(s: &Session, out: &str) -> BTreeSet<String> {
+    std::fs::read_dir(s.path(""))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.starts_with(out) && !n.ends_with(".notes"))
+        .collect()
 }
 
-impl Drop for Mounted {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount").arg(&self.0).status();
-    }
-}
-
-fn mount(args: &[&str]) {
-    let ok = Command::new("mount").args(args).status().unwrap().success();
-    assert!(ok, "mount {args:?} (needs root)");
+#[test]
+fn a_build_replaces_the_other_form_of_its_output_split_or_not_and_nothing_else() {
+    let reg = Registry::start();
+    seed(&reg, 8, 3 << 20);
+    let s = prepare(&reg, &[0, 1, 2], "k8s");
+    s.write("rel.tar.zst.notes", "mine");
+    build(&s, "k8s", "rel.tar.zst", &["--split", "1M"]);
+    let split = forms_of(&s, "rel.tar.zst");
+    assert!(split.contains("rel.tar.zst.003.minisig"), "{split:?}");
+    // Unsplit to the same output: the parts go, once the new bundle is in place.
+    build(&s, "k8s", "rel.tar.zst", &[]);
+    let whole: BTreeSet<String> = ["rel.tar.zst", "rel.tar.zst.minisig"]
+        .map(String::from)
+        .into();
+    assert_eq!(forms_of(&s, "rel.tar.zst"), whole);
+    // And back: the unsplit bundle goes.
+    build(&s, "k8s", "rel.tar.zst", &["--split", "1M"]);
+    assert_eq!(forms_of(&s, "rel.tar.zst"), split);
+    assert_eq!(s.read("rel.tar.zst.notes"), "mine");
+    s.installer(&["verify", "rel.tar.zst.001", "--key", "rel.pub"])
+        .success();
 }

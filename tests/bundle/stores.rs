@@ -793,3 +793,25 @@ fn a_store_on_read_only_media_is_served_read_only_and_gc_dry_runs_on_it() {
         "{line}"
     );
 }
+
+#[test]
+fn a_build_onto_a_full_disk_names_the_output_and_says_the_disk_is_full() {
+    let reg = Registry::start();
+    seed(&reg, 9, 3 << 20);
+    let s = prepare(&reg, &[0, 1, 2], "k8s");
+    let _small = Mounted::new(s.path("small"), "tmpfs", "size=1m");
+    let run = build_with(&s, "k8s", "rel.key", "small/k8s.tar.zst", &[], &[]).failure();
+    let line = run.error_line();
+    assert!(
+        line.starts_with("error: cannot write the bundle small/k8s.tar.zst: the disk is full"),
+        "{}",
+        run.stderr
+    );
+    // The entry being written is named as such, not as the file that failed.
+    assert!(!line.contains(": blobs/sha256/"), "{line}");
+    let left: Vec<_> = std::fs::read_dir(s.path("small"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(left.is_empty(), "{left:?}\n{}", run.stderr);
+}

@@ -534,3 +534,49 @@ pub fn private_ca(s: &Session) {
         ],
     );
 }
+
+/// A filesystem mounted at `dir`, unmounted on drop.
+pub struct Mounted(pub std::path::PathBuf);
+
+impl Mounted {
+    /// `mount -t FSTYPE -o OPTIONS FSTYPE DIR` (needs root).
+    pub fn new(dir: std::path::PathBuf, fstype: &str, options: &str) -> Mounted {
+        std::fs::create_dir_all(&dir).unwrap();
+        mount(&["-t", fstype, "-o", options, fstype, dir.to_str().unwrap()]);
+        Mounted(dir)
+    }
+
+    /// `mount --bind FROM DIR`, then read-only.
+    pub fn bind_read_only(from: &Path, dir: std::path::PathBuf) -> Mounted {
+        std::fs::create_dir_all(&dir).unwrap();
+        mount(&["--bind", from.to_str().unwrap(), dir.to_str().unwrap()]);
+        let m = Mounted(dir);
+        mount(&["-o", "remount,bind,ro", m.0.to_str().unwrap()]);
+        m
+    }
+
+    /// `mount -o remount,OPTIONS DIR`.
+    pub fn remount(&self, options: &str) {
+        mount(&[
+            "-o",
+            &format!("remount,{options}"),
+            self.0.to_str().unwrap(),
+        ]);
+    }
+
+    /// Remounts it with room for `size` (`1g`).
+    pub fn grow(&self, size: &str) {
+        self.remount(&format!("size={size}"));
+    }
+}
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
+}
+
+fn mount(args: &[&str]) {
+    let ok = Command::new("mount").args(args).status().unwrap().success();
+    assert!(ok, "mount {args:?} (needs root)");
+}

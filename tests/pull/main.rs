@@ -7,6 +7,8 @@ mod common;
 mod auth;
 mod basics;
 mod faults;
+mod file_faults;
+mod local;
 mod mirrors;
 
 use std::collections::BTreeSet;

@@ -130,6 +130,14 @@ pub enum ArchiveError {
         path: PathBuf,
         error: std::io::Error,
     },
+    /// Writing the archive failed (its output, not a file that goes into it), while
+    /// `entry` was written, if it was one's turn.
+    #[error("{}: {error}{}", output.display(), entry.as_ref().map(|e| format!(" (writing entry {e})")).unwrap_or_default())]
+    Output {
+        output: PathBuf,
+        entry: Option<String>,
+        error: std::io::Error,
+    },
     #[error("not a ferry bundle: {0}")]
     NotABundle(String),
     #[error("the bundle is not signed: its second entry is {0:?}, not {SIGNATURE_ENTRY}")]
@@ -182,6 +190,12 @@ pub enum ArchiveError {
         store: PathBuf,
         missing: usize,
         first: String,
+    },
+    #[error("store blob {} is {actual} bytes, not the {expected} its manifest gives: pull again, which fetches it anew", path.display())]
+    ShortBlob {
+        path: PathBuf,
+        expected: u64,
+        actual: u64,
     },
     #[error("store blob {} is damaged: its bytes hash to {actual}, not the digest it is named by; delete it and pull again", path.display())]
     Damaged { path: PathBuf, actual: Digest },

@@ -79,10 +79,12 @@ fn append(
         path: PathBuf::from(path),
         error: e,
     };
+    // A failed write is the output's (a full disk), not the entry's.
+    let written = |error| output_error(Some(path), error);
     let mut h = header(size, mtime);
     h.set_path(path).map_err(io)?;
     h.set_cksum();
-    out.write_all(h.as_bytes()).map_err(io)?;
+    out.write_all(h.as_bytes()).map_err(written)?;
     let mut done = 0u64;
     while done < size {
         let want = buf.len().min((size - done) as usize);
@@ -97,13 +99,24 @@ fn append(
         if let Some(hash) = hash.as_deref_mut() {
             hash.update(&buf[..n]);
         }
-        out.write_all(&buf[..n]).map_err(io)?;
+        out.write_all(&buf[..n]).map_err(written)?;
         done += n as u64;
         progress.advance(n as u64);
     }
     let padding = (512 - size % 512) % 512;
-    out.write_all(&[0u8; 512][..padding as usize]).map_err(io)?;
+    out.write_all(&[0u8; 512][..padding as usize])
+        .map_err(written)?;
     Ok(())
+}
+
+/// A failed write of the archive (while `entry` was written, if one was); the
+/// output is named by the caller, which knows it.
+fn output_error(entry: Option<&str>, error: std::io::Error) -> ArchiveError {
+    ArchiveError::Output {
+        output: PathBuf::new(),
+        entry: entry.map(str::to_string),
+        error,
+    }
 }
 
 /// Whether data starting with `head` is a compressed stream, which zstd cannot
@@ -256,10 +269,7 @@ pub fn pack<W: Write>(
     progress: &dyn Progress,
 ) -> Result<W, ArchiveError> {
     progress.start("packing", entries.iter().map(|e| e.entry.size).sum());
-    let zstd_err = |e| ArchiveError::Io {
-        path: PathBuf::from("zstd"),
-        error: e,
-    };
+    let zstd_err = |e| output_error(None, e);
     let mut frame = Frame::zstd(out, options).map_err(zstd_err)?;
     let mut buf = vec![0u8; 128 << 10];
     for (path, bytes) in [
@@ -297,13 +307,15 @@ pub fn pack<W: Write>(
                 let mut file = std::fs::File::open(path).map_err(ArchiveError::io(path))?;
                 let len = file.metadata().map_err(ArchiveError::io(path))?.len();
                 if len != size {
-                    return Err(ArchiveError::WrongSize {
-                        path: path.display().to_string(),
+                    return Err(ArchiveError::ShortBlob {
+                        path: path.clone(),
                         expected: size,
                         actual: len,
                     });
                 }
                 let n = read_up_to(&mut file, &mut head).map_err(ArchiveError::io(path))?;
+                // Ctrl-C (when the binary catches it) stops the pack at its next read.
+                let file = crate::interrupt::Interruptible::new(file, crate::interrupt::flag());
                 (n, Box::new(file))
             }
         };

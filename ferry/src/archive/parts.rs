@@ -88,8 +88,13 @@ impl PartWriter {
 
     fn close_current(&mut self) -> io::Result<()> {
         if let Some((w, tmp, path, prehash, size)) = self.current.take() {
-            let (file, _) = w.finish()?;
-            file.sync_all()?;
+            // Out of `current`, the temp file is this code's to remove if it fails
+            // (the last write of a full disk fails here).
+            let synced = w.finish().and_then(|(file, _)| file.sync_all());
+            if let Err(e) = synced {
+                let _ = std::fs::remove_file(&tmp);
+                return Err(e);
+            }
             self.done.push(Part {
                 tmp,
                 path,
@@ -130,6 +135,11 @@ impl Write for PartWriter {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         if buf.is_empty() {
             return Ok(0);
+        }
+        // Ctrl-C (when the binary catches it) stops the output at its next write:
+        // compressing can keep the reads long done.
+        if crate::interrupt::requested() {
+            return Err(io::Error::other(crate::interrupt::Interrupted));
         }
         if self.current.is_none() {
             self.open_next()?;

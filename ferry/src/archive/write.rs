@@ -1,7 +1,8 @@
 //! Writing a bundle, beside the code that reads it: which entries a bundle carries
 //! (the store's layout cut to the spec's images), the signed manifest, the archive
 //! (see [`super::pack`]) and the detached `.minisig` of the file or of each part.
-//! The output appears only once complete.
+//! The output appears only once complete; then the other form of the same output
+//! (split or not) an earlier build left is removed.
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -154,10 +155,19 @@ pub fn write(
         &sources,
         &out.pack,
         progress,
-    )?;
-    let io = |e| ArchiveError::Io {
-        path: out.path.to_path_buf(),
-        error: e,
+    )
+    .map_err(|e| match e {
+        ArchiveError::Output { entry, error, .. } => ArchiveError::Output {
+            output: out.path.to_path_buf(),
+            entry,
+            error,
+        },
+        e => e,
+    })?;
+    let io = |error| ArchiveError::Output {
+        output: out.path.to_path_buf(),
+        entry: None,
+        error,
     };
     let parts = finished.finish().and_then(PartWriter::finish).map_err(io)?;
     let count = parts.len();
@@ -176,19 +186,53 @@ pub fn write(
         std::fs::rename(&part.tmp, &part.path).map_err(ArchiveError::io(&part.path))?;
         paths.push(part.path.clone());
     }
-    if out.split.is_some() {
-        // Parts of an earlier, longer build would otherwise look like ours.
-        let mut i = count + 1;
-        while parts::part_path(out.path, i).exists() {
-            let stale = parts::part_path(out.path, i);
-            let _ = std::fs::remove_file(parts::signature_path(&stale));
-            std::fs::remove_file(&stale).map_err(ArchiveError::io(&stale))?;
-            i += 1;
-        }
-    }
+    remove_other_forms(out.path, out.split.map(|_| count))?;
     Ok(Written {
         manifest,
         paths,
         size: parts.iter().map(|p| p.size).sum(),
     })
+}
+
+/// Removes what an earlier build of `path` in another form left beside the new
+/// one, which would otherwise pass for it, validly signed: with `parts` (this
+/// build's count) the unsplit `OUT` and parts above the count, without, every
+/// part. Only the output's own forms go, each with its `.minisig`: `OUT`,
+/// `OUT.NNN` (three digits or more).
+fn remove_other_forms(path: &Path, parts: Option<usize>) -> Result<(), ArchiveError> {
+    let mut stale = Vec::new();
+    if parts.is_some() {
+        stale.push(path.to_path_buf());
+    }
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let base = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or_default();
+    let listed = std::fs::read_dir(dir).map_err(ArchiveError::io(dir))?;
+    for entry in listed {
+        let name = entry.map_err(ArchiveError::io(dir))?.file_name();
+        let index = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(base)?.strip_prefix('.'))
+            .filter(|n| n.len() >= 3 && n.bytes().all(|b| b.is_ascii_digit()))
+            .and_then(|n| n.parse::<usize>().ok());
+        if index.is_some_and(|i| parts.is_none_or(|count| i > count)) {
+            stale.push(path.with_file_name(&name));
+        }
+    }
+    for file in stale {
+        for gone in [parts::signature_path(&file), file] {
+            match std::fs::remove_file(&gone) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(ArchiveError::io(&gone)(e));
+                }
+                _ => {}
+            }
+        }
+    }
+    Ok(())
 }
