@@ -395,6 +395,9 @@ fn an_unknown_host_key_or_a_failed_preflight_is_refused_before_anything_changes(
     assert!(line.contains("node worker1"), "{line}");
     assert!(line.contains("Host key verification failed"), "{line}");
     assert!(line.contains("nothing was changed on any node"), "{line}");
+    // ssh's own failure is said as one, not as the script's exit 255.
+    assert!(line.contains("the SSH connection failed"), "{line}");
+    assert!(!line.contains("while IFS="), "{line}");
     c.s.write("known_hosts", &known);
     untouched(&c);
 
@@ -590,6 +593,39 @@ fn reset_removes_what_install_put_on_a_node_and_nothing_else() {
     // master2 keeps that part: the next install has nothing to do.
     let run = c.install(&[]).success();
     assert!(run.stdout.contains("nothing to do"), "{}", run.stdout);
+
+    // Regression: a reset of several nodes stopped at the first it could not
+    // reach, and did not say which were left. The others are reset, and said.
+    let ssh_rule = |op: &str| {
+        let ok = Command::new("ip")
+            .args(["netns", "exec", &c.nodes.node("worker1").netns])
+            .args([
+                "iptables", op, "INPUT", "-p", "tcp", "--dport", "22", "-j", "REJECT",
+            ])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "iptables {op}");
+    };
+    ssh_rule("-I");
+    let line =
+        c.s.installer(&[
+            "reset",
+            "cluster.toml",
+            "worker1",
+            "worker2",
+            "--yes",
+            "--ssh-config",
+            "ssh.conf",
+        ])
+        .failure()
+        .error_line()
+        .to_string();
+    ssh_rule("-D");
+    assert!(line.contains("node worker1"), "{line}");
+    assert!(line.ends_with("(the other 1 node(s) were reset)"), "{line}");
+    c.ok("worker2", "test ! -e /etc/kubernetes/kubelet.conf");
+    c.ok("worker1", "test -f /etc/kubernetes/kubelet.conf");
 }
 
 #[test]

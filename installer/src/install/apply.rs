@@ -132,6 +132,20 @@ impl Target<'_> {
             "{stdout}{stderr}[exit {}]\n",
             out.status.code().unwrap_or(-1)
         ));
+        // ssh's own failures (no connection, a lost one, a refused key) exit 255:
+        // the step may not have run at all, so its script is no help.
+        if out.status.code() == Some(255) && matches!(self.transport, Transport::Ssh { .. }) {
+            let said: Vec<&str> = stderr
+                .lines()
+                .filter(|l| !l.trim().is_empty() && !l.starts_with("mux_client"))
+                .collect();
+            bail!(
+                "node {} ({}): {what}: the SSH connection failed: {}",
+                self.node.name,
+                self.transport.describe(),
+                said.last().map_or("ssh exited with 255", |l| l.trim())
+            );
+        }
         if !out.status.success() {
             let tail: Vec<&str> = stdout.lines().chain(stderr.lines()).collect();
             let tail = tail[tail.len().saturating_sub(8)..].join(" | ");

@@ -63,37 +63,64 @@ pub fn reset(
     let plan_dir = state.join("plan");
     std::fs::create_dir_all(&ssh.control_dir)
         .with_context(|| format!("creating {}", ssh.control_dir.display()))?;
+    // Each node in turn; one that fails does not keep the others as they were.
+    let mut failed = Vec::new();
     for name in names {
-        let node = inventory
-            .nodes
-            .iter()
-            .find(|n| &n.name == name)
-            .ok_or_else(|| anyhow!("node {name} is not in the inventory"))?;
-        let root = plan_dir.join(name);
-        let files: Vec<String> = super::plan::written_files(&root)
-            .with_context(|| {
-                format!(
-                    "node {name}: no plan in {} (reset removes what install put there)",
-                    root.display()
-                )
-            })?
-            .into_iter()
-            .map(|(path, _)| path)
-            .collect();
-        let transport = Transport::for_node(node, ssh);
-        let out = transport
-            .run(&script(&files), Input::None)
-            .with_context(|| format!("node {name} ({})", transport.describe()))?;
-        transport.close();
-        if !out.status.success() {
-            bail!(
-                "node {name}: reset failed: {}",
-                String::from_utf8_lossy(&out.stderr).trim()
-            );
+        if let Err(e) = reset_one(inventory, name, &plan_dir, state, ssh) {
+            failed.push(format!("{e:#}"));
         }
-        super::state::record_reset(state, name)?;
-        ferry_cli::say!("{name}: reset ({} planned file(s) removed)", files.len());
     }
+    if !failed.is_empty() {
+        let done = names.len() - failed.len();
+        bail!(
+            "{}{}",
+            failed.join("; "),
+            if done > 0 {
+                format!(" (the other {done} node(s) were reset)")
+            } else {
+                String::new()
+            }
+        );
+    }
+    Ok(())
+}
+
+fn reset_one(
+    inventory: &Inventory,
+    name: &str,
+    plan_dir: &Path,
+    state: &Path,
+    ssh: &SshOptions,
+) -> anyhow::Result<()> {
+    let node = inventory
+        .nodes
+        .iter()
+        .find(|n| n.name == name)
+        .ok_or_else(|| anyhow!("node {name} is not in the inventory"))?;
+    let root = plan_dir.join(name);
+    let files: Vec<String> = super::plan::written_files(&root)
+        .with_context(|| {
+            format!(
+                "node {name}: no plan in {} (reset removes what install put there)",
+                root.display()
+            )
+        })?
+        .into_iter()
+        .map(|(path, _)| path)
+        .collect();
+    let transport = Transport::for_node(node, ssh);
+    let out = transport
+        .run(&script(&files), Input::None)
+        .with_context(|| format!("node {name} ({})", transport.describe()))?;
+    transport.close();
+    if !out.status.success() {
+        bail!(
+            "node {name}: reset failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    super::state::record_reset(state, name)?;
+    ferry_cli::say!("{name}: reset ({} planned file(s) removed)", files.len());
     Ok(())
 }
 
