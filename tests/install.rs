@@ -487,6 +487,19 @@ fn a_node_added_to_the_inventory_is_joined_and_the_others_are_left_as_they_are()
         "cat /etc/kubernetes/addons/kubelet-csr-approver.values.yaml",
     );
     assert!(values.contains("worker2"), "{values}");
+
+    // Regression: dropped from the inventory again, worker2 was left joined and
+    // unmentioned, and its plan went, so reset could no longer clean it. Refused,
+    // saying how to go about it; nothing is changed.
+    c.s.write("cluster.toml", &full[..last + 1]);
+    let before = c.calls().len();
+    let line = c.install(&[]).failure().error_line().to_string();
+    assert!(
+        line.contains("node worker2 is in the last install's plan but not in cluster.toml: reset it first (ferry-installer reset cluster.toml worker2 --yes"),
+        "{line}"
+    );
+    assert_eq!(c.calls().len(), before);
+    assert!(c.s.path("ferry.state/plan/worker2/steps").is_file());
 }
 
 #[test]

@@ -143,6 +143,7 @@ pub fn install(inventory: &Path, args: &InstallArgs) -> anyhow::Result<(Planned,
         release = Some(format!("{}:{}", head.manifest.name, head.manifest.version));
     }
     let out = state.dir.join("plan");
+    dropped_nodes(inventory, &inv, &out)?;
     let planned = plan_loaded(inv, &args.store, &out, &args.pki, state, release.as_deref())?;
     let summary = apply::apply(
         &planned.inventory,
@@ -152,6 +153,30 @@ pub fn install(inventory: &Path, args: &InstallArgs) -> anyhow::Result<(Planned,
         &args.options,
     )?;
     Ok((planned, summary))
+}
+
+/// Refuses an inventory that dropped a node the last install planned: that node
+/// would keep the cluster's services and credentials, and once its plan is gone
+/// reset could no longer say what to remove there.
+fn dropped_nodes(path: &Path, inv: &Inventory, last_plan: &Path) -> anyhow::Result<()> {
+    let Ok(entries) = std::fs::read_dir(last_plan) else {
+        return Ok(());
+    };
+    let mut dropped: Vec<String> = entries
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().join("steps").is_file())
+        .filter_map(|e| e.file_name().into_string().ok())
+        .filter(|n| !inv.nodes.iter().any(|m| &m.name == n))
+        .collect();
+    dropped.sort();
+    if let Some(node) = dropped.first() {
+        anyhow::bail!(
+            "node {node} is in the last install's plan but not in {inv_path}: reset it first (ferry-installer reset {inv_path} {node} --yes, with it still in the inventory), then remove it; if it is gone for good, delete {plan}",
+            inv_path = path.display(),
+            plan = last_plan.join(node).display()
+        );
+    }
+    Ok(())
 }
 
 /// Resets `nodes` of the inventory, from the plan the last install wrote.
