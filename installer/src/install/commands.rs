@@ -10,7 +10,7 @@ use super::apply::{self, Options, Summary};
 use super::contents::Contents;
 use super::inventory::{Inventory, RegistryPlace};
 use super::plan;
-use super::state::{Found, State};
+use super::state::{Found, State, StateLock};
 
 /// What `plan` made.
 pub struct Planned {
@@ -19,6 +19,8 @@ pub struct Planned {
     pub nodes: usize,
     /// The state had no record of its cluster (an older ferry made it) and now has.
     pub adopted: bool,
+    /// The state, held by this command alone until it ends (through the apply).
+    pub held: StateLock,
 }
 
 /// The state directory: `--state`, else `NAME.state` beside the inventory.
@@ -50,7 +52,6 @@ pub fn plan(
 ) -> anyhow::Result<Planned> {
     let inv = Inventory::load(inventory)?;
     let state = open_state(inventory, &inv, state)?;
-    let _held = state.lock()?;
     plan_loaded(inv, store, out, pki, state, release)
 }
 
@@ -69,6 +70,9 @@ fn plan_loaded(
     // What the bundle lacks is said before any key or certificate is made.
     let contents = Contents::read(&store, release)?;
     plan::check(&inv, &contents)?;
+    // Held from before the state's first write to the end of the command (an
+    // install's apply): a refused plan makes no state.
+    let held = state.lock()?;
     // Recorded before the state's first key, so no key is ever unclaimed.
     state.claim()?;
     let adopted = state.found == Found::Unrecorded;
@@ -110,6 +114,7 @@ fn plan_loaded(
         inventory: inv,
         state,
         adopted,
+        held,
     })
 }
 
@@ -132,8 +137,6 @@ pub fn install(inventory: &Path, args: &InstallArgs) -> anyhow::Result<(Planned,
     // A bad inventory, or a state of another cluster, is said before a long unpack.
     let inv = Inventory::load(inventory)?;
     let state = open_state(inventory, &inv, args.state.clone())?;
-    // Held to the end of the apply: another install would drive the same nodes.
-    let _held = state.lock()?;
     let mut release = args.release.clone();
     if let Some((bundle, key)) = &args.bundle {
         crate::bundle::unpack(bundle, key, &args.store, args.quiet)?;
@@ -195,6 +198,7 @@ pub fn reset(
     }
     // Another cluster's plan would name its files, on this cluster's nodes.
     let state = open_state(inventory, &inv, state)?;
-    let _held = state.lock()?;
+    // A state that is not there has no plan to reset from: not made for nothing.
+    let _held = state.dir.is_dir().then(|| state.lock()).transpose()?;
     super::reset::reset(&inv, nodes, &state.dir, ssh)
 }
