@@ -25,15 +25,7 @@ fn sha(bytes: &[u8]) -> String {
 
 /// Deterministic bytes that do not compress away.
 fn bytes(seed: u8, len: usize) -> Vec<u8> {
-    let mut x: u32 = 0x9e37_79b9 ^ u32::from(seed);
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 17;
-            x ^= x << 5;
-            x as u8
-        })
-        .collect()
+    common::noise(u32::from(seed), len)
 }
 
 struct World {

@@ -389,6 +389,19 @@ pub const LOCK: [&str; 6] = [
     "spec.lock",
 ];
 
+/// Deterministic bytes that do not compress away (xorshift from `seed`).
+pub fn noise(seed: u32, len: usize) -> Vec<u8> {
+    let mut x: u32 = 0x9e37_79b9 ^ seed;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x as u8
+        })
+        .collect()
+}
+
 /// `ferry-bundler pull` of the locked `spec.toml` from `mirrors.toml` into `store`.
 pub const LOCKED_PULL: [&str; 8] = [
     "pull",

@@ -9,18 +9,7 @@ use sha2::{Digest as _, Sha256};
 
 pub(super) const FILE: &str = "/dl/tool";
 
-/// Bytes that do not compress away.
-pub(super) fn noise(seed: u32, len: usize) -> Vec<u8> {
-    let mut x: u32 = 0x9e37_79b9 ^ seed;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 17;
-            x ^= x << 5;
-            x as u8
-        })
-        .collect()
-}
+pub(super) use common::noise;
 
 /// A spec of one platform-independent file `dl.example.test/dl/tool`, pinned to
 /// `bytes`, served by `urls` in turn (and nothing else).
@@ -55,18 +44,7 @@ fn a_full_store_disk_stops_the_pull_in_one_line_blames_no_mirror_and_a_rerun_res
     s.bundler(&LOCK).success();
     let before = files.count(FILE);
     let small = Mounted::new(s.path("small"), "tmpfs", "size=4m");
-    let run = s
-        .bundler(&[
-            "pull",
-            "spec.toml",
-            "--lock",
-            "spec.lock",
-            "--mirrors",
-            "mirrors.toml",
-            "--store",
-            "small/store",
-        ])
-        .failure();
+    let run = pull_locked(&s, "mirrors.toml", "small/store").failure();
     let errors: Vec<&str> = run
         .stderr
         .lines()
@@ -92,17 +70,7 @@ fn a_full_store_disk_stops_the_pull_in_one_line_blames_no_mirror_and_a_rerun_res
     let kept = std::fs::metadata(&partial).unwrap().len();
     assert!(kept > 0, "nothing kept to resume from");
     small.grow("64m");
-    s.bundler(&[
-        "pull",
-        "spec.toml",
-        "--lock",
-        "spec.lock",
-        "--mirrors",
-        "mirrors.toml",
-        "--store",
-        "small/store",
-    ])
-    .success();
+    pull_locked(&s, "mirrors.toml", "small/store").success();
     let last = files.requests().pop().unwrap();
     assert_eq!(last, format!("GET {FILE} range=bytes={kept}-"));
     let stored = std::fs::read(s.path(&format!("small/store/blobs/sha256/{sha}"))).unwrap();

@@ -271,11 +271,7 @@ impl State {
             let path = path.to_path_buf();
             move |source| StateError::Io { path, source }
         };
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&self.dir)
-            .map_err(io(&self.dir))?;
+        self.make_dir()?;
         let path = self.dir.join(LOCK);
         let file = std::fs::OpenOptions::new()
             .create(true)
@@ -292,6 +288,18 @@ impl State {
         }
     }
 
+    /// Makes the state's directory, 0700: it holds keys.
+    fn make_dir(&self) -> Result<(), StateError> {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&self.dir)
+            .map_err(|source| StateError::Io {
+                path: self.dir.clone(),
+                source,
+            })
+    }
+
     pub fn claim(&self) -> Result<(), StateError> {
         if self.found == Found::Ours {
             return Ok(());
@@ -300,11 +308,7 @@ impl State {
             let path = path.to_path_buf();
             move |source| StateError::Io { path, source }
         };
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&self.dir)
-            .map_err(io(&self.dir))?;
+        self.make_dir()?;
         let text = format!(
             "# The cluster this state (its CAs, keys and bootstrap token) belongs to:\n\
              # ferry-installer plan and install refuse an inventory of another cluster.\n{}",
