@@ -534,6 +534,13 @@ fn reset_removes_what_install_put_on_a_node_and_nothing_else() {
         "ssh.conf",
     ])
     .success();
+    // The state no longer holds worker1 as installed (at its address, which a
+    // later inventory is checked against).
+    assert!(!c.s.path("ferry.state/installed-at/worker1").exists());
+    assert_eq!(
+        c.s.read("ferry.state/installed-at/worker2"),
+        c.addr("worker2")
+    );
     let planned = planned(&c.s.path("ferry.state/plan/worker1"));
     for line in &planned {
         let path = line.rsplit(' ').next().unwrap();

@@ -527,7 +527,7 @@ pub fn apply(
     }
     record(&addons)?;
     for t in &targets {
-        super::state::installed_again(state, &t.node.name);
+        super::state::installed(state, &t.node.name, t.node.address);
         (opts.on_step)(&t.node.name, if t.changed { "done" } else { "unchanged" });
         t.transport.close();
         let mut s = summary.lock().expect("lock");

@@ -147,6 +147,13 @@ pub fn install(inventory: &Path, args: &InstallArgs) -> anyhow::Result<(Planned,
     }
     let out = state.dir.join("plan");
     dropped_nodes(inventory, &inv, &out)?;
+    for (node, then) in super::state::moved_addresses(&state.dir, &inv) {
+        ferry_cli::say!(
+            "warning: node {node} was installed at {then}, and {} now gives it another address: a joined node keeps the address it joined with, so the new one takes effect once it is reset (ferry-installer reset {} {node} --yes) and installed again",
+            inventory.display(),
+            inventory.display()
+        );
+    }
     let planned = plan_loaded(inv, &args.store, &out, &args.pki, state, release.as_deref())?;
     let summary = apply::apply(
         &planned.inventory,

@@ -131,6 +131,7 @@ pub fn record_reset(dir: &Path, node: &str) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir.join(RESET))
         .and_then(|()| std::fs::write(&path, b""))
         .with_context(|| format!("recording the reset in {}", path.display()))?;
+    let _ = std::fs::remove_file(dir.join(INSTALLED_AT).join(node));
     if first_recorded(dir).as_deref() == Some(node) {
         let first = dir.join(FIRST);
         std::fs::remove_file(&first).with_context(|| format!("removing {}", first.display()))?;
@@ -138,9 +139,33 @@ pub fn record_reset(dir: &Path, node: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Forgets the reset of `node`, installed again.
-pub fn installed_again(dir: &Path, node: &str) {
+/// Where the state records the address each installed node was installed at.
+const INSTALLED_AT: &str = "installed-at";
+
+/// Records that `node` is installed, at `address`, and forgets a reset of it.
+/// Best effort: the record only feeds a warning ([`moved_addresses`]).
+pub fn installed(dir: &Path, node: &str, address: IpAddr) {
     let _ = std::fs::remove_file(dir.join(RESET).join(node));
+    let _ = std::fs::create_dir_all(dir.join(INSTALLED_AT))
+        .and_then(|()| std::fs::write(dir.join(INSTALLED_AT).join(node), address.to_string()));
+}
+
+/// The nodes of `inventory` installed at another address than it gives them now:
+/// `(node, installed at)`. kubeadm keeps the address a node joined with, so the
+/// new one takes effect only once the node is reset and joined again.
+pub fn moved_addresses(dir: &Path, inventory: &Inventory) -> Vec<(String, IpAddr)> {
+    inventory
+        .nodes
+        .iter()
+        .filter_map(|n| {
+            let then: IpAddr = std::fs::read_to_string(dir.join(INSTALLED_AT).join(&n.name))
+                .ok()?
+                .trim()
+                .parse()
+                .ok()?;
+            (then != n.address).then(|| (n.name.clone(), then))
+        })
+        .collect()
 }
 
 fn first_recorded(dir: &Path) -> Option<String> {
@@ -333,6 +358,27 @@ mod tests {
             name: name.into(),
             control_plane_endpoint: endpoint.into(),
         }
+    }
+
+    #[test]
+    fn a_node_installed_at_another_address_is_found_until_it_is_reset() {
+        let dir = tempfile::tempdir().unwrap();
+        let inv = Inventory::parse(
+            Path::new("cluster.toml"),
+            &super::super::example::example(4),
+        )
+        .unwrap();
+        let worker = &inv.nodes[3];
+        installed(dir.path(), &worker.name, worker.address);
+        assert!(moved_addresses(dir.path(), &inv).is_empty());
+        let then: IpAddr = "192.168.10.99".parse().unwrap();
+        installed(dir.path(), &worker.name, then);
+        assert_eq!(
+            moved_addresses(dir.path(), &inv),
+            [(worker.name.clone(), then)]
+        );
+        record_reset(dir.path(), &worker.name).unwrap();
+        assert!(moved_addresses(dir.path(), &inv).is_empty());
     }
 
     #[test]
