@@ -11,10 +11,15 @@ use crate::store::Store;
 /// The releases unpacked into `store`, as its bundle records hold them (a release
 /// unpacked as a delta and again in full is there twice).
 pub fn unpacked(store: &Store) -> Result<Vec<BundleManifest>, ArchiveError> {
+    Ok(records(store)?.into_iter().map(|(_, m)| m).collect())
+}
+
+/// The bundle records of `store`, each with its bundle's id.
+fn records(store: &Store) -> Result<Vec<(Digest, BundleManifest)>, ArchiveError> {
     store
         .bundle_records()?
         .iter()
-        .map(|bytes| BundleManifest::parse(bytes))
+        .map(|bytes| Ok((Digest::of(bytes), BundleManifest::parse(bytes)?)))
         .collect()
 }
 
@@ -31,12 +36,7 @@ pub struct Retired {
 /// Retires release `release` (`NAME:VERSION`) from `store`: drops the names only it
 /// gave, then its bundle records, unless `dry_run`. Its blobs stay until a gc.
 pub fn retire(store: &Store, release: &str, dry_run: bool) -> Result<Retired, ArchiveError> {
-    let records: Vec<(Digest, BundleManifest)> = store
-        .bundle_records()?
-        .iter()
-        .map(|bytes| Ok((Digest::of(bytes), BundleManifest::parse(bytes)?)))
-        .collect::<Result<_, ArchiveError>>()?;
-    let (mine, others): (Vec<_>, Vec<_>) = records
+    let (mine, others): (Vec<_>, Vec<_>) = records(store)?
         .into_iter()
         .partition(|(_, m)| m.release_arg() == release);
     if mine.is_empty() {

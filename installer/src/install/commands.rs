@@ -143,7 +143,7 @@ pub fn install(inventory: &Path, args: &InstallArgs) -> anyhow::Result<(Planned,
         // Verified just now, by unpack.
         let (head, _) = ferry::archive::read_head_of(bundle, None)
             .with_context(|| format!("reading {}", bundle.display()))?;
-        release = Some(format!("{}:{}", head.manifest.name, head.manifest.version));
+        release = Some(head.manifest.release_arg());
     }
     let out = state.dir.join("plan");
     dropped_nodes(inventory, &inv, &out)?;

@@ -84,19 +84,17 @@ impl<'s> Contents<'s> {
     /// Reads the bundle records of `store`: those of `release` (`NAME:VERSION`, as
     /// `inspect` shows a bundle), or of the one release the store holds.
     pub fn read(store: &'s Store, release: Option<&str>) -> anyhow::Result<Contents<'s>> {
-        if store.bundle_records()?.is_empty() {
+        let manifests: Vec<BundleManifest> = ferry::archive::releases::unpacked(store)
+            .with_context(|| format!("{}: a bundle record", store.root().display()))?;
+        if manifests.is_empty() {
             bail!(
                 "{} holds no unpacked bundle: ferry-installer unpack BUNDLE --store {} first",
                 store.root().display(),
                 store.root().display()
             );
         }
-        let manifests: Vec<BundleManifest> = ferry::archive::releases::unpacked(store)
-            .with_context(|| format!("{}: a bundle record", store.root().display()))?;
-        let releases: BTreeSet<String> = manifests
-            .iter()
-            .map(|m| format!("{}:{}", m.name, m.version))
-            .collect();
+        let releases: BTreeSet<String> =
+            manifests.iter().map(BundleManifest::release_arg).collect();
         let chosen = match release {
             Some(r) if releases.contains(r) => r.to_string(),
             Some(r) => bail!(
@@ -122,7 +120,7 @@ impl<'s> Contents<'s> {
         };
         let (mine, others): (Vec<BundleManifest>, Vec<BundleManifest>) = manifests
             .into_iter()
-            .partition(|m| format!("{}:{}", m.name, m.version) == chosen);
+            .partition(|m| m.release_arg() == chosen);
         changed_since_unpacked(store, &contents.index, &mine, &others)?;
         for m in mine {
             contents

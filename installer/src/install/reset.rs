@@ -53,7 +53,7 @@ pub fn script(files: &[String]) -> String {
 }
 
 /// Resets `names` (nodes of `inventory`) whose plan is in `state`'s, and records
-/// each in the state (see [`super::state::reset_nodes`]).
+/// each in the state (see [`super::state::record_reset`]).
 pub fn reset(
     inventory: &Inventory,
     names: &[String],

@@ -192,11 +192,13 @@ pub fn first_control_plane(dir: &Path, control_planes: &[&str]) -> anyhow::Resul
         .copied()
         .filter(|n| !reset.contains(*n))
         .collect();
-    let first = first_recorded(dir)
+    let recorded = first_recorded(dir);
+    let first = recorded
+        .clone()
         .filter(|r| live.contains(&r.as_str()))
         .or_else(|| live.first().map(|n| n.to_string()))
         .unwrap_or_else(|| control_planes[0].to_string());
-    if first_recorded(dir).as_deref() != Some(first.as_str()) {
+    if recorded.as_deref() != Some(first.as_str()) {
         let path = dir.join(FIRST);
         std::fs::write(&path, format!("{first}\n"))
             .with_context(|| format!("writing {}", path.display()))?;
@@ -285,9 +287,6 @@ impl State {
         })
     }
 
-    /// Records the cluster in the state (making the directory, 0700: it will hold
-    /// keys) unless it is recorded already. Called once everything that can be
-    /// checked without touching the state has been.
     /// Holds the state for this command alone: two plans at once would make two
     /// different CAs into the same files, and two installs would drive the same
     /// nodes. A second one is refused rather than made to wait without a word.
@@ -325,6 +324,9 @@ impl State {
             })
     }
 
+    /// Records the cluster in the state (making the directory, 0700: it will hold
+    /// keys) unless it is recorded already. Called once everything that can be
+    /// checked without touching the state has been.
     pub fn claim(&self) -> Result<(), StateError> {
         if self.found == Found::Ours {
             return Ok(());
